@@ -1,0 +1,30 @@
+# The step image shared by preprocess, train, building and evaluate: PyTorch (CPU), transformers,
+# ONNX / ONNX Runtime, MLflow, the Docker SDK, tritonclient and the shared `sentclf` package.
+# Build it with `make images` (it fills .build/inputs and passes BASE_IMAGE).
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv /opt/venv
+# Optional build inputs: ca.crt (a TLS proxy's CA; empty when none) and wheels/ (the CPU torch wheel).
+COPY .build/inputs/ /tmp/build-inputs/
+COPY requirements/ /tmp/requirements/
+RUN set -e; \
+    if [ -s /tmp/build-inputs/ca.crt ]; then export PIP_CERT=/tmp/build-inputs/ca.crt; fi; \
+    /opt/venv/bin/pip install --find-links /tmp/build-inputs/wheels -r /tmp/requirements/torch.txt; \
+    /opt/venv/bin/pip install -r /tmp/requirements/step.txt
+COPY pyproject.toml /tmp/sentclf/pyproject.toml
+COPY sentclf/ /tmp/sentclf/sentclf/
+RUN set -e; \
+    if [ -s /tmp/build-inputs/ca.crt ]; then export PIP_CERT=/tmp/build-inputs/ca.crt; fi; \
+    /opt/venv/bin/pip install --no-deps /tmp/sentclf
+
+FROM ${BASE_IMAGE}
+COPY --from=builder /opt/venv /opt/venv
+# The building step hands this CA to the server image's builder stage (pip behind a TLS proxy);
+# it is never copied into a server image. Empty when the host has none.
+COPY .build/inputs/ca.crt /etc/sentclf/build-ca.crt
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1 \
+    TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+# MLflow runs the step's command here with the step's directory mounted (see each MLproject).
+WORKDIR /mlflow/projects/code

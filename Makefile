@@ -1,0 +1,69 @@
+# Two commands for a fresh machine: `make run` (set up, then `mlflow run .`) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+HOST_PYTHON ?= python3
+LOCAL_BASE_IMAGE := sentclf/python-base:3.11-bookworm
+# An absolute sqlite URI: MLflow mounts the file into step containers, and a relative one mounts the wrong thing.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test venv dev-venv engine images step ui bench lint clean cron-install cron-remove
+
+## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
+run: images
+	$(VENV)/bin/mlflow run . --env-manager local $(ARGS)
+
+## test: the unit tests and one small end-to-end run of the real pipeline
+test: dev-venv images
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+venv: $(VENV)/.host-installed
+$(VENV)/.host-installed: requirements/host.txt pyproject.toml
+	test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements/host.txt -e .
+	@# `source .venv/bin/activate` then gives `mlflow run <step>` and `mlflow ui` this project's store.
+	grep -q MLFLOW_TRACKING_URI $(VENV)/bin/activate || \
+	  echo 'export MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(MLFLOW_TRACKING_URI)}"' >> $(VENV)/bin/activate
+	touch $@
+
+dev-venv: $(VENV)/.dev-installed
+$(VENV)/.dev-installed: $(VENV)/.host-installed requirements/dev.txt requirements/step.txt requirements/torch.txt
+	$(PYTHON) -m pip install --quiet -r requirements/dev.txt -e .
+	touch $@
+
+## engine: a Docker engine that answers (installs and starts one on a Debian host as root)
+engine:
+	scripts/ensure-engine.sh
+
+## images: the base image (pulled, or built with debootstrap offline) and the step image, when out of date
+images: venv engine
+	$(PYTHON) -m sentclf.images ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
+	$(PYTHON) -m sentclf.images ensure-step
+
+## step: run one step alone, e.g. make step STEP=train ARGS="-P epochs=5"
+step: images
+	$(VENV)/bin/mlflow run $(STEP) -A network=host $(ARGS)
+
+## ui: the MLflow UI on http://127.0.0.1:5000 over this project's runs
+ui: venv
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+## bench: benchmarks that print figures (not part of the tests)
+bench: dev-venv images
+	$(PYTHON) bench/train_throughput.py
+
+lint: dev-venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## cron-install: retrain nightly at 03:00 (scripts/retrain.sh); cron-remove takes it out again
+cron-install:
+	scripts/cron.sh install
+cron-remove:
+	scripts/cron.sh remove
+
+clean:
+	rm -rf .build

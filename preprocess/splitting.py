@@ -1,0 +1,18 @@
+"""Seeded, stratified splitting: each label keeps its share in both parts."""
+
+import numpy as np
+import pandas as pd
+
+from sentclf.schema import LABEL_COLUMN
+
+
+def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split `frame` into (rest, held_out) with `fraction` of every label in held_out, deterministically."""
+    rng = np.random.default_rng(seed)
+    held_out_index = []
+    for label in sorted(frame[LABEL_COLUMN].unique()):
+        index = frame.index[frame[LABEL_COLUMN] == label].to_numpy()
+        count = int(round(len(index) * fraction))
+        held_out_index.extend(rng.permutation(index)[:count].tolist())
+    held_out_mask = frame.index.isin(held_out_index)
+    return frame[~held_out_mask].reset_index(drop=True), frame[held_out_mask].reset_index(drop=True)

@@ -1,0 +1,178 @@
+"""Data validation: every problem is reported with its file, row and column; blocking ones stop the step
+before any data artifact is logged."""
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from sentclf.schema import LABEL_COLUMN, LABEL_NAMES, TEXT_COLUMN
+from sentclf.tracking import StepInputError
+
+MAX_TEXT_CHARS = 512
+MIN_ROWS_PER_CLASS = 2
+EXAMPLES_PER_PROBLEM = 5
+
+
+@dataclass
+class Problem:
+    severity: str  # "error" blocks the step, "warning" is reported
+    check: str
+    origin: str
+    column: str | None
+    rows: list[int]
+    message: str
+
+    def describe(self) -> str:
+        where = self.origin + (f", column {self.column}" if self.column else "")
+        shown = ", ".join(str(row) for row in self.rows[:EXAMPLES_PER_PROBLEM])
+        more = (
+            f" (+{len(self.rows) - EXAMPLES_PER_PROBLEM} more)"
+            if len(self.rows) > EXAMPLES_PER_PROBLEM
+            else ""
+        )
+        rows = f", row(s) {shown}{more}" if self.rows else ""
+        return f"{where}{rows}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(
+        self, severity: str, check: str, origin: str, column: str | None, rows: list[int], message: str
+    ) -> None:
+        self.problems.append(Problem(severity, check, origin, column, rows, message))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def as_dict(self) -> dict:
+        return {
+            "passed": not self.errors,
+            "problems": [
+                {
+                    "severity": p.severity,
+                    "check": p.check,
+                    "origin": p.origin,
+                    "column": p.column,
+                    "count": len(p.rows),
+                    "rows": p.rows[:100],
+                    "message": p.describe(),
+                }
+                for p in self.problems
+            ],
+        }
+
+    def metrics(self) -> dict[str, float]:
+        counts = {
+            "validation_errors": len(self.errors),
+            "validation_warnings": len(self.problems) - len(self.errors),
+        }
+        for problem in self.problems:
+            key = f"validation_{problem.check}_rows"
+            counts[key] = counts.get(key, 0) + len(problem.rows)
+        return counts
+
+    def raise_if_blocking(self) -> None:
+        if self.errors:
+            lines = "\n  ".join(p.describe() for p in self.errors)
+            raise StepInputError(f"data validation failed, nothing was logged as data:\n  {lines}")
+
+    def check_cross_split_overlap(self, splits: dict[str, pd.DataFrame]) -> None:
+        """Sentences of the test split that also occur in train or validation inflate test scores."""
+        test = splits["test"]
+        for name in ("train", "validation"):
+            shared = test[TEXT_COLUMN].isin(set(splits[name][TEXT_COLUMN]))
+            if shared.any():
+                rows = test.loc[shared, "row"].tolist() if "row" in test else []
+                self.add(
+                    "warning",
+                    f"overlap_test_{name}",
+                    "test split",
+                    TEXT_COLUMN,
+                    rows,
+                    f"{int(shared.sum())} test sentence(s) also occur in the {name} split",
+                )
+
+
+def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: ValidationReport) -> pd.DataFrame:
+    """Check one loaded split; returns it with integer labels. Problems go into `report`."""
+    missing = [c for c in (TEXT_COLUMN, LABEL_COLUMN) if c not in frame.columns]
+    if missing:
+        report.add(
+            "error",
+            "missing_column",
+            origin,
+            None,
+            [],
+            f"missing column(s) {missing}; found {list(frame.columns)}",
+        )
+        return frame
+    if frame.empty:
+        report.add("error", "empty_split", origin, None, [], f"the {split} split has no rows")
+        return frame
+    rows = frame["row"] if "row" in frame else pd.Series(range(1, len(frame) + 1), index=frame.index)
+
+    labels = pd.to_numeric(frame[LABEL_COLUMN], errors="coerce")
+    valid_label = labels.isin(range(len(LABEL_NAMES)))
+    if not valid_label.all():
+        report.add(
+            "error",
+            "bad_label",
+            origin,
+            LABEL_COLUMN,
+            rows[~valid_label].tolist(),
+            f"label not in the label set {list(range(len(LABEL_NAMES)))} ({', '.join(LABEL_NAMES)})",
+        )
+    texts = frame[TEXT_COLUMN]
+    not_string = ~texts.map(lambda value: isinstance(value, str))
+    if not_string.any():
+        report.add(
+            "error", "bad_text_type", origin, TEXT_COLUMN, rows[not_string].tolist(), "text is not a string"
+        )
+    blank = texts.map(lambda value: isinstance(value, str) and not value.strip())
+    if blank.any():
+        report.add(
+            "error",
+            "empty_text",
+            origin,
+            TEXT_COLUMN,
+            rows[blank].tolist(),
+            "text is empty or whitespace only",
+        )
+    too_long = texts.map(lambda value: isinstance(value, str) and len(value) > MAX_TEXT_CHARS)
+    if too_long.any():
+        report.add(
+            "warning",
+            "long_text",
+            origin,
+            TEXT_COLUMN,
+            rows[too_long].tolist(),
+            f"text longer than {MAX_TEXT_CHARS} characters (truncated by the tokenizer)",
+        )
+    duplicated = frame.duplicated(subset=[TEXT_COLUMN, LABEL_COLUMN], keep="first")
+    if duplicated.any():
+        report.add(
+            "warning",
+            "duplicate_row",
+            origin,
+            None,
+            rows[duplicated].tolist(),
+            "row repeats an earlier row (same sentence and label)",
+        )
+    if valid_label.all():
+        counts = labels.astype(int).value_counts()
+        for index, name in enumerate(LABEL_NAMES):
+            if counts.get(index, 0) < MIN_ROWS_PER_CLASS:
+                report.add(
+                    "error",
+                    "too_few_rows_per_class",
+                    origin,
+                    LABEL_COLUMN,
+                    [],
+                    f"label {index} ({name}) has {counts.get(index, 0)} row(s); at least "
+                    f"{MIN_ROWS_PER_CLASS} are needed to split and evaluate",
+                )
+        frame = frame.assign(**{LABEL_COLUMN: labels.astype("int64")})
+    return frame

@@ -1,0 +1,204 @@
+"""Building the pipeline's images: the base Python image, the shared step image, and (for the building
+step) any image from a prepared context. Run as `python -m sentclf.images {ensure-base,ensure-step}`."""
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from sentclf.containers import docker_client
+
+logger = logging.getLogger(__name__)
+
+STEP_IMAGE = "sentclf-step:latest"
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+# Built by scripts/build-base-image.sh (debootstrap) where no registry can be reached.
+LOCAL_BASE_IMAGE = "sentclf/python-base:3.11-bookworm"
+SOURCE_HASH_LABEL = "sentclf.source-hash"
+BUILD_CA_IN_STEP_IMAGE = Path("/etc/sentclf/build-ca.crt")
+# What the step image is built from: a change to any of these rebuilds it.
+STEP_IMAGE_SOURCES = ("Dockerfile", "pyproject.toml", "requirements", "sentclf")
+
+
+class ImageError(RuntimeError):
+    """An image could not be found or built; the message says what to do."""
+
+
+def _image_exists(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def resolve_base_image(client: docker.DockerClient, requested: str = "auto") -> str:
+    """The base image to build FROM. `auto`: python:3.11-slim if present or pullable, else the local
+    debootstrap image. A named image must be present or pullable."""
+    candidates = [DEFAULT_BASE_IMAGE, LOCAL_BASE_IMAGE] if requested == "auto" else [requested]
+    for name in candidates:
+        if _image_exists(client, name):
+            return name
+        if name == LOCAL_BASE_IMAGE:
+            continue
+        try:
+            logger.info("pulling %s", name)
+            client.images.pull(name)
+            return name
+        except docker.errors.APIError as error:
+            logger.info("cannot pull %s: %s", name, getattr(error, "explanation", error))
+    raise ImageError(
+        f"no base image: {' nor '.join(candidates)} is present or pullable. Build the local one with "
+        f"`scripts/build-base-image.sh {LOCAL_BASE_IMAGE}` (Debian host, root) or `make images`."
+    )
+
+
+def source_hash(root: Path, sources: tuple[str, ...], extra: str = "") -> str:
+    """A hash over the named files and directories (excluding caches), plus `extra`."""
+    digest = hashlib.sha256(extra.encode())
+    for name in sources:
+        path = root / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if "__pycache__" in file.parts or file.suffix == ".pyc":
+                continue
+            digest.update(str(file.relative_to(root)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_ca_file() -> Path | None:
+    """An extra CA bundle for pip inside builds (a TLS-intercepting proxy's), if this machine has one.
+
+    Looked up in SENTCLF_BUILD_CA, PIP_CERT, SSL_CERT_FILE, then the step image's copy. It is a build
+    input only: Dockerfiles use it in a builder stage and never copy it into a final image.
+    """
+    for variable in ("SENTCLF_BUILD_CA", "PIP_CERT", "SSL_CERT_FILE"):
+        value = os.environ.get(variable)
+        if value and Path(value).is_file():
+            return Path(value)
+    if BUILD_CA_IN_STEP_IMAGE.is_file() and BUILD_CA_IN_STEP_IMAGE.stat().st_size:
+        return BUILD_CA_IN_STEP_IMAGE
+    return None
+
+
+def write_build_inputs(inputs_dir: Path) -> None:
+    """Fill `inputs_dir` with ca.crt (empty when there is no extra CA) for a Dockerfile's builder stage."""
+    inputs_dir.mkdir(parents=True, exist_ok=True)
+    ca = build_ca_file()
+    target = inputs_dir / "ca.crt"
+    if ca is None:
+        target.write_bytes(b"")
+    else:
+        shutil.copyfile(ca, target)
+
+
+def download_torch_wheel(root: Path, wheel_dir: Path) -> None:
+    """Put the pinned torch wheel into the build context: pip inside `docker build` sees neither this
+    machine's find-links nor its pip configuration, and would otherwise pull the CUDA build."""
+    requirement = next(
+        line.strip()
+        for line in (root / "requirements" / "torch.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(wheel_dir),
+            requirement,
+        ],
+        check=True,
+    )
+
+
+def build_image(
+    client: docker.DockerClient,
+    context_dir: Path,
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str] | None = None,
+    dockerfile: str = "Dockerfile",
+) -> str:
+    """Build with host networking, streaming the build's output to the log; returns the image id."""
+    logger.info("building %s from %s", tag, context_dir)
+    image_id = None
+    stream = client.api.build(
+        path=str(context_dir),
+        tag=tag,
+        buildargs=buildargs,
+        labels=labels or {},
+        dockerfile=dockerfile,
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        decode=True,
+    )
+    for chunk in stream:
+        if "error" in chunk:
+            raise ImageError(f"building {tag} failed: {chunk['error'].strip()}")
+        line = chunk.get("stream", "").rstrip()
+        if line:
+            logger.info("[build %s] %s", tag, line)
+        image_id = chunk.get("aux", {}).get("ID", image_id)
+    if image_id is None:
+        image_id = client.images.get(tag).id
+    return image_id
+
+
+def ensure_step_image(
+    client: docker.DockerClient, root: Path, base_image: str = "auto", force: bool = False
+) -> str:
+    """Build the step image from the project at `root` unless one built from the same sources and base
+    image exists."""
+    base = resolve_base_image(client, base_image)
+    base_id = client.images.get(base).id
+    wanted = source_hash(root, STEP_IMAGE_SOURCES, extra=base_id)
+    if not force and _image_exists(client, STEP_IMAGE):
+        current = client.images.get(STEP_IMAGE).labels.get(SOURCE_HASH_LABEL)
+        if current == wanted:
+            logger.info("%s is up to date (sources %s)", STEP_IMAGE, wanted)
+            return STEP_IMAGE
+    inputs = root / ".build" / "inputs"
+    write_build_inputs(inputs)
+    download_torch_wheel(root, inputs / "wheels")
+    build_image(client, root, STEP_IMAGE, {"BASE_IMAGE": base}, {SOURCE_HASH_LABEL: wanted})
+    return STEP_IMAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["ensure-base", "ensure-step"])
+    parser.add_argument("--base-image", default="auto")
+    parser.add_argument("--root", default=".", help="the project directory (default: the current one)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    client = docker_client()
+    try:
+        if args.command == "ensure-base":
+            print(resolve_base_image(client, args.base_image))
+        else:
+            print(ensure_step_image(client, Path(args.root).resolve(), args.base_image, args.force))
+    except ImageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

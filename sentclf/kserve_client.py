@@ -1,0 +1,38 @@
+"""Talking to the inference server with the standard KServe v2 gRPC client (tritonclient)."""
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from sentclf.containers import LOOPBACK
+
+TEXT_INPUT = "text"
+LABEL_OUTPUT = "label"
+PROBABILITIES_OUTPUT = "probabilities"
+
+
+def connect(port: int) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(url=f"{LOOPBACK}:{port}")
+
+
+def build_inputs(texts: list[str]) -> list[grpcclient.InferInput]:
+    """One BYTES input of shape [len(texts)], sent as raw contents (tritonclient's default)."""
+    text_input = grpcclient.InferInput(TEXT_INPUT, [len(texts)], "BYTES")
+    text_input.set_data_from_numpy(np.array([t.encode("utf-8") for t in texts], dtype=np.object_))
+    return [text_input]
+
+
+def requested_outputs() -> list[grpcclient.InferRequestedOutput]:
+    return [
+        grpcclient.InferRequestedOutput(LABEL_OUTPUT),
+        grpcclient.InferRequestedOutput(PROBABILITIES_OUTPUT),
+    ]
+
+
+def classify(
+    client: grpcclient.InferenceServerClient, model_name: str, texts: list[str], model_version: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (int64 [n]) and probabilities (float32 [n, 2]) for `texts`."""
+    result = client.infer(
+        model_name, build_inputs(texts), model_version=model_version, outputs=requested_outputs()
+    )
+    return result.as_numpy(LABEL_OUTPUT), result.as_numpy(PROBABILITIES_OUTPUT)

@@ -1,0 +1,202 @@
+"""The fine-tuning loop: tokenize, batch by length, AdamW with linear warm-up/decay, early stopping."""
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.utils import clip_grad_norm_
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from sentclf.metrics import classification_metrics
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+
+logger = logging.getLogger(__name__)
+
+# Batches are formed from pools of this many batches sorted by length: little padding (fast on CPU)
+# while the order of the pools stays random.
+LENGTH_POOL_BATCHES = 50
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    max_seq_length: int
+    seed: int
+    patience: int
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class EncodedSplit:
+    input_ids: list[list[int]]
+    labels: np.ndarray
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode_split(
+    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_seq_length: int
+) -> EncodedSplit:
+    encoded = tokenizer(frame[TEXT_COLUMN].tolist(), truncation=True, max_length=max_seq_length)
+    return EncodedSplit(
+        encoded["input_ids"], frame[LABEL_COLUMN].to_numpy(np.int64), frame[TEXT_COLUMN].tolist()
+    )
+
+
+def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad one batch to its own longest sequence (dynamic padding)."""
+    sequences = [split.input_ids[i] for i in indices]
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention_mask[row, : len(sequence)] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids),
+        "labels": torch.from_numpy(split.labels[indices]),
+    }
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffled batches of similar length: shuffle, sort within pools, then shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * LENGTH_POOL_BATCHES
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sequential_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches sorted by length (predictions are put back in input order by the caller)."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def predict(
+    model: PreTrainedModel, split: EncodedSplit, batch_size: int, pad_id: int
+) -> tuple[np.ndarray, float]:
+    """Logits for every row in input order, and the mean cross-entropy loss."""
+    model.eval()
+    lengths = np.array([len(s) for s in split.input_ids])
+    logits = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
+    total_loss = 0.0
+    for indices in sequential_batches(lengths, batch_size):
+        batch = collate(split, indices, pad_id)
+        output = model(**batch)
+        logits[indices] = output.logits.float().numpy()
+        total_loss += float(output.loss) * len(indices)
+    return logits, total_loss / len(split)
+
+
+def evaluate(model: PreTrainedModel, split: EncodedSplit, batch_size: int, pad_id: int) -> dict[str, float]:
+    logits, loss = predict(model, split, batch_size, pad_id)
+    metrics = classification_metrics(split.labels, logits.argmax(axis=1))
+    return {"loss": loss, **metrics}
+
+
+def train(
+    model: PreTrainedModel,
+    train_split: EncodedSplit,
+    validation_split: EncodedSplit,
+    config: TrainConfig,
+    pad_id: int,
+    log_epoch,
+) -> dict:
+    """Fine-tune with early stopping on validation MCC; the best epoch's weights are restored at the end.
+
+    `log_epoch(epoch, metrics)` receives each epoch's metrics. Returns a summary of the run.
+    """
+    rng = np.random.default_rng(config.seed)
+    lengths = np.array([len(s) for s in train_split.input_ids])
+    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": config.weight_decay,
+        },
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
+
+    best = {"mcc": -math.inf, "epoch": 0, "state": None}
+    epochs_without_gain = 0
+    samples_seen, train_seconds = 0, 0.0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        running_loss = 0.0
+        batches = length_grouped_batches(lengths, config.batch_size, rng)
+        progress = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", mininterval=5)
+        for indices in progress:
+            batch = collate(train_split, indices, pad_id)
+            loss = model(**batch).loss
+            loss.backward()
+            clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running_loss += float(loss) * len(indices)
+            progress.set_postfix(loss=f"{float(loss):.4f}")
+        epoch_seconds = time.perf_counter() - started
+        samples_seen += len(train_split)
+        train_seconds += epoch_seconds
+        validation = evaluate(model, validation_split, config.batch_size * 2, pad_id)
+        metrics = {
+            "train_loss": running_loss / len(train_split),
+            "train_samples_per_second": len(train_split) / epoch_seconds,
+            **{f"val_{key}": value for key, value in validation.items()},
+        }
+        log_epoch(epoch, metrics)
+        logger.info(
+            "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f (%.0f samples/s)",
+            epoch,
+            metrics["train_loss"],
+            validation["loss"],
+            validation["accuracy"],
+            validation["mcc"],
+            metrics["train_samples_per_second"],
+        )
+        if validation["mcc"] > best["mcc"]:
+            best = {"mcc": validation["mcc"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            epochs_without_gain = 0
+        else:
+            epochs_without_gain += 1
+            if epochs_without_gain >= config.patience:
+                logger.info(
+                    "early stop after epoch %d: no val_mcc gain for %d epoch(s)", epoch, config.patience
+                )
+                break
+    model.load_state_dict(best["state"])
+    model.eval()
+    return {
+        "best_epoch": best["epoch"],
+        "best_val_mcc": best["mcc"],
+        "epochs_run": epoch,
+        "train_samples_per_second": samples_seen / train_seconds,
+    }
