@@ -8,6 +8,8 @@ LOCAL_BASE_IMAGE := sentclf/python-base:3.11-bookworm
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 PYTEST_ARGS ?=
+# `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run test venv dev-venv engine images step ui bench lint clean cron-install cron-remove
 

@@ -51,9 +51,9 @@ def resolve_model_version(model_uri: str) -> tuple[str, str]:
     try:
         if "@" in reference:
             name, alias = reference.split("@", 1)
-            return name, client.get_model_version_by_alias(name, alias).version
+            return name, str(client.get_model_version_by_alias(name, alias).version)
         name, version = reference.rsplit("/", 1)
-        return name, client.get_model_version(name, version).version
+        return name, str(client.get_model_version(name, version).version)
     except (ValueError, mlflow.exceptions.MlflowException) as error:
         raise StepInputError(f"model_uri {model_uri!r} names no registered model version: {error}") from None
 

@@ -1,0 +1,139 @@
+"""Server settings: environment variables plus the model's serving_config.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# Names accepted by ORT_GRAPH_OPTIMIZATION; mapped to onnxruntime's enum in model.py so that this
+# module stays importable (and testable) without onnxruntime.
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the server refuses to start."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path
+    model_name: str
+    model_version: str
+    max_seq_length: int
+    labels: tuple[str, ...]
+    bind_address: str = "0.0.0.0"
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch_size: int = 32
+    max_batch_delay_s: float = 0.002
+    max_request_batch: int = 256
+    max_message_bytes: int = 4 * 1024 * 1024
+    grace_period_s: float = 10.0
+    drain_delay_s: float = 0.0
+    ort_intra_op_threads: int = 0
+    ort_graph_optimization: str = "all"
+    ort_allow_spinning: bool = False
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir / "model.onnx"
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.model_dir / "tokenizer.json"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _read_serving_config(model_dir: Path) -> dict:
+    path = model_dir / "serving_config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"missing {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return data
+
+
+def _labels(data: dict, path: Path) -> tuple[str, ...]:
+    labels = data.get("labels", ["unacceptable", "acceptable"])
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise ConfigError(f"{path}: 'labels' must be a list of at least two strings")
+    return tuple(labels)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment (default: os.environ) and MODEL_DIR/serving_config.json."""
+    env = os.environ if env is None else env
+    model_dir = Path(env.get("MODEL_DIR", "/models/model"))
+    data = _read_serving_config(model_dir)
+    # Env overrides win so one image can serve a model under another name/version.
+    model_name = env.get("MODEL_NAME", "").strip() or str(data.get("model_name", "cola"))
+    model_version = env.get("MODEL_VERSION", "").strip() or str(data.get("model_version", "1"))
+    max_seq_length = data.get("max_seq_length", 128)
+    if not isinstance(max_seq_length, int) or max_seq_length < 2:
+        raise ConfigError("serving_config.json: 'max_seq_length' must be an integer >= 2")
+    graph_opt = env.get("ORT_GRAPH_OPTIMIZATION", "all").strip().lower() or "all"
+    if graph_opt not in GRAPH_OPTIMIZATION_LEVELS:
+        allowed = "|".join(GRAPH_OPTIMIZATION_LEVELS)
+        raise ConfigError(f"ORT_GRAPH_OPTIMIZATION must be one of {allowed}, got {graph_opt!r}")
+    return Settings(
+        model_dir=model_dir,
+        model_name=model_name,
+        model_version=model_version,
+        max_seq_length=max_seq_length,
+        labels=_labels(data, model_dir / "serving_config.json"),
+        bind_address=env.get("BIND_ADDRESS", "").strip() or "0.0.0.0",
+        grpc_port=_int(env, "GRPC_PORT", 8001, 0),
+        metrics_port=_int(env, "METRICS_PORT", 8002, 0),
+        max_batch_size=_int(env, "MAX_BATCH_SIZE", 32, 1),
+        max_batch_delay_s=_float(env, "MAX_BATCH_DELAY_MS", 2.0, 0.0) / 1000.0,
+        max_request_batch=_int(env, "MAX_REQUEST_BATCH", 256, 1),
+        max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024),
+        grace_period_s=_float(env, "GRACE_PERIOD_S", 10.0, 0.0),
+        drain_delay_s=_float(env, "DRAIN_DELAY_S", 0.0, 0.0),
+        ort_intra_op_threads=_int(env, "ORT_INTRA_OP_THREADS", 0, 0),
+        ort_graph_optimization=graph_opt,
+        ort_allow_spinning=_bool(env, "ORT_ALLOW_SPINNING", False),
+    )

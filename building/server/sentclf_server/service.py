@@ -1,0 +1,260 @@
+"""inference.GRPCInferenceService (KServe v2 / Open Inference Protocol) on top of the dynamic batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from . import SERVER_NAME, __version__
+from .batcher import BatcherStopped, DynamicBatcher
+from .codec import CodecError, decode_bytes_tensor
+from .config import Settings
+from .metrics import observe_request
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "inference.GRPCInferenceService"
+INPUT_NAME = "text"
+LABEL_OUTPUT = "label"
+PROBS_OUTPUT = "probabilities"
+OUTPUT_NAMES = (LABEL_OUTPUT, PROBS_OUTPUT)
+# Requested-output parameters that ask for features this server does not have.
+_UNSUPPORTED_OUTPUT_PARAMS = ("classification", "shared_memory_region")
+_INVALID = grpc.StatusCode.INVALID_ARGUMENT
+Context = grpc.aio.ServicerContext
+
+
+class RequestError(Exception):
+    """A request the server refuses, carrying the gRPC status to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ServerState:
+    """What the RPC handlers need to know about the process; filled in as the server starts and drains."""
+
+    settings: Settings
+    batcher: DynamicBatcher | None = None
+    draining: bool = False
+    loaded_at: float = field(default=0.0)
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None and not self.draining
+
+
+def _utf8(item: bytes, index: int) -> str:
+    try:
+        return item.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        message = f"input '{INPUT_NAME}' element {index} is not valid UTF-8: {exc}"
+        raise RequestError(_INVALID, message) from None
+
+
+def _text_tensor(request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferRequest.InferInputTensor:
+    names = [tensor.name for tensor in request.inputs]
+    if INPUT_NAME not in names:
+        raise RequestError(_INVALID, f"missing input '{INPUT_NAME}' (got {names}); expected one BYTES input")
+    extra = [name for name in names if name != INPUT_NAME]
+    if extra:
+        raise RequestError(_INVALID, f"unexpected input(s) {extra}; the model takes only '{INPUT_NAME}'")
+    if len(names) != 1:
+        raise RequestError(_INVALID, f"input '{INPUT_NAME}' given {len(names)} times")
+    return request.inputs[0]
+
+
+def _check_shape(tensor: service_pb2.ModelInferRequest.InferInputTensor, max_request_batch: int) -> int:
+    if tensor.datatype != "BYTES":
+        raise RequestError(_INVALID, f"input '{INPUT_NAME}' must be BYTES, got datatype {tensor.datatype!r}")
+    shape = list(tensor.shape)
+    if len(shape) != 1 or shape[0] < 0:
+        raise RequestError(_INVALID, f"input '{INPUT_NAME}' must have shape [batch] (1-D), got {shape}")
+    if shape[0] == 0:
+        raise RequestError(_INVALID, f"input '{INPUT_NAME}' is an empty batch; send at least one sentence")
+    if shape[0] > max_request_batch:
+        raise RequestError(
+            _INVALID, f"batch of {shape[0]} sentences exceeds MAX_REQUEST_BATCH={max_request_batch}; split it"
+        )
+    return shape[0]
+
+
+def parse_text_input(request: service_pb2.ModelInferRequest, max_request_batch: int) -> list[str]:
+    """Validate the request's single BYTES input and return its sentences (typed or raw contents)."""
+    tensor = _text_tensor(request)
+    count = _check_shape(tensor, max_request_batch)
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            count_raw = len(request.raw_input_contents)
+            raise RequestError(_INVALID, f"got {count_raw} raw_input_contents entries for 1 input")
+        if tensor.contents.bytes_contents:
+            raise RequestError(_INVALID, f"input '{INPUT_NAME}' has both contents and raw_input_contents")
+        try:
+            items = decode_bytes_tensor(request.raw_input_contents[0])
+        except CodecError as exc:
+            raise RequestError(_INVALID, f"input '{INPUT_NAME}' raw BYTES are malformed: {exc}") from None
+    else:
+        items = list(tensor.contents.bytes_contents)
+    if len(items) != count:
+        raise RequestError(_INVALID, f"input '{INPUT_NAME}' has shape [{count}] but {len(items)} elements")
+    return [_utf8(item, i) for i, item in enumerate(items)]
+
+
+def requested_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
+    """Names of the outputs to return, in request order; all of them when the request names none."""
+    if not request.outputs:
+        return list(OUTPUT_NAMES)
+    names: list[str] = []
+    for output in request.outputs:
+        if output.name not in OUTPUT_NAMES:
+            raise RequestError(_INVALID, f"unknown output '{output.name}'; available: {list(OUTPUT_NAMES)}")
+        unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in output.parameters]
+        if unsupported:
+            raise RequestError(_INVALID, f"output '{output.name}': parameters {unsupported} not supported")
+        if output.name not in names:
+            names.append(output.name)
+    return names
+
+
+def build_response(
+    request: service_pb2.ModelInferRequest, settings: Settings, probs: np.ndarray, outputs: list[str]
+) -> service_pb2.ModelInferResponse:
+    """Pack outputs as raw little-endian tensors, the layout tritonclient's InferResult.as_numpy reads."""
+    response = service_pb2.ModelInferResponse(
+        model_name=settings.model_name, model_version=settings.model_version, id=request.id
+    )
+    arrays = {
+        LABEL_OUTPUT: ("INT64", np.argmax(probs, axis=1).astype("<i8")),
+        PROBS_OUTPUT: ("FP32", np.ascontiguousarray(probs, dtype="<f4")),
+    }
+    for name in outputs:
+        datatype, array = arrays[name]
+        tensor = response.outputs.add(name=name, datatype=datatype)
+        tensor.shape.extend(array.shape)
+        response.raw_output_contents.append(array.tobytes())
+    return response
+
+
+_TensorMetadata = service_pb2.ModelMetadataResponse.TensorMetadata
+
+
+def _tensor_metadata(name: str, datatype: str, shape: list[int]) -> _TensorMetadata:
+    return _TensorMetadata(name=name, datatype=datatype, shape=shape)
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """The KServe v2 RPCs this server implements; every other RPC answers UNIMPLEMENTED."""
+
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+
+    def _check_model(self, name: str, version: str) -> None:
+        settings = self._state.settings
+        if name != settings.model_name:
+            message = f"unknown model '{name}'; this server serves '{settings.model_name}'"
+            raise RequestError(grpc.StatusCode.NOT_FOUND, message)
+        if version and version != settings.model_version:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"model '{name}' has no version '{version}'; serving version '{settings.model_version}'",
+            )
+
+    async def ServerLive(
+        self, request: service_pb2.ServerLiveRequest, context: Context
+    ) -> service_pb2.ServerLiveResponse:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: service_pb2.ServerReadyRequest, context: Context
+    ) -> service_pb2.ServerReadyResponse:
+        return service_pb2.ServerReadyResponse(ready=self._state.ready)
+
+    async def ModelReady(
+        self, request: service_pb2.ModelReadyRequest, context: Context
+    ) -> service_pb2.ModelReadyResponse:
+        # Like Triton: an unknown model is simply not ready (so clients' is_model_ready() returns False).
+        try:
+            self._check_model(request.name, request.version)
+        except RequestError:
+            return service_pb2.ModelReadyResponse(ready=False)
+        return service_pb2.ModelReadyResponse(ready=self._state.ready)
+
+    async def ServerMetadata(
+        self, request: service_pb2.ServerMetadataRequest, context: Context
+    ) -> service_pb2.ServerMetadataResponse:
+        # No optional KServe extensions (model repository, statistics, shared memory...) are implemented.
+        return service_pb2.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[])
+
+    async def ModelMetadata(
+        self, request: service_pb2.ModelMetadataRequest, context: Context
+    ) -> service_pb2.ModelMetadataResponse:
+        try:
+            self._check_model(request.name, request.version)
+        except RequestError as err:
+            await context.abort(err.code, err.message)
+        settings = self._state.settings
+        return service_pb2.ModelMetadataResponse(
+            name=settings.model_name,
+            versions=[settings.model_version],
+            platform="onnxruntime_onnx",
+            inputs=[_tensor_metadata(INPUT_NAME, "BYTES", [-1])],
+            outputs=[
+                _tensor_metadata(LABEL_OUTPUT, "INT64", [-1]),
+                _tensor_metadata(PROBS_OUTPUT, "FP32", [-1, len(settings.labels)]),
+            ],
+        )
+
+    async def _infer(self, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+        self._check_model(request.model_name, request.model_version)
+        batcher = self._state.batcher
+        # Still served while draining: a client that has not yet seen NOT_SERVING should not fail.
+        if batcher is None:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "model is still loading; retry when SERVING")
+        settings = self._state.settings
+        texts = parse_text_input(request, settings.max_request_batch)
+        outputs = requested_outputs(request)
+        probs = await batcher.submit(texts)
+        return build_response(request, settings, probs, outputs)
+
+    async def ModelInfer(
+        self, request: service_pb2.ModelInferRequest, context: Context
+    ) -> service_pb2.ModelInferResponse:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await self._infer(request)
+        except RequestError as err:
+            code = err.code
+            await context.abort(err.code, err.message)
+        except BatcherStopped as exc:
+            code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, str(exc))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # client went away or deadline passed
+            raise
+        except Exception:
+            log.exception("ModelInfer failed")
+            code = grpc.StatusCode.INTERNAL
+            await context.abort(code, "internal error during inference; see server log")
+        finally:
+            observe_request(code.name, time.perf_counter() - start)
+
+
+async def _unimplemented(self: InferenceServicer, request: object, context: Context) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented by sentclf-server")
+
+
+# The generated base class has synchronous stubs; the aio server would run those in a thread pool, so
+# replace every RPC we do not implement with an async one that answers UNIMPLEMENTED.
+for _name, _member in vars(service_pb2_grpc.GRPCInferenceServiceServicer).items():
+    if callable(_member) and not _name.startswith("_") and _name not in vars(InferenceServicer):
+        setattr(InferenceServicer, _name, _unimplemented)

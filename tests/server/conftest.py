@@ -1,0 +1,289 @@
+"""Fixtures for the inference server tests: a tiny ONNX classifier + tokenizer built here (no torch, no hub),
+and a helper that runs `python -m sentclf_server` as a subprocess on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import grpc
+import numpy as np
+import onnx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from onnx import TensorProto, helper
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVER_SRC = REPO_ROOT / "building" / "server"
+if str(SERVER_SRC) not in sys.path:
+    sys.path.insert(0, str(SERVER_SRC))  # lets unit tests import sentclf_server in-process
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+WORDS = [
+    *["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "is", "was", "good", "bad", "very", "book"],
+    *["table", "green", "ideas", "sleep", "furiously", "colorless", "we", "they", "he", "she", "it"],
+    *["read", "reads", "quickly", "slowly"],
+]
+MAX_SEQ_LENGTH = 16
+MAX_REQUEST_BATCH = 64
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def build_tokenizer(path: Path) -> None:
+    """WordLevel tokenizer with BERT-style specials; the post-processor adds [CLS] ... [SEP]."""
+    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tokenizer.save(str(path))
+
+
+def _slow_branch(source: str, size: int) -> list[onnx.NodeProto]:
+    """Nodes computing `zero` = 0 * f(a size x size matmul chain) that ORT cannot constant-fold, because
+    it depends on the input; used to make one inference take a noticeable time (drain test)."""
+    h = helper
+    fill = h.make_tensor("fill", TensorProto.FLOAT, [1], [0.01])
+    return [
+        h.make_node("ReduceSum", [source], ["slow_s"], keepdims=0),
+        h.make_node("ConstantOfShape", ["slow_shape"], ["slow_c"], value=fill),
+        h.make_node("Mul", ["slow_s", "tiny"], ["slow_eps"]),
+        h.make_node("Add", ["slow_c", "slow_eps"], ["slow_x0"]),
+        *[
+            node
+            for i in range(4)
+            for node in (
+                h.make_node("MatMul", [f"slow_x{i}", f"slow_x{i}"], [f"slow_m{i}"]),
+                h.make_node("Tanh", [f"slow_m{i}"], [f"slow_x{i + 1}"]),
+            )
+        ],
+        h.make_node("ReduceMean", ["slow_x4"], ["slow_mean"], keepdims=0),
+        h.make_node("Mul", ["slow_mean", "zero_f"], ["zero"]),
+    ]
+
+
+def build_model(path: Path, with_token_type_ids: bool = True, slow_size: int = 0) -> None:
+    """logits = [mean_id, n_tokens] @ W + b over the unmasked tokens: different sentences give different
+    outputs, padding does not change them (like a real BERT with an attention mask)."""
+    h = helper
+    dims = ["batch", "seq"]
+    inputs = [
+        h.make_tensor_value_info("input_ids", TensorProto.INT64, dims),
+        h.make_tensor_value_info("attention_mask", TensorProto.INT64, dims),
+    ]
+    nodes = [
+        h.make_node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT),
+        h.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        h.make_node("Mul", ["ids_f", "mask_f"], ["masked"]),
+        h.make_node("ReduceSum", ["masked", "axis1"], ["id_sum"], keepdims=1),
+        h.make_node("ReduceSum", ["mask_f", "axis1"], ["n_tok"], keepdims=1),
+        h.make_node("Div", ["id_sum", "n_tok"], ["mean_id"]),
+    ]
+    if with_token_type_ids:
+        inputs.append(h.make_tensor_value_info("token_type_ids", TensorProto.INT64, dims))
+        nodes += [
+            h.make_node("Cast", ["token_type_ids"], ["tt_f"], to=TensorProto.FLOAT),
+            h.make_node("ReduceSum", ["tt_f", "axis1"], ["tt_sum"], keepdims=1),
+            h.make_node("Add", ["n_tok", "tt_sum"], ["n_feat"]),
+        ]
+    else:
+        nodes.append(h.make_node("Identity", ["n_tok"], ["n_feat"]))
+    nodes += [
+        h.make_node("Concat", ["mean_id", "n_feat"], ["features"], axis=1),
+        h.make_node("MatMul", ["features", "W"], ["proj"]),
+        h.make_node("Add", ["proj", "b"], ["logits0"] if slow_size else ["logits"]),
+    ]
+    initializers = [
+        h.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+        h.make_tensor("W", TensorProto.FLOAT, [2, 2], [0.25, -0.25, -0.3, 0.3]),
+        h.make_tensor("b", TensorProto.FLOAT, [2], [0.5, -0.5]),
+    ]
+    if slow_size:
+        nodes += _slow_branch("ids_f", slow_size)
+        nodes.append(h.make_node("Add", ["logits0", "zero"], ["logits"]))
+        initializers += [
+            h.make_tensor("slow_shape", TensorProto.INT64, [2], [slow_size, slow_size]),
+            h.make_tensor("tiny", TensorProto.FLOAT, [], [1e-9]),
+            h.make_tensor("zero_f", TensorProto.FLOAT, [], [0.0]),
+        ]
+    graph = h.make_graph(
+        nodes,
+        "tiny_classifier",
+        inputs,
+        [h.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        initializers,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], producer_name="sentclf-tests")
+    model.ir_version = 8  # old enough for any onnxruntime we pin
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def expected_probs(tokenizer_path: Path, sentences: list[str]) -> np.ndarray:
+    """Reference implementation of the fixture model (for checking the server's numbers)."""
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.enable_truncation(MAX_SEQ_LENGTH)
+    rows = []
+    for encoding in tokenizer.encode_batch(sentences):
+        ids = np.array(encoding.ids, dtype=np.float64)
+        rows.append([ids.mean(), len(ids)])
+    logits = np.array(rows) @ np.array([[0.25, -0.25], [-0.3, 0.3]]) + np.array([0.5, -0.5])
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def make_model_dir(path: Path, **model_kwargs: object) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    build_model(path / "model.onnx", **model_kwargs)
+    build_tokenizer(path / "tokenizer.json")
+    config = {
+        "model_name": "cola",
+        "model_version": "1",
+        "max_seq_length": MAX_SEQ_LENGTH,
+        "labels": ["unacceptable", "acceptable"],
+    }
+    (path / "serving_config.json").write_text(json.dumps(config))
+    return path
+
+
+# Test modules get helpers through fixtures rather than `from conftest import ...`, which breaks under
+# pytest's importlib import mode and when another test directory also has a conftest.py.
+@pytest.fixture(scope="session")
+def limits() -> SimpleNamespace:
+    return SimpleNamespace(
+        max_seq_length=MAX_SEQ_LENGTH,
+        max_request_batch=MAX_REQUEST_BATCH,
+        max_message_bytes=MAX_MESSAGE_BYTES,
+    )
+
+
+@pytest.fixture(scope="session")
+def reference_probs() -> Callable[[Path, list[str]], np.ndarray]:
+    return expected_probs
+
+
+@pytest.fixture(scope="session")
+def model_dir_factory() -> Callable[..., Path]:
+    return make_model_dir
+
+
+@pytest.fixture(scope="session")
+def server_factory() -> Callable[..., ServerProcess]:
+    return start_server
+
+
+@pytest.fixture(scope="session")
+def server_cmd() -> list[str]:
+    return server_command()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("slow_model"), slow_size=1024)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self, service: str = "", timeout: float = 2.0) -> int:
+        with grpc.insecure_channel(self.url) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.health() == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not SERVING after {timeout}s:\n{self.log()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def server_command() -> list[str]:
+    """The server's interpreter is this one unless SENTCLF_SERVER_PYTHON names another, e.g. a venv built
+    from building/server/requirements.txt alone, to prove that lock is complete."""
+    return [os.environ.get("SENTCLF_SERVER_PYTHON") or sys.executable, "-m", "sentclf_server"]
+
+
+def start_server(model_dir: Path, log_path: Path, **env_overrides: str) -> ServerProcess:
+    """Start `python -m sentclf_server` bound to loopback on free ports; returns once it is SERVING."""
+    grpc_port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SERVER_SRC), os.environ.get("PYTHONPATH")])),
+        "MODEL_DIR": str(model_dir),
+        "BIND_ADDRESS": "127.0.0.1",
+        "GRPC_PORT": str(grpc_port),
+        "METRICS_PORT": str(metrics_port),
+        "MAX_REQUEST_BATCH": str(MAX_REQUEST_BATCH),
+        "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+        "ORT_INTRA_OP_THREADS": "1",
+        **env_overrides,
+    }
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(server_command(), env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    server = ServerProcess(proc, grpc_port, metrics_port, log_path)
+    try:
+        server.wait_serving()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(model_dir, tmp_path_factory.mktemp("server") / "server.log")
+    yield proc
+    assert proc.stop() == 0, proc.log()

@@ -1,0 +1,257 @@
+"""In-process unit tests: raw BYTES codec, batch splitting, the dynamic batcher, request parsing,
+settings and the ONNX/tokenizer wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2
+
+from sentclf_server.batcher import BatcherStopped, DynamicBatcher, split_rows
+from sentclf_server.codec import CodecError, decode_bytes_tensor, encode_bytes_tensor
+from sentclf_server.config import ConfigError, load_settings
+from sentclf_server.service import RequestError, parse_text_input, requested_outputs
+
+# --- raw BYTES codec -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[b"hello"], [b"", b"x", b""], ["héllo wörld ✓".encode(), b"\x00\x01" * 300], []],
+)
+def test_codec_round_trip(items: list[bytes]) -> None:
+    raw = encode_bytes_tensor(items)
+    assert len(raw) == sum(4 + len(i) for i in items)
+    assert decode_bytes_tensor(raw) == items
+
+
+def test_codec_layout_is_little_endian_length_prefix() -> None:
+    assert encode_bytes_tensor([b"ab", b"c"]) == b"\x02\x00\x00\x00ab\x01\x00\x00\x00c"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b"\x05\x00", "truncated length prefix"), (b"\x05\x00\x00\x00abc", "declares 5 bytes but only 3")],
+)
+def test_codec_rejects_truncated_data(raw: bytes, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode_bytes_tensor(raw)
+
+
+# --- batch splitting and the dynamic batcher -------------------------------------------------------
+
+
+def test_split_rows_returns_slices_in_order() -> None:
+    rows = np.arange(12, dtype=np.float32).reshape(6, 2)
+    parts = split_rows(rows, [1, 3, 2])
+    assert [p.shape for p in parts] == [(1, 2), (3, 2), (2, 2)]
+    np.testing.assert_array_equal(np.concatenate(parts), rows)
+    np.testing.assert_array_equal(parts[1], rows[1:4])
+    with pytest.raises(ValueError, match="do not add up"):
+        split_rows(rows, [2, 2])
+
+
+class FakeModel:
+    """Rows encode the sentence (its number) so each caller can check it got its own results back."""
+
+    def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
+        self.delay_s = delay_s
+        self.fail = fail
+        self.batches: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            self.batches.append(list(texts))
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("boom")
+        values = np.array([float(t) for t in texts], dtype=np.float32)
+        return np.stack([values, -values], axis=1)
+
+
+def run_batcher(model: FakeModel, requests: list[list[str]], **kwargs: float) -> list[object]:
+    """Submit all requests concurrently to a fresh batcher; returns results (or exceptions) in order."""
+
+    async def main() -> list[object]:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            batcher = DynamicBatcher(model, executor, **kwargs)
+            batcher.start()
+            try:
+                return await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
+            finally:
+                await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_batcher_merges_concurrent_requests_and_splits_results() -> None:
+    model = FakeModel(delay_s=0.05)
+    requests = [[str(i)] for i in range(10)] + [["100", "101", "102"]]
+    results = run_batcher(model, requests, max_batch_size=32, max_delay_s=0.002)
+    for request, result in zip(requests, results, strict=True):
+        expected = np.array([[float(t), -float(t)] for t in request], dtype=np.float32)
+        np.testing.assert_array_equal(result, expected)
+    # All were queued before the worker first ran, so they form a single batch.
+    assert len(model.batches) < len(requests)
+    assert max(len(b) for b in model.batches) > 1
+    assert sorted(t for b in model.batches for t in b) == sorted(t for r in requests for t in r)
+
+
+def test_batcher_respects_max_batch_size_and_never_splits_a_request() -> None:
+    model = FakeModel(delay_s=0.01)
+    requests = [["1", "2", "3"]] * 5 + [[str(i) for i in range(10, 20)]]  # 10 > max: runs alone
+    results = run_batcher(model, requests, max_batch_size=7, max_delay_s=0.002)
+    assert all(isinstance(r, np.ndarray) for r in results)
+    for batch in model.batches:
+        assert len(batch) <= 7 or batch == requests[-1]
+    assert requests[-1] in model.batches
+
+
+def test_batcher_idle_single_request_does_not_wait_for_the_delay() -> None:
+    model = FakeModel()
+    started = time.perf_counter()
+    (result,) = run_batcher(model, [["7"]], max_batch_size=32, max_delay_s=5.0)
+    assert time.perf_counter() - started < 2.0  # would be >= 5 s if an idle worker slept the delay
+    np.testing.assert_array_equal(result, [[7.0, -7.0]])
+
+
+def test_batcher_failure_reaches_every_waiter() -> None:
+    results = run_batcher(FakeModel(fail=True), [["1"], ["2"]], max_batch_size=32, max_delay_s=0.002)
+    assert all(isinstance(r, RuntimeError) and str(r) == "boom" for r in results)
+
+
+def test_batcher_skips_cancelled_requests_and_refuses_after_stop() -> None:
+    model = FakeModel(delay_s=0.05)
+
+    async def main() -> None:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            batcher = DynamicBatcher(model, executor, max_batch_size=32, max_delay_s=0.0)
+            batcher.start()
+            first = asyncio.ensure_future(batcher.submit(["1"]))
+            await asyncio.sleep(0.01)  # "1" is running now; the next two queue behind it
+            doomed = asyncio.ensure_future(batcher.submit(["2"]))
+            kept = asyncio.ensure_future(batcher.submit(["3"]))
+            await asyncio.sleep(0)
+            doomed.cancel()
+            assert (await kept).tolist() == [[3.0, -3.0]]
+            assert (await first).tolist() == [[1.0, -1.0]]
+            await batcher.stop()
+            with pytest.raises(BatcherStopped):
+                await batcher.submit(["4"])
+
+    asyncio.run(main())
+    assert model.batches == [["1"], ["3"]]
+
+
+# --- request parsing ---------------------------------------------------------------------------------
+
+
+def _request(items: list[bytes], raw: bool, **tensor: object) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="cola")
+    spec = {"name": "text", "datatype": "BYTES", "shape": [len(items)], **tensor}
+    tensor_pb = request.inputs.add(**spec)
+    if raw:
+        request.raw_input_contents.append(encode_bytes_tensor(items))
+    else:
+        tensor_pb.contents.bytes_contents.extend(items)
+    return request
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_parse_text_input_accepts_raw_and_typed(raw: bool) -> None:
+    sentences = ["the cat", "héllo", ""]
+    assert parse_text_input(_request([s.encode() for s in sentences], raw), 8) == sentences
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (_request([b"a"], True, datatype="FP32"), "must be BYTES"),
+        (_request([b"a"], True, shape=[1, 1]), r"shape \[batch\]"),
+        (_request([b"a", b"b"], True, shape=[3]), r"shape \[3\] but 2 elements"),
+        (_request([], False), "empty batch"),
+        (_request([b"\xc3\x28"], False), "element 0 is not valid UTF-8"),
+        (_request([b"a"] * 9, True), "exceeds MAX_REQUEST_BATCH=8"),
+    ],
+)
+def test_parse_text_input_rejects(request_: service_pb2.ModelInferRequest, message: str) -> None:
+    with pytest.raises(RequestError, match=message) as info:
+        parse_text_input(request_, 8)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_requested_outputs_default_and_validation() -> None:
+    request = service_pb2.ModelInferRequest()
+    assert requested_outputs(request) == ["label", "probabilities"]
+    request.outputs.add(name="probabilities")
+    assert requested_outputs(request) == ["probabilities"]
+    request.outputs.add(name="logits")
+    with pytest.raises(RequestError, match="unknown output 'logits'"):
+        requested_outputs(request)
+
+
+# --- settings ----------------------------------------------------------------------------------------
+
+
+def test_settings_defaults_and_env_overrides(model_dir: Path) -> None:
+    settings = load_settings({"MODEL_DIR": str(model_dir)})
+    assert (settings.model_name, settings.model_version) == ("cola", "1")
+    assert (settings.grpc_port, settings.metrics_port, settings.bind_address) == (8001, 8002, "0.0.0.0")
+    assert (settings.max_batch_size, settings.max_batch_delay_s) == (32, 0.002)
+    assert settings.max_message_bytes == 4 * 1024 * 1024
+    assert settings.labels == ("unacceptable", "acceptable")
+    overrides = {"MODEL_NAME": "other", "MODEL_VERSION": "7", "MAX_BATCH_DELAY_MS": "0"}
+    settings = load_settings({"MODEL_DIR": str(model_dir), **overrides})
+    assert (settings.model_name, settings.model_version, settings.max_batch_delay_s) == ("other", "7", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ORT_GRAPH_OPTIMIZATION": "max"}, "ORT_GRAPH_OPTIMIZATION must be one of"),
+        ({"MAX_BATCH_SIZE": "0"}, "MAX_BATCH_SIZE must be >= 1"),
+        ({"GRPC_PORT": "eighty"}, "GRPC_PORT must be an integer"),
+        ({"MODEL_DIR": "/nonexistent"}, "missing /nonexistent/serving_config.json"),
+    ],
+)
+def test_settings_reject_bad_values(model_dir: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"MODEL_DIR": str(model_dir), **env})
+
+
+# --- model wrapper -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_token_type_ids", [True, False])
+def test_classifier_feeds_declared_inputs_and_matches_reference(
+    tmp_path: Path, with_token_type_ids: bool, model_dir_factory, reference_probs, limits
+) -> None:
+    from sentclf_server.model import SentenceClassifier
+
+    directory = model_dir_factory(tmp_path / "m", with_token_type_ids=with_token_type_ids)
+    settings = load_settings({"MODEL_DIR": str(directory), "MAX_BATCH_SIZE": "2"})
+    model = SentenceClassifier(settings)
+    long_sentence = " ".join(["the cat sat on the mat"] * 20)  # longer than max_seq_length: truncated
+    sentences = ["the cat sat", "dog", "colorless green ideas sleep furiously", long_sentence, "zzz unknown"]
+    probs = model.predict(sentences)  # 5 sentences > MAX_BATCH_SIZE=2: chunked
+    assert probs.dtype == np.float32 and probs.shape == (5, 2)
+    np.testing.assert_allclose(probs, reference_probs(directory / "tokenizer.json", sentences), atol=1e-5)
+    assert len(model.tokenizer.encode(long_sentence).ids) == limits.max_seq_length
+
+
+def test_infer_before_the_model_is_loaded_is_unavailable(model_dir: Path) -> None:
+    from sentclf_server.service import InferenceServicer, ServerState
+
+    servicer = InferenceServicer(ServerState(load_settings({"MODEL_DIR": str(model_dir)})))
+    request = _request([b"dog"], raw=True)
+    with pytest.raises(RequestError, match="still loading") as info:
+        asyncio.run(servicer._infer(request))
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE

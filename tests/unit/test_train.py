@@ -1,0 +1,150 @@
+"""The train room: bad parameters, a tiny real fine-tune with every artifact, and the parity gate."""
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnx
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from sentclf.backbone import resolve_backbone
+from sentclf.tracking import STEP_TAG
+
+import preprocess
+import train
+from export import ParityError, check_parity, export_onnx, parity_report
+from training import EncodedSplit, collate, length_grouped_batches
+
+TINY = [
+    "--epochs",
+    "1",
+    "--max-train-samples",
+    "64",
+    "--batch-size",
+    "16",
+    "--learning-rate",
+    "5e-5",
+    "--max-seq-length",
+    "32",
+    "--seed",
+    "3",
+    "--patience",
+    "1",
+    "--warmup-ratio",
+    "0.1",
+    "--weight-decay",
+    "0.01",
+    "--base-model",
+    "bundled",
+]
+
+
+def train_args(**overrides: str) -> list[str]:
+    args = list(TINY)
+    for key, value in overrides.items():
+        flag = "--" + key.replace("_", "-")
+        args[args.index(flag) + 1] = value
+    return args
+
+
+@pytest.fixture
+def data_run(tracking_store):
+    preprocess.main(["--dataset", "cola", "--val-fraction", "0.05", "--seed", "1"])
+    return mlflow.search_runs(experiment_ids=[tracking_store], output_format="list")[0].info.run_id
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"epochs": "0"}, "epochs must be >= 1"),
+        ({"learning_rate": "-0.001"}, "learning_rate must be > 0"),
+        ({"base_model": "no-such/model-anywhere"}, "base_model 'no-such/model-anywhere' cannot be loaded"),
+    ],
+)
+def test_bad_parameters_fail_before_heavy_work(tracking_store, override, message):
+    with pytest.raises(SystemExit, match=message):
+        train.main([*train_args(**override), "--registered-model-name", "m"])
+
+
+def test_batch_larger_than_data_is_rejected(data_run):
+    with pytest.raises(SystemExit, match="batch_size 128 is larger than the 64 training rows"):
+        train.main([*train_args(batch_size="128"), "--registered-model-name", "m", "--data-run-id", data_run])
+
+
+def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, tracking_store):
+    train.main([*train_args(), "--registered-model-name", "tiny-model"])  # newest preprocess run is found
+    run = mlflow.search_runs(
+        experiment_ids=[tracking_store], filter_string=f"tags.`{STEP_TAG}` = 'train'", output_format="list"
+    )[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data_run_id"] == data_run
+    for metric in (
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "val_mcc",
+        "val_f1_macro",
+        "val_precision_class_1",
+        "parity_max_abs_diff",
+        "best_epoch",
+        "train_samples_per_second",
+    ):
+        assert metric in run.data.metrics, metric
+    assert run.data.metrics["parity_max_abs_diff"] <= 1e-4
+    assert run.data.metrics["parity_label_mismatches"] == 0
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/confusion_matrix.png",
+        "evaluation/misclassified.json",
+        "evaluation/classification_report.txt",
+    } <= artifacts
+
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("tiny-model", "challenger")
+    assert str(version.version) == run.data.tags["registered_model_version"]
+    model_dir = mlflow.artifacts.download_artifacts(f"models:/tiny-model/{version.version}")
+    session_inputs = [i.name for i in onnx.load(f"{model_dir}/model.onnx").graph.input]
+    assert session_inputs == ["input_ids", "attention_mask", "token_type_ids"]
+    for extra in ("tokenizer.json", "serving_config.json"):
+        assert (Path(model_dir) / "extra_files" / extra).is_file(), extra
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("tiny-model", "champion")
+
+
+def test_parity_gate_fails_on_a_corrupted_onnx_model(tmp_path):
+    source = resolve_backbone("bundled")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2).eval()
+    texts = ["The cat sat.", "Sat cat the mat on.", "John seems to be happy.", "Who did you see Mary and?"]
+    split = EncodedSplit(tokenizer(texts)["input_ids"], np.array([1, 0, 1, 0]), texts)
+    sample = collate(split, np.arange(len(texts)), tokenizer.pad_token_id)
+    path = export_onnx(model, sample, tmp_path / "model.onnx")
+    check_parity(parity_report(model, path, split, tokenizer.pad_token_id))  # the honest export passes
+
+    corrupted = onnx.load(str(path))
+    for initializer in corrupted.graph.initializer:
+        if initializer.name.endswith("classifier.weight") or "classifier" in initializer.name:
+            weights = onnx.numpy_helper.to_array(initializer) + 0.5
+            initializer.CopyFrom(onnx.numpy_helper.from_array(weights.astype(np.float32), initializer.name))
+    onnx.save(corrupted, str(tmp_path / "corrupted.onnx"))
+    with pytest.raises(ParityError, match="does not match PyTorch"):
+        check_parity(parity_report(model, tmp_path / "corrupted.onnx", split, tokenizer.pad_token_id))
+
+
+def test_length_grouped_batches_cover_every_row_once():
+    lengths = np.random.default_rng(0).integers(3, 60, size=1000)
+    batches = length_grouped_batches(lengths, 32, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    spreads = [lengths[b].max() - lengths[b].min() for b in batches]
+    assert np.median(spreads) < 10  # grouped by length: little padding
+
+
+def test_collate_pads_dynamically():
+    split = EncodedSplit([[101, 5, 102], [101, 102]], np.array([1, 0]), ["a", "b"])
+    batch = collate(split, np.array([0, 1]), pad_id=0)
+    assert batch["input_ids"].tolist() == [[101, 5, 102], [101, 102, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].dtype == torch.int64
