@@ -139,6 +139,7 @@ def log_and_register(onnx_path: Path, tokenizer_dir: Path, sample: dict, args: a
         input_example={name: sample[name][:2].numpy() for name in INPUT_NAMES},
         registered_model_name=args.registered_model_name,
         save_as_external_data=False,
+        onnx_execution_providers=["CPUExecutionProvider"],
         extra_files=[str(tokenizer_dir / "tokenizer.json"), str(serving_config)],
     )
     version = str(info.registered_model_version)
