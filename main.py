@@ -14,8 +14,8 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 
-from sentclf.containers import docker_client
-from sentclf.images import STEP_IMAGE, ImageError, ensure_step_image
+from sentclf.engine import docker_client
+from sentclf.images import STEP_IMAGE, ensure_step_image
 from sentclf.tracking import STEP_TAG, configure_logging
 
 logger = logging.getLogger("main")
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_step_image(docker_client(), PROJECT_DIR)
         logger.info("step image %s ready", STEP_IMAGE)
         run_pipeline(args)
-    except (StepFailed, ImageError, RuntimeError) as error:
+    except RuntimeError as error:  # StepFailed, ImageError, no engine: the message says it all
         logger.error("%s", error)
         return 1
     return 0

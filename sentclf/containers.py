@@ -13,6 +13,8 @@ import grpc
 from docker.models.containers import Container
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sentclf.engine import docker_client
+
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -22,19 +24,6 @@ CONTAINER_LABEL = "sentclf.managed"
 
 class ServerStartError(RuntimeError):
     """The server container exited or did not report SERVING in time."""
-
-
-def docker_client() -> docker.DockerClient:
-    """A client of the engine, or an error saying how to get one."""
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        raise RuntimeError(
-            f"no Docker engine answers ({error}). Start one (`make engine` on a Debian host as root) or "
-            "mount /var/run/docker.sock into this container."
-        ) from None
-    return client
 
 
 def free_port() -> int:

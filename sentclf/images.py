@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from sentclf.containers import docker_client
+from sentclf.engine import docker_client
 
 logger = logging.getLogger(__name__)
 
