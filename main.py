@@ -7,6 +7,7 @@ next. Defaults live in the root MLproject; this script takes every parameter exp
 
 import argparse
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,14 @@ PROJECT_DIR = Path(__file__).resolve().parent
 # they start, through loopback: the host network is the only one a container needs.
 DOCKER_ARGS = {"network": "host"}
 CACHEABLE_STEPS = ("preprocess", "train")
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (a scheduler or `timeout` stopping the pipeline)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
 
 
 class StepFailed(RuntimeError):
@@ -106,7 +115,8 @@ def run_step(step: str, parameters: dict[str, str], use_cache: bool, git_commit:
     )
     try:
         succeeded = submitted.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
+        # Stop the step's `docker run` (it forwards the signal to the container, which --rm removes).
         submitted.cancel()
         raise
     run = mlflow.get_run(submitted.run_id)
@@ -216,6 +226,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
+    signal.signal(signal.SIGTERM, _raise_terminated)
     args = parse_args(argv)
     try:
         # `mlflow run .` without `make`: build the step image here rather than fail on a missing one.
