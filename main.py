@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:  # StepFailed, ImageError, no engine: the message says it all
         logger.error("%s", error)
         return 1
+    except Terminated:
+        logger.error("terminated: the running step was cancelled")
+        return 143
     return 0
 
 

@@ -1,14 +1,18 @@
-"""Preprocess step: load the data set, validate it, split it, profile it, log the splits.
+"""Preprocess step: load the data set, validate it, split it, profile it, check drift, log the splits.
 
-Artifacts: data/{train,validation,test}.parquet (columns sentence, label), schema.json,
-validation_report.json, profile.json and a length histogram. A blocking validation problem fails the
-run before anything under data/ is logged, so no later step can take it for valid data.
+Sources (`dataset`): `cola` (the shipped CoLA files), a local .tsv/.csv/.parquet/.jsonl file or a
+directory of them, or a Hugging Face hub id; see sources.py. Artifacts: data/{train,validation,test}.parquet
+(columns sentence, label), schema.json, validation_report.json, profile.json, a length histogram and
+drift_report.json; each split is also logged as an MLflow dataset input (digest, source). A blocking
+validation problem, or drift with fail_on_drift, fails the run before anything under data/ is logged, so
+no later step can take it for valid data.
 """
 
 import argparse
 import json
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -17,22 +21,52 @@ import pandas as pd
 from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, LABEL_NAMES, SCHEMA_ARTIFACT, TEXT_COLUMN
 from sentclf.tracking import step_run
 
-from profiling import log_profile
-from sources import load_source
-from splitting import stratified_split
+from drift import check_drift
+from profiling import backbone_tokenizer, log_profile
+from sources import Columns, Source, load_source
+from splitting import drop_test_overlap, stratified_split
 from validation import ValidationReport, validate_frame
 
 logger = logging.getLogger("preprocess")
 
+OVERLAP_POLICIES = ("keep", "drop")
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_bool(value: str) -> bool:
+    if value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True, help="`cola` (the shipped files) or a local path")
+    """Every parameter is required: the defaults live in MLproject only."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", required=True, help="`cola`, a local file or directory, or a hub id")
+    parser.add_argument("--text-column", required=True, help="text column of a local file or hub data set")
+    parser.add_argument("--label-column", required=True, help="label column (values 0/1, int or string)")
     parser.add_argument("--val-fraction", type=float, required=True)
+    parser.add_argument("--test-fraction", type=float, required=True, help="used when there is no test file")
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--overlap-policy", choices=OVERLAP_POLICIES, required=True)
+    parser.add_argument(
+        "--registered-model-name", required=True, help="whose champion is the drift reference"
+    )
+    parser.add_argument("--drift-threshold", type=float, required=True)
+    parser.add_argument("--fail-on-drift", type=parse_bool, required=True)
     args = parser.parse_args(argv)
-    if not 0.0 < args.val_fraction < 0.5:
-        parser.error(f"--val-fraction must be in (0, 0.5), got {args.val_fraction}")
+    for name in ("val_fraction", "test_fraction"):
+        if not 0.0 < getattr(args, name) < 0.5:
+            parser.error(f"--{name.replace('_', '-')} must be in (0, 0.5), got {getattr(args, name)}")
+    if not args.text_column.strip() or not args.label_column.strip() or args.text_column == args.label_column:
+        parser.error(
+            f"--text-column and --label-column must be two column names, got {args.text_column!r} "
+            f"and {args.label_column!r}"
+        )
+    if args.drift_threshold <= 0:
+        parser.error(f"--drift-threshold must be positive, got {args.drift_threshold}")
     return args
 
 
@@ -51,18 +85,74 @@ def split_metrics(splits: dict[str, pd.DataFrame]) -> dict[str, float]:
     return metrics
 
 
+def make_splits(
+    frames: dict[str, pd.DataFrame], source: Source, args: argparse.Namespace, report: ValidationReport
+) -> tuple[dict[str, pd.DataFrame], int]:
+    """(train, validation, test splits; rows dropped by the overlap policy). Problems go into `report`."""
+    pool, test = frames["train"], frames.get("test")
+    if test is None:
+        # No held-out file: hold out a stratified share of the train file, as CoLA's dev file would be.
+        pool, test = stratified_split(pool, args.test_fraction, args.seed)
+    dropped = pool.iloc[:0]
+    if args.overlap_policy == "drop":
+        pool, dropped = drop_test_overlap(pool, test)
+        if len(dropped):
+            report.add(
+                "info",
+                "overlap_dropped",
+                source.origin["train"],
+                TEXT_COLUMN,
+                dropped["row"].tolist(),
+                f"{len(dropped)} row(s) whose sentence also occurs in the test split were dropped from "
+                "train/validation (overlap_policy=drop)",
+            )
+    train, validation = stratified_split(pool, args.val_fraction, args.seed)
+    splits = {"train": train, "validation": validation, "test": test}
+    report.check_split_sizes(splits)
+    report.check_cross_split_overlap(splits)
+    return splits, len(dropped)
+
+
+def log_schema(splits: dict[str, pd.DataFrame], work_dir: Path) -> None:
+    (work_dir / SCHEMA_ARTIFACT).write_text(
+        json.dumps(
+            {
+                "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"},
+                "labels": {str(i): name for i, name in enumerate(LABEL_NAMES)},
+                "splits": list(splits),
+            },
+            indent=2,
+        )
+    )
+    mlflow.log_artifact(str(work_dir / SCHEMA_ARTIFACT))
+
+
+def log_lineage(splits: dict[str, pd.DataFrame], source: Source) -> None:
+    """Each split as an MLflow dataset input, so `mlflow ui` shows its digest and where it came from."""
+    with warnings.catch_warnings():
+        # A plain path matches two equivalent local source types; MLflow warns and picks either.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        # The label column is validated complete, so the hint about missing integers does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        # MLflow's digest code calls a pandas API in a form pandas 4 will drop: not ours to fix.
+        warnings.filterwarnings("ignore", message="Starting with pandas version 4.0")
+        for name, frame in splits.items():
+            # validation (and a test split held out of a single file) come from the train file.
+            origin = source.lineage.get(name, source.lineage["train"])
+            dataset = mlflow.data.from_pandas(
+                frame[[TEXT_COLUMN, LABEL_COLUMN]], source=origin, name=name, targets=LABEL_COLUMN
+            )
+            mlflow.log_input(dataset, context=name)
+
+
 def run(args: argparse.Namespace) -> None:
-    source = load_source(args.dataset)
+    source = load_source(args.dataset, Columns(args.text_column, args.label_column))
     report = ValidationReport()
     frames = {
         split: validate_frame(frame, split, source.origin[split], report)
         for split, frame in source.frames.items()
     }
-    splits: dict[str, pd.DataFrame] = {}
-    if not report.errors:
-        train, validation = stratified_split(frames["train"], args.val_fraction, args.seed)
-        splits = {"train": train, "validation": validation, "test": frames["test"]}
-        report.check_cross_split_overlap(splits)
+    splits, dropped = make_splits(frames, source, args, report) if not report.errors else ({}, 0)
 
     with tempfile.TemporaryDirectory(prefix="sentclf-preprocess-") as tmp:
         tmp_dir = Path(tmp)
@@ -72,20 +162,22 @@ def run(args: argparse.Namespace) -> None:
         mlflow.log_metrics(report.metrics())
         report.raise_if_blocking()
 
-        mlflow.log_params({"source": source.description})
-        mlflow.log_metrics(split_metrics(splits))
-        log_profile(splits, tmp_dir)
-        (tmp_dir / SCHEMA_ARTIFACT).write_text(
-            json.dumps(
-                {
-                    "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"},
-                    "labels": {str(i): name for i, name in enumerate(LABEL_NAMES)},
-                    "splits": list(splits),
-                },
-                indent=2,
-            )
+        held_out = source.origin.get(
+            "test", f"test_fraction={args.test_fraction} of {source.origin['train']}"
         )
-        mlflow.log_artifact(str(tmp_dir / SCHEMA_ARTIFACT))
+        mlflow.log_params({"source": source.description, "test_source": held_out})
+        mlflow.log_metrics(split_metrics(splits) | {"overlap_dropped_rows": dropped})
+        log_profile(splits, tmp_dir)
+        log_schema(splits, tmp_dir)
+        check_drift(
+            splits["train"],
+            args.registered_model_name,
+            args.drift_threshold,
+            args.fail_on_drift,
+            backbone_tokenizer(),
+            tmp_dir,
+        )
+        log_lineage(splits, source)
         # Last, so that data/ exists only for a run whose data passed every check.
         write_splits(splits, tmp_dir / DATA_ARTIFACT_DIR)
         mlflow.log_artifacts(str(tmp_dir / DATA_ARTIFACT_DIR), DATA_ARTIFACT_DIR)

@@ -21,8 +21,13 @@ logger = logging.getLogger(__name__)
 
 
 def backbone_tokenizer() -> Tokenizer:
-    """The bundled backbone's fast tokenizer, without special tokens so lengths count words' pieces."""
-    return Tokenizer.from_file(str(bundled_backbone_dir() / "tokenizer.json"))
+    """The bundled backbone's fast tokenizer, measuring: its tokenizer.json pads and truncates every
+    text to 128 tokens, which would make every length 128. Callers pass add_special_tokens=False so
+    lengths count the words' pieces."""
+    tokenizer = Tokenizer.from_file(str(bundled_backbone_dir() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 def profile_split(frame: pd.DataFrame, tokenizer: Tokenizer) -> dict:

@@ -3,7 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from sentclf.schema import LABEL_COLUMN
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+
+# The overlap check's own sentence key, so that what is dropped is exactly what it would warn about.
+from validation import sentence_key
 
 
 def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -16,3 +19,9 @@ def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[p
         held_out_index.extend(rng.permutation(index)[:count].tolist())
     held_out_mask = frame.index.isin(held_out_index)
     return frame[~held_out_mask].reset_index(drop=True), frame[held_out_mask].reset_index(drop=True)
+
+
+def drop_test_overlap(pool: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, dropped): rows of `pool` (train + validation to be) whose sentence also occurs in `test`."""
+    shared = sentence_key(pool[TEXT_COLUMN]).isin(set(sentence_key(test[TEXT_COLUMN])))
+    return pool[~shared].reset_index(drop=True), pool[shared].reset_index(drop=True)

@@ -1,6 +1,7 @@
 """Data validation: every problem is reported with its file, row and column; blocking ones stop the step
 before any data artifact is logged."""
 
+import numbers
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -15,7 +16,7 @@ EXAMPLES_PER_PROBLEM = 5
 
 @dataclass
 class Problem:
-    severity: str  # "error" blocks the step, "warning" is reported
+    severity: str  # "error" blocks the step, "warning" is reported, "info" records what the step changed
     check: str
     origin: str
     column: str | None
@@ -67,7 +68,7 @@ class ValidationReport:
     def metrics(self) -> dict[str, float]:
         counts = {
             "validation_errors": len(self.errors),
-            "validation_warnings": len(self.problems) - len(self.errors),
+            "validation_warnings": sum(p.severity == "warning" for p in self.problems),
         }
         for problem in self.problems:
             key = f"validation_{problem.check}_rows"
@@ -82,8 +83,9 @@ class ValidationReport:
     def check_cross_split_overlap(self, splits: dict[str, pd.DataFrame]) -> None:
         """Sentences of the test split that also occur in train or validation inflate test scores."""
         test = splits["test"]
+        test_keys = sentence_key(test[TEXT_COLUMN])
         for name in ("train", "validation"):
-            shared = test[TEXT_COLUMN].isin(set(splits[name][TEXT_COLUMN]))
+            shared = test_keys.isin(set(sentence_key(splits[name][TEXT_COLUMN])))
             if shared.any():
                 rows = test.loc[shared, "row"].tolist() if "row" in test else []
                 self.add(
@@ -92,8 +94,42 @@ class ValidationReport:
                     "test split",
                     TEXT_COLUMN,
                     rows,
-                    f"{int(shared.sum())} test sentence(s) also occur in the {name} split",
+                    f"{int(shared.sum())} test sentence(s) also occur in the {name} split "
+                    "(overlap_policy=drop removes them from train and validation)",
                 )
+
+    def check_split_sizes(self, splits: dict[str, pd.DataFrame]) -> None:
+        """A split left empty by the fractions would only fail a later step, with a worse message."""
+        for name, frame in splits.items():
+            if frame.empty:
+                self.add(
+                    "error",
+                    "empty_split",
+                    f"{name} split",
+                    None,
+                    [],
+                    f"the {name} split has no rows: the data set is too small for val_fraction / "
+                    "test_fraction (or overlap_policy=drop removed every row)",
+                )
+
+
+def sentence_key(texts: pd.Series) -> pd.Series:
+    """Sentences compared case- and whitespace-insensitively: the backbone's tokenizer is uncased, so
+    such variants are the same input to the model."""
+    return texts.map(lambda text: " ".join(text.split()).casefold() if isinstance(text, str) else text)
+
+
+def parse_label(value: object) -> int | None:
+    """0/1 given as int, integral float (a parquet int column with nulls) or digit string; else None."""
+    if isinstance(value, bool):
+        return None  # True/False would pass as 1/0, but they are not the label set
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return int(value) if float(value).is_integer() else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: ValidationReport) -> pd.DataFrame:
@@ -114,8 +150,8 @@ def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: Validat
         return frame
     rows = frame["row"] if "row" in frame else pd.Series(range(1, len(frame) + 1), index=frame.index)
 
-    labels = pd.to_numeric(frame[LABEL_COLUMN], errors="coerce")
-    valid_label = labels.isin(range(len(LABEL_NAMES)))
+    labels = frame[LABEL_COLUMN].map(parse_label)
+    valid_label = labels.map(lambda label: label in range(len(LABEL_NAMES)))
     if not valid_label.all():
         report.add(
             "error",

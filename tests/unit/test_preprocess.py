@@ -1,23 +1,126 @@
-"""The preprocess room: sources, validation, splitting, and the step run against a real tracking store."""
+"""The preprocess room: sources, validation, splitting, and the step run against a real tracking store.
+
+Also the helpers of the other preprocess test modules: the step's argv from its MLproject, and one
+tracking store shared by their tests (a fresh experiment each), since creating a sqlite store costs
+seconds and an experiment milliseconds.
+"""
+
+import shlex
+import uuid
+from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mlflow.entities import Run
 
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 from sentclf.tracking import StepInputError
 
 import preprocess
+from profiling import backbone_tokenizer
 from sources import load_cola, read_cola_tsv
 from splitting import stratified_split
 from validation import ValidationReport, validate_frame
+
+MLPROJECT = Path(preprocess.__file__).with_name("MLproject")
+VOCABULARY = (
+    "the a cat dog bird saw chased gave book to Mary John quickly slowly red big small house garden "
+    "who what that which ran read wrote seemed happy old new under over near child teacher"
+)
+WORDS = np.array(VOCABULARY.split())
 
 
 def write_tsv(path, rows):
     path.write_text("".join(f"src\t{label}\t\t{text}\n" for label, text in rows), encoding="utf-8")
     return path
+
+
+def synthetic_frame(
+    rows: int, seed: int, min_words: int = 4, max_words: int = 14, share_acceptable: float = 0.7
+) -> pd.DataFrame:
+    """Random sentences (sentence, label int); distinct seeds give distinct, rarely shared sentences."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_words, max_words + 1, rows)
+    texts = [" ".join(rng.choice(WORDS, length)).capitalize() + "." for length in lengths]
+    labels = (rng.random(rows) < share_acceptable).astype(int)
+    return pd.DataFrame({TEXT_COLUMN: texts, LABEL_COLUMN: labels})
+
+
+def write_cola_tsv(frame: pd.DataFrame, path: Path) -> Path:
+    """`frame` in CoLA's headerless raw layout."""
+    return write_tsv(path, zip(frame[LABEL_COLUMN], frame[TEXT_COLUMN], strict=True))
+
+
+def step_argv(**overrides: object) -> list[str]:
+    """The MLproject command with its defaults (or `overrides`) as preprocess.main's argv, so every test
+    also checks that MLproject and the argparse agree."""
+    entry = yaml.safe_load(MLPROJECT.read_text())["entry_points"]["main"]
+    values = {name: spec["default"] for name, spec in entry["parameters"].items()} | overrides
+    assert set(values) == set(entry["parameters"]), "override of a parameter MLproject does not declare"
+    program = shlex.split(entry["command"].format(**{k: shlex.quote(str(v)) for k, v in values.items()}))
+    assert program[:2] == ["python", "preprocess.py"]
+    return program[2:]
+
+
+_STORE: dict[str, tuple[str, Path]] = {}
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """(tracking URI, artifact root) of one sqlite store for every preprocess test module.
+
+    Memoised here because each module that re-binds this fixture gets its own fixture definition."""
+    if "store" not in _STORE:
+        root = tmp_path_factory.mktemp("mlflow")
+        _STORE["store"] = (f"sqlite:///{root}/mlflow.db", root)
+    return _STORE["store"]
+
+
+@pytest.fixture
+def experiment(store, monkeypatch):
+    """A fresh experiment in the module's store; its id."""
+    uri, root = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    name = uuid.uuid4().hex
+    experiment_id = mlflow.create_experiment(name, artifact_location=str(root / name))
+    mlflow.set_experiment(experiment_id=experiment_id)
+    yield experiment_id
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def newest_run(experiment_id: str) -> Run:
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id], order_by=["attributes.start_time DESC"], output_format="list"
+    )[0]
+
+
+def artifact_paths(run: Run, path: str | None = None) -> set[str]:
+    return {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, path)}
+
+
+def run_step(experiment_id: str, **overrides: object) -> Run:
+    preprocess.main(step_argv(**overrides))
+    run = newest_run(experiment_id)
+    assert run.info.status == "FINISHED"
+    return run
+
+
+def assert_fails_without_data(experiment_id: str, match: str, **overrides: object) -> Run:
+    """The step exits with `match` in its message, its run FAILED and nothing logged under data/."""
+    with pytest.raises(SystemExit, match=match):
+        preprocess.main(step_argv(**overrides))
+    run = newest_run(experiment_id)
+    assert run.info.status == "FAILED"
+    assert artifact_paths(run, "data") == set()
+    return run
 
 
 def test_shipped_cola_has_the_documented_row_counts():
@@ -87,38 +190,72 @@ def test_stratified_split_is_a_deterministic_stratified_partition(labels, fracti
     assert again_rest[TEXT_COLUMN].tolist() == rest[TEXT_COLUMN].tolist()
 
 
-def test_step_logs_splits_and_profile(tracking_store):
-    preprocess.main(["--dataset", "cola", "--val-fraction", "0.1", "--seed", "1"])
-    run = mlflow.search_runs(experiment_ids=[tracking_store], output_format="list")[0]
-    assert run.info.status == "FINISHED"
+def test_backbone_token_lengths_are_not_padded():
+    # The bundled tokenizer.json pads to 128: unchecked, every profiled length would read 128.
+    encoding = backbone_tokenizer().encode("a short sentence", add_special_tokens=False)
+    assert 2 <= len(encoding.ids) <= 5
+
+
+def test_mlproject_defaults_parse():
+    args = preprocess.parse_args(step_argv())
+    assert (args.dataset, args.overlap_policy, args.fail_on_drift) == ("cola", "keep", False)
+    assert preprocess.parse_args(step_argv(fail_on_drift="True")).fail_on_drift is True
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"test_fraction": 0.5}, "--test-fraction must be in"),
+        ({"overlap_policy": "merge"}, "invalid choice: 'merge'"),
+        ({"fail_on_drift": "maybe"}, "expected true or false"),
+        ({"label_column": "sentence"}, "two column names"),
+        ({"drift_threshold": 0}, "--drift-threshold must be positive"),
+    ],
+)
+def test_bad_parameters_are_rejected(override, message, capsys):
+    with pytest.raises(SystemExit):
+        preprocess.parse_args(step_argv(**override))
+    assert message in capsys.readouterr().err
+
+
+def test_step_logs_splits_profile_and_lineage(experiment):
+    run = run_step(experiment, seed=1)
     assert run.data.metrics["test_rows"] == 527
     assert run.data.metrics["train_rows"] + run.data.metrics["validation_rows"] == 8551
     assert (
         abs(run.data.metrics["validation_share_acceptable"] - run.data.metrics["train_share_acceptable"])
         < 0.01
     )
-    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "data")}
-    assert names == {"data/train.parquet", "data/validation.parquet", "data/test.parquet"}
-    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"schema.json", "profile.json", "validation_report.json", "profile", "logs"} <= logged
+    assert 5 < run.data.metrics["train_tokens_mean"] < 20
+    assert artifact_paths(run, "data") == {
+        "data/train.parquet",
+        "data/validation.parquet",
+        "data/test.parquet",
+    }
+    assert {
+        "schema.json",
+        "profile.json",
+        "validation_report.json",
+        "drift_report.json",
+        "profile",
+        "logs",
+    } <= artifact_paths(run)
+    assert run.data.params["drift_reference"] == "none"
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "validation", "test"}
+    assert "preprocess/data/cola/in_domain_dev.tsv" in inputs["test"].dataset.source
+    assert [tag.value for tag in inputs["test"].tags] == ["test"]
 
 
-def test_step_with_bad_data_fails_and_logs_no_data(tracking_store, tmp_path, monkeypatch):
+def test_step_with_bad_data_fails_and_logs_no_data(experiment, tmp_path, monkeypatch):
     bad_dir = tmp_path / "cola"
     bad_dir.mkdir()
     write_tsv(bad_dir / "in_domain_train.tsv", [(1, "a"), (1, "b"), (0, "c"), (0, ""), (0, "e")])
     write_tsv(bad_dir / "in_domain_dev.tsv", [(1, "x"), (1, "y"), (0, "z"), (0, "w")])
-    monkeypatch.setattr(preprocess, "load_source", lambda dataset: load_cola(bad_dir))
-    with pytest.raises(SystemExit, match="row\\(s\\) 4: text is empty"):
-        preprocess.main(["--dataset", "cola", "--val-fraction", "0.2", "--seed", "1"])
-    run = mlflow.search_runs(experiment_ids=[tracking_store], output_format="list")[0]
-    assert run.info.status == "FAILED"
-    assert mlflow.MlflowClient().list_artifacts(run.info.run_id, "data") == []
-    assert {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)} >= {
-        "validation_report.json"
-    }
+    monkeypatch.setattr(preprocess, "load_source", lambda dataset, columns: load_cola(bad_dir))
+    run = assert_fails_without_data(experiment, "row\\(s\\) 4: text is empty", val_fraction=0.2, seed=1)
+    assert "validation_report.json" in artifact_paths(run)
 
 
-def test_unknown_dataset_is_a_clear_error(tracking_store):
-    with pytest.raises(SystemExit, match="unknown dataset 'nope'"):
-        preprocess.main(["--dataset", "nope", "--val-fraction", "0.1", "--seed", "1"])
+def test_unknown_dataset_is_a_clear_error(experiment):
+    assert_fails_without_data(experiment, "dataset 'nope.csv': no such file or directory", dataset="nope.csv")
