@@ -22,7 +22,7 @@ import onnx
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
 from sentclf.data import read_split
@@ -31,6 +31,7 @@ from sentclf.schema import LABEL_NAMES
 from sentclf.tracking import StepInputError, resolve_step_run, step_run
 
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
+from modeling import POOLING_CHOICES, build_classifier
 from reporting import classification_report, misclassified_table
 from training import EncodedSplit, TrainConfig, collate, encode_split, predict, train
 
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ]:
         parser.add_argument(f"--{name}", type=kind, required=True)
     parser.add_argument("--base-model", required=True, help="`bundled`, a local folder or a hub id")
+    parser.add_argument("--pooling", required=True, help="`mean` (mean-pooled tokens) or `cls` (HF's head)")
     parser.add_argument("--registered-model-name", required=True)
     return parser.parse_args(argv)
 
@@ -79,6 +81,10 @@ def validate_args(args: argparse.Namespace) -> None:
         (0 <= args.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {args.warmup_ratio}"),
         (args.weight_decay >= 0, f"weight_decay must be >= 0, got {args.weight_decay}"),
         (bool(args.registered_model_name.strip()), "registered_model_name must not be empty"),
+        (
+            args.pooling in POOLING_CHOICES,
+            f"pooling must be one of {', '.join(POOLING_CHOICES)}, got {args.pooling!r}",
+        ),
     ]
     problems = [message for ok, message in checks if not ok]
     if problems:
@@ -172,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
 
     seed_everything(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+    model = build_classifier(source, config, args.pooling)
     train_split = encode_split(train_frame, tokenizer, args.max_seq_length)
     validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length)
     logger.info(

@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
 from sentclf.tracking import STEP_TAG
+from tests.unit.test_preprocess import step_argv
 
 import preprocess
 import train
@@ -36,6 +37,8 @@ TINY = [
     "0.1",
     "--weight-decay",
     "0.01",
+    "--pooling",
+    "mean",
     "--base-model",
     "bundled",
 ]
@@ -51,7 +54,7 @@ def train_args(**overrides: str) -> list[str]:
 
 @pytest.fixture
 def data_run(tracking_store):
-    preprocess.main(["--dataset", "cola", "--val-fraction", "0.05", "--seed", "1"])
+    preprocess.main(step_argv(val_fraction=0.05, seed=1))
     return mlflow.search_runs(experiment_ids=[tracking_store], output_format="list")[0].info.run_id
 
 
@@ -60,6 +63,7 @@ def data_run(tracking_store):
     [
         ({"epochs": "0"}, "epochs must be >= 1"),
         ({"learning_rate": "-0.001"}, "learning_rate must be > 0"),
+        ({"pooling": "max"}, "pooling must be one of mean, cls"),
         ({"base_model": "no-such/model-anywhere"}, "base_model 'no-such/model-anywhere' cannot be loaded"),
     ],
 )

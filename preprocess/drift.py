@@ -1,0 +1,209 @@
+"""Drift of this run's train split against a reference train split.
+
+The reference is the data the `champion` model was trained on (registered model -> alias champion ->
+its run's `data_run_id` param -> that preprocess run's data/train.parquet), else the newest successful
+preprocess run of this experiment, else none (drift is then skipped). Statistics: label shift (total
+variation distance, PSI), token-length shift (PSI over fixed bins, two-sample KS statistic) and the rate
+of words unseen in the reference. The PSIs and KS are held against `drift_threshold`.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from tokenizers import Tokenizer
+
+from sentclf.data import read_split
+from sentclf.schema import LABEL_COLUMN, LABEL_NAMES, TEXT_COLUMN
+from sentclf.tracking import StepInputError, newest_successful_run
+
+CHAMPION_ALIAS = "champion"  # the alias evaluate's gate moves
+# Token-length bins (backbone tokens, no special tokens); fixed, so PSIs of different runs compare.
+LENGTH_BIN_EDGES = (0, 5, 9, 13, 17, 21, 26, 33, 41, 65, np.inf)
+# Floor of a bin's share: an empty bin would make PSI infinite.
+MIN_SHARE = 1e-4
+GATED_STATISTICS = ("drift_label_psi", "drift_length_psi", "drift_length_ks")
+WORD = re.compile(r"\w+(?:'\w+)*")
+REPORT_NEW_WORDS = 50
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Reference:
+    kind: str  # champion | previous | none
+    description: str
+    data_run_id: str | None = None
+    train: pd.DataFrame | None = None
+
+
+def champion_reference(model_name: str) -> Reference | None:
+    """The train split the current champion was trained on, or None (no model, alias or readable data)."""
+    if not model_name.strip():
+        return None
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+        train_run_id = version.run_id or version.tags.get("train_run_id")
+        data_run_id = client.get_run(train_run_id).data.params.get("data_run_id") if train_run_id else None
+        if not data_run_id:
+            logger.info(
+                "champion %s v%s has no data_run_id: no champion reference", model_name, version.version
+            )
+            return None
+        train = read_split(data_run_id, "train")
+    except (MlflowException, StepInputError) as error:
+        logger.info("no champion reference for %s: %s", model_name, str(error).splitlines()[0])
+        return None
+    description = (
+        f"champion {model_name} v{version.version} (train run {train_run_id}, data run {data_run_id})"
+    )
+    return Reference("champion", description, data_run_id, train)
+
+
+def previous_reference(current_run_id: str) -> Reference | None:
+    """The newest successful preprocess run of this experiment other than this one, or None."""
+    try:
+        previous = newest_successful_run("preprocess")
+    except StepInputError:
+        logger.info("no earlier successful preprocess run in this experiment")
+        return None
+    if previous.info.run_id == current_run_id:
+        return None
+    try:
+        train = read_split(previous.info.run_id, "train")
+    except (MlflowException, StepInputError) as error:
+        logger.info("previous preprocess run %s unusable as reference: %s", previous.info.run_id, error)
+        return None
+    run_id = previous.info.run_id
+    return Reference("previous", f"previous successful preprocess run {run_id}", run_id, train)
+
+
+def find_reference(model_name: str, current_run_id: str) -> Reference:
+    return (
+        champion_reference(model_name)
+        or previous_reference(current_run_id)
+        or Reference("none", "no champion and no earlier successful preprocess run")
+    )
+
+
+def psi(reference: np.ndarray, current: np.ndarray) -> float:
+    """Population stability index of two share vectors over the same bins."""
+    expected = np.maximum(reference, MIN_SHARE)
+    actual = np.maximum(current, MIN_SHARE)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def total_variation(reference: np.ndarray, current: np.ndarray) -> float:
+    return float(0.5 * np.abs(current - reference).sum())
+
+
+def ks_statistic(sample: np.ndarray, other: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
+    sample, other = np.sort(sample), np.sort(other)
+    points = np.concatenate([sample, other])
+    cdf_sample = np.searchsorted(sample, points, side="right") / sample.size
+    cdf_other = np.searchsorted(other, points, side="right") / other.size
+    return float(np.max(np.abs(cdf_sample - cdf_other)))
+
+
+def label_shares(frame: pd.DataFrame) -> np.ndarray:
+    counts = np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=len(LABEL_NAMES))
+    return counts / counts.sum()
+
+
+def token_lengths(frame: pd.DataFrame, tokenizer: Tokenizer) -> np.ndarray:
+    encodings = tokenizer.encode_batch(frame[TEXT_COLUMN].tolist(), add_special_tokens=False)
+    return np.array([len(encoding.ids) for encoding in encodings])
+
+
+def length_shares(lengths: np.ndarray) -> np.ndarray:
+    counts, _ = np.histogram(lengths, bins=LENGTH_BIN_EDGES)
+    return counts / counts.sum()
+
+
+def words(frame: pd.DataFrame) -> list[str]:
+    return [word for text in frame[TEXT_COLUMN] for word in WORD.findall(text.lower())]
+
+
+def vocabulary_drift(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[dict[str, float], set[str]]:
+    """Shares of this split's word types, and of its running words, unseen in the reference."""
+    current_words, known = words(current), set(words(reference))
+    new_types = set(current_words) - known
+    rates = {
+        "drift_new_vocab_rate": len(new_types) / max(len(set(current_words)), 1),
+        "drift_new_token_rate": sum(word not in known for word in current_words) / max(len(current_words), 1),
+    }
+    return rates, new_types
+
+
+def drift_statistics(current: pd.DataFrame, reference: pd.DataFrame, tokenizer: Tokenizer) -> dict:
+    """Statistics (flat, for metrics) and the distributions they compare (for the report)."""
+    labels = {"current": label_shares(current), "reference": label_shares(reference)}
+    lengths = {"current": token_lengths(current, tokenizer), "reference": token_lengths(reference, tokenizer)}
+    bins = {name: length_shares(values) for name, values in lengths.items()}
+    vocabulary, new_types = vocabulary_drift(current, reference)
+    return {
+        "statistics": {
+            "drift_label_tvd": total_variation(labels["reference"], labels["current"]),
+            "drift_label_psi": psi(labels["reference"], labels["current"]),
+            "drift_length_psi": psi(bins["reference"], bins["current"]),
+            "drift_length_ks": ks_statistic(lengths["current"], lengths["reference"]),
+        }
+        | vocabulary,
+        "label_shares": {name: dict(zip(LABEL_NAMES, v.tolist(), strict=True)) for name, v in labels.items()},
+        "length_bins": {"edges": [str(edge) for edge in LENGTH_BIN_EDGES]}
+        | {name: shares.tolist() for name, shares in bins.items()},
+        "new_words_examples": sorted(new_types)[:REPORT_NEW_WORDS],
+    }
+
+
+def drift_report(
+    train: pd.DataFrame, reference: Reference, threshold: float, fail: bool, tokenizer: Tokenizer
+) -> dict:
+    report: dict = {"reference": {"kind": reference.kind, "description": reference.description}}
+    if reference.train is None:
+        logger.info("no drift reference (%s): drift skipped", reference.description)
+        return report
+    report |= drift_statistics(train, reference.train, tokenizer)
+    exceeded = {k: v for k, v in report["statistics"].items() if k in GATED_STATISTICS and v > threshold}
+    logger.info("drift against the %s: %s", reference.description, report["statistics"])
+    return report | {"threshold": threshold, "fail_on_drift": fail, "exceeded": exceeded}
+
+
+def enforce_threshold(report: dict, reference: Reference, threshold: float, fail: bool) -> None:
+    if not report.get("exceeded"):
+        return
+    summary = ", ".join(f"{k}={v:.3f}" for k, v in report["exceeded"].items())
+    message = f"data drift against the {reference.description}: {summary} > drift_threshold={threshold}"
+    if fail:
+        raise StepInputError(
+            f"{message}; nothing was logged as data (see drift_report.json). If the change is intended, "
+            "rerun with -P fail_on_drift=false or a higher drift_threshold"
+        )
+    logger.warning("%s (fail_on_drift=false: continuing)", message)
+
+
+def check_drift(
+    train: pd.DataFrame, model_name: str, threshold: float, fail: bool, tokenizer: Tokenizer, work_dir: Path
+) -> dict:
+    """Find the reference, log drift metrics and drift_report.json, then fail on drift if asked to."""
+    reference = find_reference(model_name, mlflow.active_run().info.run_id)
+    mlflow.log_params(
+        {"drift_reference": reference.kind}
+        | ({"drift_reference_run_id": reference.data_run_id} if reference.data_run_id else {})
+    )
+    report = drift_report(train, reference, threshold, fail, tokenizer)
+    if "statistics" in report:
+        mlflow.log_metrics(report["statistics"])
+    path = work_dir / "drift_report.json"
+    path.write_text(json.dumps(report, indent=2))
+    mlflow.log_artifact(str(path))
+    enforce_threshold(report, reference, threshold, fail)
+    return report
