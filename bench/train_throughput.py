@@ -29,11 +29,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "train"))
 sys.path.insert(0, str(REPO_ROOT / "preprocess"))
 
-from sources import load_cola  # noqa: E402
-from training import TrainConfig, encode_split, train  # noqa: E402
-
 from sentclf.backbone import resolve_backbone  # noqa: E402
 from sentclf.schema import LABEL_COLUMN  # noqa: E402
+
+from sources import load_cola  # noqa: E402
+from training import TrainConfig, encode_split, train  # noqa: E402
 
 
 def peak_rss_mb() -> float:
