@@ -40,32 +40,50 @@ class StepFailed(RuntimeError):
     """A child step ended in failure; the message names it, its run id and where its log is."""
 
 
+# The root parameters each step takes, under the same names as in the step's MLproject. Values are passed
+# on as the strings MLflow gave us (it has already checked their types against the root MLproject).
+STEP_PARAMETERS = {
+    "preprocess": (
+        "dataset",
+        "text_column",
+        "label_column",
+        "val_fraction",
+        "test_fraction",
+        "seed",
+        "overlap_policy",
+        "registered_model_name",
+        "drift_threshold",
+        "fail_on_drift",
+    ),
+    "train": (
+        "epochs",
+        "max_train_samples",
+        "batch_size",
+        "learning_rate",
+        "max_seq_length",
+        "seed",
+        "base_model",
+        "registered_model_name",
+    ),
+    "building": (),
+    "evaluate": ("registered_model_name",),
+}
+CONDUCTOR_PARAMETERS = ("server_base_image", "use_cache")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    for name, kind in [
-        ("dataset", str),
-        ("val-fraction", float),
-        ("text-column", str),
-        ("label-column", str),
-        ("test-fraction", float),
-        ("overlap-policy", str),
-        ("drift-threshold", float),
-        ("fail-on-drift", str),
-        ("epochs", int),
-        ("max-train-samples", int),
-        ("batch-size", int),
-        ("learning-rate", float),
-        ("max-seq-length", int),
-        ("seed", int),
-        ("base-model", str),
-        ("registered-model-name", str),
-        ("server-base-image", str),
-        ("use-cache", str),
-    ]:
-        parser.add_argument(f"--{name}", type=kind, required=True)
+    names = sorted({name for names in STEP_PARAMETERS.values() for name in names} | set(CONDUCTOR_PARAMETERS))
+    for name in names:
+        parser.add_argument(f"--{name.replace('_', '-')}", required=True)
     args = parser.parse_args(argv)
     args.use_cache = args.use_cache.lower() in ("1", "true", "yes")
     return args
+
+
+def step_parameters(step: str, args: argparse.Namespace, **handed_on: str) -> dict[str, str]:
+    """The step's share of the root parameters plus what earlier steps hand on (run ids, URIs, tags)."""
+    return {name: getattr(args, name) for name in STEP_PARAMETERS[step]} | handed_on
 
 
 def git_tree_is_clean() -> bool:
@@ -150,49 +168,18 @@ def run_pipeline(args: argparse.Namespace) -> None:
         if args.use_cache and not use_cache:
             logger.info("working tree has uncommitted changes: every step runs afresh")
 
-        preprocess = run_step(
-            "preprocess",
-            {
-                "dataset": args.dataset,
-                "val_fraction": str(args.val_fraction),
-                "seed": str(args.seed),
-                "text_column": args.text_column,
-                "label_column": args.label_column,
-                "test_fraction": str(args.test_fraction),
-                "overlap_policy": args.overlap_policy,
-                "registered_model_name": args.registered_model_name,
-                "drift_threshold": str(args.drift_threshold),
-                "fail_on_drift": args.fail_on_drift,
-            },
-            use_cache,
-            git_commit,
-        )
+        preprocess = run_step("preprocess", step_parameters("preprocess", args), use_cache, git_commit)
         data_run_id = preprocess.info.run_id
 
         train = run_step(
-            "train",
-            {
-                "data_run_id": data_run_id,
-                "epochs": str(args.epochs),
-                "max_train_samples": str(args.max_train_samples),
-                "batch_size": str(args.batch_size),
-                "learning_rate": str(args.learning_rate),
-                "max_seq_length": str(args.max_seq_length),
-                "seed": str(args.seed),
-                "base_model": args.base_model,
-                "registered_model_name": args.registered_model_name,
-            },
-            use_cache,
-            git_commit,
+            "train", step_parameters("train", args, data_run_id=data_run_id), use_cache, git_commit
         )
         model_version = required_tag(train, "registered_model_version", "train")
 
+        model_uri = f"models:/{args.registered_model_name}/{model_version}"
         building = run_step(
             "building",
-            {
-                "model_uri": f"models:/{args.registered_model_name}/{model_version}",
-                "base_image": args.server_base_image,
-            },
+            step_parameters("building", args, model_uri=model_uri, base_image=args.server_base_image),
             use_cache,
             git_commit,
         )
@@ -200,12 +187,13 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
         evaluate = run_step(
             "evaluate",
-            {
-                "server_image": server_image,
-                "data_run_id": data_run_id,
-                "registered_model_name": args.registered_model_name,
-                "model_version": model_version,
-            },
+            step_parameters(
+                "evaluate",
+                args,
+                server_image=server_image,
+                data_run_id=data_run_id,
+                model_version=model_version,
+            ),
             use_cache,
             git_commit,
         )
