@@ -1,0 +1,653 @@
+"""Serving speed: our KServe v2 gRPC server (building/server) vs KServe's Python ModelServer, Seldon
+MLServer and raw in-process ONNX Runtime, in one run on the same ONNX model + tokenizer, client and load.
+
+Every contender serves the model files extracted from the server image and runs them through the same
+tokenizer + InferenceSession code (sentclf_server.model) with the same ORT settings; the load is the
+standard tritonclient gRPC client, single-sentence CoLA requests, one client per concurrent caller.
+KServe and MLServer live in their own virtualenvs under .build/bench/ (their pins conflict), created on
+first use. Prints latency/throughput per contender and concurrency, raw ORT limits, ratios, image sizes;
+the last line reads
+`throughput_ratio_vs_mlserver=<x> throughput_ratio_vs_kserve=<y> throughput_ratio_vs_raw_ort=<z>`.
+Usage: python bench/serving.py [--server-image cola-classifier-server:1] [--concurrency 1,4,16,64]
+                               [--requests 400]
+"""
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = REPO_ROOT / "bench" / "serving_peers"
+sys.path.insert(0, str(PEERS_DIR))
+
+from peer_common import load_classifier  # noqa: E402
+
+from sentclf.containers import CONTAINER_LABEL, LOOPBACK, free_port, running_server  # noqa: E402
+from sentclf.engine import docker_client  # noqa: E402
+from sentclf.images import STEP_IMAGE  # noqa: E402
+from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs  # noqa: E402
+from sentclf.metrics import percentile_ms  # noqa: E402
+
+log = logging.getLogger("bench.serving")
+
+CORES = os.cpu_count() or 1
+DEFAULT_SENTENCES = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
+DEFAULT_VENV_DIR = REPO_ROOT / ".build" / "bench"
+# pip packages per peer; never torch (the peers only need ORT + tokenizers). uvloop 0.22+ breaks
+# MLServer 1.7's parallel workers ("There is no current event loop", SeldonIO/MLServer#2286), hence the cap.
+PEER_PACKAGES = {
+    "kserve": ["kserve", "onnxruntime", "tokenizers"],
+    "mlserver": ["mlserver", "uvloop<0.22", "onnxruntime", "tokenizers"],
+}
+# A venv is reused when this runs in it; otherwise it is (re)created.
+PEER_PROBES = {
+    "kserve": "import kserve, onnxruntime, tokenizers",
+    "mlserver": "import mlserver, onnxruntime, tokenizers, uvloop; "
+    "assert tuple(map(int, uvloop.__version__.split('.')[:2])) < (0, 22)",
+}
+RAW_BATCH_SIZES = (32, 64)
+REQUEST_TIMEOUT_S = 30.0
+CONTAINER_PREFIX = "sentclf-bench"
+
+
+class BenchError(RuntimeError):
+    """Something the bench needs is missing or a contender failed to start; the message says what."""
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------
+
+
+def newest_server_image(client: docker.DockerClient) -> str:
+    """The most recently created local image whose repository ends in `-server`."""
+    tagged = [
+        (image.attrs["Created"], tag)
+        for image in client.images.list()
+        for tag in image.tags
+        if tag.rsplit(":", 1)[0].endswith("-server")
+    ]
+    if not tagged:
+        raise BenchError("no local `*-server` image: run `make run` first (its building step builds one)")
+    return max(tagged)[1]
+
+
+def extract_model(client: docker.DockerClient, image: str, target: Path) -> Path:
+    """Copy /models/model out of `image` (docker create + get_archive) so every contender serves the
+    identical ONNX model and tokenizer. The created container never runs and is always removed."""
+    try:
+        container = client.containers.create(
+            image,
+            name=f"{CONTAINER_PREFIX}-extract-{uuid.uuid4().hex[:8]}",
+            labels={CONTAINER_LABEL: "1"},
+            network_mode="host",
+        )
+    except docker.errors.ImageNotFound:
+        raise BenchError(
+            f"no local image {image}: run `make run` first (or name another --server-image)"
+        ) from None
+    try:
+        stream, _ = container.get_archive("/models/model")
+        archive = io.BytesIO(b"".join(stream))
+    finally:
+        container.remove(force=True)
+    with tarfile.open(fileobj=archive) as tar:
+        tar.extractall(target, filter="data")
+    model_dir = target / "model"
+    missing = [
+        n for n in ("model.onnx", "tokenizer.json", "serving_config.json") if not (model_dir / n).is_file()
+    ]
+    if missing:
+        raise BenchError(f"{image}:/models/model lacks {missing}")
+    return model_dir
+
+
+def load_sentences(path: Path, seed: int) -> list[str]:
+    """CoLA dev sentences (headerless TSV, sentence in the 4th column), shuffled with a fixed seed so
+    every contender sees the same request sequence."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        sentences = [
+            row[3] for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if len(row) > 3
+        ]
+    if not sentences:
+        raise BenchError(f"no sentences in {path}")
+    random.Random(seed).shuffle(sentences)
+    return sentences
+
+
+# ---- peer virtualenvs and processes ------------------------------------------------------------------------
+
+
+def ensure_venv(peer: str, venv_root: Path) -> Path:
+    """The peer's virtualenv python, created (python3 -m venv + pip install) on first use."""
+    venv = venv_root / f"{peer}-venv"
+    python = venv / "bin" / "python"
+    if (
+        python.exists()
+        and subprocess.run([python, "-c", PEER_PROBES[peer]], capture_output=True).returncode == 0
+    ):
+        return python
+    packages = PEER_PACKAGES[peer]
+    print(
+        f"creating virtualenv {venv} with {' '.join(packages)} (first use; takes a few minutes)", flush=True
+    )
+    venv_root.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", venv], check=True)
+    log_path = venv_root / f"{peer}-pip.log"
+    with log_path.open("w") as pip_log:
+        result = subprocess.run(
+            [python, "-m", "pip", "install", "--disable-pip-version-check", *packages],
+            stdout=pip_log,
+            stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0:
+        raise BenchError(f"pip install {' '.join(packages)} failed for {peer}; see {log_path}")
+    return python
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the peer's whole process group (MLServer forks workers), SIGKILL what outlives the grace."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            process.poll()
+            try:
+                os.killpg(process.pid, 0)  # raises once no process of the group is left
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+    log.warning("process group %d still present after SIGKILL", process.pid)
+
+
+def wait_until_ready(
+    process: subprocess.Popen, port: int, model: str, log_path: Path, timeout_s: float
+) -> float:
+    """Poll gRPC ServerReady + ModelReady (tritonclient); fail fast if the process exits."""
+    started = time.monotonic()
+    client = connect(port)
+    try:
+        while time.monotonic() - started < timeout_s:
+            if process.poll() is not None:
+                raise BenchError(
+                    f"peer exited with {process.returncode} during start-up:\n{_log_tail(log_path)}"
+                )
+            with contextlib.suppress(InferenceServerException):
+                if client.is_server_ready(client_timeout=1.0) and client.is_model_ready(
+                    model, client_timeout=1.0
+                ):
+                    return time.monotonic() - started
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise BenchError(f"peer not ready after {timeout_s:.0f}s:\n{_log_tail(log_path)}")
+
+
+@contextlib.contextmanager
+def running_peer(
+    name: str, command: list[str], env: dict[str, str], workdir: Path, port: int, model: str, timeout_s: float
+) -> Iterator[tuple[int, float]]:
+    """Start a peer server as its own process group on loopback; yields (grpc_port, seconds to ready);
+    always stops it, on success or failure."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("w") as peer_log:
+        # start_new_session: the peer and its children form one group that stop_process_group can end.
+        process = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=peer_log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    log.info("started %s (pid %d, gRPC port %d)", name, process.pid, port)
+    try:
+        seconds = wait_until_ready(process, port, model, log_path, timeout_s)
+        log.info("%s ready after %.2fs", name, seconds)
+        yield port, seconds
+    finally:
+        stop_process_group(process)
+        log.info("stopped %s", name)
+
+
+def peer_env(model_dir: Path, model: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(PEERS_DIR),
+        "PYTHONUNBUFFERED": "1",
+        "BENCH_MODEL_DIR": str(model_dir),
+        "BENCH_MODEL_NAME": model,
+        "BENCH_ORT_THREADS": str(CORES),
+    }
+
+
+def kserve_peer(python: Path, model_dir: Path, model: str, workdir: Path, timeout_s: float):
+    """KServe ModelServer: --grpc_port is its gRPC flag (it binds [::]; REST on --http_port binds 0.0.0.0,
+    both on free ports, and we only ever call 127.0.0.1). One uvicorn worker; per-request latency log off
+    (our server logs no line per request either)."""
+    grpc_port = free_port()
+    command = [
+        str(python), str(PEERS_DIR / "kserve_server.py"),
+        "--grpc_port", str(grpc_port), "--http_port", str(free_port()),
+        "--workers", "1", "--enable_latency_logging", "false",
+    ]  # fmt: skip
+    return running_peer("kserve", command, peer_env(model_dir, model), workdir, grpc_port, model, timeout_s)
+
+
+def write_mlserver_settings(root: Path, model: str, parallel_workers: int, max_batch_size: int) -> int:
+    """settings.json + <model>/model-settings.json for `mlserver start root`; returns the gRPC port.
+    Loopback only, free ports, metrics server off (ours exports metrics, but nobody scrapes during the
+    bench), debug off (it turns on a gRPC access-log line per request)."""
+    grpc_port = free_port()
+    settings = {
+        "debug": False,
+        "host": LOOPBACK,
+        "http_port": free_port(),
+        "grpc_port": grpc_port,
+        "metrics_port": free_port(),
+        "metrics_endpoint": None,
+        "parallel_workers": parallel_workers,
+        "load_models_at_startup": True,
+    }
+    model_settings: dict = {"name": model, "implementation": "mlserver_runtime.ColaRuntime"}
+    if max_batch_size > 1:
+        # MLServer's adaptive batching, set like our dynamic batcher (32 sentences, 2 ms).
+        model_settings.update(max_batch_size=max_batch_size, max_batch_time=0.002)
+    (root / model).mkdir(parents=True, exist_ok=True)
+    (root / "settings.json").write_text(json.dumps(settings, indent=2))
+    (root / model / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+    return grpc_port
+
+
+def mlserver_peer(
+    python: Path, model_dir: Path, model: str, workdir: Path, timeout_s: float, workers: int, batch: int
+):
+    root = workdir / "mlserver-repo"
+    grpc_port = write_mlserver_settings(root, model, workers, batch)
+    command = [str(python.parent / "mlserver"), "start", str(root)]
+    return running_peer("mlserver", command, peer_env(model_dir, model), workdir, grpc_port, model, timeout_s)
+
+
+# ---- load --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    latencies_s: list[float] = field(default_factory=list)
+    errors: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies_s) / self.wall_s if self.wall_s else 0.0
+
+    def percentile_ms(self, percentile: float) -> float:
+        return percentile_ms(self.latencies_s, percentile) if self.latencies_s else float("nan")
+
+    def add(self, other: "LevelResult") -> None:
+        """Fold in another round at the same concurrency (throughput = all successes / all wall time)."""
+        self.latencies_s.extend(other.latencies_s)
+        self.errors += other.errors
+        self.wall_s += other.wall_s
+
+
+def run_level(
+    port: int,
+    model: str,
+    sentences: list[str],
+    concurrency: int,
+    requests: int,
+    time_limit_s: float,
+    offset: int = 0,
+) -> LevelResult:
+    """`requests` single-sentence requests (sentences[offset:], cycling) from `concurrency` callers, each
+    with its own client, issued back to back; stops issuing new ones after `time_limit_s`."""
+    result = LevelResult(concurrency)
+    clients = [connect(port) for _ in range(concurrency)]
+    lock = threading.Lock()
+    next_index = iter(range(offset, offset + requests))
+    start = threading.Barrier(concurrency + 1)
+    deadline = [0.0]
+
+    def caller(client: grpcclient.InferenceServerClient) -> None:
+        start.wait()
+        while time.monotonic() < deadline[0]:
+            with lock:
+                index = next(next_index, None)
+            if index is None:
+                return
+            inputs = build_inputs([sentences[index % len(sentences)]])
+            began = time.perf_counter()
+            try:
+                client.infer(model, inputs, outputs=requested_outputs(), client_timeout=REQUEST_TIMEOUT_S)
+            except InferenceServerException:
+                with lock:
+                    result.errors += 1
+                continue
+            result.latencies_s.append(time.perf_counter() - began)  # list.append is atomic under the GIL
+
+    # Clients are connected and threads started before the clock: only requests are timed.
+    threads = [threading.Thread(target=caller, args=(c,), daemon=True) for c in clients]
+    for thread in threads:
+        thread.start()
+    deadline[0] = time.monotonic() + time_limit_s
+    began = time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    result.wall_s = time.perf_counter() - began
+    for client in clients:
+        client.close()
+    return result
+
+
+def label_agreement(port: int, model: str, sentences: list[str], reference: np.ndarray) -> int:
+    """How many of the reference sentences the server labels as raw ORT does (same model => all)."""
+    client = connect(port)
+    try:
+        labels = [
+            int(
+                client.infer(model, build_inputs([s]), outputs=requested_outputs())
+                .as_numpy(LABEL_OUTPUT)
+                .reshape(-1)[0]
+            )
+            for s in sentences
+        ]
+    finally:
+        client.close()
+    return int((np.asarray(labels) == reference).sum())
+
+
+@dataclass
+class ContenderResult:
+    name: str
+    port: int
+    seconds_to_ready: float
+    agreement: str
+    levels: dict[int, LevelResult] = field(default_factory=dict)
+
+
+def start_and_warm_up(name: str, start: Callable, stack: contextlib.ExitStack, args, sentences, reference):
+    """Start a contender (stopped when `stack` closes), check its labels, warm it up with one burst at
+    the top concurrency (thread pools, ORT allocations for the shapes it will see)."""
+    log.info("starting %s", name)
+    port, seconds = stack.enter_context(start())
+    agree = label_agreement(port, args.model, sentences[: len(reference)], reference)
+    top = max(args.concurrency)
+    run_level(port, args.model, sentences, top, 2 * top, args.level_time_limit_s)
+    return ContenderResult(name, port, seconds, f"{agree}/{len(reference)}")
+
+
+def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference) -> list[ContenderResult]:
+    """All contenders up at once (idle ones cost no CPU: ORT does not spin), then every concurrency level
+    in `args.rounds` rounds, rotating the contenders' order each round. The cores are shared with other
+    work, so interleaving spreads its bursts over all contenders instead of penalising whichever ran
+    while it peaked."""
+    with contextlib.ExitStack() as stack:
+        results = [
+            start_and_warm_up(name, start, stack, args, sentences, reference) for name, start in starters
+        ]
+        per_round = max(1, args.requests // args.rounds)
+        for concurrency in args.concurrency:
+            for result in results:
+                result.levels[concurrency] = LevelResult(concurrency)
+            for round_index in range(args.rounds):
+                shift = round_index % len(results)
+                for result in results[shift:] + results[:shift]:
+                    chunk = run_level(
+                        result.port,
+                        args.model,
+                        sentences,
+                        concurrency,
+                        per_round,
+                        args.level_time_limit_s / args.rounds,
+                        offset=round_index * per_round,
+                    )
+                    result.levels[concurrency].add(chunk)
+            for result in results:
+                level = result.levels[concurrency]
+                log.info(
+                    "c=%d %-10s %d ok, %d errors, %.1f req/s, p50 %.2f ms",
+                    concurrency,
+                    result.name,
+                    len(level.latencies_s),
+                    level.errors,
+                    level.throughput,
+                    level.percentile_ms(50),
+                )
+    return results
+
+
+# ---- raw ORT -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawOrt:
+    single_p50_ms: float
+    batched: dict[int, float]  # batch size -> sentences/s
+    reference_labels: np.ndarray
+
+    @property
+    def best_batched(self) -> float:
+        return max(self.batched.values())
+
+    def best_of(self, other: "RawOrt") -> "RawOrt":
+        """The better figure of two runs: the limit is what ORT can do when the shared cores let it."""
+        batched = {size: max(rate, other.batched[size]) for size, rate in self.batched.items()}
+        return RawOrt(min(self.single_p50_ms, other.single_p50_ms), batched, self.reference_labels)
+
+
+def measure_raw_ort(model_dir: Path, sentences: list[str], singles: int, reference_count: int) -> RawOrt:
+    """The same tokenizer + InferenceSession called in-process: single-sentence p50 and batched
+    sentences/s (the ceiling any server on this machine can reach). Runs while no server is up.
+    Batches are consecutive sentences in request order, unsorted, as a server's batches are."""
+    classifier = load_classifier(str(model_dir), max_batch_size=max(RAW_BATCH_SIZES))
+    reference = np.array([int(np.argmax(classifier.predict([s]))) for s in sentences[:reference_count]])
+    latencies = []
+    for sentence in sentences[:singles]:
+        began = time.perf_counter()
+        classifier.predict([sentence])
+        latencies.append(time.perf_counter() - began)
+    batched = {}
+    for size in RAW_BATCH_SIZES:
+        batches = [sentences[i : i + size] for i in range(0, len(sentences) - size + 1, size)]
+        classifier.predict(batches[0])  # first run at a new shape allocates
+        began = time.perf_counter()
+        for batch in batches:
+            classifier.predict(batch)
+        batched[size] = size * len(batches) / (time.perf_counter() - began)
+    return RawOrt(percentile_ms(latencies, 50), batched, reference)
+
+
+# ---- report ------------------------------------------------------------------------------------------------
+
+
+def image_size_mb(client: docker.DockerClient, name: str) -> float | None:
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        return client.images.get(name).attrs["Size"] / 1e6
+    return None
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else float("nan")
+
+
+def print_report(
+    results: list[ContenderResult], raw: RawOrt, args: argparse.Namespace, sizes, ours: str
+) -> None:
+    at = args.ratio_concurrency
+    print(
+        f"\nserving bench: {args.server_image}, model '{args.model}', {CORES} cores shared with other work, "
+        f"ORT intra-op threads {CORES}, graph optimisation all; up to {args.requests} requests per level"
+    )
+    print(
+        f"peers: kserve {args.peer_versions['kserve']} (1 worker, latency log off), mlserver "
+        f"{args.peer_versions['mlserver']} (parallel_workers={args.mlserver_workers}, adaptive batching "
+        f"{args.mlserver_batch or 'off'}, metrics off, debug off); {args.rounds} interleaved rounds/level\n"
+    )
+    print(f"{'contender':<22} {'conc':>5} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'ok':>6} {'errors':>6}")
+    for result in results:
+        for concurrency, level in result.levels.items():
+            p50, p99 = level.percentile_ms(50), level.percentile_ms(99)
+            print(
+                f"{result.name:<22} {concurrency:>5} {p50:>9.2f} {p99:>9.2f} {level.throughput:>9.1f} "
+                f"{len(level.latencies_s):>6} {level.errors:>6}"
+            )
+    print("\nstart -> ready (s), labels equal to raw ORT:")
+    for result in results:
+        print(f"  {result.name:<22} {result.seconds_to_ready:6.2f}   {result.agreement}")
+    batched = ", ".join(f"batch {size}: {rate:.1f} sentences/s" for size, rate in raw.batched.items())
+    print(f"\nraw ORT in-process (best of before/after): single p50 {raw.single_p50_ms:.2f} ms; {batched}")
+    by_name = {r.name: r.levels[at].throughput for r in results}
+    ours_tp = by_name[ours]
+    print(f"\nratios (throughput at concurrency {at}):")
+    for name, throughput in by_name.items():
+        if name != ours:
+            print(f"  ours / {name:<20} {ratio(ours_tp, throughput):.2f}")
+    print(f"  ours / raw ORT best batched {ratio(ours_tp, raw.best_batched):.2f}")
+    lowest = min(args.concurrency)
+    ours_p50 = next(r for r in results if r.name == ours).levels[lowest].percentile_ms(50)
+    print(f"  our p50 at concurrency {lowest} - raw ORT single p50: {ours_p50 - raw.single_p50_ms:+.2f} ms")
+    server_mb, step_mb = sizes
+    if server_mb and step_mb:
+        print(
+            f"\nimage size: {args.server_image} {server_mb:.0f} MB vs {STEP_IMAGE} {step_mb:.0f} MB "
+            f"(ratio {server_mb / step_mb:.3f})"
+        )
+    print(
+        f"throughput_ratio_vs_mlserver={ratio(ours_tp, by_name['mlserver']):.2f} "
+        f"throughput_ratio_vs_kserve={ratio(ours_tp, by_name['kserve']):.2f} "
+        f"throughput_ratio_vs_raw_ort={ratio(ours_tp, raw.best_batched):.2f}"
+    )
+
+
+# ---- main --------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--server-image", help="default: the newest local image named *-server")
+    parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated caller counts")
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
+    parser.add_argument("--level-time-limit-s", type=float, default=60.0, help="stop a level after this")
+    parser.add_argument("--ratio-concurrency", type=int, default=16, help="where the ratios are taken")
+    parser.add_argument("--sentences", type=Path, default=DEFAULT_SENTENCES)
+    parser.add_argument("--venv-dir", type=Path, default=DEFAULT_VENV_DIR, help="where the peer venvs live")
+    parser.add_argument("--start-timeout-s", type=float, default=180.0)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per concurrency level")
+    parser.add_argument(
+        "--mlserver-workers", type=int, default=0, help="MLServer parallel_workers (its default is 1)"
+    )
+    parser.add_argument(
+        "--mlserver-batch", type=int, default=0, help="MLServer adaptive batching max_batch_size (0: off)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.concurrency = sorted({int(c) for c in args.concurrency.split(",")})
+    if args.ratio_concurrency not in args.concurrency:
+        parser.error(f"--ratio-concurrency {args.ratio_concurrency} is not in --concurrency")
+    return args
+
+
+def package_version(python: Path, package: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version({package!r}))"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip() or "?"
+
+
+def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable]]:
+    """(name, context manager factory yielding (grpc_port, seconds to ready)), ours first."""
+
+    @contextlib.contextmanager
+    def ours():
+        env = {"ORT_INTRA_OP_THREADS": str(CORES), "ORT_GRAPH_OPTIMIZATION": "all"}
+        with running_server(args.server_image, env, args.start_timeout_s, CONTAINER_PREFIX) as (_, port, s):
+            yield port, s
+
+    kserve_python = ensure_venv("kserve", args.venv_dir)
+    mlserver_python = ensure_venv("mlserver", args.venv_dir)
+    args.peer_versions = {
+        "kserve": package_version(kserve_python, "kserve"),
+        "mlserver": package_version(mlserver_python, "mlserver"),
+    }
+    timeout = args.start_timeout_s
+    return [
+        ("ours", ours),
+        ("kserve", lambda: kserve_peer(kserve_python, model_dir, args.model, workdir, timeout)),
+        (
+            "mlserver",
+            lambda: mlserver_peer(
+                mlserver_python,
+                model_dir,
+                args.model,
+                workdir,
+                timeout,
+                args.mlserver_workers,
+                args.mlserver_batch,
+            ),
+        ),
+    ]
+
+
+def _raise_interrupt(signum: int, frame) -> None:
+    # Turn SIGTERM into an exception so the finally blocks remove containers and peer process groups.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    client = docker_client()
+    try:
+        args.server_image = args.server_image or newest_server_image(client)
+        sentences = load_sentences(args.sentences, args.seed)
+        with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+            workdir = Path(tmp)
+            model_dir = extract_model(client, args.server_image, workdir)
+            config = json.loads((model_dir / "serving_config.json").read_text())
+            args.model = str(config.get("model_name", "cola"))
+            log.info("model '%s' from %s in %s", args.model, args.server_image, model_dir)
+            starters = contenders(args, model_dir, workdir)
+            log.info("raw ORT in-process (before the servers start)")
+            raw = measure_raw_ort(model_dir, sentences, singles=200, reference_count=64)
+            results = measure_all(starters, args, sentences, raw.reference_labels)
+            log.info("raw ORT in-process (after the servers stopped)")
+            raw = raw.best_of(measure_raw_ort(model_dir, sentences, singles=200, reference_count=64))
+        sizes = (image_size_mb(client, args.server_image), image_size_mb(client, STEP_IMAGE))
+        print_report(results, raw, args, sizes, ours="ours")
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (containers and peer processes were stopped)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""What the peer servers share with the benchmark: the project's own tokenizer + ONNX Runtime code
+(building/server/sentclf_server/model.py), so every contender runs the identical preprocessing and the
+identical InferenceSession settings; only the serving stack around it differs.
+
+Configured by environment variables, set by bench/serving.py:
+  BENCH_MODEL_DIR    model.onnx, tokenizer.json, serving_config.json (extracted from the server image)
+  BENCH_ORT_THREADS  ORT intra-op threads (the bench passes the core count, as it does to our server)
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# sentclf_server needs only onnxruntime, tokenizers and numpy, which every peer virtualenv has.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "building" / "server"))
+
+from sentclf_server.config import load_settings  # noqa: E402
+from sentclf_server.model import SentenceClassifier  # noqa: E402
+
+TEXT_INPUT = "text"
+LABEL_OUTPUT = "label"
+PROBABILITIES_OUTPUT = "probabilities"
+
+
+def load_classifier(model_dir: str | None = None, max_batch_size: int = 32) -> SentenceClassifier:
+    """The classifier with the same ORT settings as our server's (graph optimisation all, no spinning)."""
+    env = {
+        "MODEL_DIR": model_dir or os.environ["BENCH_MODEL_DIR"],
+        "ORT_INTRA_OP_THREADS": os.environ.get("BENCH_ORT_THREADS", "0"),
+        "ORT_GRAPH_OPTIMIZATION": "all",
+        "MAX_BATCH_SIZE": str(max_batch_size),
+    }
+    classifier = SentenceClassifier(load_settings(env))
+    classifier.warm_up()
+    return classifier
+
+
+def classify(classifier: SentenceClassifier, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (int64 [n]) and probabilities (float32 [n, labels]), the outputs our server returns."""
+    probabilities = classifier.predict(texts)
+    return np.argmax(probabilities, axis=1).astype(np.int64), probabilities
