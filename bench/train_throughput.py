@@ -2,7 +2,7 @@
 one run on the same backbone, data, batch size, sequence length and thread count.
 
 Prints samples/s and peak RSS for each; the last line reads `speedup_vs_trainer=<x>`, ours over the
-faster of the two Trainer configurations (default, and with group_by_length=True).
+faster of the two Trainer configurations (default random sampler, and group_by_length sampling).
 Usage: python bench/train_throughput.py [--samples 1024] [--batch-size 32] [--threads 2]
 """
 
@@ -48,9 +48,16 @@ def fresh_model(source: str, seed: int):
 def time_ours(source, tokenizer, frame, args) -> float:
     split = encode_split(frame, tokenizer, args.max_seq_length)
     tiny_validation = encode_split(frame.iloc[:64], tokenizer, args.max_seq_length)
-    config = TrainConfig(epochs=1, batch_size=args.batch_size, learning_rate=5e-5,
-                         max_seq_length=args.max_seq_length, seed=0, patience=1, warmup_ratio=0.1,
-                         weight_decay=0.01)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=args.batch_size,
+        learning_rate=5e-5,
+        max_seq_length=args.max_seq_length,
+        seed=0,
+        patience=1,
+        warmup_ratio=0.1,
+        weight_decay=0.01,
+    )
     model = fresh_model(source, 0)
     summary = train(model, split, tiny_validation, config, tokenizer.pad_token_id, lambda *_: None)
     return summary["train_samples_per_second"]
@@ -64,10 +71,12 @@ class _Rows(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        return {"input_ids": self.encodings["input_ids"][index],
-                "attention_mask": self.encodings["attention_mask"][index],
-                "token_type_ids": self.encodings["token_type_ids"][index],
-                "labels": int(self.labels[index])}
+        return {
+            "input_ids": self.encodings["input_ids"][index],
+            "attention_mask": self.encodings["attention_mask"][index],
+            "token_type_ids": self.encodings["token_type_ids"][index],
+            "labels": int(self.labels[index]),
+        }
 
 
 def time_trainer(source, tokenizer, frame, args, group_by_length: bool) -> float:
@@ -76,13 +85,28 @@ def time_trainer(source, tokenizer, frame, args, group_by_length: bool) -> float
     model = fresh_model(source, 0)
     with tempfile.TemporaryDirectory() as out:
         training_args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1,
-            learning_rate=5e-5, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0,
-            logging_strategy="no", save_strategy="no", report_to=[], use_cpu=True,
-            dataloader_num_workers=0, group_by_length=group_by_length, disable_tqdm=True,
+            output_dir=out,
+            per_device_train_batch_size=args.batch_size,
+            num_train_epochs=1,
+            learning_rate=5e-5,
+            warmup_steps=0.1,
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            seed=0,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length" if group_by_length else "random",
+            disable_tqdm=True,
         )
-        trainer = Trainer(model=model, args=training_args, train_dataset=dataset,
-                          data_collator=DataCollatorWithPadding(tokenizer))
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=dataset,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
         started = time.perf_counter()
         trainer.train()
         return len(dataset) / (time.perf_counter() - started)
@@ -100,8 +124,10 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(source)
     frame = load_cola().frames["train"].sample(n=args.samples, random_state=0).reset_index(drop=True)
     frame[LABEL_COLUMN] = frame[LABEL_COLUMN].astype(np.int64)
-    print(f"backbone all-MiniLM-L6-v2, {args.samples} CoLA rows, batch {args.batch_size}, max length "
-          f"{args.max_seq_length}, {args.threads} torch threads, 1 epoch each")
+    print(
+        f"backbone all-MiniLM-L6-v2, {args.samples} CoLA rows, batch {args.batch_size}, max length "
+        f"{args.max_seq_length}, {args.threads} torch threads, 1 epoch each"
+    )
 
     results = {}
     for name, run in [

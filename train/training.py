@@ -139,7 +139,8 @@ def train(
         },
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    # The fused kernel (CPU and GPU) is what Trainer uses too; it is measurably faster than foreach.
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
