@@ -17,6 +17,7 @@ import mlflow
 import pytest
 
 from sentclf.containers import CONTAINER_LABEL
+from sentclf.images import STEP_IMAGE
 from sentclf.tracking import STEP_TAG
 
 from .conftest import REPO_ROOT, require_docker
@@ -71,7 +72,11 @@ def runs_of(store: dict) -> list:
 
 
 def leftover_containers() -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": CONTAINER_LABEL})
+    """Server containers the steps started, and the step containers MLflow ran (`docker run --rm`)."""
+    engine = docker.from_env()
+    servers = engine.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+    steps = engine.containers.list(all=True, filters={"ancestor": STEP_IMAGE})
+    return servers + steps
 
 
 def test_pipeline_runs_end_to_end(pipeline_store):
