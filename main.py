@@ -63,6 +63,7 @@ STEP_PARAMETERS = {
         "max_seq_length",
         "seed",
         "base_model",
+        "serve_variant",
         "registered_model_name",
     ),
     "building": (),

@@ -34,6 +34,7 @@ from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_r
 from modeling import POOLING_CHOICES, build_classifier
 from reporting import classification_report, misclassified_table
 from training import EncodedSplit, TrainConfig, collate, encode_split, predict, train
+from variants import VARIANTS, build_variants, compare_variants
 
 logger = logging.getLogger("train")
 
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ]:
         parser.add_argument(f"--{name}", type=kind, required=True)
     parser.add_argument("--base-model", required=True, help="`bundled`, a local folder or a hub id")
+    parser.add_argument("--serve-variant", required=True, help="fp32, optimized or int8: the model logged")
     parser.add_argument("--pooling", required=True, help="`mean` (mean-pooled tokens) or `cls` (HF's head)")
     parser.add_argument("--registered-model-name", required=True)
     return parser.parse_args(argv)
@@ -81,6 +83,10 @@ def validate_args(args: argparse.Namespace) -> None:
         (0 <= args.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {args.warmup_ratio}"),
         (args.weight_decay >= 0, f"weight_decay must be >= 0, got {args.weight_decay}"),
         (bool(args.registered_model_name.strip()), "registered_model_name must not be empty"),
+        (
+            args.serve_variant in VARIANTS,
+            f"serve_variant must be one of {', '.join(VARIANTS)}, got {args.serve_variant!r}",
+        ),
         (
             args.pooling in POOLING_CHOICES,
             f"pooling must be one of {', '.join(POOLING_CHOICES)}, got {args.pooling!r}",
@@ -218,9 +224,15 @@ def run(args: argparse.Namespace) -> None:
         parity = parity_report(model, onnx_path, validation_split, tokenizer.pad_token_id)
         mlflow.log_metrics(parity)
         check_parity(parity)
+        variants = build_variants(onnx_path, config, tmp_dir)
+        mlflow.log_metrics(compare_variants(variants, validation_split, logits, tokenizer.pad_token_id))
+        mlflow.set_tag("served_variant", args.serve_variant)
+        for name, path in variants.items():
+            if name != args.serve_variant:  # the served one is the logged model itself
+                mlflow.log_artifact(str(path), "onnx_variants")
         tokenizer_dir = tmp_dir / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
-        log_and_register(onnx_path, tokenizer_dir, sample, args)
+        log_and_register(variants[args.serve_variant], tokenizer_dir, sample, args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,8 @@ TINY = [
     "0.01",
     "--pooling",
     "mean",
+    "--serve-variant",
+    "fp32",
     "--base-model",
     "bundled",
 ]
@@ -64,6 +66,7 @@ def data_run(tracking_store):
         ({"epochs": "0"}, "epochs must be >= 1"),
         ({"learning_rate": "-0.001"}, "learning_rate must be > 0"),
         ({"pooling": "max"}, "pooling must be one of mean, cls"),
+        ({"serve_variant": "fp16"}, "serve_variant must be one of fp32, optimized, int8"),
         ({"base_model": "no-such/model-anywhere"}, "base_model 'no-such/model-anywhere' cannot be loaded"),
     ],
 )
@@ -98,6 +101,13 @@ def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, track
         assert metric in run.data.metrics, metric
     assert run.data.metrics["parity_max_abs_diff"] <= 1e-4
     assert run.data.metrics["parity_label_mismatches"] == 0
+    # The faster variants are measured and kept beside the served fp32 model.
+    assert run.data.metrics["variant_int8_size_mb"] < run.data.metrics["variant_fp32_size_mb"] / 2
+    assert run.data.metrics["variant_optimized_max_abs_diff"] <= 1e-3
+    assert "variant_int8_val_mcc_delta" in run.data.metrics
+    assert run.data.tags["served_variant"] == "fp32"
+    variant_files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "onnx_variants")}
+    assert variant_files == {"onnx_variants/model.optimized.onnx", "onnx_variants/model.int8.onnx"}
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/confusion_matrix.png",

@@ -1,0 +1,83 @@
+"""Faster ONNX variants of the exported model: ONNX Runtime's transformer graph optimisation, and dynamic
+int8 quantisation of that graph. Each is compared with PyTorch's logits and with the fp32 export's
+validation scores, so the cost of a variant is on record before anyone serves it."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers import optimizer
+from transformers import PretrainedConfig
+
+from sentclf.metrics import classification_metrics
+
+from export import INPUT_NAMES, OUTPUT_NAME
+from training import EncodedSplit, collate, sequential_batches
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("fp32", "optimized", "int8")
+
+
+def build_variants(fp32_path: Path, config: PretrainedConfig, out_dir: Path) -> dict[str, Path]:
+    """fp32 (as exported), optimized (fused attention/LayerNorm/GELU), int8 (dynamic, weights QInt8)."""
+    optimized_path = out_dir / "model.optimized.onnx"
+    optimized = optimizer.optimize_model(
+        str(fp32_path),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=1,
+    )
+    optimized.save_model_to_file(str(optimized_path))
+    int8_path = out_dir / "model.int8.onnx"
+    # Fused nodes (com.microsoft domain) defeat ONNX shape inference: name the tensors' default type.
+    quantize_dynamic(
+        str(optimized_path),
+        str(int8_path),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return {"fp32": fp32_path, "optimized": optimized_path, "int8": int8_path}
+
+
+def onnx_logits(path: Path, split: EncodedSplit, pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """Logits of an ONNX model for every row of `split`, in input order."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    lengths = np.array([len(s) for s in split.input_ids])
+    logits = np.zeros((len(split), 2), dtype=np.float32)
+    for indices in sequential_batches(lengths, batch_size):
+        batch = collate(split, indices, pad_id)
+        logits[indices] = session.run([OUTPUT_NAME], {name: batch[name].numpy() for name in INPUT_NAMES})[0]
+    return logits
+
+
+def compare_variants(
+    paths: dict[str, Path], split: EncodedSplit, torch_logits: np.ndarray, pad_id: int
+) -> dict[str, float]:
+    """Size, max |logit difference| to PyTorch, label agreement and validation deltas to fp32, flat."""
+    report: dict[str, float] = {}
+    reference = None
+    for name, path in paths.items():
+        logits = onnx_logits(path, split, pad_id)
+        scores = classification_metrics(split.labels, logits.argmax(axis=1))
+        if reference is None:
+            reference = scores
+        report |= {
+            f"variant_{name}_size_mb": path.stat().st_size / 1e6,
+            f"variant_{name}_max_abs_diff": float(np.abs(logits - torch_logits).max()),
+            f"variant_{name}_label_agreement": float((logits.argmax(1) == torch_logits.argmax(1)).mean()),
+            f"variant_{name}_val_accuracy_delta": scores["accuracy"] - reference["accuracy"],
+            f"variant_{name}_val_mcc_delta": scores["mcc"] - reference["mcc"],
+        }
+        logger.info(
+            "variant %s: %.1f MB, max |diff| %.2e, val MCC %+.4f vs fp32",
+            name,
+            report[f"variant_{name}_size_mb"],
+            report[f"variant_{name}_max_abs_diff"],
+            report[f"variant_{name}_val_mcc_delta"],
+        )
+    return report
