@@ -15,7 +15,7 @@ import numpy as np
 from sentclf.containers import running_server
 from sentclf.data import read_split
 from sentclf.metrics import classification_metrics
-from sentclf.plots import confusion_figure
+from sentclf.plots import log_confusion_matrix
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 from sentclf.tracking import StepInputError, resolve_step_run, step_run
 
@@ -63,9 +63,8 @@ def run(args: argparse.Namespace) -> None:
 
     metrics = {f"test_{key}": value for key, value in classification_metrics(labels, predictions).items()}
     mlflow.log_metrics({**metrics, **latency, **throughput, "server_seconds_to_serving": seconds_to_serving})
-    mlflow.log_figure(
-        confusion_figure(labels, predictions, "Test confusion matrix (served model)"),
-        "evaluation/test_confusion_matrix.png",
+    log_confusion_matrix(
+        labels, predictions, "Test confusion matrix (served model)", "evaluation/test_confusion_matrix.png"
     )
     mlflow.log_text(
         json.dumps(

@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sentclf.metrics import confusion_matrix  # noqa: E402
@@ -24,3 +25,12 @@ def confusion_figure(labels: np.ndarray, predictions: np.ndarray, title: str) ->
     axis.set_title(title)
     figure.tight_layout()
     return figure
+
+
+def log_confusion_matrix(labels: np.ndarray, predictions: np.ndarray, title: str, artifact_file: str) -> None:
+    """Log the confusion-matrix figure to the active run and free it (figures otherwise pile up)."""
+    figure = confusion_figure(labels, predictions, title)
+    try:
+        mlflow.log_figure(figure, artifact_file)
+    finally:
+        plt.close(figure)

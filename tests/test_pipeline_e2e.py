@@ -127,6 +127,8 @@ def test_pipeline_runs_end_to_end(pipeline_store):
         assert name in metrics, name
     assert 0.5 < metrics["test_accuracy"] <= 1.0  # at least the majority class (~69%) after one tiny epoch
     assert metrics["throughput_errors"] == 0
+    figures = {a.path for a in client.list_artifacts(evaluate.info.run_id, "evaluation")}
+    assert "evaluation/test_confusion_matrix.png" in figures
     assert 0 < metrics["latency_p50_ms"] <= metrics["latency_p99_ms"]
     # The first evaluated version becomes champion through the gate.
     assert "champion" in client.get_model_version(pipeline_store["model_name"], version).aliases

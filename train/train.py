@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
 from sentclf.data import read_split
-from sentclf.plots import confusion_figure
+from sentclf.plots import log_confusion_matrix
 from sentclf.schema import LABEL_NAMES
 from sentclf.tracking import StepInputError, resolve_step_run, step_run
 
@@ -123,8 +123,12 @@ def onnx_signature() -> ModelSignature:
 
 def log_evaluation_artifacts(split: EncodedSplit, logits: np.ndarray) -> None:
     predictions = logits.argmax(axis=1)
-    figure = confusion_figure(split.labels, predictions, "Validation confusion matrix (best epoch)")
-    mlflow.log_figure(figure, "evaluation/confusion_matrix.png")
+    log_confusion_matrix(
+        split.labels,
+        predictions,
+        "Validation confusion matrix (best epoch)",
+        "evaluation/confusion_matrix.png",
+    )
     mlflow.log_table(misclassified_table(split.texts, split.labels, logits), "evaluation/misclassified.json")
     mlflow.log_text(classification_report(split.labels, predictions), "evaluation/classification_report.txt")
 
