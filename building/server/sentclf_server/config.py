@@ -46,27 +46,16 @@ class Settings:
         return self.model_dir / "tokenizer.json"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float, kind: type = int) -> float:
+    """An int (kind=int) or float (kind=float) setting from `env`, at least `minimum`."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        article = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {article}, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
@@ -125,15 +114,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_seq_length=max_seq_length,
         labels=_labels(data, model_dir / "serving_config.json"),
         bind_address=env.get("BIND_ADDRESS", "").strip() or "0.0.0.0",
-        grpc_port=_int(env, "GRPC_PORT", 8001, 0),
-        metrics_port=_int(env, "METRICS_PORT", 8002, 0),
-        max_batch_size=_int(env, "MAX_BATCH_SIZE", 32, 1),
-        max_batch_delay_s=_float(env, "MAX_BATCH_DELAY_MS", 2.0, 0.0) / 1000.0,
-        max_request_batch=_int(env, "MAX_REQUEST_BATCH", 256, 1),
-        max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024),
-        grace_period_s=_float(env, "GRACE_PERIOD_S", 10.0, 0.0),
-        drain_delay_s=_float(env, "DRAIN_DELAY_S", 0.0, 0.0),
-        ort_intra_op_threads=_int(env, "ORT_INTRA_OP_THREADS", 0, 0),
+        grpc_port=_number(env, "GRPC_PORT", 8001, 0),
+        metrics_port=_number(env, "METRICS_PORT", 8002, 0),
+        max_batch_size=_number(env, "MAX_BATCH_SIZE", 32, 1),
+        max_batch_delay_s=_number(env, "MAX_BATCH_DELAY_MS", 2.0, 0.0, float) / 1000.0,
+        max_request_batch=_number(env, "MAX_REQUEST_BATCH", 256, 1),
+        max_message_bytes=_number(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024),
+        grace_period_s=_number(env, "GRACE_PERIOD_S", 10.0, 0.0, float),
+        drain_delay_s=_number(env, "DRAIN_DELAY_S", 0.0, 0.0, float),
+        ort_intra_op_threads=_number(env, "ORT_INTRA_OP_THREADS", 0, 0),
         ort_graph_optimization=graph_opt,
         ort_allow_spinning=_bool(env, "ORT_ALLOW_SPINNING", False),
     )
