@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from sentclf.cli import parse_bool
 from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, LABEL_NAMES, SCHEMA_ARTIFACT, TEXT_COLUMN
 from sentclf.tracking import step_run
 
@@ -30,13 +31,6 @@ from validation import ValidationReport, validate_frame
 logger = logging.getLogger("preprocess")
 
 OVERLAP_POLICIES = ("keep", "drop")
-TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
-
-
-def parse_bool(value: str) -> bool:
-    if value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,19 +10,31 @@ from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-POOLING_CHOICES = ("mean", "cls")
+POOLING_CHOICES = ("mean", "mix", "cls")
 
 
 class MeanPoolingClassifier(nn.Module):
     """Encoder -> masked mean over tokens -> dropout -> linear. Same inputs and `logits` output as the
-    Hugging Face sequence classifiers, so training, export and serving treat both alike."""
+    Hugging Face sequence classifiers, so training, export and serving treat both alike.
 
-    def __init__(self, source: str, config: PretrainedConfig) -> None:
+    With `layer_mix`, the tokens are a learned softmax-weighted sum of every layer's states (embeddings
+    included) instead of the last layer's: grammatical features live mostly in the middle layers, and this
+    backbone's top layers were trained for sentence similarity, which is deliberately blind to them.
+    """
+
+    def __init__(self, source: str, config: PretrainedConfig, layer_mix: bool = False) -> None:
         super().__init__()
         self.config = config
         self.encoder = AutoModel.from_pretrained(source, config=config, add_pooling_layer=False)
+        self.layer_weights = nn.Parameter(torch.zeros(config.num_hidden_layers + 1)) if layer_mix else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def token_states(self, output) -> torch.Tensor:
+        if self.layer_weights is None:
+            return output.last_hidden_state
+        weights = torch.softmax(self.layer_weights, dim=0)
+        return torch.einsum("l,lbth->bth", weights, torch.stack(output.hidden_states))
 
     def forward(
         self,
@@ -31,9 +43,13 @@ class MeanPoolingClassifier(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        output = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_hidden_states=self.layer_weights is not None,
+        )
+        hidden = self.token_states(output)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         logits = self.classifier(self.dropout(pooled))
@@ -42,9 +58,10 @@ class MeanPoolingClassifier(nn.Module):
 
 
 def build_classifier(source: str, config: PretrainedConfig, pooling: str) -> nn.Module | PreTrainedModel:
-    """The model to fine-tune; `pooling` is `mean` (default) or `cls` (the stock HF head)."""
-    if pooling == "mean":
-        return MeanPoolingClassifier(source, config)
+    """The model to fine-tune; `pooling` is `mean` (default), `mix` (mean over a learned mix of all
+    layers) or `cls` (the stock HF head)."""
+    if pooling in ("mean", "mix"):
+        return MeanPoolingClassifier(source, config, layer_mix=pooling == "mix")
     if pooling == "cls":
         return AutoModelForSequenceClassification.from_pretrained(source, config=config)
     raise ValueError(f"pooling must be one of {POOLING_CHOICES}, got {pooling!r}")

@@ -25,11 +25,13 @@ from mlflow.types import Schema, TensorSpec
 from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
+from sentclf.cli import parse_bool
 from sentclf.data import read_split
 from sentclf.plots import log_confusion_matrix
 from sentclf.schema import LABEL_NAMES
 from sentclf.tracking import StepInputError, resolve_step_run, step_run
 
+from calibration import best_margin_shift, fold_shift_into_head
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
 from modeling import POOLING_CHOICES, build_classifier
 from reporting import classification_report, misclassified_table
@@ -56,11 +58,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("patience", int),
         ("warmup-ratio", float),
         ("weight-decay", float),
+        ("layer-lr-decay", float),
+        ("ema-decay", float),
     ]:
         parser.add_argument(f"--{name}", type=kind, required=True)
     parser.add_argument("--base-model", required=True, help="`bundled`, a local folder or a hub id")
     parser.add_argument("--serve-variant", required=True, help="fp32, optimized or int8: the model logged")
     parser.add_argument("--pooling", required=True, help="`mean` (mean-pooled tokens) or `cls` (HF's head)")
+    parser.add_argument(
+        "--tune-threshold",
+        type=parse_bool,
+        required=True,
+        help="shift the decision threshold to the validation-MCC optimum (folded into the head's bias)",
+    )
     parser.add_argument("--registered-model-name", required=True)
     return parser.parse_args(argv)
 
@@ -82,6 +92,11 @@ def validate_args(args: argparse.Namespace) -> None:
         (args.patience >= 1, f"patience must be >= 1, got {args.patience}"),
         (0 <= args.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {args.warmup_ratio}"),
         (args.weight_decay >= 0, f"weight_decay must be >= 0, got {args.weight_decay}"),
+        (
+            0 < args.layer_lr_decay <= 1,
+            f"layer_lr_decay must be in (0, 1] (1 = same rate for every layer), got {args.layer_lr_decay}",
+        ),
+        (0 <= args.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {args.ema_decay}"),
         (bool(args.registered_model_name.strip()), "registered_model_name must not be empty"),
         (
             args.serve_variant in VARIANTS,
@@ -169,6 +184,22 @@ def log_and_register(onnx_path: Path, tokenizer_dir: Path, sample: dict, args: a
     return version
 
 
+def tune_threshold(
+    model: torch.nn.Module, split: EncodedSplit, logits: np.ndarray, batch_size: int, pad_id: int
+) -> np.ndarray:
+    """Fold the validation-MCC-optimal margin shift into the head; the adjusted model's logits."""
+    shift, mcc_before, mcc_after = best_margin_shift(split.labels, logits)
+    fold_shift_into_head(model.classifier, shift)
+    mlflow.log_metrics(
+        {"decision_shift": shift, "val_mcc_before_shift": mcc_before, "val_mcc_after_shift": mcc_after}
+    )
+    logger.info(
+        "decision threshold: margin shift %+.3f moves val MCC %.4f -> %.4f", shift, mcc_before, mcc_after
+    )
+    shifted, _ = predict(model, split, batch_size, pad_id)
+    return shifted
+
+
 def run(args: argparse.Namespace) -> None:
     validate_args(args)
     source, config = load_backbone_config(args.base_model)
@@ -207,6 +238,8 @@ def run(args: argparse.Namespace) -> None:
         patience=args.patience,
         warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay,
+        layer_lr_decay=args.layer_lr_decay,
+        ema_decay=args.ema_decay,
     )
     summary = train(
         model,
@@ -219,6 +252,8 @@ def run(args: argparse.Namespace) -> None:
     mlflow.log_metrics(summary)
 
     logits, _ = predict(model, validation_split, args.batch_size * 2, tokenizer.pad_token_id)
+    if args.tune_threshold:
+        logits = tune_threshold(model, validation_split, logits, args.batch_size * 2, tokenizer.pad_token_id)
     log_evaluation_artifacts(validation_split, logits)
 
     with tempfile.TemporaryDirectory(prefix="sentclf-train-") as tmp:

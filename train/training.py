@@ -1,8 +1,10 @@
 """The fine-tuning loop: tokenize, batch by length, AdamW with linear warm-up/decay, early stopping."""
 
+import contextlib
 import copy
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -33,6 +35,8 @@ class TrainConfig:
     patience: int
     warmup_ratio: float
     weight_decay: float
+    layer_lr_decay: float = 1.0
+    ema_decay: float = 0.0
     max_grad_norm: float = 1.0
 
 
@@ -115,6 +119,69 @@ def evaluate(model: PreTrainedModel, split: EncodedSplit, batch_size: int, pad_i
     return {"loss": loss, **metrics}
 
 
+_LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
+_NO_DECAY = ("bias", "LayerNorm.weight")
+
+
+def parameter_depth(name: str, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 for encoder layer i, num_layers + 1 for pooler and classifier head."""
+    if "embeddings." in name:
+        return 0
+    match = _LAYER_INDEX.search(name)
+    return int(match.group(1)) + 1 if match else num_layers + 1
+
+
+def optimizer_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
+    """AdamW parameter groups: no weight decay on biases and LayerNorm weights, and layer-wise LR decay.
+
+    With `layer_lr_decay` d < 1, a parameter at depth k of n + 1 gets learning_rate * d ** (n + 1 - k): the
+    head learns at the full rate, the embeddings slowest, so fine-tuning keeps what pretraining put in the
+    lower layers (Clark et al., ELECTRA; Sun et al., "How to fine-tune BERT").
+    """
+    num_layers = model.config.num_hidden_layers
+    grouped: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        key = (parameter_depth(name, num_layers), name.endswith(_NO_DECAY))
+        grouped.setdefault(key, []).append(parameter)
+    return [
+        {
+            "params": parameters,
+            "lr": config.learning_rate * config.layer_lr_decay ** (num_layers + 1 - depth),
+            "weight_decay": 0.0 if no_decay else config.weight_decay,
+        }
+        for (depth, no_decay), parameters in sorted(grouped.items())
+    ]
+
+
+class WeightAverage:
+    """Exponential moving average of the trainable weights, updated after every optimizer step.
+
+    Validation, checkpoint selection and export use the average: it smooths the step-to-step noise of
+    small-batch fine-tuning, which on a data set of CoLA's size otherwise shows up as validation MCC
+    swinging by several points from one epoch to the next.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.parameters]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    @torch.no_grad()
+    def applied(self):
+        """The model holds the averaged weights inside the block and its own ones again after it."""
+        live = [p.detach().clone() for p in self.parameters]
+        torch._foreach_copy_(self.parameters, self.average)
+        try:
+            yield
+        finally:
+            torch._foreach_copy_(self.parameters, live)
+
+
 def train(
     model: PreTrainedModel,
     train_split: EncodedSplit,
@@ -131,20 +198,13 @@ def train(
     lengths = np.array([len(s) for s in train_split.input_ids])
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {
-            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-            "weight_decay": config.weight_decay,
-        },
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
     # The fused kernel (CPU and GPU) is what Trainer uses too; it is measurably faster than foreach.
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, config), lr=config.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
 
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     best = {"mcc": -math.inf, "epoch": 0, "state": None}
     epochs_without_gain = 0
     samples_seen, train_seconds = 0, 0.0
@@ -162,18 +222,25 @@ def train(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            running_loss += float(loss) * len(indices)
-            progress.set_postfix(loss=f"{float(loss):.4f}")
+            if average is not None:
+                average.update()
+            loss_value = loss.item()
+            running_loss += loss_value * len(indices)
+            # refresh=False: the bar redraws at most every `mininterval`, not once per batch in the log.
+            progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
         epoch_seconds = time.perf_counter() - started
         samples_seen += len(train_split)
         train_seconds += epoch_seconds
-        validation = evaluate(model, validation_split, config.batch_size * 2, pad_id)
-        metrics = {
-            "train_loss": running_loss / len(train_split),
-            "train_samples_per_second": len(train_split) / epoch_seconds,
-            **{f"val_{key}": value for key, value in validation.items()},
-        }
-        log_epoch(epoch, metrics)
+        with average.applied() if average is not None else contextlib.nullcontext():
+            validation = evaluate(model, validation_split, config.batch_size * 2, pad_id)
+            metrics = {
+                "train_loss": running_loss / len(train_split),
+                "train_samples_per_second": len(train_split) / epoch_seconds,
+                **{f"val_{key}": value for key, value in validation.items()},
+            }
+            log_epoch(epoch, metrics)
+            if validation["mcc"] > best["mcc"]:
+                best = {"mcc": validation["mcc"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         logger.info(
             "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f (%.0f samples/s)",
             epoch,
@@ -183,8 +250,7 @@ def train(
             validation["mcc"],
             metrics["train_samples_per_second"],
         )
-        if validation["mcc"] > best["mcc"]:
-            best = {"mcc": validation["mcc"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        if best["epoch"] == epoch:
             epochs_without_gain = 0
         else:
             epochs_without_gain += 1

@@ -7,16 +7,27 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
+from sentclf.metrics import classification_metrics
 from sentclf.tracking import STEP_TAG
 from tests.unit.test_preprocess import step_argv
 
 import preprocess
 import train
+from calibration import best_margin_shift, fold_shift_into_head, mcc_at_shifts
 from export import ParityError, check_parity, export_onnx, parity_report
-from training import EncodedSplit, collate, length_grouped_batches
+from modeling import build_classifier
+from training import (
+    EncodedSplit,
+    TrainConfig,
+    WeightAverage,
+    collate,
+    length_grouped_batches,
+    optimizer_groups,
+    parameter_depth,
+)
 
 TINY = [
     "--epochs",
@@ -37,6 +48,12 @@ TINY = [
     "0.1",
     "--weight-decay",
     "0.01",
+    "--layer-lr-decay",
+    "0.8",
+    "--ema-decay",
+    "0.0",
+    "--tune-threshold",
+    "true",
     "--pooling",
     "mean",
     "--serve-variant",
@@ -65,7 +82,7 @@ def data_run(tracking_store):
     [
         ({"epochs": "0"}, "epochs must be >= 1"),
         ({"learning_rate": "-0.001"}, "learning_rate must be > 0"),
-        ({"pooling": "max"}, "pooling must be one of mean, cls"),
+        ({"pooling": "max"}, "pooling must be one of mean, mix, cls"),
         ({"serve_variant": "fp16"}, "serve_variant must be one of fp32, optimized, int8"),
         ({"base_model": "no-such/model-anywhere"}, "base_model 'no-such/model-anywhere' cannot be loaded"),
     ],
@@ -162,3 +179,82 @@ def test_collate_pads_dynamically():
     assert batch["input_ids"].tolist() == [[101, 5, 102], [101, 102, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].dtype == torch.int64
+
+
+def test_parameter_depth_orders_embeddings_layers_and_head():
+    assert parameter_depth("encoder.embeddings.word_embeddings.weight", 6) == 0
+    assert parameter_depth("encoder.encoder.layer.0.attention.self.query.weight", 6) == 1
+    assert parameter_depth("bert.encoder.layer.5.output.dense.bias", 6) == 6
+    assert parameter_depth("classifier.weight", 6) == 7
+    assert parameter_depth("bert.pooler.dense.weight", 6) == 7
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_layer_lr_decay_gives_the_head_the_full_rate_and_the_embeddings_the_least(pooling):
+    source = resolve_backbone("bundled")
+    model = build_classifier(source, AutoConfig.from_pretrained(source, num_labels=2), pooling)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=8,
+        learning_rate=1e-3,
+        max_seq_length=16,
+        seed=0,
+        patience=1,
+        warmup_ratio=0.0,
+        weight_decay=0.01,
+        layer_lr_decay=0.5,
+    )
+    groups = optimizer_groups(model, config)
+    rate_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(rate_of) == len(named)  # every parameter is optimised exactly once
+    head = next(p for n, p in named.items() if n.startswith("classifier.") and n.endswith("weight"))
+    embeddings = next(p for n, p in named.items() if n.endswith("word_embeddings.weight"))
+    layer_norm = next(p for n, p in named.items() if n.endswith("LayerNorm.weight"))
+    assert rate_of[id(head)] == pytest.approx(1e-3)
+    assert rate_of[id(embeddings)] == pytest.approx(1e-3 * 0.5**7)
+    assert decay_of[id(head)] == 0.01 and decay_of[id(layer_norm)] == 0.0
+
+
+def test_weight_average_is_applied_inside_the_block_and_undone_after_it():
+    layer = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.constant_(layer.weight, 0.0)
+    average = WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        layer.weight.fill_(4.0)
+    average.update()  # 0.5 * 0 + 0.5 * 4
+    with average.applied():
+        assert layer.weight.tolist() == [[2.0, 2.0]]
+    assert layer.weight.tolist() == [[4.0, 4.0]]
+    assert layer.weight.requires_grad
+
+
+def test_mcc_at_shifts_matches_the_metric_for_every_shift():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=300)
+    margins = rng.normal(size=300) + labels  # informative but noisy
+    shifts = np.array([-2.0, -0.5, 0.0, 0.3, 1.7, 50.0])
+    expected = [classification_metrics(labels, (margins + s > 0).astype(int))["mcc"] for s in shifts]
+    assert mcc_at_shifts(labels, margins, shifts) == pytest.approx(expected, abs=1e-9)
+
+
+def test_best_margin_shift_finds_the_threshold_of_a_biased_model():
+    labels = np.array([0] * 30 + [1] * 70)
+    margins = np.concatenate([np.linspace(0.5, 1.5, 30), np.linspace(2.0, 4.0, 70)])  # all predicted 1
+    logits = np.stack([np.zeros(100), margins], axis=1)
+    shift, before, after = best_margin_shift(labels, logits)
+    assert before == 0.0 and after == pytest.approx(1.0)
+    assert -2.0 < shift < -1.5  # between the classes
+    unbiased = np.stack([np.zeros(100), margins - 1.75], axis=1)
+    assert best_margin_shift(labels, unbiased)[0] == 0.0  # no shift when none helps
+
+
+def test_folding_the_shift_moves_every_margin_by_exactly_that_much():
+    head = torch.nn.Linear(4, 2)
+    features = torch.randn(8, 4)
+    before = head(features)
+    fold_shift_into_head(head, -0.8)
+    after = head(features)
+    margin_change = (after[:, 1] - after[:, 0]) - (before[:, 1] - before[:, 0])
+    assert torch.allclose(margin_change, torch.full((8,), -0.8), atol=1e-6)
