@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test venv dev-venv engine images step ui bench lint clean cron-install cron-remove
+.PHONY: run test venv dev-venv engine images step ui bench bench-serving lint clean cron-install cron-remove
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
 run: images
@@ -56,6 +56,11 @@ ui: venv
 ## bench: benchmarks that print figures (not part of the tests)
 bench: dev-venv images
 	$(PYTHON) bench/train_throughput.py
+
+## bench-serving: our server vs KServe, MLServer and raw ORT, then a 60 s soak at 64 streams (after `make run`)
+bench-serving: dev-venv engine
+	$(PYTHON) bench/serving.py
+	$(PYTHON) bench/soak.py
 
 lint: dev-venv
 	$(VENV)/bin/ruff check .

@@ -381,12 +381,30 @@ def label_agreement(port: int, model: str, sentences: list[str], reference: np.n
     return int((np.asarray(labels) == reference).sum())
 
 
+def round_trip_floor_ms(port: int, calls: int = 200) -> float:
+    """p50 of ServerLive calls over the same tritonclient gRPC client: the transport's own cost per
+    request (client + gRPC stacks both ways) with no model work, the part of the latency no server code
+    can remove."""
+    client = connect(port)
+    try:
+        client.is_server_live()
+        latencies = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            client.is_server_live()
+            latencies.append(time.perf_counter() - began)
+    finally:
+        client.close()
+    return percentile_ms(latencies, 50)
+
+
 @dataclass
 class ContenderResult:
     name: str
     port: int
     seconds_to_ready: float
     agreement: str
+    round_trip_floor_ms: float
     levels: dict[int, LevelResult] = field(default_factory=dict)
 
 
@@ -398,7 +416,7 @@ def start_and_warm_up(name: str, start: Callable, stack: contextlib.ExitStack, a
     agree = label_agreement(port, args.model, sentences[: len(reference)], reference)
     top = max(args.concurrency)
     run_level(port, args.model, sentences, top, 2 * top, args.level_time_limit_s)
-    return ContenderResult(name, port, seconds, f"{agree}/{len(reference)}")
+    return ContenderResult(name, port, seconds, f"{agree}/{len(reference)}", round_trip_floor_ms(port))
 
 
 def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference) -> list[ContenderResult]:
@@ -516,9 +534,12 @@ def print_report(
                 f"{result.name:<22} {concurrency:>5} {p50:>9.2f} {p99:>9.2f} {level.throughput:>9.1f} "
                 f"{len(level.latencies_s):>6} {level.errors:>6}"
             )
-    print("\nstart -> ready (s), labels equal to raw ORT:")
+    print("\nstart -> ready (s), labels equal to raw ORT, ServerLive round trip p50 (ms):")
     for result in results:
-        print(f"  {result.name:<22} {result.seconds_to_ready:6.2f}   {result.agreement}")
+        print(
+            f"  {result.name:<22} {result.seconds_to_ready:6.2f}   {result.agreement:>7}   "
+            f"{result.round_trip_floor_ms:5.2f}"
+        )
     batched = ", ".join(f"batch {size}: {rate:.1f} sentences/s" for size, rate in raw.batched.items())
     print(f"\nraw ORT in-process (best of before/after): single p50 {raw.single_p50_ms:.2f} ms; {batched}")
     by_name = {r.name: r.levels[at].throughput for r in results}
@@ -529,8 +550,12 @@ def print_report(
             print(f"  ours / {name:<20} {ratio(ours_tp, throughput):.2f}")
     print(f"  ours / raw ORT best batched {ratio(ours_tp, raw.best_batched):.2f}")
     lowest = min(args.concurrency)
-    ours_p50 = next(r for r in results if r.name == ours).levels[lowest].percentile_ms(50)
+    ours_result = next(r for r in results if r.name == ours)
+    ours_p50 = ours_result.levels[lowest].percentile_ms(50)
     print(f"  our p50 at concurrency {lowest} - raw ORT single p50: {ours_p50 - raw.single_p50_ms:+.2f} ms")
+    floor = ours_result.round_trip_floor_ms
+    own = ours_p50 - raw.single_p50_ms - floor
+    print(f"    of which the ServerLive round trip {floor:.2f} ms, the rest {own:+.2f} ms")
     server_mb, step_mb = sizes
     if server_mb and step_mb:
         print(
