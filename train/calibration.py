@@ -45,6 +45,18 @@ def best_margin_shift(labels: np.ndarray, logits: np.ndarray) -> tuple[float, fl
     return float(candidates[best]), float(scores[0]), float(scores[best])
 
 
+def output_layer(model: torch.nn.Module) -> torch.nn.Linear:
+    """The linear layer that produces the two logits: `classifier` itself (BERT-style heads) or its last
+    linear layer (RoBERTa-style heads have a dense layer before `out_proj`)."""
+    head = getattr(model, "classifier", None)
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)] if head is not None else []
+    if not linears or linears[-1].out_features != 2:
+        raise ValueError(
+            f"cannot find the 2-logit output layer of {type(model).__name__}: run with tune_threshold=false"
+        )
+    return linears[-1]
+
+
 @torch.no_grad()
 def fold_shift_into_head(head: torch.nn.Linear, shift: float) -> None:
     """Add `shift` to the margin of every prediction: logit 1 - logit 0 grows by exactly `shift`."""

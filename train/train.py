@@ -31,7 +31,7 @@ from sentclf.plots import log_confusion_matrix
 from sentclf.schema import LABEL_NAMES
 from sentclf.tracking import StepInputError, resolve_step_run, step_run
 
-from calibration import best_margin_shift, fold_shift_into_head
+from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
 from modeling import POOLING_CHOICES, build_classifier
 from reporting import classification_report, misclassified_table
@@ -189,7 +189,7 @@ def tune_threshold(
 ) -> np.ndarray:
     """Fold the validation-MCC-optimal margin shift into the head; the adjusted model's logits."""
     shift, mcc_before, mcc_after = best_margin_shift(split.labels, logits)
-    fold_shift_into_head(model.classifier, shift)
+    fold_shift_into_head(output_layer(model), shift)
     mlflow.log_metrics(
         {"decision_shift": shift, "val_mcc_before_shift": mcc_before, "val_mcc_after_shift": mcc_after}
     )
@@ -220,6 +220,11 @@ def run(args: argparse.Namespace) -> None:
     seed_everything(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = build_classifier(source, config, args.pooling)
+    if args.tune_threshold:
+        try:  # before training: a head the threshold cannot be folded into must not cost a whole run
+            output_layer(model)
+        except ValueError as error:
+            raise StepInputError(str(error)) from None
     train_split = encode_split(train_frame, tokenizer, args.max_seq_length)
     validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length)
     logger.info(

@@ -16,7 +16,7 @@ from tests.unit.test_preprocess import step_argv
 
 import preprocess
 import train
-from calibration import best_margin_shift, fold_shift_into_head, mcc_at_shifts
+from calibration import best_margin_shift, fold_shift_into_head, mcc_at_shifts, output_layer
 from export import ParityError, check_parity, export_onnx, parity_report
 from modeling import build_classifier
 from training import (
@@ -258,3 +258,17 @@ def test_folding_the_shift_moves_every_margin_by_exactly_that_much():
     after = head(features)
     margin_change = (after[:, 1] - after[:, 0]) - (before[:, 1] - before[:, 0])
     assert torch.allclose(margin_change, torch.full((8,), -0.8), atol=1e-6)
+
+
+def test_output_layer_is_the_last_linear_layer_of_the_head():
+    class RobertaStyle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = torch.nn.Sequential(
+                torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+            )
+
+    model = RobertaStyle()
+    assert output_layer(model) is model.classifier[2]
+    with pytest.raises(ValueError, match="tune_threshold=false"):
+        output_layer(torch.nn.Linear(8, 2))
