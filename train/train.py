@@ -24,9 +24,10 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from transformers import AutoConfig, AutoTokenizer
 
-from sentclf.backbone import resolve_backbone
+from sentclf.backbone import BUNDLED_BACKBONE, resolve_backbone
 from sentclf.cli import parse_bool
 from sentclf.data import read_split
+from sentclf.hub import offline_reason
 from sentclf.plots import log_confusion_matrix
 from sentclf.schema import LABEL_NAMES
 from sentclf.tracking import StepInputError, resolve_step_run, step_run
@@ -115,6 +116,13 @@ def validate_args(args: argparse.Namespace) -> None:
 def load_backbone_config(base_model: str) -> tuple[str, AutoConfig]:
     """Load the backbone's config first: an unknown name fails in a second, not after the data work."""
     source = resolve_backbone(base_model)
+    if base_model != BUNDLED_BACKBONE and not Path(source).is_dir():
+        reason = offline_reason(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        if reason:  # fail now, not after transformers' retries (about 20 s)
+            raise StepInputError(
+                f"base_model {base_model!r} cannot be loaded: it is not a local folder, so it is read as a "
+                f"hub id, but the hub is {reason}. Use `bundled` (offline) or a local Hugging Face folder."
+            )
     try:
         return source, AutoConfig.from_pretrained(source, num_labels=len(LABEL_NAMES))
     except (OSError, ValueError) as error:

@@ -4,20 +4,15 @@ Offline, a hub id fails at once with the offline options, instead of after the h
 """
 
 import logging
-import os
-import urllib.error
-import urllib.request
 
 import datasets
 import pandas as pd
 
+from sentclf.hub import offline_reason
 from sentclf.tracking import StepInputError
 
 from .readers import SUPPORTED_SUFFIXES, Columns, as_schema_frame, require_columns
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-PROBE_TIMEOUT_S = 5.0
-TRUE_VALUES = ("1", "true", "yes", "on")
 # The held-out split, in order of preference. A split whose labels are all hidden (GLUE's test split
 # has label -1 everywhere) is skipped, so `glue/cola` holds out its public validation set, as `cola` does.
 HELD_OUT_SPLITS = ("test", "validation", "dev")
@@ -38,25 +33,6 @@ def parse_hub_id(dataset: str) -> tuple[str, str | None]:
     return dataset, None
 
 
-def offline_reason() -> str | None:
-    """Why the hub cannot be used, or None. Read at call time: datasets reads the variables at import."""
-    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        value = os.environ.get(variable, "")
-        if value.strip().lower() in TRUE_VALUES:
-            return f"offline mode is set ({variable}={value})"
-    endpoint = os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT)
-    request = urllib.request.Request(endpoint, method="HEAD")
-    try:
-        # One short request (honouring proxy variables) rather than the hub client's long retries.
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S):
-            pass
-    except urllib.error.HTTPError:
-        return None  # an HTTP answer of any status: the hub is reachable
-    except (OSError, ValueError) as error:
-        return f"not reachable at {endpoint} ({getattr(error, 'reason', error)})"
-    return None
-
-
 def offline_error(dataset: str, reason: str) -> StepInputError:
     return StepInputError(
         f"dataset {dataset!r} is read as a Hugging Face hub id, but the hub is {reason}. Offline, use "
@@ -68,7 +44,7 @@ def offline_error(dataset: str, reason: str) -> StepInputError:
 def load_hub_frames(dataset: str, columns: Columns) -> dict[str, tuple[str, pd.DataFrame]]:
     """Our split (`train`, and `test` where the data set has a labelled held-out split) -> (the hub's
     split name, its sentence/label/row frame)."""
-    reason = offline_reason()
+    reason = offline_reason(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     if reason:
         raise offline_error(dataset, reason)
     path, config = parse_hub_id(dataset)

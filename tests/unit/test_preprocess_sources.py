@@ -276,7 +276,7 @@ def test_hub_data_set_holds_out_its_labelled_split(monkeypatch):
     loaded = datasets.DatasetDict(
         {"train": split([0, 1, 1, 0, 1]), "validation": split([1, 0, 1]), "test": split([-1, -1])}
     )
-    monkeypatch.setattr(sources.hub, "offline_reason", lambda: None)
+    monkeypatch.setattr(sources.hub, "offline_reason", lambda *_: None)
     monkeypatch.setattr(sources.hub.datasets, "load_dataset", lambda path, config: loaded)
     source = load_source("glue/cola")
     assert {name: len(frame) for name, frame in source.frames.items()} == {"train": 5, "test": 3}
