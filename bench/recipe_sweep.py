@@ -7,7 +7,7 @@ Per epoch it prints validation and test MCC; per recipe, the test MCC at the epo
 
 Usage: python bench/recipe_sweep.py --recipe lr=1e-4,pooling=mean --recipe lr=2e-4,layer_lr_decay=0.8 ...
 Keys: lr, epochs, batch_size, pooling, warmup_ratio, weight_decay, layer_lr_decay, ema_decay, patience,
-seed.
+seed, tune_threshold.
 Missing keys take the train step's MLproject defaults. Recipes run one after another in this process.
 """
 
@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO_ROOT / "train"))
 sys.path.insert(0, str(REPO_ROOT / "preprocess"))
 
 from sentclf.backbone import resolve_backbone  # noqa: E402
+from sentclf.cli import parse_bool  # noqa: E402
 from sentclf.schema import LABEL_NAMES  # noqa: E402
 
 from calibration import best_margin_shift, mcc_at_shifts  # noqa: E402
@@ -47,6 +48,7 @@ RECIPE_KEYS = {
     "ema_decay": ("ema_decay", float),
     "patience": ("patience", int),
     "seed": ("seed", int),
+    "tune_threshold": ("tune_threshold", parse_bool),
 }
 
 
@@ -57,6 +59,7 @@ def mlproject_defaults(path: Path) -> dict:
 
 def parse_recipe(text: str, defaults: dict) -> dict:
     recipe = dict(defaults)
+    recipe["tune_threshold"] = parse_bool(str(recipe["tune_threshold"]))
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
         if key not in RECIPE_KEYS:
@@ -115,6 +118,7 @@ def run_recipe(recipe: dict, frames, source: str) -> dict:
         weight_decay=recipe["weight_decay"],
         layer_lr_decay=recipe.get("layer_lr_decay", 1.0),
         ema_decay=recipe.get("ema_decay", 0.0),
+        tune_threshold=recipe["tune_threshold"],
     )
     started = time.perf_counter()
     summary = train(model, splits[0], splits[1], train_config, pad_id, log_epoch)

@@ -253,6 +253,7 @@ def run(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay,
         layer_lr_decay=args.layer_lr_decay,
         ema_decay=args.ema_decay,
+        tune_threshold=args.tune_threshold,
     )
     summary = train(
         model,

@@ -18,6 +18,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 from sentclf.metrics import classification_metrics
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
+from calibration import best_margin_shift
+
 logger = logging.getLogger(__name__)
 
 # Batches are formed from pools of this many batches sorted by length: little padding (fast on CPU)
@@ -37,6 +39,8 @@ class TrainConfig:
     weight_decay: float
     layer_lr_decay: float = 1.0
     ema_decay: float = 0.0
+    # Select the epoch on the MCC after threshold tuning: the model that is shipped, not the raw argmax.
+    tune_threshold: bool = False
     max_grad_norm: float = 1.0
 
 
@@ -113,10 +117,16 @@ def predict(
     return logits, total_loss / len(split)
 
 
-def evaluate(model: PreTrainedModel, split: EncodedSplit, batch_size: int, pad_id: int) -> dict[str, float]:
+def evaluate(
+    model: PreTrainedModel, split: EncodedSplit, batch_size: int, pad_id: int, tune_threshold: bool = False
+) -> dict[str, float]:
+    """Loss and classification metrics; with `tune_threshold`, also the MCC the model reaches once its
+    decision threshold is tuned on this split (what the train step will ship)."""
     logits, loss = predict(model, split, batch_size, pad_id)
-    metrics = classification_metrics(split.labels, logits.argmax(axis=1))
-    return {"loss": loss, **metrics}
+    metrics = {"loss": loss, **classification_metrics(split.labels, logits.argmax(axis=1))}
+    if tune_threshold:
+        metrics["mcc_tuned_threshold"] = best_margin_shift(split.labels, logits)[2]
+    return metrics
 
 
 _LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
@@ -190,7 +200,8 @@ def train(
     pad_id: int,
     log_epoch,
 ) -> dict:
-    """Fine-tune with early stopping on validation MCC; the best epoch's weights are restored at the end.
+    """Fine-tune with early stopping on validation MCC (at the tuned threshold when
+    `config.tune_threshold`); the best epoch's weights are restored at the end.
 
     `log_epoch(epoch, metrics)` receives each epoch's metrics. Returns a summary of the run.
     """
@@ -232,15 +243,18 @@ def train(
         samples_seen += len(train_split)
         train_seconds += epoch_seconds
         with average.applied() if average is not None else contextlib.nullcontext():
-            validation = evaluate(model, validation_split, config.batch_size * 2, pad_id)
+            validation = evaluate(
+                model, validation_split, config.batch_size * 2, pad_id, config.tune_threshold
+            )
+            score = validation["mcc_tuned_threshold" if config.tune_threshold else "mcc"]
             metrics = {
                 "train_loss": running_loss / len(train_split),
                 "train_samples_per_second": len(train_split) / epoch_seconds,
                 **{f"val_{key}": value for key, value in validation.items()},
             }
             log_epoch(epoch, metrics)
-            if validation["mcc"] > best["mcc"]:
-                best = {"mcc": validation["mcc"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            if score > best["mcc"]:
+                best = {"mcc": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         logger.info(
             "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f (%.0f samples/s)",
             epoch,
@@ -256,7 +270,9 @@ def train(
             epochs_without_gain += 1
             if epochs_without_gain >= config.patience:
                 logger.info(
-                    "early stop after epoch %d: no val_mcc gain for %d epoch(s)", epoch, config.patience
+                    "early stop after epoch %d: no validation MCC gain for %d epoch(s)",
+                    epoch,
+                    config.patience,
                 )
                 break
     model.load_state_dict(best["state"])

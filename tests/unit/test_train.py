@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from sentclf.backbone import resolve_backbone
 from sentclf.metrics import classification_metrics
@@ -24,6 +25,7 @@ from training import (
     TrainConfig,
     WeightAverage,
     collate,
+    evaluate,
     length_grouped_batches,
     optimizer_groups,
     parameter_depth,
@@ -272,3 +274,26 @@ def test_output_layer_is_the_last_linear_layer_of_the_head():
     assert output_layer(model) is model.classifier[2]
     with pytest.raises(ValueError, match="tune_threshold=false"):
         output_layer(torch.nn.Linear(8, 2))
+
+
+class _MarginModel(torch.nn.Module):
+    """A classifier whose margin (logit 1 - logit 0) is the sentence's first token id minus 10."""
+
+    config = type("Config", (), {"num_labels": 2})()
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        margin = input_ids[:, 0].float() - 10.0
+        logits = torch.stack([torch.zeros_like(margin), margin], dim=1)
+        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def test_evaluate_reports_the_mcc_at_the_tuned_threshold():
+    # Labels flip at first-token 13, but argmax flips at 10: tuning the threshold makes it perfect.
+    ids = [[i] for i in range(5, 20)]
+    labels = np.array([int(i >= 13) for i in range(5, 20)])
+    split = EncodedSplit(ids, labels, [str(i) for i in range(5, 20)])
+    metrics = evaluate(_MarginModel(), split, batch_size=4, pad_id=0, tune_threshold=True)
+    assert metrics["mcc"] < 0.8
+    assert metrics["mcc_tuned_threshold"] == pytest.approx(1.0)
+    assert "mcc_tuned_threshold" not in evaluate(_MarginModel(), split, batch_size=4, pad_id=0)
