@@ -65,7 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.add_argument(f"--{name}", type=kind, required=True)
     parser.add_argument("--base-model", required=True, help="`bundled`, a local folder or a hub id")
     parser.add_argument("--serve-variant", required=True, help="fp32, optimized or int8: the model logged")
-    parser.add_argument("--pooling", required=True, help="`mean` (mean-pooled tokens) or `cls` (HF's head)")
+    parser.add_argument(
+        "--pooling",
+        required=True,
+        help="`mean` (mean-pooled tokens), `mix` (mean over a learned mix of layers) or `cls` (HF's head)",
+    )
     parser.add_argument(
         "--tune-threshold",
         type=parse_bool,
