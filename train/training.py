@@ -256,12 +256,13 @@ def train(
             if score > best["mcc"]:
                 best = {"mcc": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         logger.info(
-            "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f (%.0f samples/s)",
+            "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f%s (%.0f samples/s)",
             epoch,
             metrics["train_loss"],
             validation["loss"],
             validation["accuracy"],
             validation["mcc"],
+            f" ({score:.4f} at the tuned threshold)" if config.tune_threshold else "",
             metrics["train_samples_per_second"],
         )
         if best["epoch"] == epoch:
