@@ -60,7 +60,7 @@ def time_ours(source, tokenizer, frame, args) -> float:
     )
     model = fresh_model(source, 0)
     summary = train(model, split, tiny_validation, config, tokenizer.pad_token_id, lambda *_: None)
-    return summary["train_samples_per_second"]
+    return summary["mean_train_samples_per_second"]
 
 
 class _Rows(torch.utils.data.Dataset):

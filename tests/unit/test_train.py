@@ -116,6 +116,7 @@ def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, track
         "parity_max_abs_diff",
         "best_epoch",
         "train_samples_per_second",
+        "mean_train_samples_per_second",
     ):
         assert metric in run.data.metrics, metric
     assert run.data.metrics["parity_max_abs_diff"] <= 1e-4
