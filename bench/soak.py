@@ -30,6 +30,7 @@ from serving import (  # noqa: E402
     CONTAINER_PREFIX,
     DEFAULT_SENTENCES,
     BenchError,
+    _raise_interrupt,
     load_sentences,
     newest_server_image,
     run_level,
@@ -122,10 +123,6 @@ def soak(args: argparse.Namespace, image: str, sentences: list[str]) -> tuple[in
         f"({len(memory)} samples)"
     )
     return load.errors + warm_up.errors, len(load.latencies_s), growth
-
-
-def _raise_interrupt(signum: int, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # so that running_server removes the container
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,7 +168,8 @@ class WeightAverage:
 
     Validation, checkpoint selection and export use the average: it smooths the step-to-step noise of
     small-batch fine-tuning, which on a data set of CoLA's size otherwise shows up as validation MCC
-    swinging by several points from one epoch to the next.
+    swinging by several points from one epoch to the next. Measured on CoLA (README, recipe table) it did
+    not raise test MCC, so `ema_decay` is off by default.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
