@@ -4,15 +4,22 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
+# STEP_LOCK=false resolves step.txt afresh, ignoring requirements/step.lock: only `make step-lock` does that.
+ARG STEP_LOCK=true
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 # Optional build inputs: ca.crt (a TLS proxy's CA; empty when none) and wheels/ (the CPU torch wheel).
 COPY .build/inputs/ /tmp/build-inputs/
 COPY requirements/ /tmp/requirements/
+# step.lock as constraints: every transitive dependency at the version the lock names, so a rebuild
+# months later installs the same environment the figures in the README were measured with.
 RUN set -e; \
     if [ -s /tmp/build-inputs/ca.crt ]; then export PIP_CERT=/tmp/build-inputs/ca.crt; fi; \
-    /opt/venv/bin/pip install --find-links /tmp/build-inputs/wheels -r /tmp/requirements/torch.txt; \
-    /opt/venv/bin/pip install -r /tmp/requirements/step.txt
+    constraints=""; \
+    if [ "$STEP_LOCK" = true ]; then constraints="--constraint /tmp/requirements/step.lock"; fi; \
+    /opt/venv/bin/pip install $constraints --find-links /tmp/build-inputs/wheels \
+        -r /tmp/requirements/torch.txt; \
+    /opt/venv/bin/pip install $constraints -r /tmp/requirements/step.txt
 
 FROM ${BASE_IMAGE}
 COPY --from=builder /opt/venv /opt/venv

@@ -1,10 +1,12 @@
 """Building the pipeline's images: the base Python image, the shared step image, and (for the building
-step) any image from a prepared context. Run as `python -m sentclf.images {ensure-base,ensure-step}`."""
+step) any image from a prepared context. Run as `python -m sentclf.images {ensure-base,ensure-step,lock-step}`
+(lock-step rewrites requirements/step.lock: `make step-lock`)."""
 
 import argparse
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,9 +182,42 @@ def ensure_step_image(
     return STEP_IMAGE
 
 
+STEP_LOCK_HEADER = """\
+# Complete lock of the step image's Python environment (every package, transitive ones included), used as
+# pip constraints by the Dockerfile so that a rebuild installs exactly these versions. Python 3.11, Linux.
+# The direct dependencies and their reasons live in step.txt; torch in torch.txt (its wheel's local
+# version, +cpu or not, depends on the index it comes from, so it is not locked here).
+# Regenerate after changing step.txt or torch.txt: make step-lock
+"""
+# Not locked: torch (see the header) and the venv's own pip.
+_UNLOCKED = re.compile(r"^(torch|pip)==", re.IGNORECASE)
+
+
+def write_step_lock(client: docker.DockerClient, root: Path, base_image: str = "auto") -> Path:
+    """Resolve step.txt and torch.txt afresh in a throw-away build (the lock ignored), and write what pip
+    installed there as requirements/step.lock."""
+    base = resolve_base_image(client, base_image)
+    inputs = root / ".build" / "inputs"
+    write_build_inputs(inputs)
+    download_torch_wheel(root, inputs / "wheels")
+    tag = STEP_IMAGE.rsplit(":", 1)[0] + ":unlocked"
+    build_image(client, root, tag, {"BASE_IMAGE": base, "STEP_LOCK": "false"})
+    try:
+        frozen = client.containers.run(
+            tag, ["/opt/venv/bin/pip", "freeze", "--all"], remove=True, network_mode="host"
+        ).decode()
+    finally:
+        client.images.remove(tag, force=True)
+    pins = [line for line in frozen.splitlines() if line.strip() and not _UNLOCKED.match(line)]
+    lock = root / "requirements" / "step.lock"
+    lock.write_text(STEP_LOCK_HEADER + "\n".join(pins) + "\n")
+    logger.info("wrote %s (%d packages)", lock, len(pins))
+    return lock
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["ensure-base", "ensure-step"])
+    parser.add_argument("command", choices=["ensure-base", "ensure-step", "lock-step"])
     parser.add_argument("--base-image", default="auto")
     parser.add_argument("--root", default=".", help="the project directory (default: the current one)")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
@@ -192,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ensure-base":
             print(resolve_base_image(client, args.base_image))
+        elif args.command == "lock-step":
+            print(write_step_lock(client, Path(args.root).resolve(), args.base_image))
         else:
             print(ensure_step_image(client, Path(args.root).resolve(), args.base_image, args.force))
     except ImageError as error:

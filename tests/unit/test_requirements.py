@@ -1,0 +1,37 @@
+"""The step image's lock agrees with its direct requirements (a bump in step.txt needs `make step-lock`)."""
+
+import re
+
+from sentclf.images import STEP_LOCK_HEADER
+from tests.conftest import REPO_ROOT
+
+PIN = re.compile(r"^([A-Za-z0-9._-]+)(\[[^\]]*\])?==([^\s#]+)")
+
+
+def pins(path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        match = PIN.match(line.strip())
+        if match:
+            found[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
+    return found
+
+
+def test_step_lock_pins_every_direct_requirement_at_the_same_version():
+    direct = pins(REPO_ROOT / "requirements" / "step.txt")
+    locked = pins(REPO_ROOT / "requirements" / "step.lock")
+    assert direct, "no pins read from step.txt"
+    mismatched = {
+        name: (version, locked.get(name)) for name, version in direct.items() if locked.get(name) != version
+    }
+    assert not mismatched, (
+        f"step.txt and step.lock disagree (step.txt, lock): {mismatched}: run make step-lock"
+    )
+
+
+def test_step_lock_is_generated_and_leaves_torch_to_torch_txt():
+    text = (REPO_ROOT / "requirements" / "step.lock").read_text()
+    assert text.startswith(STEP_LOCK_HEADER)
+    locked = pins(REPO_ROOT / "requirements" / "step.lock")
+    assert "torch" not in locked and "pip" not in locked
+    assert len(locked) > 50  # transitive dependencies too, not just the direct ones
