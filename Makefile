@@ -22,18 +22,21 @@ test: dev-venv images
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 venv: $(VENV)/.host-installed
-$(VENV)/.host-installed: requirements/host.txt pyproject.toml
+# The step image's lock constrains the host too: the conductor's mlflow and the unit tests' libraries run
+# at the versions the step containers have.
+$(VENV)/.host-installed: requirements/host.txt requirements/step.lock pyproject.toml
 	test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements/host.txt -e .
+	$(PYTHON) -m pip install --quiet --constraint requirements/step.lock -r requirements/host.txt -e .
 	@# `source .venv/bin/activate` then gives `mlflow run <step>` and `mlflow ui` this project's store.
 	grep -q MLFLOW_TRACKING_URI $(VENV)/bin/activate || \
 	  echo 'export MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(MLFLOW_TRACKING_URI)}"' >> $(VENV)/bin/activate
 	touch $@
 
 dev-venv: $(VENV)/.dev-installed
-$(VENV)/.dev-installed: $(VENV)/.host-installed requirements/dev.txt requirements/step.txt requirements/torch.txt
-	$(PYTHON) -m pip install --quiet -r requirements/dev.txt -e .
+$(VENV)/.dev-installed: $(VENV)/.host-installed requirements/dev.txt requirements/step.txt requirements/torch.txt \
+		requirements/step.lock
+	$(PYTHON) -m pip install --quiet --constraint requirements/step.lock -r requirements/dev.txt -e .
 	touch $@
 
 ## engine: a Docker engine that answers (installs and starts one on a Debian host as root)
