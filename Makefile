@@ -15,7 +15,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
 run: images
-	$(VENV)/bin/mlflow run . --env-manager local $(ARGS)
+	@# `mlflow run` leaves an empty storage directory behind for every run: give it one that is removed.
+	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
+	  $(VENV)/bin/mlflow run . --env-manager local --storage-dir "$$storage" $(ARGS)
 
 ## test: the unit tests and one small end-to-end run of the real pipeline
 test: dev-venv images
@@ -56,7 +58,8 @@ step-lock: venv engine
 
 ## step: run one step alone, e.g. make step STEP=train ARGS="-P epochs=5"
 step: images
-	$(VENV)/bin/mlflow run $(STEP) -A network=host $(ARGS)
+	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
+	  $(VENV)/bin/mlflow run $(STEP) -A network=host --storage-dir "$$storage" $(ARGS)
 
 ## ui: the MLflow UI on http://127.0.0.1:5000 over this project's runs
 ui: venv

@@ -10,6 +10,7 @@ import logging
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -129,21 +130,25 @@ def run_step(step: str, parameters: dict[str, str], use_cache: bool, git_commit:
             mlflow.set_tag(f"cached.{step}", "true")
             return cached
     logger.info("=== %s: starting with %s ===", step, parameters)
-    submitted = mlflow.projects.run(
-        uri=str(PROJECT_DIR / step),
-        entry_point="main",
-        parameters=parameters,
-        env_manager="local",
-        docker_args=DOCKER_ARGS,
-        build_image=False,
-        synchronous=False,
-    )
-    try:
-        succeeded = submitted.wait()
-    except (KeyboardInterrupt, Terminated):
-        # Stop the step's `docker run` (it forwards the signal to the container, which --rm removes).
-        submitted.cancel()
-        raise
+    # MLflow's `mlflow run` makes a directory for downloaded `path` parameters under storage_dir (the
+    # system temp dir by default) and never removes it: give it one that goes when the step ends.
+    with tempfile.TemporaryDirectory(prefix=f"sentclf-{step}-storage-") as storage_dir:
+        submitted = mlflow.projects.run(
+            uri=str(PROJECT_DIR / step),
+            entry_point="main",
+            parameters=parameters,
+            env_manager="local",
+            docker_args=DOCKER_ARGS,
+            build_image=False,
+            synchronous=False,
+            storage_dir=storage_dir,
+        )
+        try:
+            succeeded = submitted.wait()
+        except (KeyboardInterrupt, Terminated):
+            # Stop the step's `docker run` (it forwards the signal to the container, which --rm removes).
+            submitted.cancel()
+            raise
     run = mlflow.get_run(submitted.run_id)
     if not succeeded or run.info.status != "FINISHED":
         raise StepFailed(

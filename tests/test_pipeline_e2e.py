@@ -39,7 +39,13 @@ def pipeline_store(tmp_path_factory):
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment_id = client.create_experiment(f"e2e-{tag}", artifact_location=str(artifact_dir))
     model_name = f"e2e-{tag}"
-    yield {"uri": uri, "client": client, "experiment_id": experiment_id, "model_name": model_name}
+    yield {
+        "uri": uri,
+        "client": client,
+        "experiment_id": experiment_id,
+        "model_name": model_name,
+        "dir": store,
+    }
     shutil.rmtree(artifact_dir, ignore_errors=True)
     engine = docker.from_env()
     for image in engine.images.list(name=f"{model_name}-server"):
@@ -48,10 +54,15 @@ def pipeline_store(tmp_path_factory):
 
 
 def mlflow_run(store: dict, parameters: dict[str, str], timeout_s: int = 1800) -> subprocess.CompletedProcess:
+    """`mlflow run .` as `make run` runs it (a storage directory of its own), with the host processes'
+    temp directory pointed at an empty one, which must be empty again afterwards."""
+    run_dir = Path(store["dir"]) / uuid.uuid4().hex[:8]
+    (run_dir / "tmp").mkdir(parents=True)
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": store["uri"],
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TMPDIR": str(run_dir / "tmp"),
     }
     command = [
         str(Path(sys.executable).parent / "mlflow"),
@@ -61,10 +72,15 @@ def mlflow_run(store: dict, parameters: dict[str, str], timeout_s: int = 1800) -
         "local",
         "--experiment-id",
         store["experiment_id"],
+        "--storage-dir",
+        str(run_dir / "storage"),
     ]
     for key, value in {"registered_model_name": store["model_name"], **parameters}.items():
         command += ["-P", f"{key}={value}"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    leaked = sorted(p.name for p in (run_dir / "tmp").iterdir())
+    assert leaked == [], f"the run left temp files behind: {leaked}"
+    return result
 
 
 def runs_of(store: dict) -> list:
