@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test venv dev-venv engine images step-lock step ui bench bench-serving lint clean cron-install cron-remove
+.PHONY: run test venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install cron-remove
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
 run: images
@@ -46,14 +46,15 @@ engine:
 	scripts/ensure-engine.sh
 
 ## images: the base image (pulled, or built with debootstrap offline) and the step image, when out of date
-images: venv engine
-	$(PYTHON) -m sentclf.images ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
+images: base-image
 	$(PYTHON) -m sentclf.images ensure-step
+
+base-image: venv engine
+	$(PYTHON) -m sentclf.images ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
 
 ## step-lock: re-resolve the step image's dependencies and rewrite requirements/step.lock (after editing
 ## requirements/step.txt or torch.txt); the next `make images` rebuilds the step image from it
-step-lock: venv engine
-	$(PYTHON) -m sentclf.images ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
+step-lock: base-image
 	$(PYTHON) -m sentclf.images lock-step
 
 ## step: run one step alone, e.g. make step STEP=train ARGS="-P epochs=5"
