@@ -102,7 +102,7 @@ def run_recipe(recipe: dict, frames, source: str) -> dict:
     def log_epoch(epoch: int, metrics: dict) -> None:
         validation_logits, _ = predict(model, splits[1], 64, pad_id)
         test_logits, _ = predict(model, splits[2], 64, pad_id)
-        shift, _, _ = best_margin_shift(splits[1].labels, validation_logits)
+        shift, _, validation_mcc_shifted = best_margin_shift(splits[1].labels, validation_logits)
         test_by_epoch[epoch] = (
             mcc_of(splits[2].labels, test_logits),
             mcc_of(splits[2].labels, test_logits, shift),
@@ -113,7 +113,7 @@ def run_recipe(recipe: dict, frames, source: str) -> dict:
         print(
             f"  epoch {epoch}: train_loss {metrics['train_loss']:.4f} val_loss {metrics['val_loss']:.4f} "
             f"val_mcc {metrics['val_mcc']:.4f} test_mcc {test_by_epoch[epoch][0]:.4f} | shift {shift:+.2f}: "
-            f"val_mcc {mcc_of(splits[1].labels, validation_logits, shift):.4f} "
+            f"val_mcc {validation_mcc_shifted:.4f} "
             f"test_mcc {test_by_epoch[epoch][1]:.4f} | test ceiling {test_by_epoch[epoch][2]:.4f} "
             f"({metrics['train_samples_per_second']:.0f} samples/s)",
             flush=True,
@@ -124,8 +124,8 @@ def run_recipe(recipe: dict, frames, source: str) -> dict:
         patience=recipe["patience"],
         warmup_ratio=recipe["warmup_ratio"],
         weight_decay=recipe["weight_decay"],
-        layer_lr_decay=recipe.get("layer_lr_decay", 1.0),
-        ema_decay=recipe.get("ema_decay", 0.0),
+        layer_lr_decay=recipe["layer_lr_decay"],
+        ema_decay=recipe["ema_decay"],
         tune_threshold=recipe["tune_threshold"],
     )
     started = time.perf_counter()
