@@ -26,6 +26,8 @@ COPY --from=builder /opt/venv /opt/venv
 # The shared package last and as plain source on PYTHONPATH: a change to it rebuilds only this small
 # layer, not the 2 GB environment above.
 COPY sentclf/ /opt/sentclf/sentclf/
+# A step that is its container's PID 1 exits on SIGTERM even before it has set up its own handler.
+COPY sentclf/_pid1.py /opt/sentclf/sitecustomize.py
 # The building step hands this CA to the server image's builder stage (pip behind a TLS proxy);
 # it is never copied into a server image. Empty when the host has none.
 COPY .build/inputs/ca.crt /etc/sentclf/build-ca.crt

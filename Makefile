@@ -6,6 +6,9 @@ HOST_PYTHON ?= python3
 LOCAL_BASE_IMAGE := sentclf/python-base:3.11-bookworm
 # An absolute sqlite URI: MLflow mounts the file into step containers, and a relative one mounts the wrong thing.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+# The experiment every run goes to: MLflow's own variable, so `mlflow run .`, `mlflow run <step>` and
+# `mlflow ui` agree (`make run MLFLOW_EXPERIMENT_NAME=mine` for another one).
+export MLFLOW_EXPERIMENT_NAME ?= cola-pipeline
 ARGS ?=
 PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
@@ -30,9 +33,16 @@ $(VENV)/.host-installed: requirements/host.txt requirements/step.lock pyproject.
 	test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet --constraint requirements/step.lock -r requirements/host.txt -e .
-	@# `source .venv/bin/activate` then gives `mlflow run <step>` and `mlflow ui` this project's store.
+	@# `source .venv/bin/activate` then gives `mlflow run <step>` and `mlflow ui` this project's store
+	@# and experiment.
 	grep -q MLFLOW_TRACKING_URI $(VENV)/bin/activate || \
 	  echo 'export MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(MLFLOW_TRACKING_URI)}"' >> $(VENV)/bin/activate
+	grep -q MLFLOW_EXPERIMENT_NAME $(VENV)/bin/activate || \
+	  echo 'export MLFLOW_EXPERIMENT_NAME="$${MLFLOW_EXPERIMENT_NAME:-cola-pipeline}"' >> $(VENV)/bin/activate
+	@# `mlflow run` makes an empty storage directory per run and never removes it: keep them in the
+	@# project, where the conductor removes the empty ones (main.py), not in /tmp.
+	grep -q MLFLOW_TMP_DIR $(VENV)/bin/activate || \
+	  echo 'export MLFLOW_TMP_DIR="$${MLFLOW_TMP_DIR:-$(CURDIR)/.build/mlflow-storage}"' >> $(VENV)/bin/activate
 	touch $@
 
 dev-venv: $(VENV)/.dev-installed
@@ -79,9 +89,11 @@ lint: dev-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## cron-install: retrain nightly at 03:00 (scripts/retrain.sh); cron-remove takes it out again
-cron-install:
-	scripts/cron.sh install
+## cron-install: retrain on a schedule with scripts/retrain.sh (nightly at 03:00; SCHEDULE="*/30 * * * *" to
+## change it, RETRAIN_ARGS="-P dataset=/srv/labels" for its parameters); installs and starts cron if needed.
+## cron-remove takes the entry out again. Both are idempotent.
+cron-install: venv
+	scripts/cron.sh install $(RETRAIN_ARGS)
 cron-remove:
 	scripts/cron.sh remove
 

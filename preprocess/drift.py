@@ -1,7 +1,7 @@
 """Drift of this run's train split against a reference train split.
 
 The reference is the data the `champion` model was trained on (registered model -> alias champion ->
-its run's `data_run_id` param -> that preprocess run's data/train.parquet), else the newest successful
+its run's recorded data run -> that preprocess run's data/train.parquet), else the newest successful
 preprocess run of this experiment, else none (drift is then skipped). Statistics: label shift (total
 variation distance, PSI), token-length shift (PSI over fixed bins, two-sample KS statistic) and the rate
 of words unseen in the reference. The PSIs and KS are held against `drift_threshold`.
@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 from sentclf.data import read_split
 from sentclf.schema import LABEL_COLUMN, LABEL_NAMES, TEXT_COLUMN
-from sentclf.tracking import StepInputError, newest_successful_run
+from sentclf.tracking import StepInputError, newest_successful_run, version_data_run_id
 
 CHAMPION_ALIAS = "champion"  # the alias evaluate's gate moves
 # Token-length bins (backbone tokens, no special tokens); fixed, so PSIs of different runs compare.
@@ -51,7 +51,7 @@ def champion_reference(model_name: str) -> Reference | None:
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
         train_run_id = version.run_id or version.tags.get("train_run_id")
-        data_run_id = client.get_run(train_run_id).data.params.get("data_run_id") if train_run_id else None
+        data_run_id = version_data_run_id(model_name, version.version)
         if not data_run_id:
             logger.info(
                 "champion %s v%s has no data_run_id: no champion reference", model_name, version.version

@@ -1,17 +1,25 @@
-"""Container helpers shared by the building and evaluate steps: start a server image, wait, clean up."""
+"""Container helpers shared by the building and evaluate steps: start a server image, wait, clean up.
+
+A step may run on the host network (under `main.py`) or on Docker's default network (`mlflow run
+evaluate` as typed, where with the bridge off a container has loopback only). A server it starts joins
+the step's own network namespace, so it is on the step's loopback either way.
+"""
 
 import contextlib
 import logging
+import re
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import docker
 import docker.errors
 import grpc
 from docker.models.containers import Container
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from mlflow.entities import Run
 
 from sentclf.engine import docker_client
 
@@ -20,6 +28,11 @@ logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 # Every container the pipeline starts carries this label, so tests can prove none is left behind.
 CONTAINER_LABEL = "sentclf.managed"
+# And these, so that a cancelled pipeline or step can find and remove what it started.
+RUN_ID_LABEL = "sentclf.run-id"
+PIPELINE_LABEL = "sentclf.pipeline-run-id"
+# Docker bind-mounts these files from /var/lib/docker/containers/<id>/ into every container.
+_OWN_CONTAINER = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf) ")
 
 
 class ServerStartError(RuntimeError):
@@ -33,32 +46,61 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def own_container_id(mountinfo: str | None = None) -> str | None:
+    """The id of the Docker container this process runs in, or None on a host."""
+    if mountinfo is None:
+        try:
+            mountinfo = open("/proc/self/mountinfo").read()  # noqa: SIM115 (a one-shot read)
+        except OSError:
+            return None
+    match = _OWN_CONTAINER.search(mountinfo)
+    return match.group(1) if match else None
+
+
+def server_network_mode() -> str:
+    """Where a server this process starts must live to be on this process's loopback: in this
+    container's network namespace, or on the host network when this process runs on the host."""
+    container_id = own_container_id()
+    return f"container:{container_id}" if container_id else "host"
+
+
 def health_status(port: int, timeout_s: float = 1.0, service: str = "") -> str:
-    """The gRPC health status name of the server on loopback:`port` (UNKNOWN when it does not answer)."""
+    """The gRPC health status name of the server on loopback:`port`; UNREACHABLE when nothing answers."""
     with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
-        except grpc.RpcError:
-            return "UNKNOWN"
+        except grpc.RpcError as error:
+            unreachable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            return "UNREACHABLE" if error.code() in unreachable else "UNKNOWN"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
 def wait_until_serving(container: Container, port: int, timeout_s: float) -> float:
     """Poll gRPC health until SERVING; returns seconds waited. Fails fast if the container exits."""
     started = time.monotonic()
+    status = "UNREACHABLE"
     while time.monotonic() - started < timeout_s:
         container.reload()
         if container.status in ("exited", "dead"):
             raise ServerStartError(
                 f"server container {container.name} exited during start-up; its log:\n{_tail_logs(container)}"
             )
-        if health_status(port, timeout_s=0.5) == "SERVING":
+        status = health_status(port, timeout_s=0.5)
+        if status == "SERVING":
             return time.monotonic() - started
         time.sleep(0.05)
+    log = _tail_logs(container)
+    if status == "UNREACHABLE":
+        says = " (its log says SERVING)" if "SERVING" in log else ""
+        raise ServerStartError(
+            f"server container {container.name} is running{says} but cannot be reached at "
+            f"{LOOPBACK}:{port} from this process (network {container.attrs['HostConfig']['NetworkMode']}, "
+            f"this process in {server_network_mode()}): a network problem, not the model. Its log:\n{log}"
+        )
     raise ServerStartError(
-        f"server container {container.name} not SERVING after {timeout_s:.0f}s; its log:\n"
-        f"{_tail_logs(container)}"
+        f"server container {container.name} answers health {status}, not SERVING, after {timeout_s:.0f}s; "
+        f"its log:\n{log}"
     )
 
 
@@ -68,11 +110,38 @@ def _tail_logs(container: Container, lines: int = 40) -> str:
     return "(log unavailable)"
 
 
+def run_labels(run: Run | None) -> dict[str, str]:
+    """Labels that tie a container to the step run that starts it and to that run's pipeline, so that a
+    cancelled pipeline can find it even if the step could not remove it."""
+    if run is None:
+        return {}
+    labels = {RUN_ID_LABEL: run.info.run_id}
+    if parent := run.data.tags.get("mlflow.parentRunId"):
+        labels[PIPELINE_LABEL] = parent
+    return labels
+
+
+def remove_labelled(label: str, value: str) -> list[str]:
+    """Force-remove every container carrying `label=value`; returns their names."""
+    removed = []
+    for container in docker_client().containers.list(all=True, filters={"label": f"{label}={value}"}):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+            removed.append(container.name)
+    return removed
+
+
 @contextlib.contextmanager
 def running_server(
-    image: str, env: dict[str, str] | None = None, start_timeout_s: float = 60.0, name_prefix: str = "sentclf"
+    image: str,
+    env: dict[str, str] | None = None,
+    start_timeout_s: float = 60.0,
+    name_prefix: str = "sentclf",
+    labels: dict[str, str] | None = None,
+    keep_log: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[Container, int, float]]:
-    """Start `image` on the host network with a free gRPC port, wait for SERVING, and always remove it.
+    """Start `image` in this process's network (see server_network_mode) with a free gRPC port, wait for
+    SERVING, and always remove it; `keep_log` receives its whole log first, on every path.
 
     Yields (container, grpc_port, seconds from start to SERVING).
     """
@@ -86,9 +155,9 @@ def running_server(
             image,
             detach=True,
             name=name,
-            network_mode="host",
+            network_mode=server_network_mode(),
             environment=environment,
-            labels={CONTAINER_LABEL: "1"},
+            labels={CONTAINER_LABEL: "1", **(labels or {})},
         )
         logger.info("started %s from %s (gRPC port %d)", name, image, grpc_port)
         seconds_to_serving = wait_until_serving(container, grpc_port, start_timeout_s)
@@ -96,6 +165,48 @@ def running_server(
         yield container, grpc_port, seconds_to_serving
     finally:
         if container is not None:
+            if keep_log is not None:
+                keep_log(_whole_log(container))
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
                 logger.info("removed container %s", name)
+
+
+def _whole_log(container: Container) -> str:
+    try:
+        return container.logs().decode(errors="replace")
+    except docker.errors.DockerException as error:
+        return f"(the log of {container.name} is unavailable: {error})"
+
+
+def container_memory_mb(container: Container) -> float:
+    """Anonymous (heap) memory of the container's cgroup; page cache is left out, it is reclaimable."""
+    stats = container.stats(stream=False)["memory_stats"]
+    detail = stats.get("stats", {})
+    if "anon" in detail:  # cgroup v2
+        return detail["anon"] / 2**20
+    return (stats.get("usage", 0) - detail.get("total_inactive_file", detail.get("inactive_file", 0))) / 2**20
+
+
+class MemorySampler(threading.Thread):
+    """Samples a container's memory until stopped: (seconds since start, MB) pairs. A container that has
+    gone away ends the sampling; the samples so far stay."""
+
+    def __init__(self, container: Container, every_s: float) -> None:
+        super().__init__(daemon=True)
+        self.container, self.every_s = container, every_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop_event = threading.Event()
+        self._began = time.monotonic()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.samples.append((time.monotonic() - self._began, container_memory_mb(self.container)))
+            except (docker.errors.DockerException, KeyError):
+                return
+            self._stop_event.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()

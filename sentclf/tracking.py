@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -12,13 +13,24 @@ import mlflow
 from mlflow.entities import Run
 
 STEP_TAG = "sentclf.step"
+RUN_NAME_TAG = "mlflow.runName"
 LOG_ARTIFACT_DIR = "logs"
+# MLflow 3's UI decides an experiment's landing page by this tag; without it, it may infer GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+ML_EXPERIMENT_KIND = "custom_model_development"
+# Tags (not params: MLflow has already logged the MLproject's own values) naming the inputs a step resolved.
+INPUT_TAG_PREFIX = "input."
 
 logger = logging.getLogger(__name__)
 
 
 class StepInputError(ValueError):
     """A step was given input it cannot use; the message names the problem and the fix."""
+
+
+class StepError(RuntimeError):
+    """A step failed in a way its message explains in full (a server that died, a parity miss): the run
+    ends FAILED with the message, and no traceback buries it."""
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -28,37 +40,72 @@ def configure_logging(level: int = logging.INFO) -> None:
     )
 
 
+class StepCancelled(BaseException):
+    """SIGTERM or Ctrl-C reached the step (a cancelled pipeline, `timeout`, a closing terminal).
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` in a step swallows it."""
+
+
+def _raise_cancelled(signum: int, frame: object) -> None:
+    raise StepCancelled(f"signal {signal.Signals(signum).name}")
+
+
+def mark_ml_experiment(experiment_id: str) -> None:
+    """Tag the experiment as classic ML so that MLflow 3's UI opens it on its runs, not on the GenAI
+    overview it picks for experiments of no declared kind."""
+    client = mlflow.MlflowClient()
+    if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != ML_EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
+
+
 @contextlib.contextmanager
 def step_run(step: str) -> Iterator[Run]:
-    """Open (or join, under `mlflow run`) the step's run, tag it, and log its log file on every exit.
+    """Open (or join, under `mlflow run`) the step's run, name and tag it, and log its log file on every
+    exit.
 
     The log is an artifact so that a failed step can be diagnosed from `mlflow ui` alone. A
-    StepInputError ends the run FAILED with its message and exit status 1, without a traceback.
+    StepInputError ends the run FAILED with its message and exit status 1, without a traceback. SIGTERM
+    (which a container's PID 1 would otherwise ignore) and Ctrl-C end it KILLED with exit status 143, so a
+    cancelled step stops within seconds and never goes on to register or promote anything.
     """
     configure_logging()
+    # Until the run is open, a signal is only noted: raised in the middle of MLflow's own imports or its
+    # store set-up, it would leave the run RUNNING and untagged. Acted on as soon as the run is open.
+    noted: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: noted.append(signum))
     log_dir = tempfile.mkdtemp(prefix=f"sentclf-{step}-log-")
     log_path = Path(log_dir) / f"{step}.log"
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    run = mlflow.start_run()
+    status = "FAILED"
     try:
-        with mlflow.start_run() as run:
-            mlflow.set_tag(STEP_TAG, step)
-            logger.info("%s: run %s in experiment %s", step, run.info.run_id, run.info.experiment_id)
-            try:
-                yield run
-            except StepInputError as error:
-                # Bad input is the user's to fix: the message says how, a traceback would bury it.
-                logger.error("%s: %s", step, error)
-                raise SystemExit(f"{step}: {error}") from None
-            except Exception:
-                logger.exception("%s failed", step)
-                raise
-            finally:
-                handler.flush()
-                with contextlib.suppress(Exception):
-                    mlflow.log_artifact(str(log_path), LOG_ARTIFACT_DIR)
+        mlflow.set_tags({STEP_TAG: step, RUN_NAME_TAG: step})
+        signal.signal(signal.SIGTERM, _raise_cancelled)
+        if noted:
+            _raise_cancelled(noted[0], None)
+        mark_ml_experiment(run.info.experiment_id)
+        logger.info("%s: run %s in experiment %s", step, run.info.run_id, run.info.experiment_id)
+        yield run
+        status = "FINISHED"
+    except (StepInputError, StepError) as error:
+        # Bad input is the user's to fix: the message says how, a traceback would bury it.
+        logger.error("%s: %s", step, error)
+        raise SystemExit(f"{step}: {error}") from None
+    except (StepCancelled, KeyboardInterrupt) as cancel:
+        status = "KILLED"
+        logger.error("%s: cancelled (%s); the run ends KILLED", step, cancel or "Ctrl-C")
+        raise SystemExit(143) from None
+    except BaseException:
+        logger.exception("%s failed", step)
+        raise
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second signal during clean-up ends it at once
+        handler.flush()
+        with contextlib.suppress(Exception):
+            mlflow.log_artifact(str(log_path), LOG_ARTIFACT_DIR)
+        mlflow.end_run(status)
         logging.getLogger().removeHandler(handler)
         handler.close()
         log_path.unlink(missing_ok=True)
@@ -110,6 +157,12 @@ def resolve_step_run(run_id: str, step: str) -> Run:
     return run
 
 
+def record_inputs(**inputs: str) -> None:
+    """Tag the active run with the inputs it resolved (`input.<name>`). Tags, not params: MLflow has
+    already logged the MLproject's parameters (often an empty default), and a param cannot change."""
+    mlflow.set_tags({f"{INPUT_TAG_PREFIX}{name}": value for name, value in inputs.items()})
+
+
 def download_artifacts(run_id: str, artifact_path: str, dst_dir: str | os.PathLike) -> Path:
     """Download one artifact (file or directory) of a run; a clear error when it is not there."""
     try:
@@ -122,3 +175,16 @@ def download_artifacts(run_id: str, artifact_path: str, dst_dir: str | os.PathLi
             "containers, the artifact root must be mounted at its host path (see the step's MLproject)."
         ) from None
     return Path(local)
+
+
+def version_data_run_id(model_name: str, version: str) -> str | None:
+    """The preprocess run a registered version was trained on (its lineage), or None if unrecorded."""
+    client = mlflow.MlflowClient()
+    model_version = client.get_model_version(model_name, version)
+    train_run_id = model_version.run_id or model_version.tags.get("train_run_id")
+    if not train_run_id:
+        return None
+    train_run = client.get_run(train_run_id)
+    # The tag since the train step stopped re-logging its data_run_id parameter; the param before.
+    tagged = train_run.data.tags.get(f"{INPUT_TAG_PREFIX}data_run_id")
+    return tagged or train_run.data.params.get("data_run_id")

@@ -1,14 +1,20 @@
 """Shared fixtures: a throw-away MLflow tracking store, and access to each step's own modules."""
 
+import contextlib
 import os
 import shutil
+import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+README = REPO_ROOT / "README.md"
 UNDER_CI = os.environ.get("CI", "").lower() == "true"
 
 # Each step imports its modules by bare name from its own directory, as it does when it runs.
@@ -48,3 +54,81 @@ def tracking_store(tmp_path, monkeypatch):
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
     shutil.rmtree(tmp_path / "artifacts", ignore_errors=True)
+
+
+# ---- the commands as a user types them -------------------------------------------------------------------
+TEST_OUTPUT = REPO_ROOT / "test-output"
+
+
+@dataclass
+class TypedStore:
+    """A tracking store and experiment of their own, and the environment of a user's shell after
+    `source .venv/bin/activate` pointed at them (the activate script keeps variables already set)."""
+
+    uri: str
+    experiment: str
+    experiment_id: str
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient(tracking_uri=self.uri)
+
+    def shell(
+        self, command: str, timeout_s: float = 1800, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """`command` in bash from the repository root with the venv activated, as a user runs it."""
+        return subprocess.run(
+            ["bash", "-c", f"source .venv/bin/activate && {command}"],
+            cwd=REPO_ROOT,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+    def runs(self) -> list:
+        return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def remove_store_images(client: mlflow.MlflowClient) -> None:
+    """The server images of every registered model of a store (found by its image namespace)."""
+    import docker
+
+    engine = docker.from_env()
+    for model in client.search_registered_models():
+        namespace = model.tags.get("sentclf.image_namespace")
+        if not namespace:
+            continue
+        for image in engine.images.list(filters={"label": f"sentclf.image_namespace={namespace}"}):
+            for tag in image.tags or [image.id]:
+                with contextlib.suppress(docker.errors.APIError):
+                    engine.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="session")
+def typed_store(tmp_path_factory) -> Iterator[TypedStore]:
+    """An empty store for the as-typed commands; its artifacts live under <repo>/mlruns (the root the
+    steps mount) in a folder of their own, removed afterwards with the store's server images."""
+    require_docker()
+    tag = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp("typed-store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    experiment = f"e2e-{tag}"
+    artifact_dir = REPO_ROOT / "mlruns" / experiment
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment(experiment, artifact_location=str(artifact_dir))
+    (root / "tmp").mkdir()
+    (root / "mlflow-storage").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    env |= {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+        "MLFLOW_TMP_DIR": str(root / "mlflow-storage"),
+        "TMPDIR": str(root / "tmp"),
+    }
+    yield TypedStore(uri, experiment, experiment_id, root, env)
+    remove_store_images(client)
+    shutil.rmtree(artifact_dir, ignore_errors=True)

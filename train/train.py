@@ -30,7 +30,7 @@ from sentclf.data import read_split
 from sentclf.hub import offline_reason
 from sentclf.plots import log_confusion_matrix
 from sentclf.schema import LABEL_NAMES
-from sentclf.tracking import StepInputError, resolve_step_run, step_run
+from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, step_run
 
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> None:
     validate_args(args)
     source, config = load_backbone_config(args.base_model)
     data_run = resolve_step_run(args.data_run_id, "preprocess")
-    mlflow.log_params({"data_run_id": data_run.info.run_id, "torch_threads": torch.get_num_threads()})
+    record_inputs(data_run_id=data_run.info.run_id)
+    mlflow.log_param("torch_threads", torch.get_num_threads())
     train_frame = read_split(data_run.info.run_id, "train")
     validation_frame = read_split(data_run.info.run_id, "validation")
     if args.max_train_samples != -1 and args.max_train_samples < len(train_frame):

@@ -105,7 +105,8 @@ def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, track
         experiment_ids=[tracking_store], filter_string=f"tags.`{STEP_TAG}` = 'train'", output_format="list"
     )[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["data_run_id"] == data_run
+    # The resolved run is a tag: MLflow already logged the MLproject's empty default as the param.
+    assert run.data.tags["input.data_run_id"] == data_run
     for metric in (
         "train_loss",
         "val_loss",

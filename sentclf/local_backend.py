@@ -1,0 +1,80 @@
+"""How the conductor launches a step on this machine: `mlflow run <step>` in the step's docker_env
+container, on the host network, as a child run of the pipeline.
+
+Cancelling is the hard part. MLflow's own cancel sends SIGTERM to the step's `mlflow run` process group;
+the `docker run` client in it forwards the signal to the container, whose PID 1 would ignore it, so the
+containers run with `--init` (tini forwards it on) and the step's own handler (sentclf.tracking.step_run)
+ends the run KILLED. Should a container outlive that anyway (a client killed with SIGKILL, a step stuck in
+C code), every container of the pipeline carries a label and is removed here after a grace period.
+"""
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import RunStatus
+
+from sentclf.containers import PIPELINE_LABEL, remove_labelled
+from sentclf.engine import docker_client
+from sentclf.tracking import StepCancelled
+
+logger = logging.getLogger(__name__)
+
+# Seconds a cancelled step gets to end its run and remove its servers before its containers are killed.
+CANCEL_GRACE_S = 20.0
+
+
+class LocalBackend:
+    """Runs each step's MLproject with the local Docker engine."""
+
+    def __init__(self, project_dir: Path, pipeline_run_id: str) -> None:
+        self.project_dir = project_dir
+        self.pipeline_run_id = pipeline_run_id
+        # The host network: the steps reach an http:// tracking server on loopback. --init: a container's
+        # PID 1 ignores SIGTERM unless it handles it; tini passes it on to the step.
+        self.docker_args = {"network": "host", "init": True, "label": f"{PIPELINE_LABEL}={pipeline_run_id}"}
+
+    def run_step(self, step: str, parameters: dict[str, str], run_name: str) -> tuple[str, bool]:
+        """Run `step` to its end; returns (run id, whether it succeeded). Ctrl-C or SIGTERM during the
+        step cancels it (see the module docstring) and is raised again."""
+        # MLflow's `mlflow run` makes a directory for downloaded `path` parameters under storage_dir (the
+        # system temp dir by default) and never removes it: give it one that goes when the step ends.
+        with tempfile.TemporaryDirectory(prefix=f"sentclf-{step}-storage-") as storage_dir:
+            submitted = mlflow.projects.run(
+                uri=str(self.project_dir / step),
+                entry_point="main",
+                parameters=parameters,
+                env_manager="local",
+                docker_args=self.docker_args,
+                build_image=False,
+                synchronous=False,
+                storage_dir=storage_dir,
+                run_name=run_name,
+            )
+            try:
+                succeeded = submitted.wait()
+            except (KeyboardInterrupt, StepCancelled):
+                self.cancel(submitted)
+                raise
+        return submitted.run_id, succeeded
+
+    def cancel(self, submitted: mlflow.projects.SubmittedRun) -> None:
+        """Stop the running step: signal it, give it CANCEL_GRACE_S to end cleanly, then remove whatever
+        container of this pipeline is still there, and make sure its run does not stay RUNNING."""
+        started = time.monotonic()
+        submitted.cancel()
+        label = f"{PIPELINE_LABEL}={self.pipeline_run_id}"
+        engine = docker_client()
+        while (
+            engine.containers.list(filters={"label": label}) and time.monotonic() - started < CANCEL_GRACE_S
+        ):
+            time.sleep(0.2)
+        removed = remove_labelled(PIPELINE_LABEL, self.pipeline_run_id)
+        if removed:
+            logger.warning("removed containers that outlived the cancel: %s", ", ".join(removed))
+        client = mlflow.MlflowClient()
+        if not RunStatus.is_terminated(RunStatus.from_string(client.get_run(submitted.run_id).info.status)):
+            client.set_terminated(submitted.run_id, "KILLED")
+        logger.info("step run %s cancelled in %.1fs", submitted.run_id, time.monotonic() - started)

@@ -1,0 +1,268 @@
+"""The README's commands, run in a shell exactly as printed (tiny parameters added), from the state a
+user is in: the venv activated, and a store that already holds an earlier run. Real MLflow store and
+registry, real step containers, real server images and gRPC traffic.
+
+The commands come from the README's marked block, so the README and what is tested cannot drift apart.
+Each command's wall time goes to test-output/commands-as-typed.json. Order matters: the whole pipeline
+runs first, and each step alone then works on what it left, as a user's would.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import docker
+import pytest
+
+from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
+from sentclf.images import STEP_IMAGE
+from sentclf.tracking import STEP_TAG
+
+from .conftest import README, REPO_ROOT, TEST_OUTPUT, require_docker
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+STEPS = ("preprocess", "train", "building", "evaluate")
+# What each command of the block gets added, so that it runs in seconds rather than minutes.
+TINY = {
+    "mlflow run .": "-P epochs=1 -P max_train_samples=256 -P use_cache=false",
+    "mlflow run preprocess": "",
+    "mlflow run train": "-P max_train_samples=64 -P batch_size=16",
+    "mlflow run building": "",
+    "mlflow run evaluate": "-P concurrency_levels=1,4 -P requests_per_level=50 -P bootstrap_resamples=1000",
+    "mlflow ui": "",  # started by tests/test_ui_browser.py on a free port
+}
+TIMINGS: dict[str, float] = {}
+
+
+def readme_commands() -> list[str]:
+    """The lines of the README's as-typed block, comments stripped."""
+    text = README.read_text()
+    block = text[text.index("<!-- commands-as-typed") :]
+    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
+    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
+
+
+def typed(prefix: str) -> str:
+    """The README's command that starts with `prefix`, as printed."""
+    matches = [command for command in readme_commands() if re.match(re.escape(prefix) + r"( |$)", command)]
+    assert len(matches) == 1, f"the README's as-typed block has {matches} for {prefix!r}"
+    return matches[0]
+
+
+def run_typed(
+    store, prefix: str, tiny: str | None = None, timeout_s: float = 1800
+) -> subprocess.CompletedProcess:
+    """The README's command with the tiny parameters added (TINY's, or `tiny`), in a user's shell."""
+    command = f"{typed(prefix)} {TINY[prefix] if tiny is None else tiny}".strip()
+    started = time.monotonic()
+    result = store.shell(command, timeout_s=timeout_s)
+    TIMINGS[command] = round(time.monotonic() - started, 1)
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    (TEST_OUTPUT / "commands-as-typed.json").write_text(json.dumps(TIMINGS, indent=2))
+    return result
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout[-4000:] + result.stderr[-8000:]
+
+
+def leftover_containers() -> list:
+    """Server containers the steps started, and the step containers MLflow ran (`docker run --rm`)."""
+    engine = docker.from_env()
+    servers = engine.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+    steps = engine.containers.list(all=True, filters={"ancestor": STEP_IMAGE})
+    return servers + steps
+
+
+def test_the_readme_block_is_what_these_tests_run():
+    commands = readme_commands()
+    assert commands[0] == "source .venv/bin/activate"
+    assert [next(p for p in TINY if c.startswith(p)) for c in commands[1:]] == list(TINY)
+
+
+def test_the_pipeline_as_typed(typed_store):
+    result = run_typed(typed_store, "mlflow run .")
+    assert result.returncode == 0, output(result)
+
+    client = typed_store.client
+    runs = typed_store.runs()
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert re.fullmatch(r"pipeline \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", parent.info.run_name)
+    assert "preprocess -> train -> building -> evaluate" in parent.data.tags["mlflow.note.content"]
+    experiment = client.get_experiment(typed_store.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    children = {
+        r.data.tags[STEP_TAG]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert set(children) == set(STEPS)
+    assert [children[s].info.start_time for s in STEPS] == sorted(children[s].info.start_time for s in STEPS)
+    for step, run in children.items():
+        assert run.info.status == "FINISHED", step
+        assert run.info.run_name == step
+        assert run.data.tags.get("mlflow.project.env") == "docker", step
+        assert any(a.path == "logs" for a in client.list_artifacts(run.info.run_id)), step
+        assert parent.data.tags[f"cache.{step}"] == "ran"
+        assert parent.data.tags[f"run_id.{step}"] == run.info.run_id
+
+    preprocess = children["preprocess"]
+    data = {a.path for a in client.list_artifacts(preprocess.info.run_id, "data")}
+    assert data == {"data/train.parquet", "data/validation.parquet", "data/test.parquet"}
+    assert preprocess.data.metrics["test_rows"] == 527
+
+    train = children["train"]
+    assert train.data.params["data_run_id"] == preprocess.info.run_id
+    assert train.data.tags["input.data_run_id"] == preprocess.info.run_id
+    assert train.data.params["max_train_samples"] == "256"
+    assert {"train_loss", "val_accuracy", "val_mcc"} <= set(train.data.metrics)
+    assert train.data.metrics["parity_max_abs_diff"] <= 1e-4
+    version = train.data.tags["registered_model_version"]
+    model_version = client.get_model_version("cola-classifier", version)
+    assert "challenger" in model_version.aliases
+
+    building = children["building"]
+    image = building.data.tags["server_image"]
+    assert re.fullmatch(rf"cola-classifier-server:{version}-[0-9a-f]{{12}}", image)
+    labels = docker.from_env().images.get(image).labels
+    # The registry and the image agree on what the image holds.
+    assert client.get_model_version("cola-classifier", version).tags["server_image"] == image
+    assert (labels["sentclf.model_name"], labels["sentclf.model_version"]) == ("cola-classifier", version)
+
+    evaluate = children["evaluate"]
+    metrics = evaluate.data.metrics
+    for name in ("test_accuracy", "test_mcc", "latency_p50_ms", "latency_p99_ms", "throughput_rps"):
+        assert name in metrics, name
+    assert 0.5 < metrics["test_accuracy"] <= 1.0  # at least the majority class (~69%) after one tiny epoch
+    assert parent.data.metrics["test_accuracy"] == metrics["test_accuracy"]
+    assert leftover_containers() == []
+    # Nothing of the run is left in temp directories: MLflow's storage directory is pruned by the conductor.
+    assert sorted(os.listdir(typed_store.env["TMPDIR"])) == []
+    assert sorted(os.listdir(typed_store.env["MLFLOW_TMP_DIR"])) == []
+
+
+def test_a_failing_step_fails_the_pipeline_with_a_clear_message(typed_store):
+    result = run_typed(typed_store, "mlflow run .", "-P epochs=0 -P max_train_samples=256")
+    assert result.returncode != 0
+    assert "epochs must be >= 1" in output(result)
+    assert "step train failed (run " in output(result)
+    parent = [r for r in typed_store.runs() if "mlflow.parentRunId" not in r.data.tags][-1]
+    assert parent.info.status == "FAILED"
+    assert leftover_containers() == []
+
+
+@pytest.mark.skipif(bool(os.environ.get("CONDA_EXE")), reason="conda is installed: the bare command works")
+def test_bare_mlflow_run_without_conda_fails_as_the_readme_says(typed_store):
+    result = typed_store.shell("mlflow run . -P epochs=1", timeout_s=120)
+    assert result.returncode != 0
+    assert "Could not find Conda executable" in output(result)
+    assert "--env-manager local" in README.read_text()
+
+
+def test_preprocess_alone(typed_store):
+    result = run_typed(typed_store, "mlflow run preprocess")
+    assert result.returncode == 0, output(result)
+    run = typed_store.runs()[-1]
+    assert (run.info.run_name, run.info.status) == ("preprocess", "FINISHED")
+
+
+def test_train_alone_takes_the_newest_preprocess_run(typed_store):
+    newest_preprocess = [r for r in typed_store.runs() if r.data.tags.get(STEP_TAG) == "preprocess"][-1]
+    result = run_typed(typed_store, "mlflow run train")
+    assert result.returncode == 0, output(result)
+    run = typed_store.runs()[-1]
+    assert (run.info.run_name, run.info.status) == ("train", "FINISHED")
+    assert run.data.params["data_run_id"] in ("", "''")  # MLflow logged the default (shell-quoted)
+    assert run.data.tags["input.data_run_id"] == newest_preprocess.info.run_id
+    assert run.data.params["epochs"] == "5"
+    version = run.data.tags["registered_model_version"]
+    assert "challenger" in typed_store.client.get_model_version("cola-classifier", version).aliases
+
+
+def test_building_alone_builds_the_challenger_and_reaches_its_server(typed_store):
+    challenger = typed_store.client.get_model_version_by_alias("cola-classifier", "challenger").version
+    result = run_typed(typed_store, "mlflow run building")
+    assert result.returncode == 0, output(result)
+    run = typed_store.runs()[-1]
+    assert run.data.tags["server_image"].startswith(f"cola-classifier-server:{challenger}-")
+    assert "smoke test passed" in output(result)  # over gRPC, from a step on Docker's default network
+    assert leftover_containers() == []
+
+
+def test_evaluate_alone_finds_the_versions_image_and_data(typed_store):
+    version_1 = typed_store.client.get_model_version("cola-classifier", "1")
+    result = run_typed(typed_store, "mlflow run evaluate")
+    assert result.returncode == 0, output(result)
+    run = typed_store.runs()[-1]
+    assert run.data.tags["input.model_version"] == "1"
+    assert run.data.tags["input.server_image"] == version_1.tags["server_image"]
+    pipeline_preprocess = typed_store.client.get_run(version_1.run_id).data.tags["input.data_run_id"]
+    assert run.data.tags["input.data_run_id"] == pipeline_preprocess  # its own lineage, not the newest
+    assert leftover_containers() == []
+
+
+def wait_for_line(process: subprocess.Popen, marker: str, seen: list[str], timeout_s: float = 600) -> None:
+    """Read the process's output until a line contains `marker` (kept in `seen`)."""
+    deadline = time.monotonic() + timeout_s
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            return
+        assert time.monotonic() < deadline, f"no {marker!r} within {timeout_s}s"
+    raise AssertionError(f"the process ended before {marker!r}:\n{''.join(seen[-40:])}")
+
+
+def versions(store) -> int:
+    return len(store.client.search_model_versions("name = 'cola-classifier'"))
+
+
+@pytest.mark.parametrize(
+    ("prefix", "extra", "sig"),
+    [
+        ("mlflow run .", "-P epochs=3 -P max_train_samples=512 -P use_cache=false", signal.SIGTERM),
+        ("mlflow run train", "-P max_train_samples=512", signal.SIGINT),
+    ],
+    ids=["pipeline-sigterm-to-group", "train-alone-ctrl-c"],
+)
+def test_a_cancel_stops_the_step_and_leaves_nothing(typed_store, prefix, extra, sig):
+    require_docker()
+    before = versions(typed_store)
+    command = f"{typed(prefix)} {extra}"
+    process = subprocess.Popen(
+        ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
+        cwd=REPO_ROOT,
+        env=typed_store.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal or `timeout` would have
+    )
+    seen: list[str] = []
+    try:
+        wait_for_line(process, "INFO train: training on", seen)  # inside the training loop
+        cancelled = time.monotonic()
+        os.killpg(process.pid, sig)
+        process.wait(timeout=120)
+        while leftover_containers():
+            assert time.monotonic() - cancelled < 30, f"containers left: {leftover_containers()}"
+            time.sleep(0.2)
+        seconds = time.monotonic() - cancelled
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        log = "".join(seen) + process.stdout.read()
+    TIMINGS[f"cancel ({sig.name}) of `{command}`: seconds until no container is left"] = round(seconds, 1)
+    (TEST_OUTPUT / "commands-as-typed.json").write_text(json.dumps(TIMINGS, indent=2))
+    assert process.returncode != 0, log[-3000:]
+    train = [r for r in typed_store.runs() if r.data.tags.get(STEP_TAG) == "train"][-1]
+    assert train.info.status in ("KILLED", "FAILED"), log[-3000:]
+    time.sleep(5)  # long enough for a stray container to have registered a version
+    assert versions(typed_store) == before
+    assert leftover_containers() == []
+    engine = docker.from_env()
+    assert engine.containers.list(all=True, filters={"label": PIPELINE_LABEL}) == []
