@@ -1,40 +1,48 @@
 """Conductor of the pipeline: preprocess -> train -> building -> evaluate.
 
-Opens the parent run (joined from `mlflow run .`), runs each sub-project with `mlflow.projects.run` in
-its own container as a child run, and hands only run ids, model URIs and image tags from one step to the
-next. Defaults live in the root MLproject; this script takes every parameter explicitly.
+Opens the parent run (joined from `mlflow run .`), runs each sub-project through a backend (local: `mlflow
+run <step>` in its own container) as a child run, and hands only run ids, model URIs and image tags from
+one step to the next. A step whose code, parameters and inputs are unchanged is not run again: its earlier
+run is reused (sentclf.step_cache). Host data enters once, as a snapshot with hashes on this parent run.
+One pipeline at a time per checkout (sentclf.pipeline_lock). Defaults live in the root MLproject; this
+script takes every parameter explicitly.
 """
 
 import argparse
+import contextlib
+import datetime
 import logging
+import os
 import signal
-import subprocess
 import sys
-import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import docker.errors
 import mlflow
 from mlflow.entities import Run
 
+from sentclf.cli import parse_bool
+from sentclf.dataset_snapshot import build_manifest, host_data_path, log_snapshot
 from sentclf.engine import docker_client
 from sentclf.images import STEP_IMAGE, ensure_step_image
-from sentclf.tracking import STEP_TAG, configure_logging
+from sentclf.local_backend import LocalBackend
+from sentclf.pipeline_lock import pipeline_lock
+from sentclf.server_images import collect_server_images
+from sentclf.step_cache import code_fingerprint, find_cached_run, mark, step_key
+from sentclf.tracking import RUN_NAME_TAG, StepCancelled, configure_logging, mark_ml_experiment
 
 logger = logging.getLogger("main")
 
 PROJECT_DIR = Path(__file__).resolve().parent
-# Steps reach the tracking store through its mounts and, for an http:// tracking URI or the servers
-# they start, through loopback: the host network is the only one a container needs.
-DOCKER_ARGS = {"network": "host"}
-CACHEABLE_STEPS = ("preprocess", "train")
+DESCRIPTION_TAG = "mlflow.note.content"
+# The one-line outcome of the pipeline goes here too when set (scripts/retrain.sh ends its log with it).
+SUMMARY_FILE_ENV = "SENTCLF_SUMMARY_FILE"
 
 
-class Terminated(Exception):
-    """SIGTERM arrived (a scheduler or `timeout` stopping the pipeline)."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(f"signal {signum}")
+def _raise_cancelled(signum: int, frame: object) -> None:
+    raise StepCancelled(f"signal {signal.Signals(signum).name}")
 
 
 class StepFailed(RuntimeError):
@@ -68,9 +76,9 @@ STEP_PARAMETERS = {
         "registered_model_name",
     ),
     "building": (),
-    "evaluate": ("registered_model_name",),
+    "evaluate": ("registered_model_name", "min_delta", "confidence", "latency_budget_ms", "min_mcc", "seed"),
 }
-CONDUCTOR_PARAMETERS = ("server_base_image", "use_cache")
+CONDUCTOR_PARAMETERS = ("server_base_image", "use_cache", "keep_images")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,7 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in names:
         parser.add_argument(f"--{name.replace('_', '-')}", required=True)
     args = parser.parse_args(argv)
-    args.use_cache = args.use_cache.lower() in ("1", "true", "yes")
+    args.use_cache = parse_bool(args.use_cache)
+    if int(args.keep_images) < 1:
+        parser.error(
+            f"keep_images must be >= 1 (the newest versions whose images stay), got {args.keep_images}"
+        )
     return args
 
 
@@ -88,163 +100,219 @@ def step_parameters(step: str, args: argparse.Namespace, **handed_on: str) -> di
     return {name: getattr(args, name) for name in STEP_PARAMETERS[step]} | handed_on
 
 
-def git_tree_is_clean() -> bool:
-    """Cached step runs are reused only for committed code: a dirty tree may differ from the commit."""
-    result = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        check=False,
+def describe_parent(parent: Run, args: argparse.Namespace) -> None:
+    """A readable name and a description, so `mlflow ui` shows what this run is at a glance."""
+    started = datetime.datetime.fromtimestamp(parent.info.start_time / 1000, datetime.UTC)
+    mlflow.set_tags(
+        {
+            RUN_NAME_TAG: f"pipeline {started:%Y-%m-%d %H:%M:%S} UTC",
+            DESCRIPTION_TAG: (
+                f"Pipeline run: preprocess -> train -> building -> evaluate on `{args.dataset}`, model "
+                f"`{args.registered_model_name}`. Each step that ran is a child run below; a step reused "
+                "from an earlier pipeline (same code, parameters and inputs) is named in the tag "
+                "`cache.<step>`. The headline test metrics are copied here; `run_id.<step>` names every "
+                "step's run."
+            ),
+        }
     )
-    return result.returncode == 0 and not result.stdout.strip()
+    mark_ml_experiment(parent.info.experiment_id)
 
 
-def find_cached_run(step: str, parameters: dict[str, str], git_commit: str | None) -> Run | None:
-    """A FINISHED run of `step` from the same commit with the same parameters, as in MLflow's
-    multistep example's `_already_ran`."""
-    if not git_commit:
-        return None
-    experiment_id = mlflow.active_run().info.experiment_id
-    candidates = mlflow.search_runs(
-        experiment_ids=[experiment_id],
-        filter_string=(
-            f"tags.`{STEP_TAG}` = '{step}' and attributes.status = 'FINISHED' "
-            f"and tags.`mlflow.source.git.commit` = '{git_commit}'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
-    for run in candidates:
-        if all(run.data.params.get(key) == value for key, value in parameters.items()):
-            return run
-    return None
+@dataclass(frozen=True)
+class StepResult:
+    run: Run
+    key: str  # its cache key: what the steps that consume it key on
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def tag(self, name: str) -> str:
+        value = self.run.data.tags.get(name)
+        if not value:
+            raise StepFailed(f"run {self.run_id} finished without its tag {name!r}")
+        return value
 
 
-def run_step(step: str, parameters: dict[str, str], use_cache: bool, git_commit: str | None) -> Run:
-    """Run one sub-project as a child run and return its finished run."""
-    if use_cache and step in CACHEABLE_STEPS:
-        cached = find_cached_run(step, parameters, git_commit)
+# A value handed to a step, or a function that makes it, called only if the step really runs.
+HandOn = str | Callable[[], str]
+
+
+class Pipeline:
+    """The four steps of one pipeline run, each launched through the backend or reused from the cache."""
+
+    def __init__(self, args: argparse.Namespace, parent: Run, backend: LocalBackend) -> None:
+        self.args = args
+        self.parent = parent
+        self.backend = backend
+
+    def run(self) -> None:
+        args = self.args
+        data_path = host_data_path(args.dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+        manifest = build_manifest(data_path) if data_path else None
+        preprocess = self.step(
+            "preprocess",
+            inputs={"data": manifest.sha256 if manifest else args.dataset},
+            **({"dataset": lambda: log_snapshot(data_path, manifest)} if manifest else {}),
+        )
+        train = self.step("train", inputs={"preprocess": preprocess.key}, data_run_id=preprocess.run_id)
+        version = train.tag("registered_model_version")
+        building = self.step(
+            "building",
+            inputs={"train": train.key, "base_image": args.server_base_image},
+            model_uri=f"models:/{args.registered_model_name}/{version}",
+            base_image=args.server_base_image,
+        )
+        evaluate = self.step(
+            "evaluate",
+            inputs={"building": building.key, "preprocess": preprocess.key, "champion": self.rival(version)},
+            server_image=building.tag("server_image"),
+            data_run_id=preprocess.run_id,
+            model_version=version,
+        )
+        self.summarize(preprocess, train, building, evaluate, version)
+
+    def step(self, step: str, inputs: dict[str, str], **handed_on: HandOn) -> StepResult:
+        """Reuse a finished run with the same key, or run the step and record its key."""
+        parameters = step_parameters(step, self.args)
+        own = {name: value for name, value in parameters.items() if name not in handed_on}
+        key = step_key(step, code_fingerprint(PROJECT_DIR, step), own, inputs)
+        cached = self.reusable(step, key) if self.args.use_cache else None
         if cached is not None:
-            logger.info("=== %s: reusing run %s (same commit and parameters) ===", step, cached.info.run_id)
-            mlflow.set_tag(f"cached.{step}", "true")
-            return cached
-    logger.info("=== %s: starting with %s ===", step, parameters)
-    # MLflow's `mlflow run` makes a directory for downloaded `path` parameters under storage_dir (the
-    # system temp dir by default) and never removes it: give it one that goes when the step ends.
-    with tempfile.TemporaryDirectory(prefix=f"sentclf-{step}-storage-") as storage_dir:
-        submitted = mlflow.projects.run(
-            uri=str(PROJECT_DIR / step),
-            entry_point="main",
-            parameters=parameters,
-            env_manager="local",
-            docker_args=DOCKER_ARGS,
-            build_image=False,
-            synchronous=False,
-            storage_dir=storage_dir,
-        )
+            logger.info(
+                "=== %s: reusing run %s (same code, parameters and inputs) ===", step, cached.info.run_id
+            )
+            mlflow.set_tags(
+                {f"cache.{step}": f"reused {cached.info.run_id}", f"run_id.{step}": cached.info.run_id}
+            )
+            return StepResult(cached, key)
+        parameters |= {name: value() if callable(value) else value for name, value in handed_on.items()}
+        logger.info("=== %s: starting with %s ===", step, parameters)
+        run_id, succeeded = self.backend.run_step(step, parameters, run_name=step)
+        run = mlflow.get_run(run_id)
+        mlflow.set_tags({f"cache.{step}": "ran", f"run_id.{step}": run_id})
+        if not succeeded or run.info.status != "FINISHED":
+            raise StepFailed(
+                f"step {step} failed (run {run_id}, status {run.info.status}). Its log is in the output "
+                f"above and in the run's artifacts: `mlflow artifacts download -r {run_id} -a logs`, or "
+                f"`mlflow ui` -> run {run_id} -> Artifacts -> logs/{step}.log"
+            )
+        mark(run_id, key)
+        logger.info("=== %s: run %s finished ===", step, run_id)
+        return StepResult(run, key)
+
+    def reusable(self, step: str, key: str) -> Run | None:
+        """A cached run, if what it produced is still there (a registered version, a local image)."""
+        run = find_cached_run(self.parent.info.experiment_id, step, key)
+        if run is None:
+            return None
         try:
-            succeeded = submitted.wait()
-        except (KeyboardInterrupt, Terminated):
-            # Stop the step's `docker run` (it forwards the signal to the container, which --rm removes).
-            submitted.cancel()
-            raise
-    run = mlflow.get_run(submitted.run_id)
-    if not succeeded or run.info.status != "FINISHED":
-        raise StepFailed(
-            f"step {step} failed (run {submitted.run_id}, status {run.info.status}). Its log is in the "
-            f"output above and in the run's artifacts: `mlflow artifacts download -r {submitted.run_id} "
-            f"-a logs`, or `mlflow ui` -> run {submitted.run_id} -> Artifacts -> logs/{step}.log"
+            if step == "train":
+                version = run.data.tags["registered_model_version"]
+                mlflow.MlflowClient().get_model_version(self.args.registered_model_name, version)
+            if step == "building":
+                docker_client().images.get(run.data.tags["server_image"])
+        except (KeyError, mlflow.exceptions.MlflowException, docker.errors.ImageNotFound):
+            logger.info(
+                "%s run %s has the same key, but what it made is gone: running again", step, run.info.run_id
+            )
+            return None
+        return run
+
+    def rival(self, version: str) -> str:
+        """The champion a new version is weighed against ('-' for none, or when it already is it)."""
+        client = mlflow.MlflowClient()
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            champion = client.get_model_version_by_alias(self.args.registered_model_name, "champion").version
+            return "-" if str(champion) == version else str(champion)
+        return "-"
+
+    def summarize(
+        self,
+        preprocess: StepResult,
+        train: StepResult,
+        building: StepResult,
+        evaluate: StepResult,
+        version: str,
+    ) -> None:
+        metrics = evaluate.run.data.metrics
+        mlflow.set_tags({"registered_model_version": version, "server_image": building.tag("server_image")})
+        # The headline figures on the parent too, so the runs table compares pipelines at a glance.
+        mlflow.log_metrics(
+            {k: v for k, v in metrics.items() if k.startswith(("test_", "latency_", "throughput_"))}
         )
-    logger.info("=== %s: run %s finished ===", step, submitted.run_id)
-    return run
+        interval = (
+            f" [{metrics['test_mcc_low']:.4f}, {metrics['test_mcc_high']:.4f}]"
+            if "test_mcc_low" in metrics
+            else ""
+        )
+        decision = evaluate.run.data.tags.get("gate.summary", "no gate decision recorded")
+        summary = f"version {version}, test MCC {metrics['test_mcc']:.4f}{interval}, {decision}"
+        mlflow.set_tag("summary", summary)
+        logger.info("pipeline finished: parent run %s: %s", self.parent.info.run_id, summary)
+        write_summary(summary)
 
 
-def required_tag(run: Run, tag: str, step: str) -> str:
-    value = run.data.tags.get(tag)
-    if not value:
-        raise StepFailed(f"step {step} (run {run.info.run_id}) finished without its tag {tag!r}")
-    return value
+def write_summary(summary: str) -> None:
+    if path := os.environ.get(SUMMARY_FILE_ENV):
+        Path(path).write_text(summary + "\n")
+
+
+def prune_storage_dirs() -> None:
+    """`mlflow run` (this pipeline's own, and any step run alone) leaves an empty directory for `path`
+    parameters under MLFLOW_TMP_DIR, which the venv points into .build/: remove the empty ones."""
+    root = os.environ.get("MLFLOW_TMP_DIR")
+    if not root or not Path(root).is_dir():
+        return
+    for directory in Path(root).iterdir():
+        with contextlib.suppress(OSError):  # not empty (in use): left alone
+            directory.rmdir()
+
+
+def collect_images(args: argparse.Namespace) -> None:
+    """After every pipeline: the server images no kept version uses go (best effort)."""
+    try:
+        collect_server_images(docker_client(), args.registered_model_name, int(args.keep_images))
+    except (RuntimeError, docker.errors.DockerException, mlflow.exceptions.MlflowException) as error:
+        logger.warning("server image clean-up skipped: %s", error)
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
-    with mlflow.start_run() as parent:
-        git_commit = parent.data.tags.get("mlflow.source.git.commit")
-        use_cache = args.use_cache and git_tree_is_clean()
-        if args.use_cache and not use_cache:
-            logger.info("working tree has uncommitted changes: every step runs afresh")
-
-        preprocess = run_step("preprocess", step_parameters("preprocess", args), use_cache, git_commit)
-        data_run_id = preprocess.info.run_id
-
-        train = run_step(
-            "train", step_parameters("train", args, data_run_id=data_run_id), use_cache, git_commit
-        )
-        model_version = required_tag(train, "registered_model_version", "train")
-
-        model_uri = f"models:/{args.registered_model_name}/{model_version}"
-        building = run_step(
-            "building",
-            step_parameters("building", args, model_uri=model_uri, base_image=args.server_base_image),
-            use_cache,
-            git_commit,
-        )
-        server_image = required_tag(building, "server_image", "building")
-
-        evaluate = run_step(
-            "evaluate",
-            step_parameters(
-                "evaluate",
-                args,
-                server_image=server_image,
-                data_run_id=data_run_id,
-                model_version=model_version,
-            ),
-            use_cache,
-            git_commit,
-        )
-
-        mlflow.set_tags(
-            {
-                "run_id.preprocess": data_run_id,
-                "run_id.train": train.info.run_id,
-                "run_id.building": building.info.run_id,
-                "run_id.evaluate": evaluate.info.run_id,
-                "registered_model_version": model_version,
-                "server_image": server_image,
-            }
-        )
-        # The headline figures on the parent too, so the runs table compares pipelines at a glance.
-        mlflow.log_metrics(
-            {
-                k: v
-                for k, v in evaluate.data.metrics.items()
-                if k.startswith(("test_", "latency_", "throughput_"))
-            }
-        )
-        logger.info(
-            "pipeline finished: parent run %s, model version %s, image %s, test metrics %s",
-            parent.info.run_id,
-            model_version,
-            server_image,
-            {k: round(evaluate.data.metrics[k], 4) for k in ("test_accuracy", "test_mcc", "test_f1_macro")},
-        )
+    # The steps' own `mlflow run` finds the experiment by id (MLflow passes MLFLOW_EXPERIMENT_ID); a name
+    # left in the environment as well would make its command line ambiguous.
+    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+    with pipeline_lock(PROJECT_DIR):
+        # Inside the lock: a rebuild must not swap the image under a pipeline that is still running.
+        ensure_step_image(docker_client(), PROJECT_DIR)
+        logger.info("step image %s ready", STEP_IMAGE)
+        try:
+            with mlflow.start_run() as parent:
+                describe_parent(parent, args)
+                try:
+                    Pipeline(args, parent, LocalBackend(PROJECT_DIR, parent.info.run_id)).run()
+                except (StepCancelled, KeyboardInterrupt):
+                    mlflow.end_run("KILLED")
+                    raise
+        finally:
+            collect_images(args)
+            prune_storage_dirs()
 
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, _raise_cancelled)
     args = parse_args(argv)
     try:
-        # `mlflow run .` without `make`: build the step image here rather than fail on a missing one.
-        ensure_step_image(docker_client(), PROJECT_DIR)
-        logger.info("step image %s ready", STEP_IMAGE)
         run_pipeline(args)
     except RuntimeError as error:  # StepFailed, ImageError, no engine: the message says it all
         logger.error("%s", error)
+        write_summary(f"failed: {str(error).splitlines()[0]}")
         return 1
-    except Terminated:
-        logger.error("terminated: the running step was cancelled")
+    except (StepCancelled, KeyboardInterrupt) as cancel:
+        logger.error(
+            "cancelled (%s): the running step was stopped, its runs end KILLED", str(cancel) or "Ctrl-C"
+        )
+        write_summary("cancelled")
         return 143
     return 0
 

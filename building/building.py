@@ -1,8 +1,10 @@
 """Building step: put a registered ONNX model and its tokenizer into the inference-server image.
 
 The image (building/server/: ONNX Runtime + tokenizers behind the KServe v2 gRPC protocol, no PyTorch)
-is built on the host's engine, tagged `<registered model>-server:<version>`, smoke-tested (start, health
-SERVING, one inference, remove), and recorded as the run tag `server_image` and a model version tag.
+is built on the host's engine, tagged `<registered model>-server:<version>-<hash>` (unique per store and
+content, see sentclf.server_images; an image of the same content is reused, never retagged),
+smoke-tested (start, health SERVING, one inference, remove), and recorded as the run tag `server_image`
+and a model version tag.
 """
 
 import argparse
@@ -12,12 +14,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import docker
+import docker.errors
 import mlflow
 import numpy as np
 
-from sentclf.containers import docker_client, running_server
-from sentclf.images import build_image, resolve_base_image, write_build_inputs
+from sentclf.containers import docker_client, run_labels, running_server
+from sentclf.images import build_with_builder_cache, resolve_base_image, source_hash, write_build_inputs
 from sentclf.kserve_client import classify, connect
+from sentclf.server_images import VERSION_IMAGE_TAG, image_labels, image_namespace, server_image_tag
 from sentclf.tracking import StepInputError, step_run
 
 logger = logging.getLogger("building")
@@ -80,7 +85,11 @@ def assemble_context(model_uri: str, context: Path) -> None:
 
 def smoke_test(image: str, serving_model_name: str, version: str) -> float:
     """Start the image, wait for SERVING, classify two sentences, remove it. Returns seconds to SERVING."""
-    with running_server(image, name_prefix="sentclf-smoke") as (_, port, seconds_to_serving):
+    with running_server(image, name_prefix="sentclf-smoke", labels=run_labels(mlflow.active_run())) as (
+        _,
+        port,
+        seconds_to_serving,
+    ):
         labels, probabilities = classify(connect(port), serving_model_name, SMOKE_SENTENCES, version)
     if labels.shape != (len(SMOKE_SENTENCES),) or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4):
         raise RuntimeError(f"smoke test: unexpected answer labels={labels} probabilities={probabilities}")
@@ -88,12 +97,36 @@ def smoke_test(image: str, serving_model_name: str, version: str) -> float:
     return seconds_to_serving
 
 
+def build_server_image(client: docker.DockerClient, context: Path, name: str, version: str, base: str) -> str:
+    """Build the image from the assembled context, or reuse the one built from the same content."""
+    namespace = image_namespace(name)
+    content = source_hash(context, (*SERVER_SOURCES, "model"), extra=client.images.get(base).id)
+    tag = server_image_tag(name, version, namespace, content)
+    try:
+        client.images.get(tag)
+        logger.info("reusing %s: an image of exactly this model, server and base image exists", tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    build_with_builder_cache(
+        client,
+        context,
+        tag,
+        {"BASE_IMAGE": base},
+        labels=image_labels(name, version, namespace)
+        | {
+            "sentclf.model_uri": f"models:/{name}/{version}",
+            "sentclf.build_run_id": mlflow.active_run().info.run_id,
+        },
+    )
+    return tag
+
+
 def run(args: argparse.Namespace) -> None:
     name, version = resolve_model_version(args.model_uri)
     pinned_uri = f"models:/{name}/{version}"
     client = docker_client()
     base = resolve_base_image(client, args.base_image)
-    tag = f"{name}-server:{version}"
     mlflow.log_params({"model_name": name, "model_version": version, "resolved_base_image": base})
     with tempfile.TemporaryDirectory(prefix="sentclf-building-") as tmp:
         context = Path(tmp)
@@ -101,25 +134,16 @@ def run(args: argparse.Namespace) -> None:
         serving_config = json.loads((context / "model" / "serving_config.json").read_text())
         serving_config.update(model_name=args.serving_model_name, model_version=version)
         (context / "model" / "serving_config.json").write_text(json.dumps(serving_config, indent=2))
-        image_id = build_image(
-            client,
-            context,
-            tag,
-            {"BASE_IMAGE": base},
-            labels={
-                "sentclf.model_uri": pinned_uri,
-                "sentclf.build_run_id": mlflow.active_run().info.run_id,
-            },
-        )
-    image_size = client.images.get(tag).attrs["Size"]
-    mlflow.log_metrics({"server_image_size_mb": image_size / 1e6})
-    mlflow.set_tag("server_image_id", image_id)
-    logger.info("built %s (%s, %.0f MB)", tag, image_id[:19], image_size / 1e6)
+        tag = build_server_image(client, context, name, version, base)
+    image = client.images.get(tag)
+    mlflow.log_metrics({"server_image_size_mb": image.attrs["Size"] / 1e6})
+    mlflow.set_tag("server_image_id", image.id)
+    logger.info("image %s (%s, %.0f MB)", tag, image.id[:19], image.attrs["Size"] / 1e6)
 
     mlflow.log_metric("smoke_seconds_to_serving", smoke_test(tag, args.serving_model_name, version))
     # Only an image that passed its smoke test is handed on.
     mlflow.set_tag("server_image", tag)
-    mlflow.MlflowClient().set_model_version_tag(name, version, "server_image", tag)
+    mlflow.MlflowClient().set_model_version_tag(name, version, VERSION_IMAGE_TAG, tag)
 
 
 def main(argv: list[str] | None = None) -> None:

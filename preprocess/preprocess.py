@@ -1,11 +1,13 @@
 """Preprocess step: load the data set, validate it, split it, profile it, check drift, log the splits.
 
-Sources (`dataset`): `cola` (the shipped CoLA files), a local .tsv/.csv/.parquet/.jsonl file or a
-directory of them, or a Hugging Face hub id; see sources.py. Artifacts: data/{train,validation,test}.parquet
-(columns sentence, label), schema.json, validation_report.json, profile.json, a length histogram and
-drift_report.json; each split is also logged as an MLflow dataset input (digest, source). A blocking
-validation problem, or drift with fail_on_drift, fails the run before anything under data/ is logged, so
-no later step can take it for valid data.
+Sources (`dataset`): `cola` (the shipped CoLA files), a host .tsv/.csv/.parquet/.jsonl file or a folder
+of them anywhere, the conductor's snapshot of one, or a Hugging Face hub id; see sources/. Artifacts:
+data/{train,validation,test}.parquet (columns sentence, label), schema.json, validation_report.json,
+profile.json, a length histogram and drift_report.json; each split is also logged as an MLflow dataset
+input (digest, source). Host data leaves its sha256 manifest in the lineage (tags input.dataset*), and
+a snapshot of its files when this step read them itself. A blocking validation problem, or drift with
+fail_on_drift, fails the run before anything under data/ is logged, so no later step can take it for
+valid data.
 """
 
 import argparse
@@ -19,14 +21,15 @@ import mlflow
 import pandas as pd
 
 from sentclf.cli import parse_bool
+from sentclf.dataset_snapshot import is_snapshot_uri, log_snapshot
 from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, LABEL_NAMES, SCHEMA_ARTIFACT, TEXT_COLUMN
-from sentclf.tracking import step_run
+from sentclf.tracking import record_inputs, step_run
 
 from drift import check_drift
 from profiling import backbone_tokenizer, log_profile
 from sources import Columns, Source, load_source
 from splitting import drop_test_overlap, stratified_split
-from validation import ValidationReport, validate_frame
+from validation import ValidationReport, validate_parts
 
 logger = logging.getLogger("preprocess")
 
@@ -38,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", required=True, help="`cola`, a local file or directory, or a hub id")
+    parser.add_argument("--dataset", required=True, help="`cola`, a host file or folder, or a hub id")
     parser.add_argument("--text-column", required=True, help="text column of a local file or hub data set")
     parser.add_argument("--label-column", required=True, help="label column (values 0/1, int or string)")
     parser.add_argument("--val-fraction", type=float, required=True)
@@ -139,22 +142,32 @@ def log_lineage(splits: dict[str, pd.DataFrame], source: Source) -> None:
             mlflow.log_input(dataset, context=name)
 
 
-def run(args: argparse.Namespace) -> None:
-    source = load_source(args.dataset, Columns(args.text_column, args.label_column))
-    report = ValidationReport()
-    frames = {
-        split: validate_frame(frame, split, source.origin[split], report)
-        for split, frame in source.frames.items()
-    }
-    splits, dropped = make_splits(frames, source, args, report) if not report.errors else ({}, 0)
+def record_host_data(source: Source, dataset: str) -> None:
+    """The lineage of host data: its manifest, and the files themselves unless the conductor already
+    logged them (a snapshot URI), so that the run alone tells what it was trained from, byte for byte."""
+    if source.manifest is None:
+        return
+    record_inputs(dataset=source.manifest.source, dataset_sha256=source.manifest.sha256)
+    if is_snapshot_uri(dataset):
+        record_inputs(dataset_snapshot=dataset)
+        mlflow.log_dict(source.manifest.as_dict(), "dataset/manifest.json")
+    else:
+        record_inputs(dataset_snapshot=log_snapshot(source.data_path, source.manifest))
 
+
+def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="sentclf-preprocess-") as tmp:
         tmp_dir = Path(tmp)
+        source = load_source(args.dataset, Columns(args.text_column, args.label_column), tmp_dir / "snapshot")
+        report = ValidationReport()
+        frames = {split: validate_parts(parts, split, report) for split, parts in source.parts.items()}
+        splits, dropped = make_splits(frames, source, args, report) if not report.errors else ({}, 0)
         report_path = tmp_dir / "validation_report.json"
         report_path.write_text(json.dumps(report.as_dict(), indent=2))
         mlflow.log_artifact(str(report_path))
         mlflow.log_metrics(report.metrics())
         report.raise_if_blocking()
+        record_host_data(source, args.dataset)
 
         held_out = source.origin.get(
             "test", f"test_fraction={args.test_fraction} of {source.origin['train']}"

@@ -133,7 +133,7 @@ def parse_label(value: object) -> int | None:
 
 
 def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: ValidationReport) -> pd.DataFrame:
-    """Check one loaded split; returns it with integer labels. Problems go into `report`."""
+    """Check one file of a split row by row; returns it with integer labels. Problems go into `report`."""
     missing = [c for c in (TEXT_COLUMN, LABEL_COLUMN) if c not in frame.columns]
     if missing:
         report.add(
@@ -198,17 +198,34 @@ def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: Validat
             "row repeats an earlier row (same sentence and label)",
         )
     if valid_label.all():
-        counts = labels.astype(int).value_counts()
-        for index, name in enumerate(LABEL_NAMES):
-            if counts.get(index, 0) < MIN_ROWS_PER_CLASS:
-                report.add(
-                    "error",
-                    "too_few_rows_per_class",
-                    origin,
-                    LABEL_COLUMN,
-                    [],
-                    f"label {index} ({name}) has {counts.get(index, 0)} row(s); at least "
-                    f"{MIN_ROWS_PER_CLASS} are needed to split and evaluate",
-                )
         frame = frame.assign(**{LABEL_COLUMN: labels.astype("int64")})
+    return frame
+
+
+def check_class_counts(frame: pd.DataFrame, origin: str, report: ValidationReport) -> None:
+    """Each label needs a few rows in a split as a whole (one batch file may well hold only one class)."""
+    if LABEL_COLUMN not in frame or frame.empty or frame[LABEL_COLUMN].dtype != "int64":
+        return  # missing or bad labels are already reported row by row
+    counts = frame[LABEL_COLUMN].value_counts()
+    for index, name in enumerate(LABEL_NAMES):
+        if counts.get(index, 0) < MIN_ROWS_PER_CLASS:
+            report.add(
+                "error",
+                "too_few_rows_per_class",
+                origin,
+                LABEL_COLUMN,
+                [],
+                f"label {index} ({name}) has {counts.get(index, 0)} row(s); at least "
+                f"{MIN_ROWS_PER_CLASS} are needed to split and evaluate",
+            )
+
+
+def validate_parts(
+    parts: list[tuple[str, pd.DataFrame]], split: str, report: ValidationReport
+) -> pd.DataFrame:
+    """Check each file of a split on its own (problems name the file), then the split as a whole;
+    returns the split in one frame."""
+    checked = [validate_frame(frame, split, origin, report) for origin, frame in parts]
+    frame = pd.concat(checked, ignore_index=True)
+    check_class_counts(frame, ", ".join(origin for origin, _ in parts), report)
     return frame

@@ -1,18 +1,68 @@
 #!/usr/bin/env bash
-# Install or remove the nightly retraining entry (03:00) in the current user's crontab.
-# Usage: scripts/cron.sh install [schedule] | remove
+# Install or remove the scheduled retraining entry (scripts/retrain.sh) in root's crontab, idempotently.
+# Usage: scripts/cron.sh install [args for retrain.sh...] | remove | status
+#   SCHEDULE   cron schedule of the entry (default "0 3 * * *": nightly at 03:00)
+# `install` installs Debian's cron if it is missing and starts the cron daemon when none runs (a machine
+# without an init system starts none, and an entry nothing fires is worse than none). The entry keeps
+# the tracking store and experiment of the shell that installed it (MLFLOW_TRACKING_URI,
+# MLFLOW_EXPERIMENT_NAME; `make cron-install` sets both), since cron starts with an empty environment.
+# After a reboot of a machine without an init system, run `make cron-install` again to start cron.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/.." && pwd -P)
 marker="# sentclf-retrain $repo"
-schedule=${2:-"0 3 * * *"}
-current=$(crontab -l 2>/dev/null | grep -vF "$marker" || true)
+schedule=${SCHEDULE:-"0 3 * * *"}
+
+log() { echo "cron.sh: $*"; }
+
+ensure_cron_installed() {
+  command -v crontab >/dev/null 2>&1 && command -v cron >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: cron is not installed, and this is not a Debian machine where we are root: install cron" \
+      "(it must provide \`crontab\` and a running cron daemon), then run this again" >&2
+    exit 1
+  fi
+  log "installing cron (Debian package)"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q cron >/dev/null
+}
+
+ensure_cron_running() {
+  if pgrep -x cron >/dev/null 2>&1; then return 0; fi
+  log "no cron daemon runs: starting one (cron forks into the background)"
+  cron
+  for _ in $(seq 1 50); do pgrep -x cron >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "error: the cron daemon did not start" >&2
+  exit 1
+}
+
+current_without_entry() { crontab -l 2>/dev/null | grep -vF "$marker" || true; }
+
+entry() {
+  local env="" arg args=""
+  for name in MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME RETRAIN_KEEP_LOGS; do
+    [ -n "${!name:-}" ] && env+="$name=$(printf '%q' "${!name}") "
+  done
+  for arg in "$@"; do args+=" $(printf '%q' "$arg")"; done
+  # cron hands the line to /bin/sh; % is special there.
+  printf '%s %s%s/scripts/retrain.sh%s >>%s/logs/cron.log 2>&1 %s\n' \
+    "$schedule" "$env" "$repo" "${args//%/\\%}" "$repo" "$marker"
+}
+
 case "${1:-}" in
   install)
-    command -v crontab >/dev/null || { echo "error: no crontab here: install cron (apt-get install cron)" >&2; exit 1; }
-    printf '%s\n%s %s/scripts/retrain.sh %s\n' "$current" "$schedule" "$repo" "$marker" | sed '/^$/d' | crontab -
-    echo "installed: $schedule $repo/scripts/retrain.sh";;
+    shift
+    ensure_cron_installed
+    ensure_cron_running
+    mkdir -p "$repo/logs"
+    { current_without_entry; entry "$@"; } | sed '/^$/d' | crontab -
+    log "installed: $(crontab -l | grep -F "$marker")";;
   remove)
-    printf '%s\n' "$current" | sed '/^$/d' | crontab -
-    echo "removed the retraining entry for $repo";;
-  *) echo "usage: $0 install [\"cron schedule\"] | remove" >&2; exit 2;;
+    if command -v crontab >/dev/null 2>&1; then
+      current_without_entry | sed '/^$/d' | crontab -
+    fi
+    log "removed the retraining entry for $repo (if there was one)";;
+  status)
+    crontab -l 2>/dev/null | grep -F "$marker" || { log "no retraining entry for $repo"; exit 1; }
+    pgrep -x cron >/dev/null || { log "the entry exists but no cron daemon runs: make cron-install"; exit 1; };;
+  *) echo "usage: $0 install [retrain.sh args...] | remove | status   (SCHEDULE=\"0 3 * * *\")" >&2; exit 2;;
 esac

@@ -25,7 +25,7 @@ import preprocess
 from profiling import backbone_tokenizer
 from sources import load_cola, read_cola_tsv
 from splitting import stratified_split
-from validation import ValidationReport, validate_frame
+from validation import ValidationReport, validate_frame, validate_parts
 
 MLPROJECT = Path(preprocess.__file__).with_name("MLproject")
 VOCABULARY = (
@@ -147,7 +147,7 @@ def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
 def test_blocking_problems_name_file_row_and_column(tmp_path, rows, check):
     frame = read_cola_tsv(write_tsv(tmp_path / "in.tsv", rows))
     report = ValidationReport()
-    validate_frame(frame, "train", "in.tsv", report)
+    validate_parts([("in.tsv", frame)], "train", report)
     assert [p.check for p in report.errors] == [check]
     with pytest.raises(StepInputError, match="in.tsv"):
         report.raise_if_blocking()
@@ -252,7 +252,7 @@ def test_step_with_bad_data_fails_and_logs_no_data(experiment, tmp_path, monkeyp
     bad_dir.mkdir()
     write_tsv(bad_dir / "in_domain_train.tsv", [(1, "a"), (1, "b"), (0, "c"), (0, ""), (0, "e")])
     write_tsv(bad_dir / "in_domain_dev.tsv", [(1, "x"), (1, "y"), (0, "z"), (0, "w")])
-    monkeypatch.setattr(preprocess, "load_source", lambda dataset, columns: load_cola(bad_dir))
+    monkeypatch.setattr(preprocess, "load_source", lambda dataset, columns, snapshot_dir: load_cola(bad_dir))
     run = assert_fails_without_data(experiment, "row\\(s\\) 4: text is empty", val_fraction=0.2, seed=1)
     assert "validation_report.json" in artifact_paths(run)
 

@@ -4,6 +4,7 @@ import json
 import time
 
 import datasets
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
@@ -18,7 +19,7 @@ from sources import Columns, load_source
 from sources.hub import parse_hub_id
 from sources.readers import is_cola_tsv
 from splitting import stratified_split
-from validation import ValidationReport, validate_frame
+from validation import ValidationReport, validate_frame, validate_parts
 
 # The shared tracking store and a fresh experiment per test (see test_preprocess).
 store = base.store
@@ -73,7 +74,12 @@ def test_step_on_a_single_file_holds_out_a_stratified_test_split(experiment, tmp
     test = read_split(run.info.run_id, "test")
     assert test[TEXT_COLUMN].tolist() == expected_test[TEXT_COLUMN].tolist()
     assert run.data.metrics["train_rows"] + run.data.metrics["validation_rows"] == len(rest)
-    assert run.data.params["test_source"] == f"test_fraction=0.2 of {path.name}"
+    assert run.data.params["test_source"] == f"test_fraction=0.2 of {path}"
+    # Host data leaves its hashes in the lineage and a snapshot of the bytes read.
+    assert run.data.tags["input.dataset"] == str(path)
+    assert run.data.tags["input.dataset_sha256"]
+    snapshot = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "dataset/files")}
+    assert snapshot == {f"dataset/files/{path.name}"}
     assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["train", "validation", "test"]
 
 
@@ -83,21 +89,51 @@ def test_directory_takes_train_and_held_out_files(tmp_path):
     base.write_cola_tsv(base.synthetic_frame(9, seed=5), tmp_path / "out_of_domain_dev.tsv")
     (tmp_path / "README.md").write_text("not data")
     source = load_source(str(tmp_path))
-    assert source.origin == {"train": "in_domain_train.tsv", "test": "in_domain_dev.tsv"}
+    assert source.origin == {
+        "train": str(tmp_path / "in_domain_train.tsv"),
+        "test": str(tmp_path / "in_domain_dev.tsv"),
+    }
     assert len(source.frames["test"]) == 8
+    assert source.ignored == [str(tmp_path / "out_of_domain_dev.tsv")]
 
 
 def test_directory_prefers_a_test_file_over_dev_and_validation(tmp_path):
     for name, seed in (("train.csv", 1), ("validation.csv", 2), ("test.csv", 3), ("dev.csv", 4)):
         write_format(base.synthetic_frame(10, seed), tmp_path, "csv").rename(tmp_path / name)
-    assert load_source(str(tmp_path), CUSTOM).origin["test"] == "test.csv"
+    assert load_source(str(tmp_path), CUSTOM).origin["test"] == str(tmp_path / "test.csv")
+
+
+def test_a_folder_of_batches_is_read_together_each_file_keeping_its_rows(tmp_path):
+    """Where new labelled batches land: every file is training data, except a held-out test file."""
+    for name, seed in (("batch-2026-11-01.csv", 1), ("batch-2026-11-02.jsonl", 2), ("test.csv", 3)):
+        write_format(base.synthetic_frame(10, seed), tmp_path, "csv").rename(tmp_path / name)
+    (tmp_path / "batch-2026-11-02.jsonl").unlink()
+    write_format(base.synthetic_frame(12, 2), tmp_path, "jsonl").rename(tmp_path / "batch-2026-11-02.jsonl")
+    source = load_source(str(tmp_path), CUSTOM)
+    assert [origin for origin, _ in source.parts["train"]] == [
+        str(tmp_path / "batch-2026-11-01.csv"),
+        str(tmp_path / "batch-2026-11-02.jsonl"),
+    ]
+    assert len(source.frames["train"]) == 22
+    assert source.frames["train"]["row"].tolist() == list(range(1, 11)) + list(range(1, 13))
+    assert source.manifest.kind == "directory" and len(source.manifest.files) == 3
+
+
+def test_a_bad_row_in_one_batch_names_that_batch(tmp_path):
+    write_format(base.synthetic_frame(10, 1), tmp_path, "csv").rename(tmp_path / "batch-1.csv")
+    (tmp_path / "batch-2.csv").write_text("text,y,extra\ngood one,1,x\n   ,0,x\n")
+    source = load_source(str(tmp_path), CUSTOM)
+    report = ValidationReport()
+    validate_parts(source.parts["train"], "train", report)
+    assert [p.describe() for p in report.errors] == [
+        f"{tmp_path / 'batch-2.csv'}, column sentence, row(s) 2: text is empty or whitespace only"
+    ]
 
 
 @pytest.mark.parametrize(
     ("names", "message"),
     [
-        (["data.csv"], "expected one data file with `train` in its name, found none"),
-        (["a_train.csv", "b_train.csv"], "found \\['a_train.csv', 'b_train.csv'\\]"),
+        (["test.csv", "dev.csv"], "every file .* is named as held-out data"),
         (["train.csv", "x_test.csv", "y_test.csv"], "several held-out files"),
     ],
 )
