@@ -1,52 +1,136 @@
-"""The promotion gate: the `champion` alias moves only to a version that beats the current champion."""
+"""The promotion gate: `champion` moves only to a version that beats the current champion beyond noise,
+judged on the same test rows, and only after an evaluation that completed.
+
+Every check must hold, and each is logged as a reason:
+- floor: the challenger's test MCC >= min_mcc;
+- latency: its p99 one request at a time <= latency_budget_ms;
+- delta: its MCC >= the champion's + min_delta, both on this run's test rows (only with min_delta > 0);
+- confidence: its MCC is higher than the champion's in at least `confidence` of the paired bootstrap
+  resamples (evaluate/stats.py).
+Floor, latency and delta are MLflow's own `MetricThreshold` checks (mlflow.validate_evaluation_results);
+the paired bootstrap is what those lack. Without a champion, only floor and latency apply.
+"""
 
 import logging
+from dataclasses import dataclass
 
 import mlflow
+from mlflow.models import MetricThreshold
+from mlflow.models.evaluation import EvaluationResult
+from mlflow.models.evaluation.validation import ModelValidationFailedException
+
+from stats import PairedComparison
 
 logger = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
 
 
-def current_champion_score(name: str, metric: str) -> tuple[str | None, float | None]:
-    """(version, score) of the current champion, or (None, None) when there is none."""
-    client = mlflow.MlflowClient()
+@dataclass(frozen=True)
+class GateConfig:
+    min_delta: float
+    confidence: float
+    latency_budget_ms: float
+    min_mcc: float
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {'passed' if self.passed else 'failed'}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    checks: tuple[Check, ...]
+    summary: str  # one line, for logs, tags and the retrain summary
+
+
+def current_champion(name: str) -> str | None:
+    """The version that holds `champion`, or None."""
     try:
-        champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version)
     except mlflow.exceptions.MlflowException:
-        return None, None
-    score = champion.tags.get(metric)
-    return champion.version, float(score) if score is not None else None
+        return None
 
 
-def apply_gate(name: str, version: str, metric: str, score: float) -> bool:
-    """Record `score` on the version; promote it when there is no champion or it scores strictly higher."""
-    client = mlflow.MlflowClient()
-    client.set_model_version_tag(name, version, metric, f"{score:.6f}")
-    champion_version, champion_score = current_champion_score(name, metric)
-    if champion_version == version:
-        logger.info("version %s already is the champion", version)
-        return True
-    promote = champion_score is None or score > champion_score
-    if promote:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-        logger.info(
-            "promoted %s version %s to %s (%s %.4f > %s)",
-            name,
-            version,
-            CHAMPION_ALIAS,
-            metric,
-            score,
-            "none" if champion_score is None else f"{champion_score:.4f}",
+def mlflow_check(
+    name: str, threshold: MetricThreshold, candidate: dict, baseline: dict | None, detail: str
+) -> Check:
+    """One MetricThreshold through mlflow.validate_evaluation_results, as a Check."""
+    metric = next(iter(candidate))
+    try:
+        mlflow.validate_evaluation_results(
+            {metric: threshold},
+            EvaluationResult(candidate, {}),
+            EvaluationResult(baseline, {}) if baseline is not None else None,
         )
+    except ModelValidationFailedException:
+        return Check(name, False, detail)
+    return Check(name, True, detail)
+
+
+def decide(
+    config: GateConfig,
+    challenger_mcc: float,
+    latency_p99_ms: float,
+    champion_mcc: float | None = None,
+    comparison: PairedComparison | None = None,
+) -> Decision:
+    """The gate's verdict on a challenger (with the champion's scores on the same rows, if any)."""
+    checks = [
+        mlflow_check(
+            "floor",
+            MetricThreshold(threshold=config.min_mcc, greater_is_better=True),
+            {"mcc": challenger_mcc},
+            None,
+            f"test MCC {challenger_mcc:.4f} vs min_mcc {config.min_mcc:.4f}",
+        ),
+        mlflow_check(
+            "latency",
+            MetricThreshold(threshold=config.latency_budget_ms, greater_is_better=False),
+            {"latency_p99_ms": latency_p99_ms},
+            None,
+            f"p99 at concurrency 1 {latency_p99_ms:.1f} ms vs budget {config.latency_budget_ms:.1f} ms",
+        ),
+    ]
+    if champion_mcc is not None and comparison is not None:
+        if config.min_delta > 0:
+            checks.append(
+                mlflow_check(
+                    "delta",
+                    MetricThreshold(min_absolute_change=config.min_delta, greater_is_better=True),
+                    {"mcc": challenger_mcc},
+                    {"mcc": champion_mcc},
+                    f"ΔMCC {comparison.delta_mcc} vs min_delta {config.min_delta:.4f}",
+                )
+            )
+        checks.append(
+            Check(
+                "confidence",
+                comparison.share_better >= config.confidence,
+                f"challenger better in {comparison.share_better:.1%} of {comparison.resamples} paired "
+                f"resamples vs confidence {config.confidence:.0%} (ΔMCC {comparison.delta_mcc})",
+            )
+        )
+    promote = all(check.passed for check in checks)
+    failed = [str(check) for check in checks if not check.passed]
+    against = "no champion yet" if champion_mcc is None else f"champion MCC {champion_mcc:.4f}"
+    summary = (
+        f"promoted ({against}; every check passed)" if promote else f"kept ({against}; {'; '.join(failed)})"
+    )
+    return Decision(promote, tuple(checks), summary)
+
+
+def apply(decision: Decision, name: str, version: str) -> None:
+    """Move `champion` to the version when the decision says so; otherwise leave every alias alone."""
+    if decision.promote:
+        mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        logger.info("promoted %s version %s to %s: %s", name, version, CHAMPION_ALIAS, decision.summary)
     else:
-        logger.info(
-            "kept champion version %s (%s %.4f >= %.4f of version %s)",
-            champion_version,
-            metric,
-            champion_score,
-            score,
-            version,
-        )
-    return promote
+        logger.info("%s version %s not promoted: %s", name, version, decision.summary)
