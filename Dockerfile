@@ -10,7 +10,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 # Optional build inputs: ca.crt (a TLS proxy's CA; empty when none) and wheels/ (the CPU torch wheel).
 COPY .build/inputs/ /tmp/build-inputs/
-COPY requirements/ /tmp/requirements/
+# Only the step's own requirements: the host's (host.txt, dev.txt) must not rebuild a 2 GB environment.
+COPY requirements/torch.txt requirements/step.txt requirements/step.lock /tmp/requirements/
 # step.lock as constraints: every transitive dependency at the version the lock names, so a rebuild
 # months later installs the same environment the figures in the README were measured with.
 RUN set -e; \

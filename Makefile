@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install cron-remove
+.PHONY: run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install \
+	cron-remove tracking-server tracking-server-stop
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
 run: images
@@ -22,9 +23,17 @@ run: images
 	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
 	  $(VENV)/bin/mlflow run . --env-manager local --storage-dir "$$storage" $(ARGS)
 
-## test: the unit tests and one small end-to-end run of the real pipeline
-test: dev-venv images
+## test: the unit tests and small end-to-end runs of the real pipeline, the commands as typed, a real browser
+test: dev-venv images browser
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+## browser: headless Chromium and its driver for the UI test (Debian's packages; installed as root when missing)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (Debian packages) for the browser test"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; \
+	  else echo "no chromium/chromedriver here and cannot install them: the browser test will be skipped" >&2; fi; }
 
 venv: $(VENV)/.host-installed
 # The step image's lock constrains the host too: the conductor's mlflow and the unit tests' libraries run
@@ -39,6 +48,10 @@ $(VENV)/.host-installed: requirements/host.txt requirements/step.lock pyproject.
 	  echo 'export MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(MLFLOW_TRACKING_URI)}"' >> $(VENV)/bin/activate
 	grep -q MLFLOW_EXPERIMENT_NAME $(VENV)/bin/activate || \
 	  echo 'export MLFLOW_EXPERIMENT_NAME="$${MLFLOW_EXPERIMENT_NAME:-cola-pipeline}"' >> $(VENV)/bin/activate
+	@# `mlflow ui` reads MLFLOW_BACKEND_STORE_URI, not the tracking URI: the same local store (a tracking
+	@# server is a UI itself).
+	grep -q MLFLOW_BACKEND_STORE_URI $(VENV)/bin/activate || \
+	  echo 'case "$$MLFLOW_TRACKING_URI" in http*) ;; *) export MLFLOW_BACKEND_STORE_URI="$${MLFLOW_BACKEND_STORE_URI:-$$MLFLOW_TRACKING_URI}";; esac' >> $(VENV)/bin/activate
 	@# `mlflow run` makes an empty storage directory per run and never removes it: keep them in the
 	@# project, where the conductor removes the empty ones (main.py), not in /tmp.
 	grep -q MLFLOW_TMP_DIR $(VENV)/bin/activate || \
@@ -72,8 +85,10 @@ step: images
 	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
 	  $(VENV)/bin/mlflow run $(STEP) -A network=host --storage-dir "$$storage" $(ARGS)
 
-## ui: the MLflow UI on http://127.0.0.1:5000 over this project's runs
+## ui: the MLflow UI on http://127.0.0.1:5000 over this project's runs; prints the link to the pipeline's runs
+## (MLflow 3's UI otherwise opens in its GenAI mode)
 ui: venv
+	@$(PYTHON) -m sentclf.ui_links http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 ## bench: benchmarks that print figures (not part of the tests)
@@ -96,6 +111,14 @@ cron-install: venv
 	scripts/cron.sh install $(RETRAIN_ARGS)
 cron-remove:
 	scripts/cron.sh remove
+
+## tracking-server: a shared MLflow tracking server on PostgreSQL (data in .build/tracking) with proxied artifacts
+## at http://127.0.0.1:5000; then MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make run. tracking-server-stop
+## stops it and keeps the data.
+tracking-server: venv
+	scripts/tracking-server.sh start
+tracking-server-stop:
+	scripts/tracking-server.sh stop
 
 clean:
 	rm -rf .build

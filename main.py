@@ -32,6 +32,7 @@ from sentclf.pipeline_lock import pipeline_lock
 from sentclf.server_images import collect_server_images
 from sentclf.step_cache import code_fingerprint, find_cached_run, mark, step_key
 from sentclf.tracking import RUN_NAME_TAG, StepCancelled, configure_logging, mark_ml_experiment
+from sentclf.ui_links import DEFAULT_UI, run_link
 
 logger = logging.getLogger("main")
 
@@ -250,6 +251,8 @@ class Pipeline:
         summary = f"version {version}, test MCC {metrics['test_mcc']:.4f}{interval}, {decision}"
         mlflow.set_tag("summary", summary)
         logger.info("pipeline finished: parent run %s: %s", self.parent.info.run_id, summary)
+        link = run_link(DEFAULT_UI, self.parent.info.experiment_id, self.parent.info.run_id)
+        logger.info("see it in the UI (`make ui`): %s", link)
         write_summary(summary)
 
 

@@ -27,7 +27,13 @@ LOCAL_BASE_IMAGE = "sentclf/python-base:3.11-bookworm"
 SOURCE_HASH_LABEL = "sentclf.source-hash"
 BUILD_CA_IN_STEP_IMAGE = Path("/etc/sentclf/build-ca.crt")
 # What the step image is built from: a change to any of these rebuilds it.
-STEP_IMAGE_SOURCES = ("Dockerfile", "requirements", "sentclf")
+STEP_IMAGE_SOURCES = (
+    "Dockerfile",
+    "requirements/torch.txt",
+    "requirements/step.txt",
+    "requirements/step.lock",
+    "sentclf",
+)
 
 
 class ImageError(RuntimeError):

@@ -1,7 +1,7 @@
 """Reusing a step run whose outcome is already known: the step cache, keyed on content.
 
-A step's key hashes what determines its outcome: its own code (the step's directory), the shared package
-and the step image's recipe (sentclf/, Dockerfile, requirements/), its parameters, and the keys of what it
+A step's key hashes what determines its outcome: its own code (the step's directory), what the step image
+is built from (sentclf/, Dockerfile, the step requirements), its parameters, and the keys of what it
 consumes (the data's sha256 for preprocess, preprocess's key for train, and so on down the chain). Run ids
 handed from step to step are left out: a re-run of an unchanged upstream step must not invalidate
 everything below it. So a README-only commit, an uncommitted change elsewhere or a rerun on unchanged
@@ -16,12 +16,12 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 
-from sentclf.images import source_hash
+from sentclf.images import STEP_IMAGE_SOURCES, source_hash
 from sentclf.tracking import STEP_TAG
 
 CACHE_KEY_TAG = "sentclf.cache_key"
-# Shared by every step: the package baked into the step image, and the image's own recipe.
-SHARED_SOURCES = ("sentclf", "Dockerfile", "requirements")
+# Shared by every step: what the step image is built from (the shared package and the image's recipe).
+SHARED_SOURCES = STEP_IMAGE_SOURCES
 
 
 def code_fingerprint(project_dir: Path, step: str) -> str:

@@ -1,0 +1,194 @@
+"""`mlflow ui` as typed, looked at in a real browser (headless Chromium through chromium-driver) after a
+tiny pipeline run: the link `make ui` prints lands on the pipeline's runs, the parent lists its four named
+children, the train run shows its metrics and its confusion matrix, and the evaluate run's HTML report
+opens in the artifact viewer. The screenshots are kept in test-output/ui/."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from sentclf.tracking import STEP_TAG
+from sentclf.ui_links import run_link, runs_link
+
+from .conftest import REPO_ROOT, TEST_OUTPUT, UNDER_CI
+from .test_commands_as_typed import run_typed
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+SHOTS = TEST_OUTPUT / "ui"
+STEPS = ("preprocess", "train", "building", "evaluate")
+
+
+def browser_available() -> bool:
+    return bool(shutil.which("chromium") and shutil.which("chromedriver"))
+
+
+@pytest.fixture(scope="module")
+def pipeline(typed_store):
+    """The newest finished pipeline of the as-typed store; run as typed here if this module runs alone."""
+    if not browser_available():
+        if UNDER_CI:
+            pytest.fail("CI=true but no chromium/chromedriver: `make test` installs them (make browser)")
+        pytest.skip("no chromium/chromedriver (make browser installs them)")
+
+    def finished_parents():
+        return [
+            r
+            for r in typed_store.runs()
+            if "mlflow.parentRunId" not in r.data.tags
+            and r.info.status == "FINISHED"
+            and "cache.evaluate" in r.data.tags
+        ]
+
+    if not finished_parents():
+        result = run_typed(typed_store, "mlflow run .")
+        assert result.returncode == 0, result.stderr[-5000:]
+    parent = finished_parents()[-1]
+    children = {
+        r.data.tags[STEP_TAG]: r
+        for r in typed_store.runs()
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    return parent, children
+
+
+@pytest.fixture(scope="module")
+def ui(typed_store):
+    """`mlflow ui` as typed (a free port added), in the user's activated shell; stopped afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        ["bash", "-c", f"source .venv/bin/activate && exec mlflow ui --port {port}"],
+        cwd=REPO_ROOT,
+        env=typed_store.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/health", timeout=2)
+            break
+        except OSError:
+            assert process.poll() is None, "mlflow ui exited"
+            assert time.monotonic() < deadline, "mlflow ui did not answer within 120 s"
+            time.sleep(0.5)
+    yield address
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.implicitly_wait(0)
+    shutil.rmtree(SHOTS, ignore_errors=True)  # only this run's screenshots
+    SHOTS.mkdir(parents=True)
+    yield driver
+    driver.quit()
+
+
+def wait_for(browser, condition, what: str, timeout_s: float = 60):
+    """Poll `condition(browser)` until it returns something truthy; a screenshot when it never does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if found := condition(browser):
+                return found
+        except Exception:  # noqa: BLE001 (the page is still rendering)
+            pass
+        time.sleep(0.5)
+    browser.save_screenshot(str(SHOTS / f"timeout-{what.replace(' ', '-')}.png"))
+    raise AssertionError(f"the page never showed {what} (screenshot in {SHOTS})")
+
+
+def texts(browser, css: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [element.text for element in browser.find_elements(By.CSS_SELECTOR, css)]
+
+
+def test_the_link_make_ui_prints_shows_the_pipeline_and_its_four_children(ui, browser, pipeline, typed_store):
+    from selenium.webdriver.common.by import By
+
+    parent, _ = pipeline
+    printed = subprocess.run(
+        ["bash", "-c", f"source .venv/bin/activate && python -m sentclf.ui_links {ui}"],
+        cwd=REPO_ROOT,
+        env=typed_store.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    link = runs_link(ui, typed_store.experiment_id)
+    assert link in printed
+    browser.get(link)
+    name_cell = wait_for(
+        browser,
+        lambda b: b.find_element(By.LINK_TEXT, parent.info.run_name).find_element(
+            By.XPATH, "./ancestor::*[@role='gridcell'][1]"
+        ),
+        "the pipeline run",
+    )
+    assert "Overview" not in texts(browser, "h2")  # not the GenAI overview
+    name_cell.find_element(By.CSS_SELECTOR, "button").click()  # expand the parent's children
+    wait_for(browser, lambda b: set(STEPS) <= set(texts(b, "a span")), "the four children")
+    browser.save_screenshot(str(SHOTS / "runs.png"))
+
+
+def test_the_train_run_shows_its_metrics_and_its_confusion_matrix(ui, browser, pipeline, typed_store):
+
+    _, children = pipeline
+    train = children["train"]
+    browser.get(run_link(ui, typed_store.experiment_id, train.info.run_id))
+    wait_for(
+        browser, lambda b: "val_mcc" in b.page_source and "parity_max_abs_diff" in b.page_source, "metrics"
+    )
+    browser.save_screenshot(str(SHOTS / "train-run.png"))
+    browser.get(run_link(ui, typed_store.experiment_id, train.info.run_id, "evaluation/confusion_matrix.png"))
+    # The viewer loads the file through its own URL: look for the figure itself, loaded and full size.
+    wait_for(
+        browser,
+        lambda b: "evaluation/confusion_matrix.png" in b.page_source
+        and b.execute_script("return [...document.images].some(i => i.complete && i.naturalWidth >= 300)"),
+        "the confusion matrix image",
+    )
+    browser.save_screenshot(str(SHOTS / "train-confusion-matrix.png"))
+
+
+def test_the_evaluate_report_opens_in_the_artifact_viewer(ui, browser, pipeline, typed_store):
+    from selenium.webdriver.common.by import By
+
+    _, children = pipeline
+    evaluate = children["evaluate"]
+    browser.get(run_link(ui, typed_store.experiment_id, evaluate.info.run_id, "evaluation/report.html"))
+    frame = wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, "iframe"), "the report's frame")
+    browser.switch_to.frame(frame)
+    try:
+        heading = wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, "h1").text, "the report")
+        assert heading.startswith("cola-classifier version")
+        body = browser.find_element(By.CSS_SELECTOR, "body").text
+        assert "The gate" in body and "parity" in body.lower() and "concurrency" in body
+        loaded = browser.execute_script(
+            "return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length"
+        )
+        assert loaded == 3  # confusion matrix, latency histogram, load curve, all embedded
+    finally:
+        browser.switch_to.default_content()
+    browser.save_screenshot(str(SHOTS / "evaluate-report.png"))
