@@ -165,8 +165,10 @@ def test_the_train_run_shows_its_metrics_and_its_confusion_matrix(ui, browser, p
     # The viewer loads the file through its own URL: look for the figure itself, loaded and full size.
     wait_for(
         browser,
-        lambda b: "evaluation/confusion_matrix.png" in b.page_source
-        and b.execute_script("return [...document.images].some(i => i.complete && i.naturalWidth >= 300)"),
+        lambda b: (
+            "evaluation/confusion_matrix.png" in b.page_source
+            and b.execute_script("return [...document.images].some(i => i.complete && i.naturalWidth >= 300)")
+        ),
         "the confusion matrix image",
     )
     browser.save_screenshot(str(SHOTS / "train-confusion-matrix.png"))
