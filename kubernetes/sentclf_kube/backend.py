@@ -14,7 +14,10 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from docker.errors import DockerException
+from kubernetes.client.rest import ApiException
 from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.projects._project_spec import load_project
 from mlflow.projects.docker import build_docker_image
 from mlflow.projects.kubernetes import push_image_to_registry
@@ -106,6 +109,17 @@ class KubernetesBackend:
     def run_step(self, step: str, parameters: dict[str, str], run_name: str) -> Run:
         """Launch one step as a Job, wait, return the finished run; raise KubernetesStepFailed on failure.
         Call it inside the conductor's parent run: the step's run becomes its child."""
+        try:
+            return self._run_step(step, parameters, run_name)
+        except (ValueError, MlflowException, DockerException, JobFailed) as error:
+            # Bad parameters, a refused push, a Job that cannot start: one error type for the conductor.
+            raise KubernetesStepFailed(f"step {step}: {error}") from error
+        except ApiException as error:
+            raise KubernetesStepFailed(
+                f"step {step}: the Kubernetes API answered {error.status} {error.reason}: {error.body}"
+            ) from error
+
+    def _run_step(self, step: str, parameters: dict[str, str], run_name: str) -> Run:
         parent = mlflow.active_run()
         if parent is None:
             raise KubernetesStepFailed(

@@ -593,3 +593,129 @@ def test_the_mlflow_template_example_files_parse(settings):
     example = json.loads((REPO_ROOT / "kubernetes" / "backend-config.example.json").read_text())
     assert set(example) == {"kube-context", "kube-job-template-path", "repository-uri"}
     assert Path(REPO_ROOT / example["kube-job-template-path"]).is_file()
+
+
+def test_find_picks_the_job_that_runs_the_mlflow_run():
+    def job(name, run):
+        env = [SimpleNamespace(name="MLFLOW_RUN_ID", value=run)]
+        spec = SimpleNamespace(
+            template=SimpleNamespace(spec=SimpleNamespace(containers=[SimpleNamespace(env=env)]))
+        )
+        return SimpleNamespace(metadata=SimpleNamespace(name=name), spec=spec)
+
+    batch = SimpleNamespace(
+        list_namespaced_job=lambda namespace, label_selector: SimpleNamespace(
+            items=[job("a", "r1"), job("b", "r2")]
+        )
+    )
+    client = job_client(batch)
+    assert client.find("sentclf.step=train", "r2") == "b"
+    with pytest.raises(JobFailed, match="runs MLflow run r3"):
+        client.find("sentclf.step=train", "r3")
+
+
+class RecordingJobs(FakeJobs):
+    """Submission as well: what was created, found and labelled."""
+
+    def __init__(self):
+        super().__init__(True)
+        self.created, self.labelled = [], []
+
+    def create(self, manifest):
+        self.created.append(manifest)
+        return manifest["metadata"]["name"]
+
+    def find(self, label_selector, run_id):
+        self.found = (label_selector, run_id)
+        return "train-2026-11-24"
+
+    def label(self, name, labels):
+        self.labelled.append((name, labels))
+
+
+@pytest.fixture
+def submitting_backend(tracking_store, monkeypatch, settings):
+    """run_step over the sqlite test store, with MLflow's image build and push and the cluster faked."""
+    monkeypatch.setattr(backend_module, "check_tracking_uris", lambda: None)
+    monkeypatch.setattr(backend_module, "check_artifact_location", lambda location, experiment_id: None)
+    jobs = RecordingJobs()
+    return KubernetesBackend(REPO_ROOT, settings, jobs=jobs), jobs
+
+
+def finish(run_id_: str) -> None:
+    """What the step's container does: resume the run by MLFLOW_RUN_ID and end it."""
+    mlflow.MlflowClient().set_terminated(run_id_, "FINISHED")
+
+
+def test_run_step_hands_preprocess_and_train_to_mlflows_backend(
+    submitting_backend, tiny_pipeline, monkeypatch
+):
+    backend, jobs = submitting_backend
+    seen = {}
+
+    def fake_projects_run(**kwargs):
+        seen.update(kwargs)
+        # MLflow reads the template while the call lasts: parse it as MLflow does.
+        seen["config"] = _parse_kubernetes_config(kwargs["backend_config"])
+        child = mlflow.MlflowClient().create_run(kwargs["experiment_id"])
+        finish(child.info.run_id)
+        return SimpleNamespace(run_id=child.info.run_id)
+
+    monkeypatch.setattr(mlflow.projects, "run", fake_projects_run)
+    parameters = tiny_pipeline["train"]["parameters"]
+    with mlflow.start_run() as parent:
+        run = backend.run_step("train", parameters, run_name="train")
+    assert seen["backend"] == "kubernetes" and seen["build_image"] is True and seen["synchronous"] is False
+    assert seen["parameters"] == parameters and seen["uri"] == str(REPO_ROOT / "train")
+    assert seen["experiment_id"] == parent.info.experiment_id
+    assert seen["config"]["repository-uri"] == f"{REGISTRY}/sentclf-train"
+    labels = seen["config"]["kube-job-template"]["spec"]["template"]["metadata"]["labels"]
+    assert labels[LABEL_PIPELINE] == parent.info.run_id and labels[LABEL_STEP] == "train"
+    assert not Path(seen["backend_config"]["kube-job-template-path"]).exists()  # a temporary file
+    assert jobs.found == (f"{LABEL_PIPELINE}={parent.info.run_id},{LABEL_STEP}=train", run.info.run_id)
+    assert jobs.labelled == [("train-2026-11-24", {LABEL_RUN: run.info.run_id})]
+    assert run.info.status == "FINISHED" and run.data.tags["kubernetes.job"] == "sentclf/train-2026-11-24"
+
+
+def test_run_step_submits_building_and_evaluate_as_our_own_jobs(
+    submitting_backend, tiny_pipeline, monkeypatch
+):
+    backend, jobs = submitting_backend
+    digest = "sha256:" + "cd" * 32
+    built = []
+
+    def fake_build(work_dir, repository_uri, base_image, run_id, build_image, docker_auth):
+        built.append((Path(work_dir).name, repository_uri, base_image, build_image))
+        return SimpleNamespace(tags=[f"{repository_uri}:abc1234"])
+
+    monkeypatch.setattr(backend_module, "build_docker_image", fake_build)
+    monkeypatch.setattr(backend_module, "push_image_to_registry", lambda tag: digest)
+    monkeypatch.setattr(jobs, "wait", lambda name: finish(name.removeprefix("sentclf-evaluate-")) or True)
+    parameters = tiny_pipeline["evaluate"]["parameters"]
+    with mlflow.start_run() as parent:
+        run = backend.run_step("evaluate", parameters, run_name="evaluate")
+    assert built == [("evaluate", f"{REGISTRY}/sentclf-evaluate", "sentclf-step:latest", True)]
+    (manifest,) = jobs.created
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    evaluate = container(manifest, "evaluate")
+    assert evaluate["image"] == f"{REGISTRY}/sentclf-evaluate:abc1234@{digest}"
+    assert env(evaluate)["MLFLOW_RUN_ID"] == run.info.run_id
+    assert manifest["metadata"]["labels"][LABEL_PIPELINE] == parent.info.run_id
+    # MLflow's own run creation: a child of the parent with the step's parameters logged.
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert run.data.tags["mlflow.project.backend"] == "kubernetes"
+    assert run.data.params["server_image"] == parameters["server_image"]
+    assert run.info.status == "FINISHED"
+
+
+def test_a_refused_push_is_one_clear_step_failure(submitting_backend, tiny_pipeline, monkeypatch):
+    backend, jobs = submitting_backend
+
+    def refused(**kwargs):
+        raise mlflow.exceptions.ExecutionException("Error while pushing to docker registry: denied")
+
+    monkeypatch.setattr(mlflow.projects, "run", refused)
+    with mlflow.start_run(), pytest.raises(KubernetesStepFailed, match="step preprocess: .*denied"):
+        backend.run_step("preprocess", tiny_pipeline["preprocess"]["parameters"], run_name="preprocess")
+    assert jobs.created == []
