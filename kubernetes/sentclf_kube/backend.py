@@ -150,21 +150,25 @@ class KubernetesBackend:
             template = write_mlflow_template(
                 self.settings, step, pipeline_run_id, Path(tmp) / f"{step}-job.yaml"
             )
-            submitted = mlflow.projects.run(
-                uri=str(self.project_dir / step),
-                entry_point=manifests.ENTRY_POINT,
-                parameters=parameters,
-                experiment_id=experiment_id,
-                backend="kubernetes",
-                backend_config=backend_config(self.settings, step, template),
-                env_manager="local",
-                # The image must hold the step's files: without build_image MLflow would push the bare
-                # step image under its local name.
-                build_image=True,
-                synchronous=False,
-                storage_dir=str(Path(tmp) / "storage"),
-                run_name=run_name,
-            )
+            try:
+                submitted = mlflow.projects.run(
+                    uri=str(self.project_dir / step),
+                    entry_point=manifests.ENTRY_POINT,
+                    parameters=parameters,
+                    experiment_id=experiment_id,
+                    backend="kubernetes",
+                    backend_config=backend_config(self.settings, step, template),
+                    env_manager="local",
+                    # The image must hold the step's files: without build_image MLflow would push the bare
+                    # step image under its local name.
+                    build_image=True,
+                    synchronous=False,
+                    storage_dir=str(Path(tmp) / "storage"),
+                    run_name=run_name,
+                )
+            except BaseException:
+                _fail_unsubmitted_runs(experiment_id, pipeline_run_id)
+                raise
         run_id = submitted.run_id
         try:
             selector = f"{LABEL_PIPELINE}={pipeline_run_id},{LABEL_STEP}={step}"
@@ -245,6 +249,25 @@ class KubernetesBackend:
 def _active_run_id() -> str | None:
     run = mlflow.active_run()
     return run.info.run_id if run else None
+
+
+def _fail_unsubmitted_runs(experiment_id: str, pipeline_run_id: str) -> None:
+    """mlflow.projects.run creates the step's run before it builds and pushes the image; when either fails
+    (or Ctrl-C comes), MLflow leaves that run RUNNING. Steps run one at a time, so the parent's RUNNING
+    kubernetes child is that run."""
+    try:
+        runs = mlflow.search_runs(
+            experiment_ids=[experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{pipeline_run_id}' and "
+                f"tags.`{MLFLOW_PROJECT_BACKEND}` = 'kubernetes' and attributes.status = 'RUNNING'"
+            ),
+            output_format="list",
+        )
+        for run in runs:
+            _terminate(run.info.run_id, RunStatus.FAILED)
+    except Exception as error:  # the submission's own error is the one to report
+        logger.warning("could not mark the step's unsubmitted run FAILED: %s", error)
 
 
 def _terminate(run_id: str, status: int) -> None:

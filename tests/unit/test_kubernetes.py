@@ -712,10 +712,23 @@ def test_run_step_submits_building_and_evaluate_as_our_own_jobs(
 def test_a_refused_push_is_one_clear_step_failure(submitting_backend, tiny_pipeline, monkeypatch):
     backend, jobs = submitting_backend
 
+    created = []
+
     def refused(**kwargs):
+        # As MLflow does: the child run first, then the build and push, which fails.
+        child = mlflow.MlflowClient().create_run(
+            kwargs["experiment_id"],
+            tags={
+                "mlflow.parentRunId": mlflow.active_run().info.run_id,
+                "mlflow.project.backend": "kubernetes",
+            },
+        )
+        created.append(child.info.run_id)
         raise mlflow.exceptions.ExecutionException("Error while pushing to docker registry: denied")
 
     monkeypatch.setattr(mlflow.projects, "run", refused)
     with mlflow.start_run(), pytest.raises(KubernetesStepFailed, match="step preprocess: .*denied"):
         backend.run_step("preprocess", tiny_pipeline["preprocess"]["parameters"], run_name="preprocess")
     assert jobs.created == []
+    # MLflow would leave its run RUNNING: the conductor ends it FAILED.
+    assert mlflow.get_run(created[0]).info.status == "FAILED"
