@@ -1,0 +1,64 @@
+"""Command line for what the conductor does not do itself: inspect manifests, run one step alone through
+MLflow's backend, clean up a pipeline's Jobs. Run it as `PYTHONPATH=kubernetes python -m sentclf_kube ...`
+from the repository root, with the same SENTCLF_* variables as the pipeline.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from sentclf.tracking import configure_logging
+from sentclf_kube.backend import KubernetesBackend, backend_config, write_mlflow_template
+from sentclf_kube.jobs import JobClient
+from sentclf_kube.manifests import LABEL_PIPELINE, MLFLOW_STEPS, STEPS
+from sentclf_kube.settings import KubeSettings
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sentclf_kube", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    config = commands.add_parser("backend-config", help="write MLflow's backend config and Job template")
+    config.add_argument("step", choices=MLFLOW_STEPS)
+    config.add_argument("out_dir", type=Path)
+
+    render = commands.add_parser("render", help="print the Job manifests of one step as YAML")
+    render.add_argument("step", choices=STEPS)
+    render.add_argument("--run-id", default="0" * 32)
+    render.add_argument("--experiment-id", default="0")
+    render.add_argument("-P", dest="params", action="append", default=[], metavar="NAME=VALUE")
+
+    delete = commands.add_parser("delete", help="delete every Job (and pod) of one pipeline")
+    delete.add_argument("pipeline_run_id")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args(argv)
+    settings = KubeSettings.from_env()
+    if args.command == "backend-config":
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        template = write_mlflow_template(settings, args.step, None, args.out_dir / f"{args.step}-job.yaml")
+        config_path = args.out_dir / f"{args.step}-backend-config.json"
+        config_path.write_text(json.dumps(backend_config(settings, args.step, template.resolve()), indent=2))
+        print(f"mlflow run {args.step} --backend kubernetes --backend-config {config_path} --build-image")
+    elif args.command == "render":
+        parameters = dict(item.split("=", 1) for item in args.params)
+        backend = KubernetesBackend(PROJECT_DIR, settings)
+        docs = backend.render_step(args.step, parameters, args.run_id, args.experiment_id)
+        yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    else:
+        JobClient.connect(settings.kube_context, settings.namespace).delete_labelled(
+            f"{LABEL_PIPELINE}={args.pipeline_run_id}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
