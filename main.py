@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import docker.errors
 import mlflow
@@ -27,7 +28,7 @@ from sentclf.cli import parse_bool
 from sentclf.dataset_snapshot import build_manifest, host_data_path, log_snapshot
 from sentclf.engine import docker_client
 from sentclf.images import STEP_IMAGE, ensure_step_image
-from sentclf.local_backend import LocalBackend
+from sentclf.local_backend import LocalBackend, StepFailed
 from sentclf.pipeline_lock import pipeline_lock
 from sentclf.server_images import collect_server_images
 from sentclf.step_cache import code_fingerprint, find_cached_run, mark, step_key
@@ -44,10 +45,6 @@ SUMMARY_FILE_ENV = "SENTCLF_SUMMARY_FILE"
 
 def _raise_cancelled(signum: int, frame: object) -> None:
     raise StepCancelled(f"signal {signal.Signals(signum).name}")
-
-
-class StepFailed(RuntimeError):
-    """A child step ended in failure; the message names it, its run id and where its log is."""
 
 
 # The root parameters each step takes, under the same names as in the step's MLproject. Values are passed
@@ -79,7 +76,10 @@ STEP_PARAMETERS = {
     "building": (),
     "evaluate": ("registered_model_name", "min_delta", "confidence", "latency_budget_ms", "min_mcc", "seed"),
 }
-CONDUCTOR_PARAMETERS = ("server_base_image", "use_cache", "keep_images")
+CONDUCTOR_PARAMETERS = ("server_base_image", "use_cache", "keep_images", "backend")
+# `-P backend=kubernetes`, or this variable when the parameter is left at `local`.
+BACKEND_ENV = "SENTCLF_BACKEND"
+BACKENDS = ("local", "kubernetes")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.add_argument(f"--{name.replace('_', '-')}", required=True)
     args = parser.parse_args(argv)
     args.use_cache = parse_bool(args.use_cache)
+    if args.backend == "local":
+        args.backend = os.environ.get(BACKEND_ENV, "local")
+    if args.backend not in BACKENDS:
+        parser.error(f"backend must be one of {', '.join(BACKENDS)} (or {BACKEND_ENV}), got {args.backend!r}")
     if int(args.keep_images) < 1:
         parser.error(
             f"keep_images must be >= 1 (the newest versions whose images stay), got {args.keep_images}"
@@ -142,7 +146,7 @@ HandOn = str | Callable[[], str]
 class Pipeline:
     """The four steps of one pipeline run, each launched through the backend or reused from the cache."""
 
-    def __init__(self, args: argparse.Namespace, parent: Run, backend: LocalBackend) -> None:
+    def __init__(self, args: argparse.Namespace, parent: Run, backend: "Backend") -> None:
         self.args = args
         self.parent = parent
         self.backend = backend
@@ -189,15 +193,9 @@ class Pipeline:
             return StepResult(cached, key)
         parameters |= {name: value() if callable(value) else value for name, value in handed_on.items()}
         logger.info("=== %s: starting with %s ===", step, parameters)
-        run_id, succeeded = self.backend.run_step(step, parameters, run_name=step)
-        run = mlflow.get_run(run_id)
+        run = self.backend.run_step(step, parameters, run_name=step)  # raises if the step failed
+        run_id = run.info.run_id
         mlflow.set_tags({f"cache.{step}": "ran", f"run_id.{step}": run_id})
-        if not succeeded or run.info.status != "FINISHED":
-            raise StepFailed(
-                f"step {step} failed (run {run_id}, status {run.info.status}). Its log is in the output "
-                f"above and in the run's artifacts: `mlflow artifacts download -r {run_id} -a logs`, or "
-                f"`mlflow ui` -> run {run_id} -> Artifacts -> logs/{step}.log"
-            )
         mark(run_id, key)
         logger.info("=== %s: run %s finished ===", step, run_id)
         return StepResult(run, key)
@@ -211,7 +209,7 @@ class Pipeline:
             if step == "train":
                 version = run.data.tags["registered_model_version"]
                 mlflow.MlflowClient().get_model_version(self.args.registered_model_name, version)
-            if step == "building":
+            if step == "building" and self.args.backend == "local":  # a cluster's images are in its registry
                 docker_client().images.get(run.data.tags["server_image"])
         except (KeyError, mlflow.exceptions.MlflowException, docker.errors.ImageNotFound):
             logger.info(
@@ -280,6 +278,23 @@ def collect_images(args: argparse.Namespace) -> None:
         logger.warning("server image clean-up skipped: %s", error)
 
 
+class Backend(Protocol):
+    """How a step is launched: it returns the step's finished run and raises RuntimeError on failure."""
+
+    def run_step(self, step: str, parameters: dict[str, str], run_name: str) -> Run: ...
+
+
+def make_backend(name: str, pipeline_run_id: str) -> Backend:
+    """`local`: each step in a container of this machine's Docker engine; `kubernetes`: each step as a
+    Job in the cluster kubernetes/README.md describes (its client library is imported only then)."""
+    if name == "kubernetes":
+        sys.path.insert(0, str(PROJECT_DIR / "kubernetes"))
+        from sentclf_kube import KubernetesBackend, KubeSettings
+
+        return KubernetesBackend(PROJECT_DIR, KubeSettings.from_env())
+    return LocalBackend(PROJECT_DIR, pipeline_run_id)
+
+
 def run_pipeline(args: argparse.Namespace) -> None:
     # The steps' own `mlflow run` finds the experiment by id (MLflow passes MLFLOW_EXPERIMENT_ID); a name
     # left in the environment as well would make its command line ambiguous.
@@ -292,12 +307,13 @@ def run_pipeline(args: argparse.Namespace) -> None:
             with mlflow.start_run() as parent:
                 describe_parent(parent, args)
                 try:
-                    Pipeline(args, parent, LocalBackend(PROJECT_DIR, parent.info.run_id)).run()
+                    Pipeline(args, parent, make_backend(args.backend, parent.info.run_id)).run()
                 except (StepCancelled, KeyboardInterrupt):
                     mlflow.end_run("KILLED")
                     raise
         finally:
-            collect_images(args)
+            if args.backend == "local":  # a cluster's images live in the user's registry
+                collect_images(args)
             prune_storage_dirs()
 
 
@@ -307,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run_pipeline(args)
-    except RuntimeError as error:  # StepFailed, ImageError, no engine: the message says it all
+    # StepFailed, ImageError, no engine, Kubernetes settings or failures: the message says it all.
+    except (RuntimeError, ValueError) as error:
         logger.error("%s", error)
         write_summary(f"failed: {str(error).splitlines()[0]}")
         return 1

@@ -10,6 +10,7 @@ and a model version tag.
 import argparse
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,7 +21,13 @@ import mlflow
 import numpy as np
 
 from sentclf.containers import docker_client, run_labels, running_server
-from sentclf.images import build_with_builder_cache, resolve_base_image, source_hash, write_build_inputs
+from sentclf.images import (
+    DEFAULT_BASE_IMAGE,
+    build_with_builder_cache,
+    resolve_base_image,
+    source_hash,
+    write_build_inputs,
+)
 from sentclf.kserve_client import classify, connect
 from sentclf.server_images import VERSION_IMAGE_TAG, image_labels, image_namespace, server_image_tag
 from sentclf.tracking import StepInputError, step_run
@@ -35,6 +42,8 @@ MODEL_FILES = {
     "serving_config.json": "extra_files/serving_config.json",
 }
 SMOKE_SENTENCES = ["The cat sat on the mat.", "Cat the mat on sat the."]
+# In a cluster: the registry the conductor's Job names for the server image (kubernetes/README.md).
+REGISTRY_ENV = "SENTCLF_REGISTRY"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +53,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--base-image", required=True, help="`auto`, or an image to build FROM")
     parser.add_argument("--serving-model-name", required=True, help="the model name clients ask for")
-    return parser.parse_args(argv)
+    # In a cluster there is no Docker engine: one container prepares the context, kaniko builds and
+    # pushes it, another records the pushed image (kubernetes/README.md). Without these: the local engine.
+    parser.add_argument("--context-dir", default="", help="a directory shared with the image builder")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--prepare-only", action="store_true", help="write the build context, destination and base image"
+    )
+    cluster.add_argument(
+        "--record-pushed-image", action="store_true", help="tag the run and version with the pushed image"
+    )
+    args = parser.parse_args(argv)
+    if (args.prepare_only or args.record_pushed_image) and not args.context_dir:
+        parser.error("--prepare-only and --record-pushed-image need --context-dir")
+    return args
 
 
 def resolve_model_version(model_uri: str) -> tuple[str, str]:
@@ -122,18 +144,59 @@ def build_server_image(client: docker.DockerClient, context: Path, name: str, ve
     return tag
 
 
+def prepare_context(args: argparse.Namespace, name: str, version: str, context: Path) -> None:
+    """Server sources, build inputs and the version's model, with its serving name and version set."""
+    assemble_context(f"models:/{name}/{version}", context)
+    serving_config = json.loads((context / "model" / "serving_config.json").read_text())
+    serving_config.update(model_name=args.serving_model_name, model_version=version)
+    (context / "model" / "serving_config.json").write_text(json.dumps(serving_config, indent=2))
+
+
+def prepare_for_cluster(args: argparse.Namespace, name: str, version: str, context: Path) -> None:
+    """The context for kaniko, and where it pushes (`destination`) and from what (`base-image`)."""
+    registry = os.environ.get(REGISTRY_ENV, "").rstrip("/")
+    if not registry:
+        raise StepInputError(f"{REGISTRY_ENV} is not set: the registry the server image is pushed to")
+    base = DEFAULT_BASE_IMAGE if args.base_image == "auto" else args.base_image  # no engine to ask here
+    mlflow.log_params({"model_name": name, "model_version": version, "resolved_base_image": base})
+    prepare_context(args, name, version, context)
+    (context / "destination").write_text(f"{registry}/{name}-server:{version}\n")
+    (context / "base-image").write_text(base + "\n")
+    logger.info(
+        "build context for %s/%s-server:%s from %s prepared in %s", registry, name, version, base, context
+    )
+
+
+def record_pushed_image(name: str, version: str, context: Path) -> None:
+    """Tag the run and the version with the image the builder pushed, pinned by its digest."""
+    values = {}
+    for file in ("destination", "digest"):
+        path = context / file
+        values[file] = path.read_text().strip() if path.is_file() else ""
+        if not values[file]:
+            raise StepInputError(
+                f"{path} is missing or empty: the image builder did not push the server image"
+            )
+    image = f"{values['destination']}@{values['digest']}"
+    mlflow.set_tag("server_image", image)
+    mlflow.MlflowClient().set_model_version_tag(name, version, VERSION_IMAGE_TAG, image)
+    logger.info("recorded the pushed image %s", image)
+
+
 def run(args: argparse.Namespace) -> None:
     name, version = resolve_model_version(args.model_uri)
-    pinned_uri = f"models:/{name}/{version}"
+    if args.prepare_only:
+        prepare_for_cluster(args, name, version, Path(args.context_dir))
+        return
+    if args.record_pushed_image:
+        record_pushed_image(name, version, Path(args.context_dir))
+        return
     client = docker_client()
     base = resolve_base_image(client, args.base_image)
     mlflow.log_params({"model_name": name, "model_version": version, "resolved_base_image": base})
     with tempfile.TemporaryDirectory(prefix="sentclf-building-") as tmp:
         context = Path(tmp)
-        assemble_context(pinned_uri, context)
-        serving_config = json.loads((context / "model" / "serving_config.json").read_text())
-        serving_config.update(model_name=args.serving_model_name, model_version=version)
-        (context / "model" / "serving_config.json").write_text(json.dumps(serving_config, indent=2))
+        prepare_context(args, name, version, context)
         tag = build_server_image(client, context, name, version, base)
     image = client.images.get(tag)
     mlflow.log_metrics({"server_image_size_mb": image.attrs["Size"] / 1e6})

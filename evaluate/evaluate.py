@@ -15,19 +15,24 @@ becomes `champion`.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
+import time
+from collections.abc import Iterator
 
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+from docker.models.containers import Container
 
-from sentclf.containers import docker_client, run_labels, running_server
+from sentclf.containers import docker_client, health_status, run_labels, running_server
 from sentclf.data import read_split
 from sentclf.metrics import classification_metrics
 from sentclf.plots import confusion_figure
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
-from sentclf.tracking import StepError, record_inputs, step_run
+from sentclf.tracking import StepError, StepInputError, record_inputs, step_run
 
 import figures
 import report
@@ -41,6 +46,9 @@ from stats import interval as bootstrap_interval
 logger = logging.getLogger("evaluate")
 
 PARITY_MIN_AGREEMENT = 0.995
+# In a Kubernetes Job the server is a sidecar at this address (kubernetes/README.md); Docker is not there.
+SERVER_ADDRESS_ENV = "SENTCLF_SERVER_ADDRESS"
+SIDECAR_WAIT_S = 60.0
 MIN_RESAMPLES = 1000
 SERVER_LOG_ARTIFACT = "server/server.log"
 
@@ -112,14 +120,36 @@ class Served:
     image_size_mb: float
 
 
+@contextlib.contextmanager
+def the_server(inputs: EvaluationInputs) -> Iterator[tuple[Container | None, int, float]]:
+    """(container, gRPC port, seconds to SERVING) of the server to measure: the version's image started
+    here, or, in a cluster, the sidecar already running at SENTCLF_SERVER_ADDRESS (no Docker there)."""
+    address = os.environ.get(SERVER_ADDRESS_ENV, "")
+    if not address:
+        with running_server(
+            inputs.server_image,
+            name_prefix="sentclf-evaluate",
+            labels=run_labels(mlflow.active_run()),
+            keep_log=lambda text: mlflow.log_text(text, SERVER_LOG_ARTIFACT),
+        ) as started:
+            yield started
+        return
+    host, _, port = address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+        raise StepInputError(
+            f"{SERVER_ADDRESS_ENV}={address!r}: expected 127.0.0.1:<port> (the Job's sidecar)"
+        )
+    deadline = time.monotonic() + SIDECAR_WAIT_S
+    while health_status(int(port)) != "SERVING":
+        if time.monotonic() > deadline:
+            raise ServerFailed(f"the server at {address} is not SERVING after {SIDECAR_WAIT_S:.0f}s")
+        time.sleep(0.5)
+    yield None, int(port), float("nan")  # started by the kubelet: its start-up is not ours to time
+
+
 def serve_and_measure(inputs: EvaluationInputs, serving_model_name: str, texts: list[str], args) -> Served:
     """Everything measured over gRPC, with the server's log kept on every path."""
-    with running_server(
-        inputs.server_image,
-        name_prefix="sentclf-evaluate",
-        labels=run_labels(mlflow.active_run()),
-        keep_log=lambda text: mlflow.log_text(text, SERVER_LOG_ARTIFACT),
-    ) as (container, port, seconds_to_serving):
+    with the_server(inputs) as (container, port, seconds_to_serving):
         target = Target(port, serving_model_name, inputs.version)
         try:
             labels, probabilities = predict_all(target, texts, container)
@@ -128,20 +158,22 @@ def serve_and_measure(inputs: EvaluationInputs, serving_model_name: str, texts: 
                 target, texts, args.concurrency_levels, args.requests_per_level, container
             )
         except ServerFailed as error:
-            tail = (
-                container.logs(tail=30).decode(errors="replace") if _exists(container) else "(container gone)"
-            )
+            tail = container.logs(tail=30).decode(errors="replace") if _exists(container) else "(no log here)"
             raise ServerFailed(
                 f"{error}. Nothing was promoted. The server's log is the artifact {SERVER_LOG_ARTIFACT}; "
                 f"its last lines:\n{tail}"
             ) from None
-    image_size = docker_client().images.get(inputs.server_image).attrs["Size"] / 1e6
+    image_size = (
+        docker_client().images.get(inputs.server_image).attrs["Size"] / 1e6 if container else float("nan")
+    )
     return Served(
         Scores(labels, probabilities), latency, samples, load, memory_peak, seconds_to_serving, image_size
     )
 
 
-def _exists(container) -> bool:
+def _exists(container: Container | None) -> bool:
+    if container is None:
+        return False
     try:
         container.reload()
     except Exception:  # noqa: BLE001

@@ -40,8 +40,10 @@ class Target:
     version: str
 
 
-def describe(container: Container) -> str:
+def describe(container: Container | None) -> str:
     """The container's state, for a message: a killed server says so (status, exit code, OOM)."""
+    if container is None:
+        return "the server is not a container of this step (a sidecar: see its own log)"
     try:
         container.reload()
     except Exception:  # noqa: BLE001 (gone already: that is the description)
@@ -53,7 +55,9 @@ def describe(container: Container) -> str:
     )
 
 
-def predict_all(target: Target, texts: list[str], container: Container) -> tuple[np.ndarray, np.ndarray]:
+def predict_all(
+    target: Target, texts: list[str], container: Container | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels and probabilities for every text, in batched requests."""
     client = connect(target.port)
     labels, probabilities = [], []
@@ -146,16 +150,19 @@ def load_level(target: Target, texts: list[str], concurrency: int, requests: int
 
 
 def load_sweep(
-    target: Target, texts: list[str], levels: list[int], requests: int, container: Container
+    target: Target, texts: list[str], levels: list[int], requests: int, container: Container | None
 ) -> tuple[list[dict[str, float]], float]:
-    """Each concurrency level in turn; returns the rows and the server's peak memory (MB) under load.
-    Any failed request fails the evaluation: a partial measurement must not reach the gate."""
-    sampler = MemorySampler(container, MEMORY_SAMPLE_EVERY_S)
-    sampler.start()
+    """Each concurrency level in turn; returns the rows and the server's peak memory (MB) under load
+    (NaN for a server that is not this step's container). Any failed request fails the evaluation: a
+    partial measurement must not reach the gate."""
+    sampler = MemorySampler(container, MEMORY_SAMPLE_EVERY_S) if container is not None else None
+    if sampler:
+        sampler.start()
     try:
         rows = [load_level(target, texts, level, requests) for level in levels]
     finally:
-        sampler.stop()
+        if sampler:
+            sampler.stop()
     failed = [row for row in rows if row["errors"]]
     if failed:
         row = failed[0]
@@ -163,5 +170,5 @@ def load_sweep(
             f"{row['errors']} of {requests} requests failed at concurrency {row['concurrency']} "
             f"({row['first_error']}); {describe(container)}"
         )
-    peak = max((mb for _, mb in sampler.samples), default=float("nan"))
+    peak = max((mb for _, mb in sampler.samples), default=float("nan")) if sampler else float("nan")
     return rows, peak

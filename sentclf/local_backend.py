@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 
 from sentclf.containers import PIPELINE_LABEL, remove_labelled
 from sentclf.engine import docker_client
@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 # Seconds a cancelled step gets to end its run and remove its servers before its containers are killed.
 CANCEL_GRACE_S = 20.0
+
+
+class StepFailed(RuntimeError):
+    """A child step ended in failure; the message names it, its run id and where its log is."""
 
 
 class LocalBackend:
@@ -36,9 +40,9 @@ class LocalBackend:
         # PID 1 ignores SIGTERM unless it handles it; tini passes it on to the step.
         self.docker_args = {"network": "host", "init": True, "label": f"{PIPELINE_LABEL}={pipeline_run_id}"}
 
-    def run_step(self, step: str, parameters: dict[str, str], run_name: str) -> tuple[str, bool]:
-        """Run `step` to its end; returns (run id, whether it succeeded). Ctrl-C or SIGTERM during the
-        step cancels it (see the module docstring) and is raised again."""
+    def run_step(self, step: str, parameters: dict[str, str], run_name: str) -> Run:
+        """Run `step` to its end and return its finished run; StepFailed if it failed. Ctrl-C or SIGTERM
+        during the step cancels it (see the module docstring) and is raised again."""
         # MLflow's `mlflow run` makes a directory for downloaded `path` parameters under storage_dir (the
         # system temp dir by default) and never removes it: give it one that goes when the step ends.
         with tempfile.TemporaryDirectory(prefix=f"sentclf-{step}-storage-") as storage_dir:
@@ -58,7 +62,15 @@ class LocalBackend:
             except (KeyboardInterrupt, StepCancelled):
                 self.cancel(submitted)
                 raise
-        return submitted.run_id, succeeded
+        run = mlflow.get_run(submitted.run_id)
+        if not succeeded or run.info.status != "FINISHED":
+            run_id = submitted.run_id
+            raise StepFailed(
+                f"step {step} failed (run {run_id}, status {run.info.status}). Its log is in the output "
+                f"above and in the run's artifacts: `mlflow artifacts download -r {run_id} -a logs`, or "
+                f"`mlflow ui` -> run {run_id} -> Artifacts -> logs/{step}.log"
+            )
+        return run
 
     def cancel(self, submitted: mlflow.projects.SubmittedRun) -> None:
         """Stop the running step: signal it, give it CANCEL_GRACE_S to end cleanly, then remove whatever

@@ -22,6 +22,7 @@ from mlflow.projects import _parse_kubernetes_config
 from mlflow.projects.kubernetes import _get_kubernetes_job_definition
 
 import main
+from sentclf.tracking import StepCancelled
 from sentclf_kube import (
     JobClient,
     JobFailed,
@@ -555,7 +556,7 @@ def waiting_backend(tracking_store, monkeypatch, settings):
     return make
 
 
-@pytest.mark.parametrize("interruption", [KeyboardInterrupt(), main.Terminated("signal 15")])
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt(), StepCancelled("signal SIGTERM")])
 def test_stopping_the_conductor_deletes_the_job(waiting_backend, interruption):
     backend, jobs, run_id_ = waiting_backend(interruption)
     with pytest.raises(type(interruption)):
