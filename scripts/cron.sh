@@ -5,7 +5,8 @@
 # `install` installs Debian's cron if it is missing and starts the cron daemon when none runs (a machine
 # without an init system starts none, and an entry nothing fires is worse than none). The entry keeps
 # the tracking store and experiment of the shell that installed it (MLFLOW_TRACKING_URI,
-# MLFLOW_EXPERIMENT_NAME; `make cron-install` sets both), since cron starts with an empty environment.
+# MLFLOW_EXPERIMENT_NAME; `make cron-install` sets both) and RETRAIN_KEEP_LOGS/RETRAIN_LOG_DIR if set,
+# since cron starts with an empty environment.
 # After a reboot of a machine without an init system, run `make cron-install` again to start cron.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -39,13 +40,13 @@ current_without_entry() { crontab -l 2>/dev/null | grep -vF "$marker" || true; }
 
 entry() {
   local env="" arg args=""
-  for name in MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME RETRAIN_KEEP_LOGS; do
+  for name in MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME RETRAIN_KEEP_LOGS RETRAIN_LOG_DIR; do
     [ -n "${!name:-}" ] && env+="$name=$(printf '%q' "${!name}") "
   done
   for arg in "$@"; do args+=" $(printf '%q' "$arg")"; done
   # cron hands the line to /bin/sh; % is special there.
-  printf '%s %s%s/scripts/retrain.sh%s >>%s/logs/cron.log 2>&1 %s\n' \
-    "$schedule" "$env" "$repo" "${args//%/\\%}" "$repo" "$marker"
+  printf '%s %s%s/scripts/retrain.sh%s >>%s/cron.log 2>&1 %s\n' \
+    "$schedule" "$env" "$repo" "${args//%/\\%}" "${RETRAIN_LOG_DIR:-$repo/logs}" "$marker"
 }
 
 case "${1:-}" in
@@ -53,7 +54,7 @@ case "${1:-}" in
     shift
     ensure_cron_installed
     ensure_cron_running
-    mkdir -p "$repo/logs"
+    mkdir -p "${RETRAIN_LOG_DIR:-$repo/logs}"
     { current_without_entry; entry "$@"; } | sed '/^$/d' | crontab -
     log "installed: $(crontab -l | grep -F "$marker")";;
   remove)

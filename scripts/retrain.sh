@@ -10,18 +10,19 @@
 # Exit status:  0   the pipeline finished (the new version was promoted, or the champion was kept)
 #               75  another pipeline of this checkout holds the lock: skipped, nothing was done
 #               else the pipeline failed or was cancelled (the summary line says which, the log where)
-# Logs: logs/retrain-<UTC time>.log, each ending in one summary line; logs/retrain-latest.log points to
-# the newest; only the newest RETRAIN_KEEP_LOGS (default 30) are kept.
+# Logs: logs/retrain-<UTC time>-<pid>.log (RETRAIN_LOG_DIR for another folder), each ending in one summary line;
+# retrain-latest.log points to the newest; only the newest RETRAIN_KEEP_LOGS (default 30) are kept.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
 cd "$repo"
 # cron starts with a bare PATH.
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
-logs="$repo/logs"
+logs=${RETRAIN_LOG_DIR:-$repo/logs}
 keep=${RETRAIN_KEEP_LOGS:-30}
 mkdir -p "$logs" "$repo/.build"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-log="$logs/retrain-$stamp.log"
+# The pid too: two retrains started in the same second (a scheduled one and a skipped one) keep apart.
+log="$logs/retrain-$stamp-$$.log"
 
 finish() {  # finish <exit status> <summary>: the log's last line, the latest link, old logs pruned
   echo "retrain $stamp: exit $1: $2" >>"$log"

@@ -146,6 +146,19 @@ def test_the_pipeline_as_typed(typed_store):
     assert sorted(os.listdir(typed_store.env["MLFLOW_TMP_DIR"])) == []
 
 
+def test_a_second_run_with_nothing_changed_reuses_every_step(typed_store):
+    """The step cache: same code, parameters and data, whatever the commit or the tree's state."""
+    first = [r for r in typed_store.runs() if "mlflow.parentRunId" not in r.data.tags][-1]
+    result = run_typed(typed_store, "mlflow run .", "-P epochs=1 -P max_train_samples=256")  # cache on
+    assert result.returncode == 0, output(result)
+    second = [r for r in typed_store.runs() if "mlflow.parentRunId" not in r.data.tags][-1]
+    assert second.info.run_id != first.info.run_id
+    for step in STEPS:
+        assert second.data.tags[f"cache.{step}"] == f"reused {first.data.tags[f'run_id.{step}']}", step
+    assert second.data.tags["server_image"] == first.data.tags["server_image"]
+    assert leftover_containers() == []
+
+
 def test_a_failing_step_fails_the_pipeline_with_a_clear_message(typed_store):
     result = run_typed(typed_store, "mlflow run .", "-P epochs=0 -P max_train_samples=256")
     assert result.returncode != 0
@@ -203,6 +216,42 @@ def test_evaluate_alone_finds_the_versions_image_and_data(typed_store):
     assert run.data.tags["input.server_image"] == version_1.tags["server_image"]
     pipeline_preprocess = typed_store.client.get_run(version_1.run_id).data.tags["input.data_run_id"]
     assert run.data.tags["input.data_run_id"] == pipeline_preprocess  # its own lineage, not the newest
+    assert leftover_containers() == []
+
+
+def test_a_server_killed_during_evaluation_fails_the_step_and_moves_nothing(typed_store):
+    """`docker kill` the server in the middle of the load: the step fails naming the container, the
+    server's log is an artifact of the failed run, no alias moves, and no container is left."""
+    client = typed_store.client
+    aliases_before = {
+        v.version: sorted(v.aliases) for v in client.search_model_versions("name='cola-classifier'")
+    }
+    command = f"{typed('mlflow run evaluate')} -P concurrency_levels=1,4 -P requests_per_level=20000"
+    process = subprocess.Popen(
+        ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
+        cwd=REPO_ROOT, env=typed_store.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    seen: list[str] = []
+    try:
+        wait_for_line(process, "SERVING after", seen)
+        time.sleep(4)  # into the measurements
+        servers = docker.from_env().containers.list(filters={"label": CONTAINER_LABEL})
+        assert len(servers) == 1
+        killed = servers[0].name
+        servers[0].kill()
+        log = "".join(seen) + process.communicate(timeout=300)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert killed in log and "exited" in log and "Nothing was promoted" in log
+    run = typed_store.runs()[-1]
+    assert (run.info.run_name, run.info.status) == ("evaluate", "FAILED")
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "server")} == {"server/server.log"}
+    aliases_after = {
+        v.version: sorted(v.aliases) for v in client.search_model_versions("name='cola-classifier'")
+    }
+    assert aliases_after == aliases_before
     assert leftover_containers() == []
 
 
