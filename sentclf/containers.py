@@ -165,11 +165,15 @@ def running_server(
         yield container, grpc_port, seconds_to_serving
     finally:
         if container is not None:
-            if keep_log is not None:
-                keep_log(_whole_log(container))
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
-                logger.info("removed container %s", name)
+            try:
+                if keep_log is not None:
+                    keep_log(_whole_log(container))
+            except Exception:  # the container goes in any case; the error that brought us here stays
+                logger.exception("the log of %s could not be kept", name)
+            finally:
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+                    logger.info("removed container %s", name)
 
 
 def _whole_log(container: Container) -> str:
