@@ -7,7 +7,11 @@ standard tritonclient gRPC client, single-sentence CoLA requests, one client per
 KServe and MLServer live in their own virtualenvs under .build/bench/ (their pins conflict), created on
 first use. Prints latency/throughput per contender and concurrency, raw ORT limits, ratios, image sizes;
 the last line reads
-`throughput_ratio_vs_mlserver=<x> throughput_ratio_vs_kserve=<y> throughput_ratio_vs_raw_ort=<z>`.
+`throughput_ratio_vs_mlserver=<x> throughput_ratio_vs_kserve=<y> throughput_ratio_vs_raw_ort=<z>
+throughput_ratio_vs_raw_ort_c64=<z64> client_ceiling_ratio=<ceiling>
+p50_c1_minus_raw_single_and_round_trip_ms=<ms>`: throughput ratios at --ratio-concurrency (16) and at the
+top concurrency (64), the most any server could reach given the client's own CPU on the same cores, and our
+p50 at concurrency 1 above raw ORT's single-sentence p50 plus the bare ServerLive round trip.
 Usage: python bench/serving.py [--server-image cola-classifier-server:1] [--concurrency 1,4,16,64]
                                [--requests 400]
 """
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -29,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +73,8 @@ PEER_PROBES = {
     "mlserver": "import mlserver, onnxruntime, tokenizers, uvloop; "
     "assert tuple(map(int, uvloop.__version__.split('.')[:2])) < (0, 22)",
 }
-RAW_BATCH_SIZES = (32, 64)
+RAW_BATCH_SIZES = (8, 16, 32, 64)
+RAW_AT_ONCE = (1, 2)  # batches run at once: 2 is the server's default MAX_CONCURRENT_BATCHES
 REQUEST_TIMEOUT_S = 30.0
 CONTAINER_PREFIX = "sentclf-bench"
 
@@ -299,10 +306,15 @@ class LevelResult:
     latencies_s: list[float] = field(default_factory=list)
     errors: int = 0
     wall_s: float = 0.0
+    client_cpu_s: float = 0.0  # CPU this process (the client threads) used while the level ran
 
     @property
     def throughput(self) -> float:
         return len(self.latencies_s) / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def client_cpu_us_per_request(self) -> float:
+        return 1e6 * self.client_cpu_s / len(self.latencies_s) if self.latencies_s else float("nan")
 
     def percentile_ms(self, percentile: float) -> float:
         return percentile_ms(self.latencies_s, percentile) if self.latencies_s else float("nan")
@@ -312,6 +324,13 @@ class LevelResult:
         self.latencies_s.extend(other.latencies_s)
         self.errors += other.errors
         self.wall_s += other.wall_s
+        self.client_cpu_s += other.client_cpu_s
+
+
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used: the load's client side, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_level(
@@ -354,11 +373,13 @@ def run_level(
     for thread in threads:
         thread.start()
     deadline[0] = time.monotonic() + time_limit_s
+    cpu_began = process_cpu_s()
     began = time.perf_counter()
     start.wait()
     for thread in threads:
         thread.join()
     result.wall_s = time.perf_counter() - began
+    result.client_cpu_s = process_cpu_s() - cpu_began
     for client in clients:
         client.close()
     return result
@@ -465,23 +486,44 @@ def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference
 @dataclass
 class RawOrt:
     single_p50_ms: float
-    batched: dict[int, float]  # batch size -> sentences/s
+    batched: dict[tuple[int, int], float]  # (sentences per batch, batches at once) -> sentences/s
+    sorted_batched: float  # batches of 32 cut from the sentences sorted by length: what no server sees
     reference_labels: np.ndarray
 
     @property
+    def best_config(self) -> tuple[int, int]:
+        return max(self.batched, key=self.batched.__getitem__)
+
+    @property
     def best_batched(self) -> float:
-        return max(self.batched.values())
+        return self.batched[self.best_config]
 
     def best_of(self, other: "RawOrt") -> "RawOrt":
         """The better figure of two runs: the limit is what ORT can do when the shared cores let it."""
-        batched = {size: max(rate, other.batched[size]) for size, rate in self.batched.items()}
-        return RawOrt(min(self.single_p50_ms, other.single_p50_ms), batched, self.reference_labels)
+        batched = {key: max(rate, other.batched[key]) for key, rate in self.batched.items()}
+        return RawOrt(
+            min(self.single_p50_ms, other.single_p50_ms),
+            batched,
+            max(self.sorted_batched, other.sorted_batched),
+            self.reference_labels,
+        )
+
+
+def _sentences_per_s(classifier, batches: list[list[str]], at_once: int) -> float:
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        list(pool.map(classifier.predict, batches[:at_once]))  # the first runs of new shapes allocate
+        began = time.perf_counter()
+        list(pool.map(classifier.predict, batches))
+        return sum(len(b) for b in batches) / (time.perf_counter() - began)
 
 
 def measure_raw_ort(model_dir: Path, sentences: list[str], singles: int, reference_count: int) -> RawOrt:
-    """The same tokenizer + InferenceSession called in-process: single-sentence p50 and batched
-    sentences/s (the ceiling any server on this machine can reach). Runs while no server is up.
-    Batches are consecutive sentences in request order, unsorted, as a server's batches are."""
+    """The same tokenizer + InferenceSession + predict() as the server's, called in-process: the
+    single-sentence p50, and sentences/s for batches of RAW_BATCH_SIZES consecutive sentences in request
+    order (not sorted by length across batches; inside a batch predict() cuts the server's length
+    buckets), run one at a time and RAW_AT_ONCE at a time as the server's batcher may; the best of those
+    is the ceiling any server on this machine can reach. Plus, for reference only, batches cut from the
+    sentences sorted by length. Runs while no server is up."""
     classifier = load_classifier(str(model_dir), max_batch_size=max(RAW_BATCH_SIZES))
     reference = np.array([int(np.argmax(classifier.predict([s]))) for s in sentences[:reference_count]])
     latencies = []
@@ -491,13 +533,16 @@ def measure_raw_ort(model_dir: Path, sentences: list[str], singles: int, referen
         latencies.append(time.perf_counter() - began)
     batched = {}
     for size in RAW_BATCH_SIZES:
+        classifier.max_batch_size = size  # as the server's MAX_BATCH_SIZE: buckets of at most this many
         batches = [sentences[i : i + size] for i in range(0, len(sentences) - size + 1, size)]
-        classifier.predict(batches[0])  # first run at a new shape allocates
-        began = time.perf_counter()
-        for batch in batches:
-            classifier.predict(batch)
-        batched[size] = size * len(batches) / (time.perf_counter() - began)
-    return RawOrt(percentile_ms(latencies, 50), batched, reference)
+        for at_once in RAW_AT_ONCE:
+            batched[(size, at_once)] = _sentences_per_s(classifier, batches, at_once)
+    by_length = sorted(sentences, key=lambda s: len(classifier.tokenizer.encode(s).ids))
+    classifier.max_batch_size = 32
+    sorted_rate = _sentences_per_s(
+        classifier, [by_length[i : i + 32] for i in range(0, len(by_length), 32)], 1
+    )
+    return RawOrt(percentile_ms(latencies, 50), batched, sorted_rate, reference)
 
 
 # ---- report ------------------------------------------------------------------------------------------------
@@ -540,21 +585,46 @@ def print_report(
             f"  {result.name:<22} {result.seconds_to_ready:6.2f}   {result.agreement:>7}   "
             f"{result.round_trip_floor_ms:5.2f}"
         )
-    batched = ", ".join(f"batch {size}: {rate:.1f} sentences/s" for size, rate in raw.batched.items())
-    print(f"\nraw ORT in-process (best of before/after): single p50 {raw.single_p50_ms:.2f} ms; {batched}")
+    print(
+        f"\nraw ORT in-process, best of before/after the servers: single p50 {raw.single_p50_ms:.2f} ms; "
+        "sentences/s for batches of N consecutive sentences in request order (not sorted by length across "
+        "batches; inside a batch predict() cuts the server's length buckets), one or two batches at a time:"
+    )
+    for size in RAW_BATCH_SIZES:
+        rates = "  ".join(f"{at_once} at once {raw.batched[(size, at_once)]:7.1f}" for at_once in RAW_AT_ONCE)
+        print(f"  batch {size:>3}: {rates}")
+    size, at_once = raw.best_config
+    print(
+        f"  best: batch {size}, {at_once} at once, {raw.best_batched:.1f} sentences/s; for reference, "
+        f"batches of 32 cut from the length-sorted sentences (no server sees those): {raw.sorted_batched:.1f}"
+    )
+    ours_result = next(r for r in results if r.name == ours)
     by_name = {r.name: r.levels[at].throughput for r in results}
     ours_tp = by_name[ours]
+    top = max(args.concurrency)
+    top_tp = ours_result.levels[top].throughput
     print(f"\nratios (throughput at concurrency {at}):")
     for name, throughput in by_name.items():
         if name != ours:
             print(f"  ours / {name:<20} {ratio(ours_tp, throughput):.2f}")
-    print(f"  ours / raw ORT best batched {ratio(ours_tp, raw.best_batched):.2f}")
+    print(
+        f"  ours / raw ORT best batched {ratio(ours_tp, raw.best_batched):.2f} (at concurrency {top}: "
+        f"{ratio(top_tp, raw.best_batched):.2f})"
+    )
+    # The load's client runs on the same cores and raw ORT has none: with c CPU-seconds per request of
+    # client and raw ORT's R sentences/s on all cores, no server can exceed R / (1 + c R / cores).
+    client_us = ours_result.levels[at].client_cpu_us_per_request
+    ceiling = 1 / (1 + client_us * 1e-6 * raw.best_batched / CORES)
+    print(
+        f"  the client's own CPU: {client_us:.0f} us per request at concurrency {at} "
+        f"({ours_result.levels[top].client_cpu_us_per_request:.0f} at {top}); on {CORES} shared cores that "
+        f"caps any server at {ceiling:.2f} x raw ORT best batched"
+    )
     lowest = min(args.concurrency)
-    ours_result = next(r for r in results if r.name == ours)
     ours_p50 = ours_result.levels[lowest].percentile_ms(50)
-    print(f"  our p50 at concurrency {lowest} - raw ORT single p50: {ours_p50 - raw.single_p50_ms:+.2f} ms")
     floor = ours_result.round_trip_floor_ms
     own = ours_p50 - raw.single_p50_ms - floor
+    print(f"  our p50 at concurrency {lowest} - raw ORT single p50: {ours_p50 - raw.single_p50_ms:+.2f} ms")
     print(f"    of which the ServerLive round trip {floor:.2f} ms, the rest {own:+.2f} ms")
     server_mb, step_mb = sizes
     if server_mb and step_mb:
@@ -565,7 +635,10 @@ def print_report(
     print(
         f"throughput_ratio_vs_mlserver={ratio(ours_tp, by_name['mlserver']):.2f} "
         f"throughput_ratio_vs_kserve={ratio(ours_tp, by_name['kserve']):.2f} "
-        f"throughput_ratio_vs_raw_ort={ratio(ours_tp, raw.best_batched):.2f}"
+        f"throughput_ratio_vs_raw_ort={ratio(ours_tp, raw.best_batched):.2f} "
+        f"throughput_ratio_vs_raw_ort_c{top}={ratio(top_tp, raw.best_batched):.2f} "
+        f"client_ceiling_ratio={ceiling:.2f} "
+        f"p50_c{lowest}_minus_raw_single_and_round_trip_ms={own:.2f}"
     )
 
 

@@ -35,7 +35,7 @@ from sentclf.tracking import StepInputError, step_run
 logger = logging.getLogger("building")
 
 SERVER_DIR = Path(__file__).resolve().parent / "server"
-SERVER_SOURCES = ("Dockerfile", ".dockerignore", "requirements.txt", "sentclf_server")
+SERVER_SOURCES = ("Dockerfile", ".dockerignore", "requirements.txt", "slim_rootfs.py", "sentclf_server")
 MODEL_FILES = {
     "model.onnx": "model.onnx",
     "tokenizer.json": "extra_files/tokenizer.json",

@@ -1,27 +1,36 @@
 """Fixtures for the inference server tests: a tiny ONNX classifier + tokenizer built here (no torch, no hub),
-and a helper that runs `python -m sentclf_server` as a subprocess on free loopback ports."""
+helpers that run `python -m sentclf_server` as a subprocess, or the server image built with that model as a
+container, on free loopback ports; the `server` fixture gives the protocol tests each in turn."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import docker
+import docker.errors
 import grpc
 import numpy as np
 import onnx
 import pytest
+from docker.models.containers import Container
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+from tests.conftest import require_docker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_SRC = REPO_ROOT / "building" / "server"
@@ -207,19 +216,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen
+class _Server:
+    """What the protocol tests need of a running server, whichever way it runs."""
+
     grpc_port: int
     metrics_port: int
-    log_path: Path
 
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        raise NotImplementedError
+
+    def exit_code(self) -> int | None:
+        """None while the server runs."""
+        raise NotImplementedError
 
     def health(self, service: str = "", timeout: float = 2.0) -> int:
         with grpc.insecure_channel(self.url) as channel:
@@ -229,8 +241,9 @@ class ServerProcess:
     def wait_serving(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            code = self.exit_code()
+            if code is not None:
+                raise AssertionError(f"server exited with {code}:\n{self.log()}")
             try:
                 if self.health() == health_pb2.HealthCheckResponse.SERVING:
                     return
@@ -238,6 +251,20 @@ class ServerProcess:
                 pass
             time.sleep(0.05)
         raise AssertionError(f"server not SERVING after {timeout}s:\n{self.log()}")
+
+
+@dataclass
+class ServerProcess(_Server):
+    proc: subprocess.Popen
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll()
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -250,10 +277,48 @@ class ServerProcess:
         return self.proc.returncode
 
 
+@dataclass
+class ServerContainer(_Server):
+    """The server image run on the host network (bound to loopback), as the pipeline runs it."""
+
+    container: Container
+    grpc_port: int
+    metrics_port: int
+
+    def log(self) -> str:
+        return self.container.logs().decode(errors="replace")
+
+    def exit_code(self) -> int | None:
+        self.container.reload()
+        return self.container.attrs["State"]["ExitCode"] if self.container.status == "exited" else None
+
+    def stop(self) -> int:
+        """SIGTERM (the graceful drain), the exit code, and the container removed."""
+        try:
+            if self.exit_code() is None:
+                self.container.kill(signal="SIGTERM")
+            return self.container.wait(timeout=30)["StatusCode"]
+        finally:
+            self.container.remove(force=True)
+
+
 def server_command() -> list[str]:
     """The server's interpreter is this one unless SENTCLF_SERVER_PYTHON names another, e.g. a venv built
     from building/server/requirements.txt alone, to prove that lock is complete."""
     return [os.environ.get("SENTCLF_SERVER_PYTHON") or sys.executable, "-m", "sentclf_server"]
+
+
+def server_env(grpc_port: int, metrics_port: int, **overrides: str) -> dict[str, str]:
+    """The test settings: loopback, small request limits, one ORT thread."""
+    return {
+        "BIND_ADDRESS": "127.0.0.1",
+        "GRPC_PORT": str(grpc_port),
+        "METRICS_PORT": str(metrics_port),
+        "MAX_REQUEST_BATCH": str(MAX_REQUEST_BATCH),
+        "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+        "ORT_INTRA_OP_THREADS": "1",
+        **overrides,
+    }
 
 
 def start_server(model_dir: Path, log_path: Path, **env_overrides: str) -> ServerProcess:
@@ -263,13 +328,7 @@ def start_server(model_dir: Path, log_path: Path, **env_overrides: str) -> Serve
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SERVER_SRC), os.environ.get("PYTHONPATH")])),
         "MODEL_DIR": str(model_dir),
-        "BIND_ADDRESS": "127.0.0.1",
-        "GRPC_PORT": str(grpc_port),
-        "METRICS_PORT": str(metrics_port),
-        "MAX_REQUEST_BATCH": str(MAX_REQUEST_BATCH),
-        "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
-        "ORT_INTRA_OP_THREADS": "1",
-        **env_overrides,
+        **server_env(grpc_port, metrics_port, **env_overrides),
     }
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(server_command(), env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -282,8 +341,87 @@ def start_server(model_dir: Path, log_path: Path, **env_overrides: str) -> Serve
     return server
 
 
-@pytest.fixture(scope="module")
-def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(model_dir, tmp_path_factory.mktemp("server") / "server.log")
-    yield proc
-    assert proc.stop() == 0, proc.log()
+def start_container(image: str, wait: bool = True, **env_overrides: str) -> ServerContainer:
+    """Run the server image on the host network, bound to loopback on free ports; by default returns once
+    it is SERVING. The caller stops it (ServerContainer.stop removes it)."""
+    grpc_port, metrics_port = free_port(), free_port()
+    container = docker.from_env().containers.run(
+        image,
+        detach=True,
+        name=f"sentclf-test-server-{uuid.uuid4().hex[:8]}",
+        network_mode="host",
+        environment=server_env(grpc_port, metrics_port, **env_overrides),
+    )
+    server = ServerContainer(container, grpc_port, metrics_port)
+    if wait:
+        try:
+            server.wait_serving()
+        except BaseException:
+            server.stop()
+            raise
+    return server
+
+
+def build_server_image(model_dir: Path, context: Path, tag: str) -> None:
+    """`docker build` of building/server as the building step assembles it (its SERVER_SOURCES, the model,
+    build inputs), from the same base image. The builder stage is built and tagged first (`<tag>-builder`)
+    so that removing both tags afterwards leaves no dangling stage behind."""
+    from sentclf.images import resolve_base_image, write_build_inputs
+
+    from building import SERVER_SOURCES
+
+    for name in SERVER_SOURCES:
+        source = SERVER_SRC / name
+        if source.is_dir():
+            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, context / name)
+    shutil.copytree(model_dir, context / "model")
+    write_build_inputs(context / "build-inputs")
+    client = docker.from_env()
+    base = resolve_base_image(client, "auto")
+    repository, version = tag.rsplit(":", 1)
+    for target, image_tag in (("builder", f"{repository}-builder:{version}"), (None, tag)):
+        client.images.build(
+            path=str(context),
+            tag=image_tag,
+            target=target,
+            buildargs={"BASE_IMAGE": base},
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def server_image(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server image built with the fixture model; both its tags are removed afterwards."""
+    require_docker()
+    tag = f"sentclf-test-server:{uuid.uuid4().hex[:8]}"
+    try:
+        build_server_image(model_dir, tmp_path_factory.mktemp("image-context"), tag)
+        yield tag
+    finally:
+        client = docker.from_env()
+        repository, version = tag.rsplit(":", 1)
+        for image_tag in (tag, f"{repository}-builder:{version}"):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(image_tag, force=True)
+
+
+@pytest.fixture(scope="session")
+def image_factory() -> Callable[..., ServerContainer]:
+    return start_container
+
+
+@pytest.fixture(scope="module", params=["process", pytest.param("image", marks=pytest.mark.docker)])
+def server(
+    request: pytest.FixtureRequest, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Server]:
+    """The server under test: `python -m sentclf_server` from the source tree, then the built image."""
+    if request.param == "process":
+        running: _Server = start_server(model_dir, tmp_path_factory.mktemp("server") / "server.log")
+    else:
+        running = start_container(request.getfixturevalue("server_image"))
+    yield running
+    assert running.stop() == 0, running.log()

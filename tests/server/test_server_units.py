@@ -3,10 +3,9 @@ settings and the ONNX/tokenizer wrapper."""
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -14,9 +13,10 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from sentclf_server.batcher import BatcherStopped, DynamicBatcher, split_rows
+from sentclf_server.batcher import BatcherStopped, DynamicBatcher, RequestCancelled, split_rows
 from sentclf_server.codec import CodecError, decode_bytes_tensor, encode_bytes_tensor
 from sentclf_server.config import ConfigError, load_settings
+from sentclf_server.model import plan_buckets
 from sentclf_server.service import RequestError, parse_text_input, requested_outputs
 
 # --- raw BYTES codec -------------------------------------------------------------------------------
@@ -77,19 +77,28 @@ class FakeModel:
         return np.stack([values, -values], axis=1)
 
 
-def run_batcher(model: FakeModel, requests: list[list[str]], **kwargs: float) -> list[object]:
-    """Submit all requests concurrently to a fresh batcher; returns results (or exceptions) in order."""
+def run_batcher(
+    model: FakeModel, requests: list[list[str]], stagger_s: float = 0.0, **kwargs
+) -> list[object]:
+    """Submit each request from its own thread (as gRPC handler threads do) to a fresh batcher; returns
+    the results (or exceptions) in request order."""
+    batcher = DynamicBatcher(model, **kwargs)
+    results: list[object] = [None] * len(requests)
 
-    async def main() -> list[object]:
-        with ThreadPoolExecutor(max_workers=1) as executor:
-            batcher = DynamicBatcher(model, executor, **kwargs)
-            batcher.start()
-            try:
-                return await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
-            finally:
-                await batcher.stop()
+    def call(index: int) -> None:
+        try:
+            results[index] = batcher.submit(requests[index])
+        except Exception as exc:
+            results[index] = exc
 
-    return asyncio.run(main())
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+        time.sleep(stagger_s)
+    for thread in threads:
+        thread.join(timeout=30)
+    batcher.stop()
+    return results
 
 
 def test_batcher_merges_concurrent_requests_and_splits_results() -> None:
@@ -99,7 +108,7 @@ def test_batcher_merges_concurrent_requests_and_splits_results() -> None:
     for request, result in zip(requests, results, strict=True):
         expected = np.array([[float(t), -float(t)] for t in request], dtype=np.float32)
         np.testing.assert_array_equal(result, expected)
-    # All were queued before the worker first ran, so they form a single batch.
+    # The first request runs at once; the others queue behind it and run together.
     assert len(model.batches) < len(requests)
     assert max(len(b) for b in model.batches) > 1
     assert sorted(t for b in model.batches for t in b) == sorted(t for r in requests for t in r)
@@ -119,7 +128,7 @@ def test_batcher_idle_single_request_does_not_wait_for_the_delay() -> None:
     model = FakeModel()
     started = time.perf_counter()
     (result,) = run_batcher(model, [["7"]], max_batch_size=32, max_delay_s=5.0)
-    assert time.perf_counter() - started < 2.0  # would be >= 5 s if an idle worker slept the delay
+    assert time.perf_counter() - started < 2.0  # would be >= 5 s if an idle batcher slept the delay
     np.testing.assert_array_equal(result, [[7.0, -7.0]])
 
 
@@ -128,27 +137,137 @@ def test_batcher_failure_reaches_every_waiter() -> None:
     assert all(isinstance(r, RuntimeError) and str(r) == "boom" for r in results)
 
 
+class GatedModel(FakeModel):
+    """The first call blocks until `release` is set; counts how many calls run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.calls = self.active = self.peak = 0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            first = self.calls == 0
+            self.calls += 1
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            if first:
+                assert self.release.wait(10)
+            return super().__call__(texts)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def _submit_in_thread(batcher: DynamicBatcher, texts: list[str], **kwargs) -> tuple[threading.Thread, list]:
+    outcome: list = []
+
+    def call() -> None:
+        try:
+            outcome.append(batcher.submit(texts, **kwargs))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_batcher_runs_a_second_batch_beside_a_busy_one_only_with_two_slots(slots: int) -> None:
+    model = GatedModel()
+    batcher = DynamicBatcher(model, max_batch_size=32, max_delay_s=0.01, max_concurrent=slots)
+    first, first_out = _submit_in_thread(batcher, ["1"])
+    _wait_for(lambda: model.active == 1)  # "1" is running, held by the gate
+    second, second_out = _submit_in_thread(batcher, ["2"])
+    second.join(timeout=1.0)
+    assert (second_out != []) is (slots == 2)  # with one slot "2" waits for "1"
+    model.release.set()
+    for thread in (first, second):
+        thread.join(timeout=10)
+    assert [o.tolist() for o in first_out + second_out] == [[[1.0, -1.0]], [[2.0, -2.0]]]
+    assert model.peak == slots
+
+
 def test_batcher_skips_cancelled_requests_and_refuses_after_stop() -> None:
-    model = FakeModel(delay_s=0.05)
-
-    async def main() -> None:
-        with ThreadPoolExecutor(max_workers=1) as executor:
-            batcher = DynamicBatcher(model, executor, max_batch_size=32, max_delay_s=0.0)
-            batcher.start()
-            first = asyncio.ensure_future(batcher.submit(["1"]))
-            await asyncio.sleep(0.01)  # "1" is running now; the next two queue behind it
-            doomed = asyncio.ensure_future(batcher.submit(["2"]))
-            kept = asyncio.ensure_future(batcher.submit(["3"]))
-            await asyncio.sleep(0)
-            doomed.cancel()
-            assert (await kept).tolist() == [[3.0, -3.0]]
-            assert (await first).tolist() == [[1.0, -1.0]]
-            await batcher.stop()
-            with pytest.raises(BatcherStopped):
-                await batcher.submit(["4"])
-
-    asyncio.run(main())
+    model = GatedModel()
+    batcher = DynamicBatcher(model, max_batch_size=32, max_delay_s=0.0, max_concurrent=1)
+    first, first_out = _submit_in_thread(batcher, ["1"])
+    _wait_for(lambda: model.active == 1)  # "1" is running; the next two queue behind it
+    cancels: list = []
+    doomed, doomed_out = _submit_in_thread(
+        batcher, ["2"], on_cancel=lambda callback: cancels.append(callback) or True
+    )
+    _wait_for(lambda: cancels != [])
+    kept, kept_out = _submit_in_thread(batcher, ["3"])
+    time.sleep(0.05)
+    cancels[0]()  # the caller of "2" went away (grpc runs the context's callbacks)
+    doomed.join(timeout=5)
+    assert isinstance(doomed_out[0], RequestCancelled)
+    model.release.set()
+    for thread in (first, kept):
+        thread.join(timeout=10)
+    assert kept_out[0].tolist() == [[3.0, -3.0]] and first_out[0].tolist() == [[1.0, -1.0]]
     assert model.batches == [["1"], ["3"]]
+    batcher.stop()
+    with pytest.raises(BatcherStopped):
+        batcher.submit(["4"])
+
+
+def test_batcher_stop_fails_queued_requests() -> None:
+    model = GatedModel()
+    batcher = DynamicBatcher(model, max_batch_size=1, max_delay_s=0.0, max_concurrent=1)
+    first, first_out = _submit_in_thread(batcher, ["1"])
+    _wait_for(lambda: model.active == 1)
+    queued, queued_out = _submit_in_thread(batcher, ["2"])
+    time.sleep(0.05)
+    batcher.stop()
+    queued.join(timeout=5)
+    assert isinstance(queued_out[0], BatcherStopped)
+    model.release.set()
+    first.join(timeout=5)
+    assert first_out[0].tolist() == [[1.0, -1.0]]  # a running batch finishes
+
+
+# --- length buckets --------------------------------------------------------------------------------
+
+
+def _cost(lengths: list[int], buckets: list[tuple[int, int]], run_cost: float) -> float:
+    return sum(run_cost + (end - start) * lengths[end - 1] for start, end in buckets)
+
+
+@pytest.mark.parametrize("run_cost", [0.0, 3.0, 8.0, 1000.0])
+def test_plan_buckets_is_optimal_contiguous_and_bounded(run_cost: float) -> None:
+    lengths = sorted([5, 6, 6, 7, 9, 12, 13, 13, 20, 31, 32, 40])
+    buckets = plan_buckets(lengths, max_rows=5, run_cost_tokens=run_cost)
+    assert buckets[0][0] == 0 and buckets[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(buckets))
+    assert all(0 < end - start <= 5 for start, end in buckets)
+    # Brute force over every way to cut the sorted list into runs of at most 5 rows.
+    best = min(
+        _cost(lengths, list(itertools.pairwise((0, *cuts, len(lengths)))), run_cost)
+        for k in range(len(lengths))
+        for cuts in itertools.combinations(range(1, len(lengths)), k)
+        if all(0 < b - a <= 5 for a, b in itertools.pairwise((0, *cuts, len(lengths))))
+    )
+    assert _cost(lengths, buckets, run_cost) == pytest.approx(best)
+    if run_cost == 1000.0:
+        assert len(buckets) == 3  # as few runs as max_rows allows
+
+
+def test_plan_buckets_edge_cases() -> None:
+    assert plan_buckets([], 4, 8.0) == []
+    assert plan_buckets([7], 4, 8.0) == [(0, 1)]
+    assert plan_buckets([3, 3, 3, 3], 4, 0.0) == [(0, 4)]  # a tie goes to fewer runs
+    assert plan_buckets([3, 3, 3, 3, 3], 2, 100.0) == [(0, 1), (1, 3), (3, 5)]
 
 
 # --- request parsing ---------------------------------------------------------------------------------
@@ -230,21 +349,54 @@ def test_settings_reject_bad_values(model_dir: Path, env: dict[str, str], messag
 # --- model wrapper -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("bucketing", [True, False])
 @pytest.mark.parametrize("with_token_type_ids", [True, False])
 def test_classifier_feeds_declared_inputs_and_matches_reference(
-    tmp_path: Path, with_token_type_ids: bool, model_dir_factory, reference_probs, limits
+    tmp_path: Path, with_token_type_ids: bool, bucketing: bool, model_dir_factory, reference_probs, limits
 ) -> None:
     from sentclf_server.model import SentenceClassifier
 
     directory = model_dir_factory(tmp_path / "m", with_token_type_ids=with_token_type_ids)
-    settings = load_settings({"MODEL_DIR": str(directory), "MAX_BATCH_SIZE": "2"})
-    model = SentenceClassifier(settings)
+    env = {"MODEL_DIR": str(directory), "MAX_BATCH_SIZE": "2", "LENGTH_BUCKETING": str(int(bucketing))}
+    stats = []
+    model = SentenceClassifier(load_settings(env), observer=stats.append)
     long_sentence = " ".join(["the cat sat on the mat"] * 20)  # longer than max_seq_length: truncated
     sentences = ["the cat sat", "dog", "colorless green ideas sleep furiously", long_sentence, "zzz unknown"]
-    probs = model.predict(sentences)  # 5 sentences > MAX_BATCH_SIZE=2: chunked
+    probs = model.predict(sentences)  # 5 sentences > MAX_BATCH_SIZE=2: at least 3 runs
     assert probs.dtype == np.float32 and probs.shape == (5, 2)
     np.testing.assert_allclose(probs, reference_probs(directory / "tokenizer.json", sentences), atol=1e-5)
     assert len(model.tokenizer.encode(long_sentence).ids) == limits.max_seq_length
+    (batch,) = stats
+    assert (batch.sentences, batch.tokens) == (5, 5 + 3 + 7 + 16 + 4)
+    assert batch.runs >= 3 and batch.padded_tokens >= batch.tokens
+
+
+def test_length_buckets_keep_request_order_and_cut_padding(model_dir: Path, reference_probs) -> None:
+    from sentclf_server.model import SentenceClassifier
+
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "very", "good", "book"]
+    sentences = [" ".join(rng.choice(words, size=rng.integers(1, 14))) for _ in range(40)]
+    expected = reference_probs(model_dir / "tokenizer.json", sentences)
+    padded = {}
+    for bucketing in (False, True):
+        stats = []
+        env = {"MODEL_DIR": str(model_dir), "MAX_BATCH_SIZE": "64", "LENGTH_BUCKETING": str(int(bucketing))}
+        model = SentenceClassifier(load_settings(env), observer=stats.append)
+        model.run_cost_tokens = 8.0
+        np.testing.assert_allclose(model.predict(sentences), expected, atol=1e-5)  # rows in request order
+        padded[bucketing] = stats[0].padded_tokens - stats[0].tokens
+        assert stats[0].runs == (1 if not bucketing else stats[0].runs)
+    assert padded[True] < padded[False] / 2
+
+
+def test_run_cost_calibration_is_bounded(model_dir: Path) -> None:
+    from sentclf_server.model import _RUN_COST_BOUNDS, SentenceClassifier
+
+    model = SentenceClassifier(load_settings({"MODEL_DIR": str(model_dir)}))
+    model.warm_up()
+    low, high = _RUN_COST_BOUNDS
+    assert low <= model.run_cost_tokens <= high
 
 
 def test_infer_before_the_model_is_loaded_is_unavailable(model_dir: Path) -> None:
@@ -253,5 +405,5 @@ def test_infer_before_the_model_is_loaded_is_unavailable(model_dir: Path) -> Non
     servicer = InferenceServicer(ServerState(load_settings({"MODEL_DIR": str(model_dir)})))
     request = _request([b"dog"], raw=True)
     with pytest.raises(RequestError, match="still loading") as info:
-        asyncio.run(servicer._infer(request))
+        servicer._infer(request)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE

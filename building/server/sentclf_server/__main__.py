@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -25,7 +24,7 @@ def main() -> int:
         log.error("invalid configuration: %s", exc)
         return 2
     try:
-        asyncio.run(serve(settings))
+        serve(settings)
     except Exception:
         log.exception("server failed")
         return 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import SERVER_NAME, __version__
-from .batcher import BatcherStopped, DynamicBatcher
+from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
 from .codec import CodecError, decode_bytes_tensor
 from .config import Settings
 from .metrics import observe_request
@@ -27,7 +26,7 @@ OUTPUT_NAMES = (LABEL_OUTPUT, PROBS_OUTPUT)
 # Requested-output parameters that ask for features this server does not have.
 _UNSUPPORTED_OUTPUT_PARAMS = ("classification", "shared_memory_region")
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
-Context = grpc.aio.ServicerContext
+Context = grpc.ServicerContext
 
 
 class RequestError(Exception):
@@ -168,17 +167,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 f"model '{name}' has no version '{version}'; serving version '{settings.model_version}'",
             )
 
-    async def ServerLive(
+    def ServerLive(
         self, request: service_pb2.ServerLiveRequest, context: Context
     ) -> service_pb2.ServerLiveResponse:
         return service_pb2.ServerLiveResponse(live=True)
 
-    async def ServerReady(
+    def ServerReady(
         self, request: service_pb2.ServerReadyRequest, context: Context
     ) -> service_pb2.ServerReadyResponse:
         return service_pb2.ServerReadyResponse(ready=self._state.ready)
 
-    async def ModelReady(
+    def ModelReady(
         self, request: service_pb2.ModelReadyRequest, context: Context
     ) -> service_pb2.ModelReadyResponse:
         # Like Triton: an unknown model is simply not ready (so clients' is_model_ready() returns False).
@@ -188,19 +187,19 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             return service_pb2.ModelReadyResponse(ready=False)
         return service_pb2.ModelReadyResponse(ready=self._state.ready)
 
-    async def ServerMetadata(
+    def ServerMetadata(
         self, request: service_pb2.ServerMetadataRequest, context: Context
     ) -> service_pb2.ServerMetadataResponse:
         # No optional KServe extensions (model repository, statistics, shared memory...) are implemented.
         return service_pb2.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[])
 
-    async def ModelMetadata(
+    def ModelMetadata(
         self, request: service_pb2.ModelMetadataRequest, context: Context
     ) -> service_pb2.ModelMetadataResponse:
         try:
             self._check_model(request.name, request.version)
         except RequestError as err:
-            await context.abort(err.code, err.message)
+            context.abort(err.code, err.message)
         settings = self._state.settings
         return service_pb2.ModelMetadataResponse(
             name=settings.model_name,
@@ -213,7 +212,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             ],
         )
 
-    async def _infer(self, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+    def _infer(
+        self, request: service_pb2.ModelInferRequest, context: Context | None = None
+    ) -> service_pb2.ModelInferResponse:
         self._check_model(request.model_name, request.model_version)
         batcher = self._state.batcher
         # Still served while draining: a client that has not yet seen NOT_SERVING should not fail.
@@ -222,39 +223,39 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         settings = self._state.settings
         texts = parse_text_input(request, settings.max_request_batch)
         outputs = requested_outputs(request)
-        probs = await batcher.submit(texts)
+        probs = batcher.submit(texts, None if context is None else context.add_callback)
         return build_response(request, settings, probs, outputs)
 
-    async def ModelInfer(
+    def ModelInfer(
         self, request: service_pb2.ModelInferRequest, context: Context
     ) -> service_pb2.ModelInferResponse:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return await self._infer(request)
+            return self._infer(request, context)
         except RequestError as err:
             code = err.code
-            await context.abort(err.code, err.message)
+            context.abort(err.code, err.message)
         except BatcherStopped as exc:
             code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, str(exc))
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # client went away or deadline passed
-            raise
+            context.abort(code, str(exc))
+        except RequestCancelled as exc:
+            code = grpc.StatusCode.CANCELLED  # client went away or deadline passed; nobody reads this
+            context.abort(code, str(exc))
         except Exception:
             log.exception("ModelInfer failed")
             code = grpc.StatusCode.INTERNAL
-            await context.abort(code, "internal error during inference; see server log")
+            context.abort(code, "internal error during inference; see server log")
         finally:
             observe_request(code.name, time.perf_counter() - start)
 
 
-async def _unimplemented(self: InferenceServicer, request: object, context: Context) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented by sentclf-server")
+def _unimplemented(self: InferenceServicer, request: object, context: Context) -> None:
+    context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented by sentclf-server")
 
 
-# The generated base class has synchronous stubs; the aio server would run those in a thread pool, so
-# replace every RPC we do not implement with an async one that answers UNIMPLEMENTED.
+# The generated base class answers UNIMPLEMENTED too, but by raising NotImplementedError, which the gRPC
+# server logs as an application error; replace every RPC we do not implement with a quiet abort.
 for _name, _member in vars(service_pb2_grpc.GRPCInferenceServiceServicer).items():
     if callable(_member) and not _name.startswith("_") and _name not in vars(InferenceServicer):
         setattr(InferenceServicer, _name, _unimplemented)
