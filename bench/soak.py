@@ -14,16 +14,13 @@ import argparse
 import logging
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-from docker.models.containers import Container
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sentclf.containers import running_server  # noqa: E402
+from sentclf.containers import MemorySampler, running_server  # noqa: E402
 from sentclf.engine import docker_client  # noqa: E402
 
 from serving import (  # noqa: E402
@@ -37,35 +34,6 @@ from serving import (  # noqa: E402
 )
 
 log = logging.getLogger("soak")
-
-
-def container_memory_mb(container: Container) -> float:
-    """Anonymous (heap) memory of the container's cgroup; page cache is left out, it is reclaimable."""
-    stats = container.stats(stream=False)["memory_stats"]
-    detail = stats.get("stats", {})
-    if "anon" in detail:  # cgroup v2
-        return detail["anon"] / 2**20
-    return (stats.get("usage", 0) - detail.get("total_inactive_file", detail.get("inactive_file", 0))) / 2**20
-
-
-class MemorySampler(threading.Thread):
-    """Samples container memory until stopped; (seconds since start, MB) pairs."""
-
-    def __init__(self, container: Container, every_s: float) -> None:
-        super().__init__(daemon=True)
-        self.container, self.every_s = container, every_s
-        self.samples: list[tuple[float, float]] = []
-        self._stop_event = threading.Event()
-        self._began = time.monotonic()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.samples.append((time.monotonic() - self._began, container_memory_mb(self.container)))
-            self._stop_event.wait(self.every_s)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
 
 
 def memory_trend(samples: list[tuple[float, float]]) -> tuple[float, float]:
