@@ -11,6 +11,7 @@ Usage: python bench/retrain_images.py [--retrains 10] [--keep-images 3]
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,24 @@ def store_images(engine: docker.DockerClient, client: mlflow.MlflowClient, model
     return engine.images.list(filters={"label": f"sentclf.image_namespace={namespace}"}) if namespace else []
 
 
+def retrain(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """One `scripts/retrain.sh` in a process group of its own; if this bench is interrupted, the retrain
+    gets SIGTERM (its pipeline cancels cleanly) and is waited for before the store is removed."""
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, _ = process.communicate()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=300)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, "")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--retrains", type=int, default=10)
     parser.add_argument("--keep-images", type=int, default=3)
@@ -55,9 +73,7 @@ def main() -> int:
             started = time.monotonic()
             command = ["scripts/retrain.sh", *TINY, "-P", f"registered_model_name={model}"]
             command += ["-P", f"keep_images={args.keep_images}"]
-            result = subprocess.run(
-                command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False
-            )
+            result = retrain(command, env)
             seconds = time.monotonic() - started
             mine = store_images(engine, client, model)
             row = (

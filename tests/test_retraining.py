@@ -240,10 +240,18 @@ def test_old_server_images_are_collected_and_kept_ones_stay(tracking_store, tmp_
     context = tmp_path / "context"
     context.mkdir()
     (context / "Dockerfile").write_text("FROM sentclf/python-base:3.11-bookworm\nLABEL sentclf.test=gc\n")
+    containers_before = {c.id for c in engine.containers.list(all=True)}
+    dangling_before = {i.id for i in engine.images.list(filters={"dangling": True})}
     tags = {}
     for version in map(str, versions):
         tag = f"collected-server:{version}-{uuid.uuid4().hex[:12]}"
-        engine.images.build(path=str(context), tag=tag, labels=image_labels("collected", version, namespace))
+        engine.images.build(  # rm: docker-py keeps the intermediate containers otherwise
+            path=str(context),
+            tag=tag,
+            labels=image_labels("collected", version, namespace),
+            rm=True,
+            forcerm=True,
+        )
         client.set_model_version_tag("collected", version, "server_image", tag)
         tags[version] = tag
     try:
@@ -255,6 +263,8 @@ def test_old_server_images_are_collected_and_kept_ones_stay(tracking_store, tmp_
         for tag in tags.values():
             with contextlib.suppress(docker.errors.ImageNotFound):
                 engine.images.remove(tag, force=True)
+    assert {c.id for c in engine.containers.list(all=True)} <= containers_before  # no build container
+    assert {i.id for i in engine.images.list(filters={"dangling": True})} <= dangling_before
 
 
 def test_a_second_store_never_retags_the_first_ones_image(tracking_store):
