@@ -16,9 +16,7 @@ from collections.abc import Callable, Iterator
 
 import docker
 import docker.errors
-import grpc
 from docker.models.containers import Container
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mlflow.entities import Run
 
 from sentclf.engine import docker_client
@@ -66,6 +64,11 @@ def server_network_mode() -> str:
 
 def health_status(port: int, timeout_s: float = 1.0, service: str = "") -> str:
     """The gRPC health status name of the server on loopback:`port`; UNREACHABLE when nothing answers."""
+    # Imported here: the conductor on the host imports this module for its labels, and its venv
+    # (requirements/host.txt) has no gRPC; the steps that talk to servers run in the step image.
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
