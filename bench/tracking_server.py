@@ -71,7 +71,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
     tag = uuid.uuid4().hex[:8]
     root = Path(tempfile.mkdtemp(prefix="sentclf-bench-tracking-", dir=REPO_ROOT / ".build"))
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # MLflow leaves a lock file per sqlite store in the temp dir: give this process and the runs one of ours.
+    (tmp := root / "tmp").mkdir()
+    tempfile.tempdir = str(tmp)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"TMPDIR": str(tmp)}
     server_env = base_env | {
         "TRACKING_DIR": str(root / "server"),
         "TRACKING_PORT": str(port := free_port()),
