@@ -32,6 +32,7 @@ echo "debootstrap bookworm into $rootfs ${mirror:+(mirror from host apt sources)
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   bookworm "$rootfs" ${mirror:+"$mirror"} >/tmp/sentclf-debootstrap.log 2>&1 \
   || { echo "error: debootstrap failed, see /tmp/sentclf-debootstrap.log" >&2; exit 1; }
+rm -f /tmp/sentclf-debootstrap.log  # kept only when it explains a failure
 # Keep the image small: no apt lists or caches.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*
 tar -C "$rootfs" -c . | docker import \

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,21 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
 UNDER_CI = os.environ.get("CI", "").lower() == "true"
+
+# Whatever the libraries under test leave in the temp dir (MLflow's sqlite init locks, Chromium's singleton
+# directory, torch's inductor cache) goes into one directory of this session, removed when it ends: set
+# before any of them is imported, inherited by every subprocess a test starts.
+# pytest's own tmp_path directories stay where pytest keeps them (its last three sessions, to inspect).
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="sentclf-tests-"))
+os.environ["TMPDIR"] = str(SESSION_TMP)
+tempfile.tempdir = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
 
 # Each step imports its modules by bare name from its own directory, as it does when it runs.
 for step in ("preprocess", "train", "building", "evaluate"):
