@@ -78,10 +78,11 @@ healthy() { python3 -c "import urllib.request,sys; urllib.request.urlopen('$url/
 start_server() {
   if server_running && healthy; then say "already serving at $url"; return 0; fi
   [ -x "$repo/.venv/bin/mlflow" ] || die "no project venv: run \`make venv\` first"
-  mkdir -p "$artifacts"
+  mkdir -p "$artifacts" "$dir/tmp"
   say "starting mlflow server at $url (backend PostgreSQL, artifacts in $artifacts, log $dir/mlflow-server.log)"
-  # Its own session, so `stop` ends the server and every worker it forked.
-  setsid "$repo/.venv/bin/mlflow" server --backend-store-uri "$store_uri" --serve-artifacts \
+  # Its own session, so `stop` ends the server and every worker it forked; its temp files (MLflow leaves a
+  # database-init lock file there) stay with its data instead of in /tmp.
+  TMPDIR="$dir/tmp" setsid "$repo/.venv/bin/mlflow" server --backend-store-uri "$store_uri" --serve-artifacts \
     --artifacts-destination "$artifacts" --host 127.0.0.1 --port "$port" >>"$dir/mlflow-server.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 120); do
