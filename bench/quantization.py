@@ -19,6 +19,7 @@ paired bootstrap on the validation rows, as folded).
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -246,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    with tempfile.TemporaryDirectory(prefix="sentclf-quant-") as tmp:
+    # ORT's shape inference and quantisers drop temporary models in the working directory (and keep them
+    # when they fail): work inside the temporary directory.
+    with tempfile.TemporaryDirectory(prefix="sentclf-quant-") as tmp, contextlib.chdir(tmp):
         work = Path(tmp)
         fp32, tokenizer_path, config, data = download(args.model_name, args.model_version, work)
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
