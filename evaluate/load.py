@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 ACCURACY_BATCH = 32
 MEMORY_SAMPLE_EVERY_S = 1.0
+SETTLE_S = 3.0
 
 
 class ServerFailed(StepError):
@@ -40,15 +41,24 @@ class Target:
     version: str
 
 
-def describe(container: Container | None) -> str:
-    """The container's state, for a message: a killed server says so (status, exit code, OOM)."""
+def describe(container: Container | None, settle_s: float = SETTLE_S) -> str:
+    """The container's state, for a message: a killed server says so (status, exit code, OOM).
+
+    The client sees the socket close the moment the server's process dies, a little before the engine
+    records the container as exited: a container still `running` gets `settle_s` to show how it ended.
+    """
     if container is None:
         return "the server is not a container of this step (a sidecar: see its own log)"
-    try:
-        container.reload()
-    except Exception:  # noqa: BLE001 (gone already: that is the description)
-        return f"server container {container.name} is gone"
-    state = container.attrs.get("State", {})
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            container.reload()
+        except Exception:  # noqa: BLE001 (gone already: that is the description)
+            return f"server container {container.name} is gone"
+        state = container.attrs.get("State", {})
+        if state.get("Status") != "running" or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     return (
         f"server container {container.name} is {state.get('Status', '?')} "
         f"(exit code {state.get('ExitCode')}, OOM-killed {state.get('OOMKilled')})"
