@@ -46,7 +46,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tokenizers import Tokenizer
 
-from sentclf.metrics import classification_metrics
+from sentclf.metrics import classification_metrics, mcc_per_resample
 from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, TEXT_COLUMN
 from sentclf.tracking import version_data_run_id
 
@@ -208,21 +208,11 @@ def tuned_shift(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(shifts[int(np.argmax([mcc(labels, logits, shift) for shift in shifts]))])
 
 
-def mcc_rows(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """MCC of each row of resampled (labels, predictions) matrices."""
-    tp = ((labels == 1) & (predictions == 1)).sum(1).astype(np.float64)
-    tn = ((labels == 0) & (predictions == 0)).sum(1).astype(np.float64)
-    fp = ((labels == 0) & (predictions == 1)).sum(1).astype(np.float64)
-    fn = ((labels == 1) & (predictions == 0)).sum(1).astype(np.float64)
-    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return np.divide(tp * tn - fp * fn, denominator, out=np.zeros_like(tp), where=denominator > 0)
-
-
 def paired_delta_interval(labels: np.ndarray, ours: np.ndarray, fp32: np.ndarray) -> tuple[float, float]:
     """95% interval of ΔMCC to fp32 over 1000 seeded paired resamples of the same validation rows: how
     finely these rows can tell two models apart."""
     draws = np.random.default_rng(0).integers(0, len(labels), size=(1000, len(labels)))
-    deltas = mcc_rows(labels[draws], ours[draws]) - mcc_rows(labels[draws], fp32[draws])
+    deltas = mcc_per_resample(labels, ours, draws) - mcc_per_resample(labels, fp32, draws)
     low, high = np.percentile(deltas, [2.5, 97.5])
     return float(low), float(high)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sentclf.metrics import matthews_corrcoef
+from sentclf.metrics import matthews_corrcoef, mcc_per_resample
 
 
 @dataclass(frozen=True)
@@ -36,17 +36,6 @@ class PairedComparison:
 def resample_indices(rows: int, resamples: int, seed: int) -> np.ndarray:
     """[resamples, rows] row indices drawn with replacement, the same for every model compared."""
     return np.random.default_rng(seed).integers(0, rows, size=(resamples, rows))
-
-
-def mcc_per_resample(labels: np.ndarray, predictions: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """MCC on each resample, vectorised over the confusion counts."""
-    y, p = labels[draws].astype(bool), predictions[draws].astype(bool)
-    tp = (y & p).sum(axis=1).astype(float)
-    tn = (~y & ~p).sum(axis=1).astype(float)
-    fp = (~y & p).sum(axis=1).astype(float)
-    fn = (y & ~p).sum(axis=1).astype(float)
-    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return np.divide(tp * tn - fp * fn, denominator, out=np.zeros_like(tp), where=denominator > 0)
 
 
 def accuracy_per_resample(labels: np.ndarray, predictions: np.ndarray, draws: np.ndarray) -> np.ndarray:

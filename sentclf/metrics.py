@@ -23,6 +23,17 @@ def matthews_corrcoef(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float((tp * tn - fp * fn) / denominator) if denominator else 0.0
 
 
+def mcc_per_resample(labels: np.ndarray, predictions: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """MCC on each resample (`draws`: [resamples, rows] row indices), vectorised over the confusion counts."""
+    y, p = labels[draws].astype(bool), predictions[draws].astype(bool)
+    tp = (y & p).sum(axis=1).astype(float)
+    tn = (~y & ~p).sum(axis=1).astype(float)
+    fp = (~y & p).sum(axis=1).astype(float)
+    fn = (y & ~p).sum(axis=1).astype(float)
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return np.divide(tp * tn - fp * fn, denominator, out=np.zeros_like(tp), where=denominator > 0)
+
+
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int = 2) -> dict:
     """Accuracy, MCC and precision/recall/F1 (macro, micro and per class) in one flat dict."""
     matrix = confusion_matrix(labels, predictions, num_classes).astype(np.float64)

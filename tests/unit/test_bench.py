@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import pytest
 
-from sentclf.metrics import classification_metrics
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -39,13 +38,6 @@ def test_quantization_tunes_the_shift_that_maximises_mcc_and_keeps_none_when_non
     assert quantization.mcc(labels, logits, shift) == pytest.approx(1.0)
     separable = np.stack([np.zeros(6), np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])], axis=1)
     assert quantization.tuned_shift(labels, separable) == 0.0
-
-
-def test_quantization_resampled_mcc_equals_the_shared_metric():
-    rng = np.random.default_rng(1)
-    labels, predictions = rng.integers(0, 2, (3, 50)), rng.integers(0, 2, (3, 50))
-    expected = [classification_metrics(labels[i], predictions[i])["mcc"] for i in range(3)]
-    assert quantization.mcc_rows(labels, predictions) == pytest.approx(expected)
 
 
 def _scores(val_mcc, val_tuned, tput, predictions):

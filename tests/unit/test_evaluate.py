@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from sentclf.containers import CONTAINER_LABEL
 from sentclf.images import STEP_IMAGE
-from sentclf.metrics import matthews_corrcoef
+from sentclf.metrics import matthews_corrcoef, mcc_per_resample
 from tests.conftest import require_docker
 
 import evaluate
@@ -25,7 +25,7 @@ import load
 from gate import GateConfig, decide
 from inputs import EvaluationInputs
 from offline import score_files
-from stats import mcc_per_resample, paired_bootstrap, resample_indices
+from stats import paired_bootstrap, resample_indices
 
 # ---- statistics ------------------------------------------------------------------------------------------
 
