@@ -70,15 +70,15 @@ engine:
 
 ## images: the base image (pulled, or built with debootstrap offline) and the step image, when out of date
 images: base-image
-	$(PYTHON) -m sentclf.images ensure-step
+	$(PYTHON) -m conductor.step_image ensure-step
 
 base-image: venv engine
-	$(PYTHON) -m sentclf.images ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
+	$(PYTHON) -m conductor.step_image ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
 
 ## step-lock: re-resolve the step image's dependencies and rewrite requirements/step.lock (after editing
 ## requirements/step.txt or torch.txt); the next `make images` rebuilds the step image from it
 step-lock: base-image
-	$(PYTHON) -m sentclf.images lock-step
+	$(PYTHON) -m conductor.step_image lock-step
 
 ## step: run one step alone, e.g. make step STEP=train ARGS="-P epochs=5"
 step: images
@@ -88,7 +88,7 @@ step: images
 ## ui: the MLflow UI on http://127.0.0.1:5000 over this project's runs; prints the link to the pipeline's runs
 ## (MLflow 3's UI otherwise opens in its GenAI mode)
 ui: venv
-	@$(PYTHON) -m sentclf.ui_links http://127.0.0.1:5000
+	@$(PYTHON) -m conductor.ui_links http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 ## bench: benchmarks that print figures (not part of the tests)

@@ -1,98 +1,34 @@
-"""Conductor of the pipeline: preprocess -> train -> building -> evaluate.
+"""Entry point of the root MLproject (`mlflow run .`): read the pipeline's parameters, run the pipeline.
 
-Opens the parent run (joined from `mlflow run .`), runs each sub-project through a backend (local: `mlflow
-run <step>` in its own container) as a child run, and hands only run ids, model URIs and image tags from
-one step to the next. A step whose code, parameters and inputs are unchanged is not run again: its earlier
-run is reused (sentclf.step_cache). Host data enters once, as a snapshot with hashes on this parent run.
-One pipeline at a time per checkout (sentclf.pipeline_lock). Defaults live in the root MLproject; this
-script takes every parameter explicitly.
+The parameters and their defaults are the root MLproject's (conductor.parameters reads them); the pipeline
+itself is conductor.pipeline: preprocess -> train -> building -> evaluate, each a child run.
 """
 
 import argparse
-import contextlib
-import datetime
 import logging
-import os
 import signal
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
-import docker.errors
-import mlflow
-from mlflow.entities import Run
-
+from conductor.backends import resolve_backend_name
+from conductor.parameters import root_parameters
+from conductor.pipeline import run_pipeline, write_summary
 from sentclf.cli import parse_bool
-from sentclf.dataset_snapshot import build_manifest, host_data_path, log_snapshot
-from sentclf.engine import docker_client
-from sentclf.images import STEP_IMAGE, ensure_step_image
-from sentclf.local_backend import LocalBackend, StepFailed
-from sentclf.pipeline_lock import pipeline_lock
-from sentclf.server_images import collect_server_images
-from sentclf.step_cache import code_fingerprint, find_cached_run, mark, step_key
-from sentclf.tracking import RUN_NAME_TAG, StepCancelled, configure_logging, mark_ml_experiment
-from sentclf.ui_links import DEFAULT_UI, run_link
+from sentclf.tracking import StepCancelled, configure_logging
 
 logger = logging.getLogger("main")
 
-PROJECT_DIR = Path(__file__).resolve().parent
-DESCRIPTION_TAG = "mlflow.note.content"
-# The one-line outcome of the pipeline goes here too when set (scripts/retrain.sh ends its log with it).
-SUMMARY_FILE_ENV = "SENTCLF_SUMMARY_FILE"
-
-
-def _raise_cancelled(signum: int, frame: object) -> None:
-    raise StepCancelled(f"signal {signal.Signals(signum).name}")
-
-
-# The root parameters each step takes, under the same names as in the step's MLproject. Values are passed
-# on as the strings MLflow gave us (it has already checked their types against the root MLproject).
-STEP_PARAMETERS = {
-    "preprocess": (
-        "dataset",
-        "text_column",
-        "label_column",
-        "val_fraction",
-        "test_fraction",
-        "seed",
-        "overlap_policy",
-        "registered_model_name",
-        "drift_threshold",
-        "fail_on_drift",
-    ),
-    "train": (
-        "epochs",
-        "max_train_samples",
-        "batch_size",
-        "learning_rate",
-        "max_seq_length",
-        "seed",
-        "base_model",
-        "serve_variant",
-        "registered_model_name",
-    ),
-    "building": (),
-    "evaluate": ("registered_model_name", "min_delta", "confidence", "latency_budget_ms", "min_mcc", "seed"),
-}
-CONDUCTOR_PARAMETERS = ("server_base_image", "use_cache", "keep_images", "backend")
-# `-P backend=kubernetes`, or this variable when the parameter is left at `local`.
-BACKEND_ENV = "SENTCLF_BACKEND"
-BACKENDS = ("local", "kubernetes")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Every root parameter, required: MLflow passes each one, with the MLproject's default if not given."""
     parser = argparse.ArgumentParser(description=__doc__)
-    names = sorted({name for names in STEP_PARAMETERS.values() for name in names} | set(CONDUCTOR_PARAMETERS))
-    for name in names:
+    for name in root_parameters():
         parser.add_argument(f"--{name.replace('_', '-')}", required=True)
     args = parser.parse_args(argv)
     args.use_cache = parse_bool(args.use_cache)
-    if args.backend == "local":
-        args.backend = os.environ.get(BACKEND_ENV, "local")
-    if args.backend not in BACKENDS:
-        parser.error(f"backend must be one of {', '.join(BACKENDS)} (or {BACKEND_ENV}), got {args.backend!r}")
+    try:
+        args.backend = resolve_backend_name(args.backend)
+    except ValueError as error:
+        parser.error(str(error))
     if int(args.keep_images) < 1:
         parser.error(
             f"keep_images must be >= 1 (the newest versions whose images stay), got {args.keep_images}"
@@ -100,221 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def step_parameters(step: str, args: argparse.Namespace, **handed_on: str) -> dict[str, str]:
-    """The step's share of the root parameters plus what earlier steps hand on (run ids, URIs, tags)."""
-    return {name: getattr(args, name) for name in STEP_PARAMETERS[step]} | handed_on
-
-
-def describe_parent(parent: Run, args: argparse.Namespace) -> None:
-    """A readable name and a description, so `mlflow ui` shows what this run is at a glance."""
-    started = datetime.datetime.fromtimestamp(parent.info.start_time / 1000, datetime.UTC)
-    mlflow.set_tags(
-        {
-            RUN_NAME_TAG: f"pipeline {started:%Y-%m-%d %H:%M:%S} UTC",
-            DESCRIPTION_TAG: (
-                f"Pipeline run: preprocess -> train -> building -> evaluate on `{args.dataset}`, model "
-                f"`{args.registered_model_name}`. Each step that ran is a child run below; a step reused "
-                "from an earlier pipeline (same code, parameters and inputs) is named in the tag "
-                "`cache.<step>`. The headline test metrics are copied here; `run_id.<step>` names every "
-                "step's run."
-            ),
-        }
-    )
-    mark_ml_experiment(parent.info.experiment_id)
-
-
-@dataclass(frozen=True)
-class StepResult:
-    run: Run
-    key: str  # its cache key: what the steps that consume it key on
-
-    @property
-    def run_id(self) -> str:
-        return self.run.info.run_id
-
-    def tag(self, name: str) -> str:
-        value = self.run.data.tags.get(name)
-        if not value:
-            raise StepFailed(f"run {self.run_id} finished without its tag {name!r}")
-        return value
-
-
-# A value handed to a step, or a function that makes it, called only if the step really runs.
-HandOn = str | Callable[[], str]
-
-
-class Pipeline:
-    """The four steps of one pipeline run, each launched through the backend or reused from the cache."""
-
-    def __init__(self, args: argparse.Namespace, parent: Run, backend: "Backend") -> None:
-        self.args = args
-        self.parent = parent
-        self.backend = backend
-
-    def run(self) -> None:
-        args = self.args
-        data_path = host_data_path(args.dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
-        manifest = build_manifest(data_path) if data_path else None
-        preprocess = self.step(
-            "preprocess",
-            inputs={"data": manifest.sha256 if manifest else args.dataset},
-            **({"dataset": lambda: log_snapshot(data_path, manifest)} if manifest else {}),
-        )
-        train = self.step("train", inputs={"preprocess": preprocess.key}, data_run_id=preprocess.run_id)
-        version = train.tag("registered_model_version")
-        building = self.step(
-            "building",
-            inputs={"train": train.key, "base_image": args.server_base_image},
-            model_uri=f"models:/{args.registered_model_name}/{version}",
-            base_image=args.server_base_image,
-        )
-        evaluate = self.step(
-            "evaluate",
-            inputs={"building": building.key, "preprocess": preprocess.key, "champion": self.rival(version)},
-            server_image=building.tag("server_image"),
-            data_run_id=preprocess.run_id,
-            model_version=version,
-        )
-        self.summarize(preprocess, train, building, evaluate, version)
-
-    def step(self, step: str, inputs: dict[str, str], **handed_on: HandOn) -> StepResult:
-        """Reuse a finished run with the same key, or run the step and record its key."""
-        parameters = step_parameters(step, self.args)
-        own = {name: value for name, value in parameters.items() if name not in handed_on}
-        key = step_key(step, code_fingerprint(PROJECT_DIR, step), own, inputs)
-        cached = self.reusable(step, key) if self.args.use_cache else None
-        if cached is not None:
-            logger.info(
-                "=== %s: reusing run %s (same code, parameters and inputs) ===", step, cached.info.run_id
-            )
-            mlflow.set_tags(
-                {f"cache.{step}": f"reused {cached.info.run_id}", f"run_id.{step}": cached.info.run_id}
-            )
-            return StepResult(cached, key)
-        parameters |= {name: value() if callable(value) else value for name, value in handed_on.items()}
-        logger.info("=== %s: starting with %s ===", step, parameters)
-        run = self.backend.run_step(step, parameters, run_name=step)  # raises if the step failed
-        run_id = run.info.run_id
-        mlflow.set_tags({f"cache.{step}": "ran", f"run_id.{step}": run_id})
-        mark(run_id, key)
-        logger.info("=== %s: run %s finished ===", step, run_id)
-        return StepResult(run, key)
-
-    def reusable(self, step: str, key: str) -> Run | None:
-        """A cached run, if what it produced is still there (a registered version, a local image)."""
-        run = find_cached_run(self.parent.info.experiment_id, step, key)
-        if run is None:
-            return None
-        try:
-            if step == "train":
-                version = run.data.tags["registered_model_version"]
-                mlflow.MlflowClient().get_model_version(self.args.registered_model_name, version)
-            if step == "building" and self.args.backend == "local":  # a cluster's images are in its registry
-                docker_client().images.get(run.data.tags["server_image"])
-        except (KeyError, mlflow.exceptions.MlflowException, docker.errors.ImageNotFound):
-            logger.info(
-                "%s run %s has the same key, but what it made is gone: running again", step, run.info.run_id
-            )
-            return None
-        return run
-
-    def rival(self, version: str) -> str:
-        """The champion a new version is weighed against ('-' for none, or when it already is it)."""
-        client = mlflow.MlflowClient()
-        with contextlib.suppress(mlflow.exceptions.MlflowException):
-            champion = client.get_model_version_by_alias(self.args.registered_model_name, "champion").version
-            return "-" if str(champion) == version else str(champion)
-        return "-"
-
-    def summarize(
-        self,
-        preprocess: StepResult,
-        train: StepResult,
-        building: StepResult,
-        evaluate: StepResult,
-        version: str,
-    ) -> None:
-        metrics = evaluate.run.data.metrics
-        mlflow.set_tags({"registered_model_version": version, "server_image": building.tag("server_image")})
-        # The headline figures on the parent too, so the runs table compares pipelines at a glance.
-        mlflow.log_metrics(
-            {k: v for k, v in metrics.items() if k.startswith(("test_", "latency_", "throughput_"))}
-        )
-        interval = (
-            f" [{metrics['test_mcc_low']:.4f}, {metrics['test_mcc_high']:.4f}]"
-            if "test_mcc_low" in metrics
-            else ""
-        )
-        decision = evaluate.run.data.tags.get("gate.summary", "no gate decision recorded")
-        summary = f"version {version}, test MCC {metrics['test_mcc']:.4f}{interval}, {decision}"
-        mlflow.set_tag("summary", summary)
-        logger.info("pipeline finished: parent run %s: %s", self.parent.info.run_id, summary)
-        link = run_link(DEFAULT_UI, self.parent.info.experiment_id, self.parent.info.run_id)
-        logger.info("see it in the UI (`make ui`): %s", link)
-        write_summary(summary)
-
-
-def write_summary(summary: str) -> None:
-    if path := os.environ.get(SUMMARY_FILE_ENV):
-        Path(path).write_text(summary + "\n")
-
-
-def prune_storage_dirs() -> None:
-    """`mlflow run` (this pipeline's own, and any step run alone) leaves an empty directory for `path`
-    parameters under MLFLOW_TMP_DIR, which the venv points into .build/: remove the empty ones."""
-    root = os.environ.get("MLFLOW_TMP_DIR")
-    if not root or not Path(root).is_dir():
-        return
-    for directory in Path(root).iterdir():
-        with contextlib.suppress(OSError):  # not empty (in use): left alone
-            directory.rmdir()
-
-
-def collect_images(args: argparse.Namespace) -> None:
-    """After every pipeline: the server images no kept version uses go (best effort)."""
-    try:
-        collect_server_images(docker_client(), args.registered_model_name, int(args.keep_images))
-    except (RuntimeError, docker.errors.DockerException, mlflow.exceptions.MlflowException) as error:
-        logger.warning("server image clean-up skipped: %s", error)
-
-
-class Backend(Protocol):
-    """How a step is launched: it returns the step's finished run and raises RuntimeError on failure."""
-
-    def run_step(self, step: str, parameters: dict[str, str], run_name: str) -> Run: ...
-
-
-def make_backend(name: str, pipeline_run_id: str) -> Backend:
-    """`local`: each step in a container of this machine's Docker engine; `kubernetes`: each step as a
-    Job in the cluster kubernetes/README.md describes (its client library is imported only then)."""
-    if name == "kubernetes":
-        sys.path.insert(0, str(PROJECT_DIR / "kubernetes"))
-        from sentclf_kube import KubernetesBackend, KubeSettings
-
-        return KubernetesBackend(PROJECT_DIR, KubeSettings.from_env())
-    return LocalBackend(PROJECT_DIR, pipeline_run_id)
-
-
-def run_pipeline(args: argparse.Namespace) -> None:
-    # The steps' own `mlflow run` finds the experiment by id (MLflow passes MLFLOW_EXPERIMENT_ID); a name
-    # left in the environment as well would make its command line ambiguous.
-    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
-    with pipeline_lock(PROJECT_DIR):
-        # Inside the lock: a rebuild must not swap the image under a pipeline that is still running.
-        ensure_step_image(docker_client(), PROJECT_DIR)
-        logger.info("step image %s ready", STEP_IMAGE)
-        try:
-            with mlflow.start_run() as parent:
-                describe_parent(parent, args)
-                try:
-                    Pipeline(args, parent, make_backend(args.backend, parent.info.run_id)).run()
-                except (StepCancelled, KeyboardInterrupt):
-                    mlflow.end_run("KILLED")
-                    raise
-        finally:
-            if args.backend == "local":  # a cluster's images live in the user's registry
-                collect_images(args)
-            prune_storage_dirs()
+def _raise_cancelled(signum: int, frame: object) -> None:
+    raise StepCancelled(f"signal {signal.Signals(signum).name}")
 
 
 def main(argv: list[str] | None = None) -> int:

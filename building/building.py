@@ -29,7 +29,8 @@ from sentclf.images import (
     write_build_inputs,
 )
 from sentclf.kserve_client import classify, connect
-from sentclf.server_images import VERSION_IMAGE_TAG, image_labels, image_namespace, server_image_tag
+from sentclf.schema import SERVER_IMAGE_TAG
+from sentclf.server_images import image_labels, image_namespace, server_image_tag
 from sentclf.tracking import StepInputError, step_run
 
 logger = logging.getLogger("building")
@@ -178,8 +179,8 @@ def record_pushed_image(name: str, version: str, context: Path) -> None:
                 f"{path} is missing or empty: the image builder did not push the server image"
             )
     image = f"{values['destination']}@{values['digest']}"
-    mlflow.set_tag("server_image", image)
-    mlflow.MlflowClient().set_model_version_tag(name, version, VERSION_IMAGE_TAG, image)
+    mlflow.set_tag(SERVER_IMAGE_TAG, image)
+    mlflow.MlflowClient().set_model_version_tag(name, version, SERVER_IMAGE_TAG, image)
     logger.info("recorded the pushed image %s", image)
 
 
@@ -205,8 +206,8 @@ def run(args: argparse.Namespace) -> None:
 
     mlflow.log_metric("smoke_seconds_to_serving", smoke_test(tag, args.serving_model_name, version))
     # Only an image that passed its smoke test is handed on.
-    mlflow.set_tag("server_image", tag)
-    mlflow.MlflowClient().set_model_version_tag(name, version, VERSION_IMAGE_TAG, tag)
+    mlflow.set_tag(SERVER_IMAGE_TAG, tag)
+    mlflow.MlflowClient().set_model_version_tag(name, version, SERVER_IMAGE_TAG, tag)
 
 
 def main(argv: list[str] | None = None) -> None:

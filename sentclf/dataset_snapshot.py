@@ -15,7 +15,9 @@ from pathlib import Path
 
 import mlflow
 
-SUPPORTED_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
+from sentclf.schema import DATA_SUFFIXES
+
+SUPPORTED_SUFFIXES = DATA_SUFFIXES
 SNAPSHOT_DIR = "dataset"
 MANIFEST = "manifest.json"
 FILES_DIR = "files"
@@ -102,14 +104,3 @@ def download_snapshot(uri: str, dst_dir: Path) -> tuple[Path, Manifest]:
     if manifest.kind == "file":
         return files_dir / manifest.files[0][0], manifest
     return files_dir, manifest
-
-
-def host_data_path(dataset: str, roots: tuple[Path, ...]) -> Path | None:
-    """The existing host file or folder `dataset` names (absolute, or relative to one of `roots`, in
-    order), or None: `cola`, a hub id, a snapshot URI, or a path that does not exist (the preprocess
-    step then says so, with the places it looked)."""
-    if dataset == "cola" or "://" in dataset or ":/" in dataset:
-        return None
-    given = Path(dataset).expanduser()
-    candidates = [given] if given.is_absolute() else [root / given for root in roots]
-    return next((path.resolve() for path in candidates if path.exists()), None)

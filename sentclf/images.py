@@ -1,22 +1,16 @@
-"""Building the pipeline's images: the base Python image, the shared step image, and (for the building
-step) any image from a prepared context. Run as `python -m sentclf.images {ensure-base,ensure-step,lock-step}`
-(lock-step rewrites requirements/step.lock: `make step-lock`)."""
+"""Building images from a prepared context, shared by the conductor (the step image, conductor.step_image)
+and the building step (the server image): the base Python image, build inputs (a proxy's CA), builds that
+leave no dangling builder stage behind."""
 
-import argparse
 import contextlib
 import hashlib
 import logging
 import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import docker
 import docker.errors
-
-from sentclf.engine import docker_client
 
 logger = logging.getLogger(__name__)
 
@@ -26,21 +20,13 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim"
 LOCAL_BASE_IMAGE = "sentclf/python-base:3.11-bookworm"
 SOURCE_HASH_LABEL = "sentclf.source-hash"
 BUILD_CA_IN_STEP_IMAGE = Path("/etc/sentclf/build-ca.crt")
-# What the step image is built from: a change to any of these rebuilds it.
-STEP_IMAGE_SOURCES = (
-    "Dockerfile",
-    "requirements/torch.txt",
-    "requirements/step.txt",
-    "requirements/step.lock",
-    "sentclf",
-)
 
 
 class ImageError(RuntimeError):
     """An image could not be found or built; the message says what to do."""
 
 
-def _image_exists(client: docker.DockerClient, name: str) -> bool:
+def image_exists(client: docker.DockerClient, name: str) -> bool:
     try:
         client.images.get(name)
     except docker.errors.ImageNotFound:
@@ -53,7 +39,7 @@ def resolve_base_image(client: docker.DockerClient, requested: str = "auto") -> 
     debootstrap image. A named image must be present or pullable."""
     candidates = [DEFAULT_BASE_IMAGE, LOCAL_BASE_IMAGE] if requested == "auto" else [requested]
     for name in candidates:
-        if _image_exists(client, name):
+        if image_exists(client, name):
             return name
         if name == LOCAL_BASE_IMAGE:
             continue
@@ -107,32 +93,6 @@ def write_build_inputs(inputs_dir: Path) -> None:
         target.write_bytes(b"")
     else:
         shutil.copyfile(ca, target)
-
-
-def download_torch_wheel(root: Path, wheel_dir: Path) -> None:
-    """Put the pinned torch wheel into the build context: pip inside `docker build` sees neither this
-    machine's find-links nor its pip configuration, and would otherwise pull the CUDA build."""
-    requirement = next(
-        line.strip()
-        for line in (root / "requirements" / "torch.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    )
-    wheel_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "-d",
-            str(wheel_dir),
-            requirement,
-        ],
-        check=True,
-    )
 
 
 def build_image(
@@ -211,82 +171,3 @@ def build_with_builder_cache(
         if old not in (image_id, _image_id(client, cache_tag)):
             _remove_if_untagged(client, old)
     return image_id
-
-
-def ensure_step_image(
-    client: docker.DockerClient, root: Path, base_image: str = "auto", force: bool = False
-) -> str:
-    """Build the step image from the project at `root` unless one built from the same sources and base
-    image exists."""
-    base = resolve_base_image(client, base_image)
-    base_id = client.images.get(base).id
-    wanted = source_hash(root, STEP_IMAGE_SOURCES, extra=base_id)
-    if not force and _image_exists(client, STEP_IMAGE):
-        current = client.images.get(STEP_IMAGE).labels.get(SOURCE_HASH_LABEL)
-        if current == wanted:
-            logger.info("%s is up to date (sources %s)", STEP_IMAGE, wanted)
-            return STEP_IMAGE
-    inputs = root / ".build" / "inputs"
-    write_build_inputs(inputs)
-    download_torch_wheel(root, inputs / "wheels")
-    build_with_builder_cache(client, root, STEP_IMAGE, {"BASE_IMAGE": base}, {SOURCE_HASH_LABEL: wanted})
-    return STEP_IMAGE
-
-
-STEP_LOCK_HEADER = """\
-# Complete lock of the step image's Python environment (every package, transitive ones included), used as
-# pip constraints by the Dockerfile so that a rebuild installs exactly these versions. Python 3.11, Linux.
-# The direct dependencies and their reasons live in step.txt; torch in torch.txt (its wheel's local
-# version, +cpu or not, depends on the index it comes from, so it is not locked here).
-# Regenerate after changing step.txt or torch.txt: make step-lock
-"""
-# Not locked: torch (see the header) and the venv's own pip.
-_UNLOCKED = re.compile(r"^(torch|pip)==", re.IGNORECASE)
-
-
-def write_step_lock(client: docker.DockerClient, root: Path, base_image: str = "auto") -> Path:
-    """Resolve step.txt and torch.txt afresh in a throw-away build (the lock ignored), and write what pip
-    installed there as requirements/step.lock."""
-    base = resolve_base_image(client, base_image)
-    inputs = root / ".build" / "inputs"
-    write_build_inputs(inputs)
-    download_torch_wheel(root, inputs / "wheels")
-    tag = STEP_IMAGE.rsplit(":", 1)[0] + ":unlocked"
-    build_image(client, root, tag, {"BASE_IMAGE": base, "STEP_LOCK": "false"})
-    try:
-        frozen = client.containers.run(
-            tag, ["/opt/venv/bin/pip", "freeze", "--all"], remove=True, network_mode="host"
-        ).decode()
-    finally:
-        client.images.remove(tag, force=True)
-    pins = [line for line in frozen.splitlines() if line.strip() and not _UNLOCKED.match(line)]
-    lock = root / "requirements" / "step.lock"
-    lock.write_text(STEP_LOCK_HEADER + "\n".join(pins) + "\n")
-    logger.info("wrote %s (%d packages)", lock, len(pins))
-    return lock
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["ensure-base", "ensure-step", "lock-step"])
-    parser.add_argument("--base-image", default="auto")
-    parser.add_argument("--root", default=".", help="the project directory (default: the current one)")
-    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    client = docker_client()
-    try:
-        if args.command == "ensure-base":
-            print(resolve_base_image(client, args.base_image))
-        elif args.command == "lock-step":
-            print(write_step_lock(client, Path(args.root).resolve(), args.base_image))
-        else:
-            print(ensure_step_image(client, Path(args.root).resolve(), args.base_image, args.force))
-    except ImageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -36,8 +36,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # Each step imports its modules by bare name from its own directory, as it does when it runs.
 for step in ("preprocess", "train", "building", "evaluate"):
     sys.path.insert(0, str(REPO_ROOT / step))
-# The Kubernetes room's package (sentclf_kube), as main.py imports it: kubernetes/ itself is no package.
-sys.path.insert(0, str(REPO_ROOT / "kubernetes"))
 
 
 def docker_available() -> bool:

@@ -7,12 +7,14 @@ Each command's wall time goes to test-output/commands-as-typed.json. Order matte
 runs first, and each step alone then works on what it left, as a user's would.
 """
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import docker
 import pytest
@@ -156,6 +158,42 @@ def test_a_second_run_with_nothing_changed_reuses_every_step(typed_store):
     for step in STEPS:
         assert second.data.tags[f"cache.{step}"] == f"reused {first.data.tags[f'run_id.{step}']}", step
     assert second.data.tags["server_image"] == first.data.tags["server_image"]
+    assert leftover_containers() == []
+
+
+@contextlib.contextmanager
+def edited(relative: str) -> Iterator[None]:
+    """A comment appended to a file of the checkout for the length of the block, then its bytes back."""
+    path = REPO_ROOT / relative
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# an edit that changes no behaviour\n")
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+def newest_parent(store):
+    return [r for r in store.runs() if "mlflow.parentRunId" not in r.data.tags][-1]
+
+
+def test_a_conductor_edit_reruns_no_step_and_a_train_edit_reruns_from_train(typed_store):
+    """Only what a step runs keys its cache: the conductor is not in the step image nor in any key."""
+    first = newest_parent(typed_store)
+    with edited("conductor/ui_links.py"):
+        result = run_typed(typed_store, "mlflow run .", "-P epochs=1 -P max_train_samples=256")
+    assert result.returncode == 0, output(result)
+    second = newest_parent(typed_store)
+    for step in STEPS:
+        assert second.data.tags[f"cache.{step}"] == f"reused {first.data.tags[f'run_id.{step}']}", step
+
+    with edited("train/train.py"):
+        result = run_typed(typed_store, "mlflow run .", "-P epochs=1 -P max_train_samples=256")
+    assert result.returncode == 0, output(result)
+    third = newest_parent(typed_store)
+    assert third.data.tags["cache.preprocess"] == f"reused {first.data.tags['run_id.preprocess']}"
+    for step in ("train", "building", "evaluate"):
+        assert third.data.tags[f"cache.{step}"] == "ran", step
     assert leftover_containers() == []
 
 

@@ -17,7 +17,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from sentclf.server_images import collect_server_images, image_labels, image_namespace
+from conductor.image_gc import collect_server_images
+from sentclf.server_images import image_labels, image_namespace
 from sentclf.tracking import STEP_TAG
 
 from .conftest import REPO_ROOT, TypedStore, require_docker

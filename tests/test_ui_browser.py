@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
+from conductor.ui_links import run_link, runs_link
 from sentclf.tracking import STEP_TAG
-from sentclf.ui_links import run_link, runs_link
 
 from .conftest import REPO_ROOT, TEST_OUTPUT, UNDER_CI
 from .test_commands_as_typed import run_typed
@@ -130,7 +130,7 @@ def test_the_link_make_ui_prints_shows_the_pipeline_and_its_four_children(ui, br
 
     parent, _ = pipeline
     printed = subprocess.run(
-        ["bash", "-c", f"source .venv/bin/activate && python -m sentclf.ui_links {ui}"],
+        ["bash", "-c", f"source .venv/bin/activate && python -m conductor.ui_links {ui}"],
         cwd=REPO_ROOT,
         env=typed_store.env,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""What runs on the host (main.py, the Makefile's `python -m sentclf.*`, the Kubernetes backend) imports
+"""What runs on the host (main.py, the Makefile's `python -m conductor.*`, the Kubernetes backend) imports
 only what `make venv` installs: requirements/host.txt and its dependencies. The tests run in the dev venv,
 which has far more (grpc, torch, ...), so a top-level `import grpc` in a module the conductor imports
 passed every test while `make run` on a fresh clone failed at once. Here the modules are imported in a
@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 
 from tests.conftest import REPO_ROOT
 
-HOST_ENTRY_MODULES = ("main", "sentclf.images", "sentclf.ui_links", "sentclf_kube")
+HOST_ENTRY_MODULES = ("main", "conductor.step_image", "conductor.ui_links", "conductor.kube")
 
 
 def normalise(name: str) -> str:
@@ -64,7 +64,7 @@ class HostVenvOnly:
         return None
 
 sys.meta_path.insert(0, HostVenvOnly())
-sys.path[:0] = [sys.argv[2], sys.argv[2] + "/kubernetes"]
+sys.path[:0] = [sys.argv[2]]
 import importlib
 for module in sys.argv[3:]:
     importlib.import_module(module)

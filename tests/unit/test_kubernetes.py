@@ -22,8 +22,8 @@ from mlflow.projects import _parse_kubernetes_config
 from mlflow.projects.kubernetes import _get_kubernetes_job_definition
 
 import main
-from sentclf.tracking import StepCancelled
-from sentclf_kube import (
+from conductor import pipeline
+from conductor.kube import (
     JobClient,
     JobFailed,
     KubernetesBackend,
@@ -34,9 +34,10 @@ from sentclf_kube import (
     TrackingUriError,
     backend_config,
 )
-from sentclf_kube import backend as backend_module
-from sentclf_kube.manifests import LABEL_PIPELINE, LABEL_RUN, LABEL_STEP, SERVER_ADDRESS, STEPS
-from sentclf_kube.settings import TEMPLATE_DIR, check_artifact_location
+from conductor.kube import backend as backend_module
+from conductor.kube.manifests import LABEL_PIPELINE, LABEL_RUN, LABEL_STEP, SERVER_ADDRESS, STEPS
+from conductor.kube.settings import TEMPLATE_DIR, check_artifact_location
+from sentclf.tracking import StepCancelled
 from tests.conftest import REPO_ROOT
 
 # 1.29: the oldest release with native sidecars on by default; 1.37: the newest the pinned
@@ -106,7 +107,7 @@ def tiny_pipeline(tiny_args):
     }
     return {
         step: {
-            "parameters": main.step_parameters(step, tiny_args, **handed_on[step]),
+            "parameters": pipeline.step_parameters(step, tiny_args, **handed_on[step]),
             "run_id": data_run_id if step == "preprocess" else run_id(),
         }
         for step in STEPS
@@ -209,7 +210,7 @@ def test_train_is_sized_for_cpu_fine_tuning(rendered):
 
 @pytest.mark.parametrize("step", STEPS)
 def test_parameters_flow_as_with_the_local_backend(rendered, step):
-    """The step's command in the cluster is the local backend's, built from main.step_parameters' dict."""
+    """The step's command in the cluster is the local backend's, built from pipeline.step_parameters' dict."""
     result = rendered[step]
     parameters = result["parameters"]
     expected = local_backend_argv(step, parameters)
@@ -409,7 +410,7 @@ def test_bad_settings_name_the_variable(environ, message):
 
 
 def test_a_value_mlflow_would_quote_twice_is_refused(backend, tiny_args):
-    parameters = main.step_parameters("preprocess", tiny_args) | {"dataset": "data/my file.csv"}
+    parameters = pipeline.step_parameters("preprocess", tiny_args) | {"dataset": "data/my file.csv"}
     with pytest.raises(ManifestError, match="literal quotes"):
         backend.render_step("preprocess", parameters, run_id(), EXPERIMENT_ID)
 

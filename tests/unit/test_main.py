@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import main
+from conductor.parameters import STEPS, step_parameter_names
 from tests.conftest import REPO_ROOT
 
 
@@ -23,10 +24,10 @@ def test_root_mlproject_command_parses_with_its_defaults():
     assert set(vars(args)) == set(entry["parameters"])
 
 
-@pytest.mark.parametrize("step", sorted(main.STEP_PARAMETERS))
+@pytest.mark.parametrize("step", STEPS)
 def test_each_step_declares_what_main_hands_it(step):
     declared = set(entry_point(REPO_ROOT / step)["parameters"])
-    assert set(main.STEP_PARAMETERS[step]) <= declared
+    assert set(step_parameter_names()[step]) <= declared
     handed_on = {
         "train": {"data_run_id"},
         "building": {"model_uri", "base_image"},

@@ -2,7 +2,7 @@
 
 import re
 
-from sentclf.images import STEP_LOCK_HEADER
+from conductor.step_image import STEP_LOCK_HEADER
 from tests.conftest import REPO_ROOT
 
 PIN = re.compile(r"^([A-Za-z0-9._-]+)(\[[^\]]*\])?==([^\s#]+)")

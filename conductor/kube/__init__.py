@@ -4,10 +4,10 @@ Lives in kubernetes/ (put that directory on sys.path), not as a package named `k
 shadow the Kubernetes client library MLflow's backend imports.
 """
 
-from sentclf_kube.backend import KubernetesBackend, KubernetesStepFailed, backend_config
-from sentclf_kube.jobs import JobClient, JobFailed
-from sentclf_kube.manifests import ManifestError
-from sentclf_kube.settings import KubeSettings, KubeSettingsError, TrackingUriError
+from conductor.kube.backend import KubernetesBackend, KubernetesStepFailed, backend_config
+from conductor.kube.jobs import JobClient, JobFailed
+from conductor.kube.manifests import ManifestError
+from conductor.kube.settings import KubeSettings, KubeSettingsError, TrackingUriError
 
 __all__ = [
     "JobClient",

@@ -4,7 +4,7 @@ MLflow 3.17's UI opens every experiment in its GenAI mode (an overview of traces
 `workflowType=machine_learning` or the browser has been switched to "Model training" once: in this
 version the experiment's own `mlflow.experimentKind` tag does not decide it. So `make ui` prints a link
 with that parameter, and the conductor logs one for the pipeline run it just finished.
-Run as `python -m sentclf.ui_links [ui address]` (what `make ui` does).
+Run as `python -m conductor.ui_links [ui address]` (what `make ui` does).
 """
 
 import argparse

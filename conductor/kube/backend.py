@@ -29,10 +29,10 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_RUN_NAME,
 )
 
-from sentclf_kube import manifests
-from sentclf_kube.jobs import JobClient, JobFailed
-from sentclf_kube.manifests import LABEL_PIPELINE, LABEL_RUN, LABEL_STEP, MLFLOW_STEPS, PLACEHOLDER_DIGEST
-from sentclf_kube.settings import KubeSettings, check_artifact_location, check_tracking_uris
+from conductor.kube import manifests
+from conductor.kube.jobs import JobClient, JobFailed
+from conductor.kube.manifests import LABEL_PIPELINE, LABEL_RUN, LABEL_STEP, MLFLOW_STEPS, PLACEHOLDER_DIGEST
+from conductor.kube.settings import KubeSettings, check_artifact_location, check_tracking_uris
 
 logger = logging.getLogger(__name__)
 

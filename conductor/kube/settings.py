@@ -13,7 +13,8 @@ from urllib.parse import urlparse
 
 import mlflow
 
-ROOM_DIR = Path(__file__).resolve().parent.parent
+# The kubernetes/ room at the repository root: the Job templates and their README.
+ROOM_DIR = Path(__file__).resolve().parents[2] / "kubernetes"
 TEMPLATE_DIR = ROOM_DIR / "templates"
 # Kaniko's last release before the project was archived (2025); the -debug variant has the busybox shell
 # the building Job needs. SENTCLF_KANIKO_IMAGE names a mirror or a maintained fork instead.

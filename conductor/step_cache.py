@@ -16,7 +16,8 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 
-from sentclf.images import STEP_IMAGE_SOURCES, source_hash
+from conductor.step_image import STEP_IMAGE_SOURCES
+from sentclf.images import source_hash
 from sentclf.tracking import STEP_TAG
 
 CACHE_KEY_TAG = "sentclf.cache_key"

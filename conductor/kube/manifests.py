@@ -21,7 +21,7 @@ from mlflow.projects.docker import _get_docker_image_uri
 from mlflow.projects.kubernetes import _get_kubernetes_job_definition, _get_run_command
 from mlflow.projects.utils import get_entry_point_command, get_run_env_vars
 
-from sentclf_kube.settings import KubeSettings, pod_tracking_uri
+from conductor.kube.settings import KubeSettings, pod_tracking_uri
 
 LABEL_PIPELINE = "sentclf.pipeline-run-id"
 LABEL_STEP = "sentclf.step"

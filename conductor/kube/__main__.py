@@ -1,5 +1,5 @@
 """Command line for what the conductor does not do itself: inspect manifests, run one step alone through
-MLflow's backend, clean up a pipeline's Jobs. Run it as `PYTHONPATH=kubernetes python -m sentclf_kube ...`
+MLflow's backend, clean up a pipeline's Jobs. Run it as `python -m conductor.kube ...`
 from the repository root, with the same SENTCLF_* variables as the pipeline.
 """
 
@@ -10,17 +10,17 @@ from pathlib import Path
 
 import yaml
 
+from conductor.kube.backend import KubernetesBackend, backend_config, write_mlflow_template
+from conductor.kube.jobs import JobClient
+from conductor.kube.manifests import LABEL_PIPELINE, MLFLOW_STEPS, STEPS
+from conductor.kube.settings import KubeSettings
 from sentclf.tracking import configure_logging
-from sentclf_kube.backend import KubernetesBackend, backend_config, write_mlflow_template
-from sentclf_kube.jobs import JobClient
-from sentclf_kube.manifests import LABEL_PIPELINE, MLFLOW_STEPS, STEPS
-from sentclf_kube.settings import KubeSettings
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sentclf_kube", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m conductor.kube", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     config = commands.add_parser("backend-config", help="write MLflow's backend config and Job template")

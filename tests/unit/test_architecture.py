@@ -1,0 +1,66 @@
+"""The rooms and what may import what (README, "Architecture"): no step imports another step or the
+conductor; the shared package `sentclf` imports neither; the server imports nothing of the project. The
+imports are read from the code's syntax tree, so a lazy import inside a function counts too."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+STEPS = ("preprocess", "train", "building", "evaluate")
+# Each step's own modules are imported by bare name from its directory.
+STEP_MODULES = {step: {p.stem for p in (REPO_ROOT / step).glob("*.py")} for step in STEPS}
+STEP_MODULES["preprocess"] |= {"sources"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def python_files(room: str) -> list[Path]:
+    return sorted(p for p in (REPO_ROOT / room).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_no_step_imports_another_step_or_the_conductor(step):
+    others = set().union(*(STEP_MODULES[s] | {s} for s in STEPS if s != step)) - STEP_MODULES[step]
+    forbidden = others | {"conductor", "main", "bench", "tests"}
+    for path in python_files(step):
+        if "server" in path.relative_to(REPO_ROOT / step).parts:
+            continue  # the server has its own rule below
+        bad = imported_roots(path) & forbidden
+        assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
+
+
+def test_the_shared_package_imports_no_room():
+    forbidden = {"conductor", "main", "bench", "tests", *STEPS} | set().union(*STEP_MODULES.values())
+    for path in python_files("sentclf"):
+        bad = imported_roots(path) & forbidden
+        assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
+
+
+def test_the_server_is_self_contained():
+    for path in python_files("building/server"):
+        bad = imported_roots(path) & {"sentclf", "conductor", "main", "tests"}
+        assert not bad, (
+            f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}: the slim image has only its own code"
+        )
+
+
+def test_the_step_image_holds_only_the_shared_package():
+    """What goes into the step image (and so into every step's cache key) is sentclf/, not the conductor."""
+    from conductor.step_image import STEP_IMAGE_SOURCES
+
+    assert "sentclf" in STEP_IMAGE_SOURCES and "conductor" not in STEP_IMAGE_SOURCES
+    dockerignore = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert "!sentclf/" in dockerignore and not any("conductor" in line for line in dockerignore)
+    host_only = {"pipeline_lock", "step_cache", "local_backend", "ui_links"}
+    assert not host_only & {p.stem for p in (REPO_ROOT / "sentclf").glob("*.py")}
