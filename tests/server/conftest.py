@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,6 +46,9 @@ WORDS = [
 MAX_SEQ_LENGTH = 16
 MAX_REQUEST_BATCH = 64
 MAX_MESSAGE_BYTES = 64 * 1024
+BINARY_LABELS = ("unacceptable", "acceptable")
+# A multi-class label set with names from the data, as a support-ticket classifier would have.
+TICKET_LABELS = ("billing", "refund", "login", "other")
 
 
 def build_tokenizer(path: Path) -> None:
@@ -85,10 +88,25 @@ def _slow_branch(source: str, size: int) -> list[onnx.NodeProto]:
     ]
 
 
-def build_model(path: Path, with_token_type_ids: bool = True, slow_size: int = 0) -> None:
+def head_weights(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """W [2, N] and b [N] of the fixture model's head. Two classes: fixed weights. More: class k scores
+    s * (mean_id * c_k - c_k^2 / 2), highest for the centre c_k nearest the sentence's mean token id, so
+    sentences of different words fall in different classes (centres spread over the ids of WORDS)."""
+    if num_classes == 2:
+        return np.array([[0.25, -0.25], [-0.3, 0.3]]), np.array([0.5, -0.5])
+    centres = np.linspace(4.0, 22.0, num_classes)
+    scale = 1.0 / (centres[1] - centres[0])
+    weights = np.stack([centres * scale, np.zeros(num_classes)])
+    return weights, -(centres**2) / 2 * scale
+
+
+def build_model(
+    path: Path, with_token_type_ids: bool = True, slow_size: int = 0, num_classes: int = 2
+) -> None:
     """logits = [mean_id, n_tokens] @ W + b over the unmasked tokens: different sentences give different
     outputs, padding does not change them (like a real BERT with an attention mask)."""
     h = helper
+    weights, bias = head_weights(num_classes)
     dims = ["batch", "seq"]
     inputs = [
         h.make_tensor_value_info("input_ids", TensorProto.INT64, dims),
@@ -118,8 +136,8 @@ def build_model(path: Path, with_token_type_ids: bool = True, slow_size: int = 0
     ]
     initializers = [
         h.make_tensor("axis1", TensorProto.INT64, [1], [1]),
-        h.make_tensor("W", TensorProto.FLOAT, [2, 2], [0.25, -0.25, -0.3, 0.3]),
-        h.make_tensor("b", TensorProto.FLOAT, [2], [0.5, -0.5]),
+        h.make_tensor("W", TensorProto.FLOAT, [2, num_classes], weights.ravel().tolist()),
+        h.make_tensor("b", TensorProto.FLOAT, [num_classes], bias.tolist()),
     ]
     if slow_size:
         nodes += _slow_branch("ids_f", slow_size)
@@ -133,7 +151,7 @@ def build_model(path: Path, with_token_type_ids: bool = True, slow_size: int = 0
         nodes,
         "tiny_classifier",
         inputs,
-        [h.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [h.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])],
         initializers,
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], producer_name="sentclf-tests")
@@ -143,29 +161,34 @@ def build_model(path: Path, with_token_type_ids: bool = True, slow_size: int = 0
 
 
 def expected_probs(tokenizer_path: Path, sentences: list[str]) -> np.ndarray:
-    """Reference implementation of the fixture model (for checking the server's numbers)."""
+    """Reference implementation of the fixture model (for checking the server's numbers); the number of
+    classes is that of the serving_config.json beside the tokenizer."""
+    config = json.loads((tokenizer_path.parent / "serving_config.json").read_text())
+    weights, bias = head_weights(len(config.get("labels", BINARY_LABELS)))
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     tokenizer.enable_truncation(MAX_SEQ_LENGTH)
     rows = []
     for encoding in tokenizer.encode_batch(sentences):
         ids = np.array(encoding.ids, dtype=np.float64)
         rows.append([ids.mean(), len(ids)])
-    logits = np.array(rows) @ np.array([[0.25, -0.25], [-0.3, 0.3]]) + np.array([0.5, -0.5])
+    logits = np.array(rows) @ weights + bias
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def make_model_dir(path: Path, **model_kwargs: object) -> Path:
+def make_model_dir(
+    path: Path, labels: Sequence[str] | None = BINARY_LABELS, model_name: str = "cola", **model_kwargs: object
+) -> Path:
+    """model.onnx with one logit per label, tokenizer.json and serving_config.json; labels=None writes a
+    config without `labels`, as train steps did before the label set was data (a binary model)."""
     path.mkdir(parents=True, exist_ok=True)
-    build_model(path / "model.onnx", **model_kwargs)
+    build_model(path / "model.onnx", num_classes=len(labels or BINARY_LABELS), **model_kwargs)
     build_tokenizer(path / "tokenizer.json")
-    config = {
-        "model_name": "cola",
-        "model_version": "1",
-        "max_seq_length": MAX_SEQ_LENGTH,
-        "labels": ["unacceptable", "acceptable"],
-    }
+    config = {"model_name": model_name, "model_version": "1", "max_seq_length": MAX_SEQ_LENGTH}
+    if labels is not None:
+        config["labels"] = list(labels)
     (path / "serving_config.json").write_text(json.dumps(config))
+    path.chmod(0o755)  # readable by the image's service user when mounted into a container
     return path
 
 
@@ -178,6 +201,11 @@ def limits() -> SimpleNamespace:
         max_request_batch=MAX_REQUEST_BATCH,
         max_message_bytes=MAX_MESSAGE_BYTES,
     )
+
+
+@pytest.fixture(scope="session")
+def ticket_labels() -> tuple[str, ...]:
+    return TICKET_LABELS
 
 
 @pytest.fixture(scope="session")
@@ -203,6 +231,12 @@ def server_cmd() -> list[str]:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def ticket_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A four-class model whose class names come from the data: billing, refund, login, other."""
+    return make_model_dir(tmp_path_factory.mktemp("ticket_model"), labels=TICKET_LABELS, model_name="tickets")
 
 
 @pytest.fixture(scope="session")
@@ -341,16 +375,21 @@ def start_server(model_dir: Path, log_path: Path, **env_overrides: str) -> Serve
     return server
 
 
-def start_container(image: str, wait: bool = True, **env_overrides: str) -> ServerContainer:
+def start_container(
+    image: str, wait: bool = True, model_dir: Path | None = None, **env_overrides: str
+) -> ServerContainer:
     """Run the server image on the host network, bound to loopback on free ports; by default returns once
-    it is SERVING. The caller stops it (ServerContainer.stop removes it)."""
+    it is SERVING. `model_dir` is mounted (read-only) over the model baked into the image. The caller
+    stops it (ServerContainer.stop removes it)."""
     grpc_port, metrics_port = free_port(), free_port()
+    volumes = {str(model_dir): {"bind": "/models/model", "mode": "ro"}} if model_dir else None
     container = docker.from_env().containers.run(
         image,
         detach=True,
         name=f"sentclf-test-server-{uuid.uuid4().hex[:8]}",
         network_mode="host",
         environment=server_env(grpc_port, metrics_port, **env_overrides),
+        volumes=volumes,
     )
     server = ServerContainer(container, grpc_port, metrics_port)
     if wait:
@@ -423,5 +462,19 @@ def server(
         running: _Server = start_server(model_dir, tmp_path_factory.mktemp("server") / "server.log")
     else:
         running = start_container(request.getfixturevalue("server_image"))
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+@pytest.fixture(scope="module", params=["process", pytest.param("image", marks=pytest.mark.docker)])
+def ticket_server(
+    request: pytest.FixtureRequest, ticket_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Server]:
+    """The four-class model served like `server`: from the source tree, then by the image built for the
+    binary fixture model with this model mounted over it."""
+    if request.param == "process":
+        running: _Server = start_server(ticket_model_dir, tmp_path_factory.mktemp("server") / "server.log")
+    else:
+        running = start_container(request.getfixturevalue("server_image"), model_dir=ticket_model_dir)
     yield running
     assert running.stop() == 0, running.log()

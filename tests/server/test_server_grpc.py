@@ -3,6 +3,7 @@ and raw gRPC stubs (KServe v2 inference.GRPCInferenceService + grpc.health.v1)."
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from sentclf_server.codec import encode_bytes_tensor
+from sentclf_server.codec import decode_bytes_tensor, encode_bytes_tensor
 
 SENTENCES = ["the cat sat on the mat", "dog", "colorless green ideas sleep furiously", "héllo wörld ✓"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -88,7 +89,7 @@ def test_server_metadata(client) -> None:
     metadata = client.get_server_metadata(as_json=True)
     assert metadata["name"] == "sentclf-server"
     assert metadata["version"]
-    assert metadata.get("extensions", []) == []
+    assert metadata["extensions"] == ["model_configuration"]  # Triton's ModelConfig, nothing else
 
 
 def test_model_metadata(client, stub) -> None:
@@ -98,6 +99,7 @@ def test_model_metadata(client, stub) -> None:
     assert metadata["outputs"] == [
         {"name": "label", "datatype": "INT64", "shape": ["-1"]},
         {"name": "probabilities", "datatype": "FP32", "shape": ["-1", "2"]},
+        {"name": "label_name", "datatype": "BYTES", "shape": ["-1"]},
     ]
     assert client.get_model_metadata("cola", "1", as_json=True)["name"] == "cola"
     for name, version in [("nope", ""), ("cola", "2")]:
@@ -106,15 +108,35 @@ def test_model_metadata(client, stub) -> None:
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_model_config_names_the_classes(client, stub) -> None:
+    config = client.get_model_config("cola", as_json=True)["config"]
+    assert json.loads(config["parameters"]["label_names"]["string_value"]) == ["unacceptable", "acceptable"]
+    assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
+        ("label", "TYPE_INT64", ["-1"]),
+        ("probabilities", "TYPE_FP32", ["-1", "2"]),
+        ("label_name", "TYPE_STRING", ["-1"]),
+    ]
+    assert client.get_model_config("cola", "1", as_json=True)["config"]["name"] == "cola"
+    for name, version in [("nope", ""), ("cola", "2")]:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelConfig(service_pb2.ModelConfigRequest(name=name, version=version), timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 # --- inference ---------------------------------------------------------------------------------------
 
 
-def check_outputs(labels: np.ndarray, probs: np.ndarray, expected: np.ndarray) -> None:
+CLASSES = ["unacceptable", "acceptable"]
+
+
+def check_outputs(labels: np.ndarray, probs: np.ndarray, names: np.ndarray, expected: np.ndarray) -> None:
     assert labels.dtype == np.int64 and labels.shape == (len(expected),)
     assert probs.dtype == np.float32 and probs.shape == (len(expected), 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(labels, probs.argmax(axis=1))
     np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert names.shape == (len(expected),)
+    assert [bytes(name).decode() for name in names] == [CLASSES[i] for i in labels]
 
 
 def test_infer_raw_contents(client, model_dir: Path, reference_probs) -> None:
@@ -122,6 +144,7 @@ def test_infer_raw_contents(client, model_dir: Path, reference_probs) -> None:
     check_outputs(
         result.as_numpy("label"),
         result.as_numpy("probabilities"),
+        result.as_numpy("label_name"),
         reference_probs(model_dir / "tokenizer.json", SENTENCES),
     )
     assert set(result.as_numpy("label")) == {0, 1}  # the fixture model really separates sentences
@@ -137,19 +160,33 @@ def test_infer_typed_contents(stub, model_dir: Path, reference_probs) -> None:
     outputs = {
         o.name: (o, raw) for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)
     }
-    assert [o.shape for o, _ in outputs.values()] == [[4], [4, 2]]
+    assert [(o.datatype, o.shape) for o, _ in outputs.values()] == [
+        ("INT64", [4]),
+        ("FP32", [4, 2]),
+        ("BYTES", [4]),
+    ]
     labels = np.frombuffer(outputs["label"][1], dtype="<i8")
     probs = np.frombuffer(outputs["probabilities"][1], dtype="<f4").reshape(4, 2)
-    check_outputs(labels, probs, reference_probs(model_dir / "tokenizer.json", SENTENCES))
+    names = np.array(decode_bytes_tensor(outputs["label_name"][1]), dtype=object)
+    check_outputs(labels, probs, names, reference_probs(model_dir / "tokenizer.json", SENTENCES))
 
 
 def test_requested_outputs_are_honoured(client) -> None:
     only_probs = infer(client, SENTENCES[:2], outputs=[triton.InferRequestedOutput("probabilities")])
     assert only_probs.as_numpy("label") is None
     assert only_probs.as_numpy("probabilities").shape == (2, 2)
+    assert only_probs.as_numpy("label_name") is None
     only_label = infer(client, SENTENCES[:2], outputs=[triton.InferRequestedOutput("label")])
-    assert only_label.as_numpy("probabilities") is None
+    assert only_label.as_numpy("probabilities") is None and only_label.as_numpy("label_name") is None
     assert only_label.as_numpy("label").shape == (2,)
+    # What clients written before label_name asked for: exactly those two, nothing more.
+    both = infer(
+        client, SENTENCES[:2], outputs=[triton.InferRequestedOutput(n) for n in ("label", "probabilities")]
+    )
+    assert [o.name for o in both.get_response().outputs] == ["label", "probabilities"]
+    only_name = infer(client, SENTENCES[:2], outputs=[triton.InferRequestedOutput("label_name")])
+    assert [o.name for o in only_name.get_response().outputs] == ["label_name"]
+    assert only_name.as_numpy("label_name").tolist() == [b"acceptable", b"unacceptable"]
 
 
 def test_same_sentence_alone_and_in_a_padded_batch(client) -> None:
@@ -244,7 +281,6 @@ def test_oversized_message_is_resource_exhausted(stub, client, limits) -> None:
 def test_unimplemented_rpcs(stub, client) -> None:
     calls = [
         lambda: stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name="cola"), timeout=5),
-        lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name="cola"), timeout=5),
         lambda: stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), timeout=5),
     ]
     for call in calls:

@@ -3,7 +3,9 @@ settings and the ONNX/tokenizer wrapper."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import threading
 import time
 from pathlib import Path
@@ -11,13 +13,20 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import model_config_pb2, service_pb2
 
 from sentclf_server.batcher import BatcherStopped, DynamicBatcher, RequestCancelled, split_rows
 from sentclf_server.codec import CodecError, decode_bytes_tensor, encode_bytes_tensor
 from sentclf_server.config import ConfigError, load_settings
 from sentclf_server.model import plan_buckets
-from sentclf_server.service import RequestError, parse_text_input, requested_outputs
+from sentclf_server.outputs import encode_outputs, output_metadata
+from sentclf_server.service import (
+    RequestError,
+    build_response,
+    model_config,
+    parse_text_input,
+    requested_outputs,
+)
 
 # --- raw BYTES codec -------------------------------------------------------------------------------
 
@@ -309,12 +318,92 @@ def test_parse_text_input_rejects(request_: service_pb2.ModelInferRequest, messa
 
 def test_requested_outputs_default_and_validation() -> None:
     request = service_pb2.ModelInferRequest()
-    assert requested_outputs(request) == ["label", "probabilities"]
+    assert requested_outputs(request) == ["label", "probabilities", "label_name"]
     request.outputs.add(name="probabilities")
     assert requested_outputs(request) == ["probabilities"]
+    request.outputs.add(name="label_name")
+    request.outputs.add(name="probabilities")
+    assert requested_outputs(request) == ["probabilities", "label_name"]
     request.outputs.add(name="logits")
     with pytest.raises(RequestError, match="unknown output 'logits'"):
         requested_outputs(request)
+
+
+# --- outputs: label, probabilities, label_name ------------------------------------------------------
+
+TICKETS = ("billing", "refund", "login", "other")
+LABEL_SETS = {
+    "binary": ("unacceptable", "acceptable"),
+    "4 classes": TICKETS,
+    "50 classes": tuple(f"class {i:02d} ✓" for i in range(50)),  # non-ASCII names: UTF-8 bytes
+}
+
+
+def _decode_outputs(response: service_pb2.ModelInferResponse) -> dict[str, np.ndarray]:
+    """What tritonclient's as_numpy gives for each raw output (BYTES as str)."""
+    arrays = {}
+    for output, raw in zip(response.outputs, response.raw_output_contents, strict=True):
+        if output.datatype == "BYTES":
+            array = np.array([item.decode() for item in decode_bytes_tensor(raw)], dtype=object)
+        else:
+            array = np.frombuffer(raw, dtype={"INT64": "<i8", "FP32": "<f4"}[output.datatype])
+        arrays[output.name] = array.reshape(list(output.shape))
+    return arrays
+
+
+@pytest.mark.parametrize("label_set", list(LABEL_SETS))
+def test_outputs_name_the_class_of_each_row(label_set: str, model_dir: Path) -> None:
+    labels = LABEL_SETS[label_set]
+    rng = np.random.default_rng(len(labels))
+    probs = rng.dirichlet(np.ones(len(labels)), size=300).astype(np.float32)
+    settings = dataclasses.replace(load_settings({"MODEL_DIR": str(model_dir)}), labels=labels)
+    request = service_pb2.ModelInferRequest(id="r1")
+    response = build_response(request, settings, probs, requested_outputs(request))
+    assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
+        ("label", "INT64", [300]),
+        ("probabilities", "FP32", [300, len(labels)]),
+        ("label_name", "BYTES", [300]),
+    ]
+    arrays = _decode_outputs(response)
+    np.testing.assert_array_equal(arrays["label"], probs.argmax(axis=1))
+    np.testing.assert_array_equal(arrays["probabilities"], probs)
+    assert arrays["label_name"].tolist() == [labels[i] for i in arrays["label"]]
+    if len(labels) <= 4:
+        assert set(arrays["label_name"]) == set(labels)  # every class is named somewhere
+
+
+def test_outputs_are_the_requested_ones_in_request_order() -> None:
+    probs = np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]], dtype=np.float32)
+    only_name = encode_outputs(probs, TICKETS, ["label_name"])
+    assert [(o.name, o.shape) for o in only_name] == [("label_name", (2,))]
+    assert decode_bytes_tensor(only_name[0].raw) == [b"other", b"billing"]
+    assert [o.name for o in encode_outputs(probs, TICKETS, ["probabilities", "label"])] == [
+        "probabilities",
+        "label",
+    ]
+    assert encode_outputs(probs, TICKETS, []) == []
+    with pytest.raises(ValueError, match="for 2 classes"):
+        encode_outputs(probs, ("a", "b"), ["label"])
+
+
+def test_output_metadata_and_model_config_list_the_classes_in_order(model_dir: Path) -> None:
+    assert output_metadata(50) == [
+        ("label", "INT64", [-1]),
+        ("probabilities", "FP32", [-1, 50]),
+        ("label_name", "BYTES", [-1]),
+    ]
+    settings = dataclasses.replace(load_settings({"MODEL_DIR": str(model_dir)}), labels=TICKETS)
+    config = model_config(settings)
+    assert json.loads(config.parameters["label_names"].string_value) == list(TICKETS)
+    assert (config.name, config.platform, config.max_batch_size) == ("cola", "onnxruntime_onnx", 0)
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("text", model_config_pb2.TYPE_STRING, [-1])
+    ]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("label", model_config_pb2.TYPE_INT64, [-1]),
+        ("probabilities", model_config_pb2.TYPE_FP32, [-1, 4]),
+        ("label_name", model_config_pb2.TYPE_STRING, [-1]),
+    ]
 
 
 # --- settings ----------------------------------------------------------------------------------------
@@ -330,6 +419,30 @@ def test_settings_defaults_and_env_overrides(model_dir: Path) -> None:
     overrides = {"MODEL_NAME": "other", "MODEL_VERSION": "7", "MAX_BATCH_DELAY_MS": "0"}
     settings = load_settings({"MODEL_DIR": str(model_dir), **overrides})
     assert (settings.model_name, settings.model_version, settings.max_batch_delay_s) == ("other", "7", 0.0)
+
+
+def test_settings_labels_from_the_config_or_the_binary_default(tmp_path: Path, model_dir_factory) -> None:
+    tickets = model_dir_factory(tmp_path / "tickets", labels=TICKETS)
+    assert load_settings({"MODEL_DIR": str(tickets)}).labels == TICKETS
+    # A serving_config.json from before the label set was data: no `labels`, a CoLA model.
+    old = model_dir_factory(tmp_path / "old", labels=None)
+    assert "labels" not in json.loads((old / "serving_config.json").read_text())
+    assert load_settings({"MODEL_DIR": str(old)}).labels == ("unacceptable", "acceptable")
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["only"], "at least two strings"),
+        ("ab", "at least two strings"),
+        (["a", 1], "at least two strings"),
+        (["billing", "refund", "billing"], r"repeat \['billing'\]"),
+    ],
+)
+def test_settings_reject_bad_labels(tmp_path: Path, labels: object, message: str) -> None:
+    (tmp_path / "serving_config.json").write_text(json.dumps({"labels": labels}))
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"MODEL_DIR": str(tmp_path)})
 
 
 @pytest.mark.parametrize(
@@ -407,3 +520,37 @@ def test_infer_before_the_model_is_loaded_is_unavailable(model_dir: Path) -> Non
     with pytest.raises(RequestError, match="still loading") as info:
         servicer._infer(request)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("num_classes", [4, 50])
+def test_multi_class_model_answers_names(
+    tmp_path: Path, num_classes: int, model_dir_factory, reference_probs
+) -> None:
+    from sentclf_server.model import SentenceClassifier
+
+    labels = TICKETS if num_classes == 4 else LABEL_SETS["50 classes"]
+    directory = model_dir_factory(tmp_path / "m", labels=labels)
+    settings = load_settings({"MODEL_DIR": str(directory)})
+    model = SentenceClassifier(settings)
+    model.warm_up()  # checks the logits' width against the labels
+    sentences = ["the cat sat on the mat", "they read quickly", "it was very good", "slowly slowly slowly"]
+    probs = model.predict(sentences)
+    assert probs.shape == (4, num_classes)
+    # 50 classes: logits of a few hundred that differ by tenths, so float32 keeps about 1e-5 of them
+    np.testing.assert_allclose(probs, reference_probs(directory / "tokenizer.json", sentences), atol=1e-4)
+    request = service_pb2.ModelInferRequest()
+    arrays = _decode_outputs(build_response(request, settings, probs, requested_outputs(request)))
+    assert arrays["probabilities"].shape == (4, num_classes)
+    assert arrays["label_name"].tolist() == [labels[i] for i in probs.argmax(axis=1)]
+    assert len(set(arrays["label_name"])) >= 3  # the fixture model really tells these sentences apart
+
+
+def test_model_with_fewer_logits_than_labels_is_refused(tmp_path: Path, model_dir_factory) -> None:
+    from sentclf_server.model import ModelError, SentenceClassifier
+
+    directory = model_dir_factory(tmp_path / "m", labels=TICKETS)
+    config = json.loads((directory / "serving_config.json").read_text())
+    (directory / "serving_config.json").write_text(json.dumps({**config, "labels": [*TICKETS, "spam"]}))
+    model = SentenceClassifier(load_settings({"MODEL_DIR": str(directory)}))
+    with pytest.raises(ModelError, match=r"expected \[batch, 5\]"):
+        model.warm_up()

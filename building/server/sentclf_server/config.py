@@ -88,10 +88,18 @@ def _read_serving_config(model_dir: Path) -> dict:
     return data
 
 
+# A serving_config.json without `labels` (written before the label set was data) is a CoLA model.
+DEFAULT_LABELS = ("unacceptable", "acceptable")
+
+
 def _labels(data: dict, path: Path) -> tuple[str, ...]:
-    labels = data.get("labels", ["unacceptable", "acceptable"])
+    """The class names in index order: what `label_name` answers and ModelConfig lists."""
+    labels = data.get("labels", list(DEFAULT_LABELS))
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
         raise ConfigError(f"{path}: 'labels' must be a list of at least two strings")
+    repeated = sorted({name for name in labels if labels.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{path}: 'labels' repeat {repeated}; each class needs its own name")
     return tuple(labels)
 
 

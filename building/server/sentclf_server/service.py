@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from . import SERVER_NAME, __version__
 from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
@@ -16,13 +16,19 @@ from .codec import CodecError, decode_bytes_tensor
 from .config import Settings
 from .metrics import observe_request
 
+# `X as X`: the output names stay importable from here, where they lived before outputs.py.
+from .outputs import LABEL_NAME_OUTPUT as LABEL_NAME_OUTPUT
+from .outputs import LABEL_NAMES_PARAMETER, OUTPUT_NAMES, encode_outputs, label_names_json, output_metadata
+from .outputs import LABEL_OUTPUT as LABEL_OUTPUT
+from .outputs import PROBS_OUTPUT as PROBS_OUTPUT
+
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "inference.GRPCInferenceService"
 INPUT_NAME = "text"
-LABEL_OUTPUT = "label"
-PROBS_OUTPUT = "probabilities"
-OUTPUT_NAMES = (LABEL_OUTPUT, PROBS_OUTPUT)
+# The optional protocol features this server implements, as Triton names them in ServerMetadata.
+EXTENSIONS = ("model_configuration",)
+PLATFORM = "onnxruntime_onnx"
 # Requested-output parameters that ask for features this server does not have.
 _UNSUPPORTED_OUTPUT_PARAMS = ("classification", "shared_memory_region")
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -131,15 +137,9 @@ def build_response(
     response = service_pb2.ModelInferResponse(
         model_name=settings.model_name, model_version=settings.model_version, id=request.id
     )
-    arrays = {
-        LABEL_OUTPUT: ("INT64", np.argmax(probs, axis=1).astype("<i8")),
-        PROBS_OUTPUT: ("FP32", np.ascontiguousarray(probs, dtype="<f4")),
-    }
-    for name in outputs:
-        datatype, array = arrays[name]
-        tensor = response.outputs.add(name=name, datatype=datatype)
-        tensor.shape.extend(array.shape)
-        response.raw_output_contents.append(array.tobytes())
+    for output in encode_outputs(probs, settings.labels, outputs):
+        response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        response.raw_output_contents.append(output.raw)
     return response
 
 
@@ -148,6 +148,36 @@ _TensorMetadata = service_pb2.ModelMetadataResponse.TensorMetadata
 
 def _tensor_metadata(name: str, datatype: str, shape: list[int]) -> _TensorMetadata:
     return _TensorMetadata(name=name, datatype=datatype, shape=shape)
+
+
+# KServe v2 datatypes as Triton's model configuration spells them.
+_CONFIG_TYPES = {
+    "BYTES": model_config_pb2.TYPE_STRING,
+    "INT64": model_config_pb2.TYPE_INT64,
+    "FP32": model_config_pb2.TYPE_FP32,
+}
+
+
+def model_config(settings: Settings) -> model_config_pb2.ModelConfig:
+    """The Triton model configuration (the ModelConfig extension): the same tensors as ModelMetadata, with
+    full shapes (max_batch_size 0: the batch dimension is part of dims, -1), and the class names in index
+    order as the parameter `label_names`, a JSON list of strings."""
+    outputs = [
+        model_config_pb2.ModelOutput(name=name, data_type=_CONFIG_TYPES[datatype], dims=shape)
+        for name, datatype, shape in output_metadata(len(settings.labels))
+    ]
+    return model_config_pb2.ModelConfig(
+        name=settings.model_name,
+        platform=PLATFORM,
+        max_batch_size=0,
+        input=[model_config_pb2.ModelInput(name=INPUT_NAME, data_type=_CONFIG_TYPES["BYTES"], dims=[-1])],
+        output=outputs,
+        parameters={
+            LABEL_NAMES_PARAMETER: model_config_pb2.ModelParameter(
+                string_value=label_names_json(settings.labels)
+            )
+        },
+    )
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -190,8 +220,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def ServerMetadata(
         self, request: service_pb2.ServerMetadataRequest, context: Context
     ) -> service_pb2.ServerMetadataResponse:
-        # No optional KServe extensions (model repository, statistics, shared memory...) are implemented.
-        return service_pb2.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[])
+        # Of the optional extensions only Triton's model configuration (ModelConfig) is implemented: no
+        # model repository, statistics, shared memory or classification.
+        return service_pb2.ServerMetadataResponse(
+            name=SERVER_NAME, version=__version__, extensions=list(EXTENSIONS)
+        )
 
     def ModelMetadata(
         self, request: service_pb2.ModelMetadataRequest, context: Context
@@ -204,13 +237,19 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ModelMetadataResponse(
             name=settings.model_name,
             versions=[settings.model_version],
-            platform="onnxruntime_onnx",
+            platform=PLATFORM,
             inputs=[_tensor_metadata(INPUT_NAME, "BYTES", [-1])],
-            outputs=[
-                _tensor_metadata(LABEL_OUTPUT, "INT64", [-1]),
-                _tensor_metadata(PROBS_OUTPUT, "FP32", [-1, len(settings.labels)]),
-            ],
+            outputs=[_tensor_metadata(*output) for output in output_metadata(len(settings.labels))],
         )
+
+    def ModelConfig(
+        self, request: service_pb2.ModelConfigRequest, context: Context
+    ) -> service_pb2.ModelConfigResponse:
+        try:
+            self._check_model(request.name, request.version)
+        except RequestError as err:
+            context.abort(err.code, err.message)
+        return service_pb2.ModelConfigResponse(config=model_config(self._state.settings))
 
     def _infer(
         self, request: service_pb2.ModelInferRequest, context: Context | None = None
