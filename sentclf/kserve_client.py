@@ -8,6 +8,8 @@ from sentclf.containers import LOOPBACK
 TEXT_INPUT = "text"
 LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"
+# The class name of `label` (servers built since label sets are data; older ones answer only the two above).
+LABEL_NAME_OUTPUT = "label_name"
 
 
 def connect(port: int) -> grpcclient.InferenceServerClient:
