@@ -31,12 +31,12 @@ from sentclf.containers import docker_client, health_status, run_labels, running
 from sentclf.data import read_split
 from sentclf.metrics import classification_metrics
 from sentclf.plots import confusion_figure
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+from sentclf.schema import CHAMPION_ALIAS, LABEL_COLUMN, TEXT_COLUMN
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run
 
 import figures
 import report
-from gate import CHAMPION_ALIAS, Decision, GateConfig, apply, current_champion, decide
+from gate import Decision, GateConfig, apply, current_champion, decide
 from inputs import EvaluationInputs, resolve_inputs
 from load import ServerFailed, Target, latency_profile, load_sweep, predict_all
 from offline import Scores, score_version

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from sentclf.schema import SERVER_IMAGE_TAG
 from sentclf.tracking import StepInputError, get_finished_run, newest_successful_run, version_data_run_id
 
 logger = logging.getLogger(__name__)
-
-SERVER_IMAGE_TAG = "server_image"
 
 
 @dataclass(frozen=True)
