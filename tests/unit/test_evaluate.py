@@ -18,6 +18,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from sentclf.containers import CONTAINER_LABEL
 from sentclf.images import STEP_IMAGE
 from sentclf.metrics import matthews_corrcoef, mcc_per_resample
+from sentclf.schema import COLA_LABELS
 from tests.conftest import require_docker
 
 import evaluate
@@ -25,6 +26,7 @@ import load
 from gate import GateConfig, decide
 from inputs import EvaluationInputs
 from offline import score_files
+from results import EvaluationData, Served
 from stats import paired_bootstrap, resample_indices
 
 # ---- statistics ------------------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ def registry(tracking_store, tmp_path):
     return register
 
 
-def served_by(version: str, texts: list[str], tmp_path: Path) -> evaluate.Served:
+def served_by(version: str, texts: list[str], tmp_path: Path) -> Served:
     """What serving the version would have measured: its registered model's own answers."""
     model_dir = Path(
         mlflow.artifacts.download_artifacts(f"models:/gated/{version}", dst_path=str(tmp_path / version))
@@ -187,19 +189,23 @@ def served_by(version: str, texts: list[str], tmp_path: Path) -> evaluate.Served
     scores = score_files(model_dir, texts)
     latency = {"latency_p50_ms": 4.0, "latency_p90_ms": 5.0, "latency_p99_ms": 7.0, "latency_max_ms": 9.0}
     load = [{"concurrency": 1, "throughput_rps": 200.0, "p50_ms": 4.0, "p99_ms": 7.0, "errors": 0}]
-    return evaluate.Served(scores, latency, [0.004] * len(texts), load, 150.0, 0.5, 300.0)
+    return Served(scores, latency, [0.004] * len(texts), load, 150.0, 0.5, 300.0)
 
 
 ARGS = argparse.Namespace(bootstrap_resamples=1000, seed=42, requests_per_level=10)
 
 
-def gate(version: str, texts, labels, tmp_path, served: evaluate.Served | None = None, config=CONFIG):
+def gate(version: str, texts, labels, tmp_path, served: Served | None = None, config=CONFIG):
     inputs = EvaluationInputs("gated", version, f"gated-server:{version}", "data-run")
     with mlflow.start_run() as run:
-        decision = evaluate.conclude(
-            config, inputs, texts, labels, served or served_by(version, texts, tmp_path), ARGS
+        evaluation = evaluate.conclude(
+            config,
+            inputs,
+            EvaluationData(texts, labels, COLA_LABELS),
+            served or served_by(version, texts, tmp_path),
+            ARGS,
         )
-    return decision, mlflow.get_run(run.info.run_id)
+    return evaluation.decision, mlflow.get_run(run.info.run_id)
 
 
 def champion() -> str | None:
