@@ -8,7 +8,9 @@ becomes `champion`.
 2. Parity: the served labels must equal in-process ONNX Runtime's on the registered model for >= 99.5%
    of the rows, or the step fails.
 3. Compare: the current champion is scored in process on the same rows; a paired bootstrap gives ΔMCC and
-   Δaccuracy with 95% intervals and the share of resamples in which the challenger is better.
+   Δaccuracy with 95% intervals and the share of resamples in which the challenger is better. The classes
+   are the data's (its preprocess run's label set, which must be the version's `label_names`); MCC is
+   multi-class beyond two classes, and the report has a per-class table and the named confusion matrix.
 4. Gate (gate.py): floor, latency budget, minimum delta and confidence; the decision and every reason
    become tags and part of evaluation/report.html. Only a complete evaluation reaches the gate, and the
    alias moves last.

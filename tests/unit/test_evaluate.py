@@ -277,6 +277,34 @@ def test_a_clearly_better_challenger_is_promoted(registry, tmp_path):
     assert "Promoted to champion" in report and f"champion: version {first}" in report
 
 
+# The metric names a CoLA evaluation against a champion logs: the README and the retrain summary quote them.
+COLA_METRICS = {
+    *(f"test_{name}" for name in ("accuracy", "mcc", "f1_macro", "f1_micro", "precision_macro")),
+    *(f"test_{name}" for name in ("precision_micro", "recall_macro", "recall_micro")),
+    *(f"test_{kind}_class_{i}" for kind in ("precision", "recall", "f1") for i in (0, 1)),
+    *(f"{name}_{end}" for name in ("test_mcc", "test_accuracy") for end in ("low", "high")),
+    *("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms"),
+    *("throughput_rps", "throughput_rps_c1", "latency_p50_ms_c1", "latency_p99_ms_c1"),
+    *("server_memory_peak_mb", "server_image_size_mb", "server_seconds_to_serving"),
+    *("parity_served_agreement", "parity_served_max_abs_prob_diff"),
+    *("champion_test_mcc", "champion_test_mcc_low", "champion_test_mcc_high"),
+    *(f"delta_{name}{end}" for name in ("mcc", "accuracy") for end in ("", "_low", "_high")),
+    "share_resamples_challenger_better",
+}
+# Added with label sets from the data: F1 intervals, weighted F1, each class's support and answer share.
+ADDED_METRICS = {
+    *(f"test_f1_{name}" for name in ("macro_low", "macro_high", "weighted", "weighted_low", "weighted_high")),
+    *(f"test_{kind}_class_{i}" for kind in ("support", "prediction_share") for i in (0, 1)),
+}
+
+
+def test_colas_metric_names_are_todays_plus_the_additions(registry, tmp_path):
+    texts, labels = sample_rows()
+    gate(registry(MEDIOCRE), texts, labels, tmp_path)
+    _, run = gate(registry(PERFECT), texts, labels, tmp_path)
+    assert len(COLA_METRICS) == 41 and set(run.data.metrics) == COLA_METRICS | ADDED_METRICS
+
+
 def test_an_evaluation_that_fails_halfway_moves_nothing(registry, tmp_path):
     """Served answers that are not the registered model's (a wrong image): parity fails, nothing moves."""
     texts, labels = sample_rows()
