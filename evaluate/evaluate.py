@@ -8,7 +8,9 @@ becomes `champion`.
 2. Parity: the served labels must equal in-process ONNX Runtime's on the registered model for >= 99.5%
    of the rows, or the step fails.
 3. Compare: the current champion is scored in process on the same rows; a paired bootstrap gives ΔMCC and
-   Δaccuracy with 95% intervals and the share of resamples in which the challenger is better.
+   Δaccuracy with 95% intervals and the share of resamples in which the challenger is better. The classes
+   are the data's (its preprocess run's label set, which must be the version's `label_names`); MCC is
+   multi-class beyond two classes, and the report has a per-class table and the named confusion matrix.
 4. Gate (gate.py): floor, latency budget, minimum delta and confidence; the decision and every reason
    become tags and part of evaluation/report.html. Only a complete evaluation reaches the gate, and the
    alias moves last.
@@ -17,6 +19,7 @@ becomes `champion`.
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -29,19 +32,17 @@ from docker.models.containers import Container
 
 from sentclf.containers import docker_client, health_status, run_labels, running_server
 from sentclf.data import read_split
-from sentclf.metrics import classification_metrics
-from sentclf.plots import confusion_figure
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+from sentclf.schema import CHAMPION_ALIAS, LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run
 
 import figures
 import report
-from gate import CHAMPION_ALIAS, Decision, GateConfig, apply, current_champion, decide
-from inputs import EvaluationInputs, resolve_inputs
+from gate import Decision, GateConfig, apply, current_champion, decide
+from inputs import EvaluationInputs, resolve_inputs, resolve_label_set
 from load import ServerFailed, Target, latency_profile, load_sweep, predict_all
 from offline import Scores, score_version
-from stats import PairedComparison, mcc_interval, paired_bootstrap, resample_indices
-from stats import interval as bootstrap_interval
+from results import Evaluation, EvaluationData, Parity, Served, score_model
+from stats import paired_bootstrap, resample_indices
 
 logger = logging.getLogger("evaluate")
 
@@ -107,19 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@dataclasses.dataclass
-class Served:
-    """What the serving phase measured."""
-
-    scores: Scores
-    latency: dict[str, float]
-    latency_samples: list[float]
-    load: list[dict[str, float]]
-    memory_peak_mb: float
-    seconds_to_serving: float
-    image_size_mb: float
-
-
 @contextlib.contextmanager
 def the_server(inputs: EvaluationInputs) -> Iterator[tuple[Container | None, int, float]]:
     """(container, gRPC port, seconds to SERVING) of the server to measure: the version's image started
@@ -181,114 +169,87 @@ def _exists(container: Container | None) -> bool:
     return True
 
 
-def check_parity(served: Scores, offline: Scores) -> dict[str, float]:
+def check_parity(served: Scores, offline: Scores) -> Parity:
     agreement = float((served.labels == offline.labels).mean())
-    parity = {
-        "agreement": agreement,
-        "max_abs_diff": float(np.abs(served.probabilities - offline.probabilities).max()),
-        "required": PARITY_MIN_AGREEMENT,
-    }
+    parity = Parity(
+        agreement, float(np.abs(served.probabilities - offline.probabilities).max()), PARITY_MIN_AGREEMENT
+    )
     mlflow.log_metrics(
-        {"parity_served_agreement": agreement, "parity_served_max_abs_prob_diff": parity["max_abs_diff"]}
+        {"parity_served_agreement": agreement, "parity_served_max_abs_prob_diff": parity.max_abs_diff}
     )
     if agreement < PARITY_MIN_AGREEMENT:
         raise ParityError(
             f"the served model agrees with the registered model on only {agreement:.2%} of the test rows "
-            f"(required {PARITY_MIN_AGREEMENT:.1%}; max |Δprobability| {parity['max_abs_diff']:.3g}): the "
+            f"(required {PARITY_MIN_AGREEMENT:.1%}; max |Δprobability| {parity.max_abs_diff:.3g}): the "
             "image does not serve what was registered. Rebuild it with `mlflow run building`. Nothing was "
             "promoted."
         )
     return parity
 
 
-@dataclasses.dataclass
-class ModelScores:
-    """One model's headline scores on the test rows, with bootstrap intervals."""
-
-    version: str
-    mcc: object
-    accuracy: object
-    f1_macro: float
-
-
-def model_scores(version: str, labels: np.ndarray, predictions: np.ndarray, draws: np.ndarray) -> ModelScores:
-    accuracy = (labels[draws] == predictions[draws]).mean(axis=1)
-    return ModelScores(
-        version,
-        mcc_interval(labels, predictions, draws),
-        bootstrap_interval(float((labels == predictions).mean()), accuracy),
-        classification_metrics(labels, predictions)["f1_macro"],
-    )
+def check_classes(scores: Scores, inputs: EvaluationInputs, label_set: LabelSet) -> None:
+    """The served model answers with one probability per class of the data's label set."""
+    width = scores.probabilities.shape[1]
+    if width != label_set.size:
+        raise StepInputError(
+            f"{inputs.model_name} version {inputs.version} answers with {width} class probabilities, but "
+            f"the test data of preprocess run {inputs.data_run_id} has {label_set.size} classes "
+            f"{list(label_set.names)}: evaluate it on the data it was trained on (-P data_run_id=...), or "
+            "train a version on this data first. Nothing was promoted."
+        )
 
 
 def judge(
-    config: GateConfig, name: str, version: str, texts: list[str], labels: np.ndarray, served: Served, args
-) -> tuple[Decision, ModelScores, ModelScores | None, PairedComparison | None, str]:
-    """The gate's decision, from the served answers and the champion's on the same rows."""
+    config: GateConfig,
+    inputs: EvaluationInputs,
+    data: EvaluationData,
+    served: Served,
+    parity: Parity,
+    args: argparse.Namespace,
+) -> Evaluation:
+    """Both models' scores on the same resampled rows, their comparison and the gate's decision."""
+    labels, classes = data.labels, data.label_set.size
     draws = resample_indices(len(labels), args.bootstrap_resamples, args.seed)
-    challenger = model_scores(version, labels, served.scores.labels, draws)
-    champion_version = current_champion(name)
-    if champion_version is None or champion_version == version:
+    challenger = score_model(inputs.version, labels, served.scores.labels, draws, data.label_set)
+    found = functools.partial(
+        Evaluation,
+        inputs=inputs,
+        label_set=data.label_set,
+        rows=len(labels),
+        challenger=challenger,
+        parity=parity,
+        served=served,
+        resamples=args.bootstrap_resamples,
+        requests_per_level=args.requests_per_level,
+    )
+    champion_version = current_champion(inputs.model_name)
+    if champion_version is None or champion_version == inputs.version:
         note = "No champion yet." if champion_version is None else "This version already is the champion."
         decision = decide(config, challenger.mcc.value, served.latency["latency_p99_ms"])
-        if champion_version == version:
+        if champion_version == inputs.version:
             decision = Decision(False, decision.checks, "kept (this version already is the champion)")
-        return decision, challenger, None, None, note
-    champion_answers = score_version(name, champion_version, texts)
-    champion = model_scores(champion_version, labels, champion_answers.labels, draws)
-    comparison = paired_bootstrap(labels, served.scores.labels, champion_answers.labels, draws)
+        return found(champion=None, comparison=None, no_comparison=note, decision=decision)
+    champion_answers = score_version(inputs.model_name, champion_version, data.texts)
+    check_classes(champion_answers, dataclasses.replace(inputs, version=champion_version), data.label_set)
+    champion = score_model(champion_version, labels, champion_answers.labels, draws, data.label_set)
+    comparison = paired_bootstrap(labels, served.scores.labels, champion_answers.labels, draws, classes)
     decision = decide(
         config, challenger.mcc.value, served.latency["latency_p99_ms"], champion.mcc.value, comparison
     )
-    return decision, challenger, champion, comparison, ""
+    return found(champion=champion, comparison=comparison, no_comparison="", decision=decision)
 
 
-def log_results(
-    inputs: EvaluationInputs,
-    labels: np.ndarray,
-    served: Served,
-    parity: dict,
-    judged: tuple,
-    args,
-) -> None:
-    decision, challenger, champion, comparison, note = judged
-    metrics = {f"test_{k}": v for k, v in classification_metrics(labels, served.scores.labels).items()}
-    metrics |= {"test_mcc_low": challenger.mcc.low, "test_mcc_high": challenger.mcc.high}
-    metrics |= {"test_accuracy_low": challenger.accuracy.low, "test_accuracy_high": challenger.accuracy.high}
-    metrics |= served.latency
-    for row in served.load:
-        level = row["concurrency"]
-        metrics |= {
-            f"throughput_rps_c{level}": row["throughput_rps"],
-            f"latency_p50_ms_c{level}": row["p50_ms"],
-            f"latency_p99_ms_c{level}": row["p99_ms"],
-        }
-    metrics |= {
-        "throughput_rps": max(row["throughput_rps"] for row in served.load),
-        "server_memory_peak_mb": served.memory_peak_mb,
-        "server_image_size_mb": served.image_size_mb,
-        "server_seconds_to_serving": served.seconds_to_serving,
-    }
-    if champion is not None:
-        metrics |= {
-            "champion_test_mcc": champion.mcc.value,
-            "champion_test_mcc_low": champion.mcc.low,
-            "champion_test_mcc_high": champion.mcc.high,
-            "delta_mcc": comparison.delta_mcc.value,
-            "delta_mcc_low": comparison.delta_mcc.low,
-            "delta_mcc_high": comparison.delta_mcc.high,
-            "delta_accuracy": comparison.delta_accuracy.value,
-            "delta_accuracy_low": comparison.delta_accuracy.low,
-            "delta_accuracy_high": comparison.delta_accuracy.high,
-            "share_resamples_challenger_better": comparison.share_better,
-        }
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+def log_evaluation(evaluation: Evaluation) -> None:
+    """Metrics, tags, figures, evaluation/report.html and evaluation/report.json of the active run."""
+    metrics = evaluation.metrics()
+    mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+    decision, inputs = evaluation.decision, evaluation.inputs
     mlflow.set_tags(
         {
             "gate.decision": "promoted" if decision.promote else "kept",
             "gate.summary": decision.summary,
             "promoted_to_champion": str(decision.promote).lower(),
-            "champion_before": champion.version if champion else "-",
+            "champion_before": evaluation.champion.version if evaluation.champion else "-",
         }
         | {f"gate.check.{check.name}": str(check) for check in decision.checks}
     )
@@ -296,9 +257,12 @@ def log_results(
         inputs.model_name, inputs.version, "test_mcc", f"{metrics['test_mcc']:.6f}"
     )
 
+    served = evaluation.served
     drawn = {
-        "test confusion matrix (served model)": confusion_figure(
-            labels, served.scores.labels, "Test confusion matrix (served model)"
+        "test confusion matrix (served model)": figures.confusion_figure(
+            evaluation.challenger.confusion,
+            evaluation.label_set.names,
+            "Test confusion matrix (served model)",
         ),
         "latency histogram": figures.latency_histogram(
             served.latency_samples, served.latency["latency_p50_ms"], served.latency["latency_p99_ms"]
@@ -311,44 +275,9 @@ def log_results(
         mlflow.log_figure(figure, f"evaluation/{file}")
         uris.append((title, figures.as_data_uri(figure)))
         plt.close(figure)
-    mlflow.log_text(
-        report.render(
-            model_name=inputs.model_name,
-            version=inputs.version,
-            server_image=inputs.server_image,
-            data_run_id=inputs.data_run_id,
-            run_id=mlflow.active_run().info.run_id,
-            rows=len(labels),
-            decision=decision,
-            challenger=challenger,
-            champion=champion,
-            comparison=comparison,
-            no_comparison=note,
-            resamples=args.bootstrap_resamples,
-            parity=parity,
-            latency=served.latency,
-            load=served.load,
-            memory_peak_mb=served.memory_peak_mb,
-            image_size_mb=served.image_size_mb,
-            seconds_to_serving=served.seconds_to_serving,
-            requests_per_level=args.requests_per_level,
-            figures=uris,
-        ),
-        "evaluation/report.html",
-    )
-    mlflow.log_dict(
-        {
-            "metrics": metrics,
-            "decision": {
-                "promote": decision.promote,
-                "summary": decision.summary,
-                "checks": [str(c) for c in decision.checks],
-            },
-            "parity": parity,
-            "load": served.load,
-        },
-        "evaluation/report.json",
-    )
+    report_html = report.render(evaluation, run_id=mlflow.active_run().info.run_id, figures=uris)
+    mlflow.log_text(report_html, "evaluation/report.html")
+    mlflow.log_dict(evaluation.summary(), "evaluation/report.json")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -358,34 +287,35 @@ def run(args: argparse.Namespace) -> None:
     record_inputs(
         model_version=inputs.version, server_image=inputs.server_image, data_run_id=inputs.data_run_id
     )
+    label_set = resolve_label_set(inputs.model_name, inputs.version, inputs.data_run_id)
     test = read_split(inputs.data_run_id, "test")
-    texts, labels = test[TEXT_COLUMN].tolist(), test[LABEL_COLUMN].to_numpy()
+    data = EvaluationData(test[TEXT_COLUMN].tolist(), test[LABEL_COLUMN].to_numpy(), label_set)
     mlflow.log_param("test_rows", len(test))
     config = GateConfig(args.min_delta, args.confidence, args.latency_budget_ms, args.min_mcc)
 
-    served = serve_and_measure(inputs, args.serving_model_name, texts, args)
-    conclude(config, inputs, texts, labels, served, args)
+    served = serve_and_measure(inputs, args.serving_model_name, data.texts, args)
+    conclude(config, inputs, data, served, args)
 
 
 def conclude(
-    config: GateConfig, inputs: EvaluationInputs, texts: list[str], labels: np.ndarray, served: Served, args
-) -> Decision:
+    config: GateConfig, inputs: EvaluationInputs, data: EvaluationData, served: Served, args
+) -> Evaluation:
     """Parity, the comparison with the champion, the decision, the report; the alias moves last, so only
     an evaluation that got this far moves it."""
-    parity = check_parity(served.scores, score_version(inputs.model_name, inputs.version, texts))
-    judged = judge(config, inputs.model_name, inputs.version, texts, labels, served, args)
-    log_results(inputs, labels, served, parity, judged, args)
-    decision = judged[0]
+    check_classes(served.scores, inputs, data.label_set)
+    parity = check_parity(served.scores, score_version(inputs.model_name, inputs.version, data.texts))
+    evaluation = judge(config, inputs, data, served, parity, args)
+    log_evaluation(evaluation)
     logger.info(
         "test MCC %s; p50 %.2f ms, p99 %.2f ms; %s: %s",
-        judged[1].mcc,
+        evaluation.challenger.mcc,
         served.latency["latency_p50_ms"],
         served.latency["latency_p99_ms"],
         CHAMPION_ALIAS,
-        decision.summary,
+        evaluation.decision.summary,
     )
-    apply(decision, inputs.model_name, inputs.version)
-    return decision
+    apply(evaluation.decision, inputs.model_name, inputs.version)
+    return evaluation
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,14 +1,44 @@
-"""The evaluate step's figures: how latency is distributed one request at a time, and how throughput and
-p99 latency move with concurrency. Logged as images and embedded in the HTML report."""
+"""The evaluate step's figures: the test confusion matrix with the data's class names, how latency is
+distributed one request at a time, and how throughput and p99 latency move with concurrency. Logged as
+images and embedded in the HTML report."""
 
 import base64
 import io
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+# Above this many classes the cells are too small for their counts: the colour carries the share alone
+# (the report's HTML table has every count).
+MAX_ANNOTATED_CLASSES = 25
+
+
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> plt.Figure:
+    """Counts with true classes on rows and predictions on columns, named; coloured by the share of each
+    true class (row), so a rare class reads as clearly as a common one. Grows with the number of classes."""
+    classes = len(names)
+    side = max(4.5, 2.5 + 0.42 * classes)
+    figure, axis = plt.subplots(figsize=(side, side * 0.9))
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    if classes <= MAX_ANNOTATED_CLASSES:
+        size = 10 if classes <= 6 else 7
+        for (row, column), count in np.ndenumerate(matrix):
+            color = "white" if shares[row, column] > 0.5 else "black"
+            axis.text(column, row, str(count), ha="center", va="center", color=color, fontsize=size)
+    rotate = classes > 4 or max(len(name) for name in names) > 14
+    axis.set_xticks(range(classes), names, rotation=90 if rotate else 0, fontsize=10 if classes <= 6 else 8)
+    axis.set_yticks(range(classes), names, fontsize=10 if classes <= 6 else 8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
 
 
 def latency_histogram(latencies_s: list[float], p50_ms: float, p99_ms: float) -> plt.Figure:

@@ -19,11 +19,11 @@ from mlflow.models import MetricThreshold
 from mlflow.models.evaluation import EvaluationResult
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
+from sentclf.schema import CHAMPION_ALIAS
+
 from stats import PairedComparison
 
 logger = logging.getLogger(__name__)
-
-CHAMPION_ALIAS = "champion"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """What the evaluate step measures when it is given only a model version (or nothing at all): the
 version itself (a number or an alias such as `challenger`), the server image the building step recorded
-on it, and the test data of its own lineage. `mlflow run evaluate -P model_version=3` needs no more."""
+on it, the test data of its own lineage, and that data's label set (which must be the version's).
+`mlflow run evaluate -P model_version=3` needs no more."""
 
 import logging
 from dataclasses import dataclass
@@ -8,11 +9,11 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from sentclf.data import read_label_set
+from sentclf.schema import LABEL_NAMES_TAG, SERVER_IMAGE_TAG, LabelSet, label_names_from_tag
 from sentclf.tracking import StepInputError, get_finished_run, newest_successful_run, version_data_run_id
 
 logger = logging.getLogger(__name__)
-
-SERVER_IMAGE_TAG = "server_image"
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,30 @@ def resolve_inputs(
         server_image=resolve_server_image(model_name, version, server_image),
         data_run_id=resolve_data_run(model_name, version, data_run_id),
     )
+
+
+def resolve_label_set(model_name: str, version: str, data_run_id: str) -> LabelSet:
+    """The classes of the test data (its preprocess run's label set), checked against the classes the
+    version was trained on (its `label_names` tag). A version from before label sets were data has no
+    tag; the width of its answers is checked against the label set once it has answered."""
+    data = read_label_set(data_run_id)
+    tag = mlflow.MlflowClient().get_model_version(model_name, version).tags.get(LABEL_NAMES_TAG)
+    if tag is None:
+        return data
+    try:
+        trained = label_names_from_tag(tag)
+    except ValueError as error:
+        raise StepInputError(f"{model_name} version {version}: {error}") from None
+    if trained != data.names:
+        lineage = version_data_run_id(model_name, version)
+        own = (
+            f"-P data_run_id={lineage} (the data it was trained on)" if lineage else "-P data_run_id=<a run>"
+        )
+        raise StepInputError(
+            f"{model_name} version {version} was trained on the classes {list(trained)} (its tag "
+            f"{LABEL_NAMES_TAG}), but the test data of preprocess run {data_run_id} has the classes "
+            f"{list(data.names)}: its answers would be scored against other labels. Evaluate it on data "
+            f"with its own label set, {own}, or train a version on this data first "
+            "(`mlflow run train -P data_run_id=...`). Nothing was promoted."
+        )
+    return data

@@ -5,16 +5,36 @@ import datetime
 from pathlib import Path
 
 import jinja2
+import numpy as np
+
+from results import Evaluation
 
 TEMPLATE = Path(__file__).resolve().parent / "report_template.html"
 
 
-def render(**context: object) -> str:
-    """The report from report_template.html; every value is escaped (texts come from the user's data)."""
+def confusion_rows(matrix: np.ndarray) -> list[list[tuple[int, float]]]:
+    """(count, share of its true class) for each cell, row by row: the table's shading."""
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    return [
+        [(int(count), float(share)) for count, share in zip(counts, row_shares, strict=True)]
+        for counts, row_shares in zip(matrix, shares, strict=True)
+    ]
+
+
+def render(evaluation: Evaluation, run_id: str, figures: list[tuple[str, str]]) -> str:
+    """The report of one evaluation from report_template.html; `figures` are (title, data: URI) pairs.
+    Every value is escaped (texts and class names come from the user's data)."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE.parent),
         autoescape=True,
         undefined=jinja2.StrictUndefined,  # a missing figure is a bug, not an empty cell
     )
     generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return environment.get_template(TEMPLATE.name).render(generated=generated, **context)
+    return environment.get_template(TEMPLATE.name).render(
+        e=evaluation,
+        run_id=run_id,
+        figures=figures,
+        confusion=confusion_rows(evaluation.challenger.confusion),
+        generated=generated,
+    )

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from sentclf.containers import CONTAINER_LABEL
 from sentclf.images import STEP_IMAGE
 from sentclf.metrics import matthews_corrcoef, mcc_per_resample
+from sentclf.schema import COLA_LABELS
 from tests.conftest import require_docker
 
 import evaluate
@@ -25,6 +26,7 @@ import load
 from gate import GateConfig, decide
 from inputs import EvaluationInputs
 from offline import score_files
+from results import EvaluationData, Served
 from stats import paired_bootstrap, resample_indices
 
 # ---- statistics ------------------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ def registry(tracking_store, tmp_path):
     return register
 
 
-def served_by(version: str, texts: list[str], tmp_path: Path) -> evaluate.Served:
+def served_by(version: str, texts: list[str], tmp_path: Path) -> Served:
     """What serving the version would have measured: its registered model's own answers."""
     model_dir = Path(
         mlflow.artifacts.download_artifacts(f"models:/gated/{version}", dst_path=str(tmp_path / version))
@@ -187,19 +189,23 @@ def served_by(version: str, texts: list[str], tmp_path: Path) -> evaluate.Served
     scores = score_files(model_dir, texts)
     latency = {"latency_p50_ms": 4.0, "latency_p90_ms": 5.0, "latency_p99_ms": 7.0, "latency_max_ms": 9.0}
     load = [{"concurrency": 1, "throughput_rps": 200.0, "p50_ms": 4.0, "p99_ms": 7.0, "errors": 0}]
-    return evaluate.Served(scores, latency, [0.004] * len(texts), load, 150.0, 0.5, 300.0)
+    return Served(scores, latency, [0.004] * len(texts), load, 150.0, 0.5, 300.0)
 
 
 ARGS = argparse.Namespace(bootstrap_resamples=1000, seed=42, requests_per_level=10)
 
 
-def gate(version: str, texts, labels, tmp_path, served: evaluate.Served | None = None, config=CONFIG):
+def gate(version: str, texts, labels, tmp_path, served: Served | None = None, config=CONFIG):
     inputs = EvaluationInputs("gated", version, f"gated-server:{version}", "data-run")
     with mlflow.start_run() as run:
-        decision = evaluate.conclude(
-            config, inputs, texts, labels, served or served_by(version, texts, tmp_path), ARGS
+        evaluation = evaluate.conclude(
+            config,
+            inputs,
+            EvaluationData(texts, labels, COLA_LABELS),
+            served or served_by(version, texts, tmp_path),
+            ARGS,
         )
-    return decision, mlflow.get_run(run.info.run_id)
+    return evaluation.decision, mlflow.get_run(run.info.run_id)
 
 
 def champion() -> str | None:
@@ -269,6 +275,34 @@ def test_a_clearly_better_challenger_is_promoted(registry, tmp_path):
     assert run.data.metrics["share_resamples_challenger_better"] >= 0.9
     report = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/evaluation/report.html")
     assert "Promoted to champion" in report and f"champion: version {first}" in report
+
+
+# The metric names a CoLA evaluation against a champion logs: the README and the retrain summary quote them.
+COLA_METRICS = {
+    *(f"test_{name}" for name in ("accuracy", "mcc", "f1_macro", "f1_micro", "precision_macro")),
+    *(f"test_{name}" for name in ("precision_micro", "recall_macro", "recall_micro")),
+    *(f"test_{kind}_class_{i}" for kind in ("precision", "recall", "f1") for i in (0, 1)),
+    *(f"{name}_{end}" for name in ("test_mcc", "test_accuracy") for end in ("low", "high")),
+    *("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms"),
+    *("throughput_rps", "throughput_rps_c1", "latency_p50_ms_c1", "latency_p99_ms_c1"),
+    *("server_memory_peak_mb", "server_image_size_mb", "server_seconds_to_serving"),
+    *("parity_served_agreement", "parity_served_max_abs_prob_diff"),
+    *("champion_test_mcc", "champion_test_mcc_low", "champion_test_mcc_high"),
+    *(f"delta_{name}{end}" for name in ("mcc", "accuracy") for end in ("", "_low", "_high")),
+    "share_resamples_challenger_better",
+}
+# Added with label sets from the data: F1 intervals, weighted F1, each class's support and answer share.
+ADDED_METRICS = {
+    *(f"test_f1_{name}" for name in ("macro_low", "macro_high", "weighted", "weighted_low", "weighted_high")),
+    *(f"test_{kind}_class_{i}" for kind in ("support", "prediction_share") for i in (0, 1)),
+}
+
+
+def test_colas_metric_names_are_todays_plus_the_additions(registry, tmp_path):
+    texts, labels = sample_rows()
+    gate(registry(MEDIOCRE), texts, labels, tmp_path)
+    _, run = gate(registry(PERFECT), texts, labels, tmp_path)
+    assert len(COLA_METRICS) == 41 and set(run.data.metrics) == COLA_METRICS | ADDED_METRICS
 
 
 def test_an_evaluation_that_fails_halfway_moves_nothing(registry, tmp_path):
