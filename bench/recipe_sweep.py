@@ -16,28 +16,26 @@ Missing keys take the train step's MLproject defaults. Recipes run one after ano
 import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
 import torch
 import yaml
+from benchlib import REPO_ROOT
 from transformers import AutoConfig, AutoTokenizer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "train"))
-sys.path.insert(0, str(REPO_ROOT / "preprocess"))
+from sentclf.backbone import resolve_backbone
+from sentclf.cli import parse_bool
+from sentclf.schema import LABEL_NAMES
 
-from sentclf.backbone import resolve_backbone  # noqa: E402
-from sentclf.cli import parse_bool  # noqa: E402
-from sentclf.schema import LABEL_NAMES  # noqa: E402
-
-from calibration import best_margin_shift, mcc_at_shifts  # noqa: E402
-from modeling import build_classifier  # noqa: E402
-from sources import load_cola  # noqa: E402
-from splitting import stratified_split  # noqa: E402
-from training import TrainConfig, encode_split, predict, train  # noqa: E402
+# The train step's own loop and the preprocess step's own data and split, as the steps run them.
+calibration = benchlib.step_module("train", "calibration")
+modeling = benchlib.step_module("train", "modeling")
+training = benchlib.step_module("train", "training")
+sources = benchlib.step_module("preprocess", "sources")
+splitting = benchlib.step_module("preprocess", "splitting")
 
 RECIPE_KEYS = {
     "lr": ("learning_rate", float),
@@ -75,9 +73,9 @@ def parse_recipe(text: str, defaults: dict) -> dict:
 
 def default_splits(root_defaults: dict):
     """train / validation / test exactly as the preprocess step splits shipped CoLA by default."""
-    source = load_cola()
+    source = sources.load_cola()
     seed = root_defaults["seed"]
-    train_frame, validation_frame = stratified_split(
+    train_frame, validation_frame = splitting.stratified_split(
         source.frames["train"], root_defaults["val_fraction"], seed
     )
     return train_frame, validation_frame, source.frames["test"]
@@ -85,7 +83,7 @@ def default_splits(root_defaults: dict):
 
 def mcc_of(labels: np.ndarray, logits: np.ndarray, shift: float = 0.0) -> float:
     margins = (logits[:, 1] - logits[:, 0]).astype(np.float64)
-    return float(mcc_at_shifts(labels, margins, np.array([shift]))[0])
+    return float(calibration.mcc_at_shifts(labels, margins, np.array([shift]))[0])
 
 
 def run_recipe(recipe: dict, frames, source: str) -> dict:
@@ -94,21 +92,21 @@ def run_recipe(recipe: dict, frames, source: str) -> dict:
     np.random.seed(recipe["seed"])
     config = AutoConfig.from_pretrained(source, num_labels=len(LABEL_NAMES))
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = build_classifier(source, config, recipe["pooling"])
-    splits = [encode_split(f, tokenizer, recipe["max_seq_length"]) for f in frames]
+    model = modeling.build_classifier(source, config, recipe["pooling"])
+    splits = [training.encode_split(f, tokenizer, recipe["max_seq_length"]) for f in frames]
     pad_id = tokenizer.pad_token_id
     test_by_epoch: dict[int, tuple[float, float, float]] = {}
 
     def log_epoch(epoch: int, metrics: dict) -> None:
-        validation_logits, _ = predict(model, splits[1], 64, pad_id)
-        test_logits, _ = predict(model, splits[2], 64, pad_id)
-        shift, _, validation_mcc_shifted = best_margin_shift(splits[1].labels, validation_logits)
+        validation_logits, _ = training.predict(model, splits[1], 64, pad_id)
+        test_logits, _ = training.predict(model, splits[2], 64, pad_id)
+        shift, _, validation_mcc_shifted = calibration.best_margin_shift(splits[1].labels, validation_logits)
         test_by_epoch[epoch] = (
             mcc_of(splits[2].labels, test_logits),
             mcc_of(splits[2].labels, test_logits, shift),
             # The best any threshold could do on test: a ceiling for diagnosis (it peeks at test labels,
             # so no shipped model can use it). It separates "wrong threshold" from "weak model".
-            best_margin_shift(splits[2].labels, test_logits)[2],
+            calibration.best_margin_shift(splits[2].labels, test_logits)[2],
         )
         print(
             f"  epoch {epoch}: train_loss {metrics['train_loss']:.4f} val_loss {metrics['val_loss']:.4f} "
@@ -119,7 +117,7 @@ def run_recipe(recipe: dict, frames, source: str) -> dict:
             flush=True,
         )
 
-    train_config = TrainConfig(
+    train_config = training.TrainConfig(
         **{k: recipe[k] for k in ("epochs", "batch_size", "learning_rate", "max_seq_length", "seed")},
         patience=recipe["patience"],
         warmup_ratio=recipe["warmup_ratio"],
@@ -129,7 +127,7 @@ def run_recipe(recipe: dict, frames, source: str) -> dict:
         tune_threshold=recipe["tune_threshold"],
     )
     started = time.perf_counter()
-    summary = train(model, splits[0], splits[1], train_config, pad_id, log_epoch)
+    summary = training.train(model, splits[0], splits[1], train_config, pad_id, log_epoch)
     return {
         **summary,
         "test_mcc": test_by_epoch[summary["best_epoch"]][0],

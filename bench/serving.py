@@ -3,7 +3,8 @@ MLServer and raw in-process ONNX Runtime, in one run on the same ONNX model + to
 
 Every contender serves the model files extracted from the server image and runs them through the same
 tokenizer + InferenceSession code (sentclf_server.model) with the same ORT settings; the load is the
-standard tritonclient gRPC client, single-sentence CoLA requests, one client per concurrent caller.
+standard tritonclient gRPC client, single-sentence CoLA requests, one client per concurrent caller
+(sentclf.loadgen, the evaluate step's own load).
 KServe and MLServer live in their own virtualenvs under .build/bench/ (their pins conflict), created on
 first use. Prints latency/throughput per contender and concurrency, raw ORT limits, ratios, image sizes;
 the last line reads
@@ -18,49 +19,35 @@ Usage: python bench/serving.py [--server-image cola-classifier-server:1] [--conc
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import logging
 import os
-import random
-import resource
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker
-import docker.errors
+import benchlib
 import numpy as np
-import tritonclient.grpc as grpcclient
+from benchlib import CORES, BenchError
 from tritonclient.utils import InferenceServerException
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PEERS_DIR = REPO_ROOT / "bench" / "serving_peers"
-sys.path.insert(0, str(PEERS_DIR))
-
-from peer_common import load_classifier  # noqa: E402
-
-from sentclf.containers import CONTAINER_LABEL, LOOPBACK, free_port, running_server  # noqa: E402
-from sentclf.engine import docker_client  # noqa: E402
-from sentclf.images import STEP_IMAGE  # noqa: E402
-from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs  # noqa: E402
-from sentclf.metrics import percentile_ms  # noqa: E402
+from sentclf import loadgen
+from sentclf.containers import LOOPBACK, free_port
+from sentclf.engine import docker_client
+from sentclf.images import STEP_IMAGE
+from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
+from sentclf.metrics import percentile_ms
 
 log = logging.getLogger("bench.serving")
 
-CORES = os.cpu_count() or 1
-DEFAULT_SENTENCES = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
-DEFAULT_VENV_DIR = REPO_ROOT / ".build" / "bench"
+PEERS_DIR = benchlib.REPO_ROOT / "bench" / "serving_peers"
+DEFAULT_VENV_DIR = benchlib.REPO_ROOT / ".build" / "bench"
 # pip packages per peer; never torch (the peers only need ORT + tokenizers). uvloop 0.22+ breaks
 # MLServer 1.7's parallel workers ("There is no current event loop", SeldonIO/MLServer#2286), hence the cap.
 PEER_PACKAGES = {
@@ -75,71 +62,6 @@ PEER_PROBES = {
 }
 RAW_BATCH_SIZES = (8, 16, 32, 64)
 RAW_AT_ONCE = (1, 2)  # batches run at once: 2 is the server's default MAX_CONCURRENT_BATCHES
-REQUEST_TIMEOUT_S = 30.0
-CONTAINER_PREFIX = "sentclf-bench"
-
-
-class BenchError(RuntimeError):
-    """Something the bench needs is missing or a contender failed to start; the message says what."""
-
-
-# ---- inputs ------------------------------------------------------------------------------------------------
-
-
-def newest_server_image(client: docker.DockerClient) -> str:
-    """The most recently created local image whose repository ends in `-server`."""
-    tagged = [
-        (image.attrs["Created"], tag)
-        for image in client.images.list()
-        for tag in image.tags
-        if tag.rsplit(":", 1)[0].endswith("-server")
-    ]
-    if not tagged:
-        raise BenchError("no local `*-server` image: run `make run` first (its building step builds one)")
-    return max(tagged)[1]
-
-
-def extract_model(client: docker.DockerClient, image: str, target: Path) -> Path:
-    """Copy /models/model out of `image` (docker create + get_archive) so every contender serves the
-    identical ONNX model and tokenizer. The created container never runs and is always removed."""
-    try:
-        container = client.containers.create(
-            image,
-            name=f"{CONTAINER_PREFIX}-extract-{uuid.uuid4().hex[:8]}",
-            labels={CONTAINER_LABEL: "1"},
-            network_mode="host",
-        )
-    except docker.errors.ImageNotFound:
-        raise BenchError(
-            f"no local image {image}: run `make run` first (or name another --server-image)"
-        ) from None
-    try:
-        stream, _ = container.get_archive("/models/model")
-        archive = io.BytesIO(b"".join(stream))
-    finally:
-        container.remove(force=True)
-    with tarfile.open(fileobj=archive) as tar:
-        tar.extractall(target, filter="data")
-    model_dir = target / "model"
-    missing = [
-        n for n in ("model.onnx", "tokenizer.json", "serving_config.json") if not (model_dir / n).is_file()
-    ]
-    if missing:
-        raise BenchError(f"{image}:/models/model lacks {missing}")
-    return model_dir
-
-
-def load_sentences(path: Path, seed: int) -> list[str]:
-    """CoLA dev sentences (headerless TSV, sentence in the 4th column), shuffled with a fixed seed so
-    every contender sees the same request sequence."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        sentences = [
-            row[3] for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if len(row) > 3
-        ]
-    if not sentences:
-        raise BenchError(f"no sentences in {path}")
-    random.Random(seed).shuffle(sentences)
-    return sentences
 
 
 # ---- peer virtualenvs and processes ------------------------------------------------------------------------
@@ -242,7 +164,7 @@ def running_peer(
 def peer_env(model_dir: Path, model: str) -> dict[str, str]:
     return {
         **os.environ,
-        "PYTHONPATH": str(PEERS_DIR),
+        "PYTHONPATH": os.pathsep.join([str(PEERS_DIR), str(benchlib.SERVER_SRC)]),  # peer_common's imports
         "PYTHONUNBUFFERED": "1",
         "BENCH_MODEL_DIR": str(model_dir),
         "BENCH_MODEL_NAME": model,
@@ -300,91 +222,6 @@ def mlserver_peer(
 # ---- load --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class LevelResult:
-    concurrency: int
-    latencies_s: list[float] = field(default_factory=list)
-    errors: int = 0
-    wall_s: float = 0.0
-    client_cpu_s: float = 0.0  # CPU this process (the client threads) used while the level ran
-
-    @property
-    def throughput(self) -> float:
-        return len(self.latencies_s) / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def client_cpu_us_per_request(self) -> float:
-        return 1e6 * self.client_cpu_s / len(self.latencies_s) if self.latencies_s else float("nan")
-
-    def percentile_ms(self, percentile: float) -> float:
-        return percentile_ms(self.latencies_s, percentile) if self.latencies_s else float("nan")
-
-    def add(self, other: "LevelResult") -> None:
-        """Fold in another round at the same concurrency (throughput = all successes / all wall time)."""
-        self.latencies_s.extend(other.latencies_s)
-        self.errors += other.errors
-        self.wall_s += other.wall_s
-        self.client_cpu_s += other.client_cpu_s
-
-
-def process_cpu_s() -> float:
-    """CPU seconds (user + system) this process has used: the load's client side, all its threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_level(
-    port: int,
-    model: str,
-    sentences: list[str],
-    concurrency: int,
-    requests: int,
-    time_limit_s: float,
-    offset: int = 0,
-) -> LevelResult:
-    """`requests` single-sentence requests (sentences[offset:], cycling) from `concurrency` callers, each
-    with its own client, issued back to back; stops issuing new ones after `time_limit_s`."""
-    result = LevelResult(concurrency)
-    clients = [connect(port) for _ in range(concurrency)]
-    lock = threading.Lock()
-    next_index = iter(range(offset, offset + requests))
-    start = threading.Barrier(concurrency + 1)
-    deadline = [0.0]
-
-    def caller(client: grpcclient.InferenceServerClient) -> None:
-        start.wait()
-        while time.monotonic() < deadline[0]:
-            with lock:
-                index = next(next_index, None)
-            if index is None:
-                return
-            inputs = build_inputs([sentences[index % len(sentences)]])
-            began = time.perf_counter()
-            try:
-                client.infer(model, inputs, outputs=requested_outputs(), client_timeout=REQUEST_TIMEOUT_S)
-            except InferenceServerException:
-                with lock:
-                    result.errors += 1
-                continue
-            result.latencies_s.append(time.perf_counter() - began)  # list.append is atomic under the GIL
-
-    # Clients are connected and threads started before the clock: only requests are timed.
-    threads = [threading.Thread(target=caller, args=(c,), daemon=True) for c in clients]
-    for thread in threads:
-        thread.start()
-    deadline[0] = time.monotonic() + time_limit_s
-    cpu_began = process_cpu_s()
-    began = time.perf_counter()
-    start.wait()
-    for thread in threads:
-        thread.join()
-    result.wall_s = time.perf_counter() - began
-    result.client_cpu_s = process_cpu_s() - cpu_began
-    for client in clients:
-        client.close()
-    return result
-
-
 def label_agreement(port: int, model: str, sentences: list[str], reference: np.ndarray) -> int:
     """How many of the reference sentences the server labels as raw ORT does (same model => all)."""
     client = connect(port)
@@ -402,23 +239,6 @@ def label_agreement(port: int, model: str, sentences: list[str], reference: np.n
     return int((np.asarray(labels) == reference).sum())
 
 
-def round_trip_floor_ms(port: int, calls: int = 200) -> float:
-    """p50 of ServerLive calls over the same tritonclient gRPC client: the transport's own cost per
-    request (client + gRPC stacks both ways) with no model work, the part of the latency no server code
-    can remove."""
-    client = connect(port)
-    try:
-        client.is_server_live()
-        latencies = []
-        for _ in range(calls):
-            began = time.perf_counter()
-            client.is_server_live()
-            latencies.append(time.perf_counter() - began)
-    finally:
-        client.close()
-    return percentile_ms(latencies, 50)
-
-
 @dataclass
 class ContenderResult:
     name: str
@@ -426,7 +246,7 @@ class ContenderResult:
     seconds_to_ready: float
     agreement: str
     round_trip_floor_ms: float
-    levels: dict[int, LevelResult] = field(default_factory=dict)
+    levels: dict[int, loadgen.Level] = field(default_factory=dict)
 
 
 def start_and_warm_up(name: str, start: Callable, stack: contextlib.ExitStack, args, sentences, reference):
@@ -436,8 +256,10 @@ def start_and_warm_up(name: str, start: Callable, stack: contextlib.ExitStack, a
     port, seconds = stack.enter_context(start())
     agree = label_agreement(port, args.model, sentences[: len(reference)], reference)
     top = max(args.concurrency)
-    run_level(port, args.model, sentences, top, 2 * top, args.level_time_limit_s)
-    return ContenderResult(name, port, seconds, f"{agree}/{len(reference)}", round_trip_floor_ms(port))
+    callers = loadgen.grpc_callers(port, args.model)
+    loadgen.run_level(callers, sentences, top, 2 * top, args.level_time_limit_s)
+    floor = benchlib.round_trip_floor_ms(port)
+    return ContenderResult(name, port, seconds, f"{agree}/{len(reference)}", floor)
 
 
 def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference) -> list[ContenderResult]:
@@ -452,13 +274,12 @@ def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference
         per_round = max(1, args.requests // args.rounds)
         for concurrency in args.concurrency:
             for result in results:
-                result.levels[concurrency] = LevelResult(concurrency)
+                result.levels[concurrency] = loadgen.Level(concurrency)
             for round_index in range(args.rounds):
                 shift = round_index % len(results)
                 for result in results[shift:] + results[:shift]:
-                    chunk = run_level(
-                        result.port,
-                        args.model,
+                    chunk = loadgen.run_level(
+                        loadgen.grpc_callers(result.port, args.model),
                         sentences,
                         concurrency,
                         per_round,
@@ -481,6 +302,13 @@ def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference
 
 
 # ---- raw ORT -----------------------------------------------------------------------------------------------
+
+
+def peer_common():
+    """The peers' shared code (serving_peers/peer_common.py): the server's tokenizer + ONNX Runtime with
+    the peers' settings, run here in-process as raw ORT."""
+    benchlib.server_package()
+    return benchlib.load_module("peer_common", PEERS_DIR)
 
 
 @dataclass
@@ -524,7 +352,7 @@ def measure_raw_ort(model_dir: Path, sentences: list[str], singles: int, referen
     buckets), run one at a time and RAW_AT_ONCE at a time as the server's batcher may; the best of those
     is the ceiling any server on this machine can reach. Plus, for reference only, batches cut from the
     sentences sorted by length. Runs while no server is up."""
-    classifier = load_classifier(str(model_dir), max_batch_size=max(RAW_BATCH_SIZES))
+    classifier = peer_common().load_classifier(str(model_dir), max_batch_size=max(RAW_BATCH_SIZES))
     reference = np.array([int(np.argmax(classifier.predict([s]))) for s in sentences[:reference_count]])
     latencies = []
     for sentence in sentences[:singles]:
@@ -546,12 +374,6 @@ def measure_raw_ort(model_dir: Path, sentences: list[str], singles: int, referen
 
 
 # ---- report ------------------------------------------------------------------------------------------------
-
-
-def image_size_mb(client: docker.DockerClient, name: str) -> float | None:
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        return client.images.get(name).attrs["Size"] / 1e6
-    return None
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -654,7 +476,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     parser.add_argument("--level-time-limit-s", type=float, default=60.0, help="stop a level after this")
     parser.add_argument("--ratio-concurrency", type=int, default=16, help="where the ratios are taken")
-    parser.add_argument("--sentences", type=Path, default=DEFAULT_SENTENCES)
+    parser.add_argument("--sentences", type=Path, default=benchlib.DEFAULT_SENTENCES)
     parser.add_argument("--venv-dir", type=Path, default=DEFAULT_VENV_DIR, help="where the peer venvs live")
     parser.add_argument("--start-timeout-s", type=float, default=180.0)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per concurrency level")
@@ -683,7 +505,7 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
     @contextlib.contextmanager
     def ours():
         env = {"ORT_INTRA_OP_THREADS": str(CORES), "ORT_GRAPH_OPTIMIZATION": "all"}
-        with running_server(args.server_image, env, args.start_timeout_s, CONTAINER_PREFIX) as (_, port, s):
+        with benchlib.server_container(args.server_image, env, args.start_timeout_s) as (_, port, s):
             yield port, s
 
     kserve_python = ensure_venv("kserve", args.venv_dir)
@@ -711,22 +533,17 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
     ]
 
 
-def _raise_interrupt(signum: int, frame) -> None:
-    # Turn SIGTERM into an exception so the finally blocks remove containers and peer process groups.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, benchlib.raise_interrupt)
     client = docker_client()
     try:
-        args.server_image = args.server_image or newest_server_image(client)
-        sentences = load_sentences(args.sentences, args.seed)
+        args.server_image = args.server_image or benchlib.newest_server_image(client)
+        sentences = benchlib.load_sentences(args.sentences, args.seed)
         with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
             workdir = Path(tmp)
-            model_dir = extract_model(client, args.server_image, workdir)
+            model_dir = benchlib.extract_model(client, args.server_image, workdir)
             config = json.loads((model_dir / "serving_config.json").read_text())
             args.model = str(config.get("model_name", "cola"))
             log.info("model '%s' from %s in %s", args.model, args.server_image, model_dir)
@@ -736,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             results = measure_all(starters, args, sentences, raw.reference_labels)
             log.info("raw ORT in-process (after the servers stopped)")
             raw = raw.best_of(measure_raw_ort(model_dir, sentences, singles=200, reference_count=64))
-        sizes = (image_size_mb(client, args.server_image), image_size_mb(client, STEP_IMAGE))
+        sizes = tuple(benchlib.image_size_mb(client, image) for image in (args.server_image, STEP_IMAGE))
         print_report(results, raw, args, sizes, ours="ours")
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)

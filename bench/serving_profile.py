@@ -7,7 +7,7 @@ the tritonclient client's own request building and response parsing, tokenisatio
 one sentence and for batches of 8/16/32 with and without length buckets, bucket planning.
 
 Part 2 (`load`): starts the server image (host network, as the bench does), then for each concurrency
-sends single-sentence CoLA requests with the bench's tritonclient load (bench/serving.py run_level) and
+sends single-sentence CoLA requests with the benches' tritonclient load (sentclf.loadgen.run_level) and
 reads, per request: the client's CPU (this process), the server container's CPU (/proc of its main
 process, all threads), other processes' CPU on the machine in the same window (noise), and from the
 server's Prometheus metrics the time in tokenisation and in the model (padding, ORT, softmax), batch size,
@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 import tempfile
@@ -33,28 +32,15 @@ import timeit
 import urllib.request
 from pathlib import Path
 
+import benchlib
 import numpy as np
+from benchlib import CORES, BenchError
+from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from sentclf.containers import free_port, running_server  # noqa: E402
-from sentclf.engine import docker_client  # noqa: E402
-from sentclf.kserve_client import build_inputs, requested_outputs  # noqa: E402
-
-from serving import (  # noqa: E402
-    CONTAINER_PREFIX,
-    CORES,
-    DEFAULT_SENTENCES,
-    BenchError,
-    _raise_interrupt,
-    extract_model,
-    load_sentences,
-    newest_server_image,
-    round_trip_floor_ms,
-    run_level,
-)
+from sentclf import loadgen
+from sentclf.containers import free_port
+from sentclf.engine import docker_client
+from sentclf.kserve_client import build_inputs, requested_outputs
 
 log = logging.getLogger("bench.serving_profile")
 HZ = os.sysconf("SC_CLK_TCK")
@@ -72,6 +58,7 @@ def micro(model_dir: Path, sentences: list[str]) -> list[tuple[str, float]]:
     import tritonclient.grpc as grpcclient
     from tritonclient.grpc import service_pb2
 
+    benchlib.server_package()  # the server's own code, run here in-process
     from sentclf_server.codec import decode_bytes_tensor, encode_bytes_tensor
     from sentclf_server.config import load_settings
     from sentclf_server.metrics import observe_batch, observe_request
@@ -166,7 +153,7 @@ def micro(model_dir: Path, sentences: list[str]) -> list[tuple[str, float]]:
 # ---- part 2: the image under load --------------------------------------------------------------------------
 
 
-def process_cpu_s(pid: int) -> float:
+def pid_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / HZ
 
@@ -174,11 +161,6 @@ def process_cpu_s(pid: int) -> float:
 def machine_busy_s() -> float:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(values) - values[3] - values[4]) / HZ  # all but idle and iowait
-
-
-def own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def scrape(metrics_port: int) -> dict[str, float]:
@@ -196,19 +178,26 @@ def scrape(metrics_port: int) -> dict[str, float]:
 def load(args: argparse.Namespace, image: str, sentences: list[str]) -> list[dict]:
     env = {"ORT_INTRA_OP_THREADS": str(CORES), "METRICS_PORT": str(args.metrics_port), **args.env}
     rows = []
-    with running_server(image, env, 120.0, CONTAINER_PREFIX) as (container, port, _):
+    with benchlib.server_container(image, env, 120.0) as (container, port, _):
         container.reload()
         pid = container.attrs["State"]["Pid"]
-        run_level(port, "cola", sentences, max(args.concurrency), 4 * max(args.concurrency), 60.0)  # warm up
-        floor = round_trip_floor_ms(port, 300)
+
+        def snapshot() -> tuple[dict[str, float], float, float, float]:
+            """(server metrics, server CPU s, this process's CPU s, the machine's busy CPU s)."""
+            return scrape(args.metrics_port), pid_cpu_s(pid), loadgen.process_cpu_s(), machine_busy_s()
+
+        callers = loadgen.grpc_callers(port, "cola")
+        top = max(args.concurrency)
+        loadgen.run_level(callers, sentences, top, 4 * top, 60.0)  # warm up
+        floor = benchlib.round_trip_floor_ms(port, 300)
         log.info("ServerLive round trip p50 %.3f ms", floor)
         for repeat in range(args.repeats):
             for concurrency, requests in zip(args.concurrency, args.requests, strict=True):
-                before = (scrape(args.metrics_port), process_cpu_s(pid), own_cpu_s(), machine_busy_s())
-                result = run_level(
-                    port, "cola", sentences, concurrency, requests, 120.0, offset=repeat * requests
+                before = snapshot()
+                result = loadgen.run_level(
+                    callers, sentences, concurrency, requests, 120.0, offset=repeat * requests
                 )
-                after = (scrape(args.metrics_port), process_cpu_s(pid), own_cpu_s(), machine_busy_s())
+                after = snapshot()
                 metric = {k: after[0].get(k, 0.0) - before[0].get(k, 0.0) for k in after[0]}
                 n = len(result.latencies_s)
                 server_cpu, client_cpu = after[1] - before[1], after[2] - before[2]
@@ -272,7 +261,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--parts", default="micro,load")
     parser.add_argument("--metrics-port", type=int, default=0, help="0: a free port")
-    parser.add_argument("--sentences", type=Path, default=DEFAULT_SENTENCES)
+    parser.add_argument("--sentences", type=Path, default=benchlib.DEFAULT_SENTENCES)
     parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE server setting for the load part (repeatable)"
     )
@@ -289,19 +278,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, benchlib.raise_interrupt)
     args.metrics_port = args.metrics_port or free_port()
     client = docker_client()
     try:
-        image = args.server_image or newest_server_image(client)
-        sentences = load_sentences(args.sentences, seed=0)
+        image = args.server_image or benchlib.newest_server_image(client)
+        sentences = benchlib.load_sentences(args.sentences, seed=0)
         settings = " ".join(f"{k}={v}" for k, v in args.env.items()) or "defaults"
         print(
             f"server image {image} ({settings}); {CORES} cores shared with other work; ORT threads {CORES}\n"
         )
         if "micro" in args.parts:
             with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-                model_dir = extract_model(client, image, Path(tmp))
+                model_dir = benchlib.extract_model(client, image, Path(tmp))
                 rows = micro(model_dir, sentences)
             print("| step (in-process, timed alone, best of 5) | us |\n|---|---:|")
             for what, us in rows:

@@ -16,22 +16,13 @@ import signal
 import sys
 from pathlib import Path
 
+import benchlib
 import numpy as np
+from benchlib import BenchError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from sentclf.containers import MemorySampler, running_server  # noqa: E402
-from sentclf.engine import docker_client  # noqa: E402
-
-from serving import (  # noqa: E402
-    CONTAINER_PREFIX,
-    DEFAULT_SENTENCES,
-    BenchError,
-    _raise_interrupt,
-    load_sentences,
-    newest_server_image,
-    run_level,
-)
+from sentclf import loadgen
+from sentclf.containers import MemorySampler
+from sentclf.engine import docker_client
 
 log = logging.getLogger("soak")
 
@@ -58,20 +49,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warm-up-requests", type=int, default=256)
     parser.add_argument("--sample-every-s", type=float, default=2.0)
     parser.add_argument("--max-growth-mb", type=float, default=16.0, help="allowed last-vs-first growth")
-    parser.add_argument("--sentences", type=Path, default=DEFAULT_SENTENCES)
+    parser.add_argument("--sentences", type=Path, default=benchlib.DEFAULT_SENTENCES)
     parser.add_argument("--start-timeout-s", type=float, default=60.0)
     return parser.parse_args(argv)
 
 
 def soak(args: argparse.Namespace, image: str, sentences: list[str]) -> tuple[int, int, float]:
-    with running_server(image, {}, args.start_timeout_s, CONTAINER_PREFIX) as (container, port, to_serving):
+    with benchlib.server_container(image, {}, args.start_timeout_s) as (container, port, to_serving):
         log.info("%s SERVING after %.2f s; warm-up: %d requests", image, to_serving, args.warm_up_requests)
-        warm_up = run_level(port, args.model, sentences, args.streams, args.warm_up_requests, 60.0)
+        callers = loadgen.grpc_callers(port, args.model)
+        warm_up = loadgen.run_level(callers, sentences, args.streams, args.warm_up_requests, 60.0)
         sampler = MemorySampler(container, args.sample_every_s)
         sampler.start()
         log.info("soak: %d streams for %.0f s", args.streams, args.duration_s)
         try:
-            load = run_level(port, args.model, sentences, args.streams, 10**9, args.duration_s)
+            load = loadgen.run_level(callers, sentences, args.streams, 10**9, args.duration_s)
         finally:
             sampler.stop()
         container.reload()
@@ -96,10 +88,10 @@ def soak(args: argparse.Namespace, image: str, sentences: list[str]) -> tuple[in
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, benchlib.raise_interrupt)
     try:
-        image = args.server_image or newest_server_image(docker_client())
-        errors, requests, growth = soak(args, image, load_sentences(args.sentences, seed=0))
+        image = args.server_image or benchlib.newest_server_image(docker_client())
+        errors, requests, growth = soak(args, image, benchlib.load_sentences(args.sentences, seed=0))
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -10,11 +10,10 @@ import argparse
 import gc
 import os
 import resource
-import sys
 import tempfile
 import time
-from pathlib import Path
 
+import benchlib
 import numpy as np
 import torch
 from transformers import (
@@ -25,15 +24,12 @@ from transformers import (
     TrainingArguments,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "train"))
-sys.path.insert(0, str(REPO_ROOT / "preprocess"))
+from sentclf.backbone import resolve_backbone
+from sentclf.schema import LABEL_COLUMN
 
-from sentclf.backbone import resolve_backbone  # noqa: E402
-from sentclf.schema import LABEL_COLUMN  # noqa: E402
-
-from sources import load_cola  # noqa: E402
-from training import TrainConfig, encode_split, train  # noqa: E402
+# The train step's own loop and the preprocess step's own data, as the steps run them.
+training = benchlib.step_module("train", "training")
+sources = benchlib.step_module("preprocess", "sources")
 
 
 def peak_rss_mb() -> float:
@@ -46,9 +42,9 @@ def fresh_model(source: str, seed: int):
 
 
 def time_ours(source, tokenizer, frame, args) -> float:
-    split = encode_split(frame, tokenizer, args.max_seq_length)
-    tiny_validation = encode_split(frame.iloc[:64], tokenizer, args.max_seq_length)
-    config = TrainConfig(
+    split = training.encode_split(frame, tokenizer, args.max_seq_length)
+    tiny_validation = training.encode_split(frame.iloc[:64], tokenizer, args.max_seq_length)
+    config = training.TrainConfig(
         epochs=1,
         batch_size=args.batch_size,
         learning_rate=5e-5,
@@ -59,7 +55,7 @@ def time_ours(source, tokenizer, frame, args) -> float:
         weight_decay=0.01,
     )
     model = fresh_model(source, 0)
-    summary = train(model, split, tiny_validation, config, tokenizer.pad_token_id, lambda *_: None)
+    summary = training.train(model, split, tiny_validation, config, tokenizer.pad_token_id, lambda *_: None)
     return summary["mean_train_samples_per_second"]
 
 
@@ -122,7 +118,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     source = resolve_backbone("bundled")
     tokenizer = AutoTokenizer.from_pretrained(source)
-    frame = load_cola().frames["train"].sample(n=args.samples, random_state=0).reset_index(drop=True)
+    frame = sources.load_cola().frames["train"].sample(n=args.samples, random_state=0).reset_index(drop=True)
     frame[LABEL_COLUMN] = frame[LABEL_COLUMN].astype(np.int64)
     print(
         f"backbone all-MiniLM-L6-v2, {args.samples} CoLA rows, batch {args.batch_size}, max length "

@@ -2,22 +2,20 @@
 (building/server/sentclf_server/model.py), so every contender runs the identical preprocessing and the
 identical InferenceSession settings; only the serving stack around it differs.
 
-Configured by environment variables, set by bench/serving.py:
+Imported by name (bench/serving.py puts serving_peers/ and building/server on the peers' PYTHONPATH, and
+loads this file in its own process for raw ORT). Configured by environment variables, set by
+bench/serving.py:
   BENCH_MODEL_DIR    model.onnx, tokenizer.json, serving_config.json (extracted from the server image)
   BENCH_ORT_THREADS  ORT intra-op threads (the bench passes the core count, as it does to our server)
 """
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 
 # sentclf_server needs only onnxruntime, tokenizers and numpy, which every peer virtualenv has.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "building" / "server"))
-
-from sentclf_server.config import load_settings  # noqa: E402
-from sentclf_server.model import SentenceClassifier  # noqa: E402
+from sentclf_server.config import load_settings
+from sentclf_server.model import SentenceClassifier
 
 TEXT_INPUT = "text"
 LABEL_OUTPUT = "label"

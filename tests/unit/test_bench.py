@@ -1,5 +1,7 @@
-"""The benchmark scripts' own logic (their figures come from running them, not from tests)."""
+"""The benchmark scripts' own logic (their figures come from running them, not from tests), and their
+layout: scripts over one shared module, benchlib, with no sys.path edits."""
 
+import ast
 import sys
 
 import numpy as np
@@ -12,6 +14,47 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 import recipe_sweep  # noqa: E402
 
 import quantization  # noqa: E402
+
+BENCH = REPO_ROOT / "bench"
+SCRIPTS = sorted(path for path in BENCH.glob("*.py") if path.stem != "benchlib")
+
+
+def imported_modules(tree: ast.AST) -> list[tuple[str, list[str]]]:
+    """(module, names imported from it) for every import statement, at any depth."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.append((node.module or "", [alias.name for alias in node.names]))
+    return found
+
+
+def test_benches_are_scripts_over_benchlib_and_import_no_other_bench():
+    assert len(SCRIPTS) >= 8
+    scripts = {path.stem for path in SCRIPTS} | {"serving_peers"}
+    for path in SCRIPTS:
+        for module, names in imported_modules(ast.parse(path.read_text())):
+            top = module.split(".")[0]
+            assert top not in scripts, f"{path.name} imports the bench script {module}"
+            private = [n for n in names if n.startswith("_")]
+            assert not (top in ("benchlib", "sentclf") and private), f"{path.name}: {module} {private}"
+
+
+@pytest.mark.parametrize("path", sorted(BENCH.rglob("*.py")), ids=lambda p: str(p.relative_to(BENCH)))
+def test_no_bench_file_edits_sys_path(path):
+    """Scripts find benchlib because bench/ is their own directory, sentclf because it is installed, and
+    other rooms' code through benchlib.load_module; the peers through their PYTHONPATH."""
+    tree = ast.parse(path.read_text())
+    uses = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    ]
+    assert not uses, f"{path.name} touches sys.path on line(s) {uses}"
 
 
 def test_recipe_sweep_types_the_mlproject_defaults():
@@ -69,3 +112,18 @@ def test_quantization_meets_the_target_only_within_001_both_ways_and_15x(capsys)
     quantization.report(scores, [], labels)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("best=good ") and "meets_target=true" in last and "speedup=1.60" in last
+
+
+def test_benchlib_loads_a_steps_module_with_its_bare_name_siblings_without_touching_sys_path(monkeypatch):
+    import benchlib
+
+    before = list(sys.path)
+    for name in ("validation", "splitting"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not p.endswith("preprocess")])
+    splitting = benchlib.step_module("preprocess", "splitting")  # imports `validation` by bare name
+    assert splitting.__file__ == str(REPO_ROOT / "preprocess" / "splitting.py")
+    assert sys.modules["validation"].__file__ == str(REPO_ROOT / "preprocess" / "validation.py")
+    assert sys.path == [p for p in before if not p.endswith("preprocess")]
+    with pytest.raises(benchlib.BenchError, match="no module nothing_here"):
+        benchlib.step_module("preprocess", "nothing_here")

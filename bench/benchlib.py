@@ -1,0 +1,184 @@
+"""What several benches share: the inputs (the newest server image, the model inside it, CoLA sentences),
+the server container they measure, the transport's own round trip, and loading code that lives in other
+rooms (the server package, a step's modules) without adding those rooms to sys.path.
+
+The benches are scripts (`python bench/<name>.py`), which puts bench/ first on sys.path, so they
+`import benchlib`; no bench imports another bench. The load itself is sentclf.loadgen, the evaluate
+step's own.
+"""
+
+import contextlib
+import csv
+import importlib.machinery
+import importlib.util
+import io
+import os
+import random
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from sentclf.containers import CONTAINER_LABEL, running_server
+from sentclf.kserve_client import connect
+from sentclf.metrics import percentile_ms
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVER_SRC = REPO_ROOT / "building" / "server"
+CORES = os.cpu_count() or 1
+DEFAULT_SENTENCES = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
+CONTAINER_PREFIX = "sentclf-bench"
+
+
+class BenchError(RuntimeError):
+    """Something the bench needs is missing or a contender failed to start; the message says what."""
+
+
+def raise_interrupt(signum: int, frame) -> None:
+    """A SIGTERM handler: turn the signal into KeyboardInterrupt so the finally blocks remove containers
+    and peer process groups."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# ---- code from other rooms ---------------------------------------------------------------------------------
+
+
+def load_module(name: str, directory: Path) -> ModuleType:
+    """Import the module or package `name` found in `directory`, as `import name` would with `directory`
+    on sys.path, without putting it there. A module already imported under that name is returned."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.machinery.PathFinder.find_spec(name, [str(directory)])
+    if spec is None or spec.loader is None:
+        raise BenchError(f"no module {name} in {directory}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def step_module(step: str, name: str) -> ModuleType:
+    """A step's own module (e.g. `training` of train/), for a bench that reuses the step's code. A step's
+    modules import their siblings by bare name (the step runs with its directory as working directory):
+    a sibling that is not imported yet is loaded from the same directory first."""
+    directory = REPO_ROOT / step
+    while True:
+        try:
+            return load_module(name, directory)
+        except ModuleNotFoundError as error:
+            missing = error.name
+            if not missing or importlib.machinery.PathFinder.find_spec(missing, [str(directory)]) is None:
+                raise
+            load_module(missing, directory)
+
+
+def server_package() -> ModuleType:
+    """The inference server's package (building/server/sentclf_server), so `sentclf_server.<module>`
+    imports work in this process: the server's own tokenizer + ONNX Runtime code, called in-process."""
+    return load_module("sentclf_server", SERVER_SRC)
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------
+
+
+def newest_server_image(client: docker.DockerClient) -> str:
+    """The most recently created local image whose repository ends in `-server`."""
+    tagged = [
+        (image.attrs["Created"], tag)
+        for image in client.images.list()
+        for tag in image.tags
+        if tag.rsplit(":", 1)[0].endswith("-server")
+    ]
+    if not tagged:
+        raise BenchError("no local `*-server` image: run `make run` first (its building step builds one)")
+    return max(tagged)[1]
+
+
+def extract_model(client: docker.DockerClient, image: str, target: Path) -> Path:
+    """Copy /models/model out of `image` (docker create + get_archive) so every contender serves the
+    identical ONNX model and tokenizer. The created container never runs and is always removed."""
+    try:
+        container = client.containers.create(
+            image,
+            name=f"{CONTAINER_PREFIX}-extract-{uuid.uuid4().hex[:8]}",
+            labels={CONTAINER_LABEL: "1"},
+            network_mode="host",
+        )
+    except docker.errors.ImageNotFound:
+        raise BenchError(
+            f"no local image {image}: run `make run` first (or name another --server-image)"
+        ) from None
+    try:
+        stream, _ = container.get_archive("/models/model")
+        archive = io.BytesIO(b"".join(stream))
+    finally:
+        container.remove(force=True)
+    with tarfile.open(fileobj=archive) as tar:
+        tar.extractall(target, filter="data")
+    model_dir = target / "model"
+    missing = [
+        n for n in ("model.onnx", "tokenizer.json", "serving_config.json") if not (model_dir / n).is_file()
+    ]
+    if missing:
+        raise BenchError(f"{image}:/models/model lacks {missing}")
+    return model_dir
+
+
+def load_sentences(path: Path, seed: int) -> list[str]:
+    """CoLA dev sentences (headerless TSV, sentence in the 4th column), shuffled with a fixed seed so
+    every contender sees the same request sequence."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        sentences = [
+            row[3] for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if len(row) > 3
+        ]
+    if not sentences:
+        raise BenchError(f"no sentences in {path}")
+    random.Random(seed).shuffle(sentences)
+    return sentences
+
+
+# ---- the server under test ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def server_container(
+    image: str, env: dict[str, str], start_timeout_s: float
+) -> Iterator[tuple[Container, int, float]]:
+    """The server image started as the pipeline starts it, named as the benches' containers are; yields
+    (container, gRPC port, seconds to SERVING) and always removes it."""
+    with running_server(image, env, start_timeout_s, CONTAINER_PREFIX) as started:
+        yield started
+
+
+def round_trip_floor_ms(port: int, calls: int = 200) -> float:
+    """p50 of ServerLive calls over the same tritonclient gRPC client: the transport's own cost per
+    request (client + gRPC stacks both ways) with no model work, the part of the latency no server code
+    can remove."""
+    client = connect(port)
+    try:
+        client.is_server_live()
+        latencies = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            client.is_server_live()
+            latencies.append(time.perf_counter() - began)
+    finally:
+        client.close()
+    return percentile_ms(latencies, 50)
+
+
+def image_size_mb(client: docker.DockerClient, name: str) -> float | None:
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        return client.images.get(name).attrs["Size"] / 1e6
+    return None
