@@ -19,16 +19,17 @@ import os
 import time
 from pathlib import Path
 
-import benchlib
 import numpy as np
 import torch
 import yaml
-from benchlib import REPO_ROOT
 from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
 from sentclf.cli import parse_bool
 from sentclf.schema import LABEL_NAMES
+
+import benchlib
+from benchlib import REPO_ROOT
 
 # The train step's own loop and the preprocess step's own data and split, as the steps run them.
 calibration = benchlib.step_module("train", "calibration")

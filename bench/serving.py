@@ -32,9 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import benchlib
 import numpy as np
-from benchlib import CORES, BenchError
 from tritonclient.utils import InferenceServerException
 
 from sentclf import loadgen
@@ -43,6 +41,9 @@ from sentclf.engine import docker_client
 from sentclf.images import STEP_IMAGE
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
 from sentclf.metrics import percentile_ms
+
+import benchlib
+from benchlib import CORES, BenchError
 
 log = logging.getLogger("bench.serving")
 

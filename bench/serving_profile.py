@@ -32,15 +32,16 @@ import timeit
 import urllib.request
 from pathlib import Path
 
-import benchlib
 import numpy as np
-from benchlib import CORES, BenchError
 from prometheus_client.parser import text_string_to_metric_families
 
 from sentclf import loadgen
 from sentclf.containers import free_port
 from sentclf.engine import docker_client
 from sentclf.kserve_client import build_inputs, requested_outputs
+
+import benchlib
+from benchlib import CORES, BenchError
 
 log = logging.getLogger("bench.serving_profile")
 HZ = os.sysconf("SC_CLK_TCK")

@@ -16,13 +16,14 @@ import signal
 import sys
 from pathlib import Path
 
-import benchlib
 import numpy as np
-from benchlib import BenchError
 
 from sentclf import loadgen
 from sentclf.containers import MemorySampler
 from sentclf.engine import docker_client
+
+import benchlib
+from benchlib import BenchError
 
 log = logging.getLogger("soak")
 

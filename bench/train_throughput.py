@@ -13,7 +13,6 @@ import resource
 import tempfile
 import time
 
-import benchlib
 import numpy as np
 import torch
 from transformers import (
@@ -26,6 +25,8 @@ from transformers import (
 
 from sentclf.backbone import resolve_backbone
 from sentclf.schema import LABEL_COLUMN
+
+import benchlib
 
 # The train step's own loop and the preprocess step's own data, as the steps run them.
 training = benchlib.step_module("train", "training")
