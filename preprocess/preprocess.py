@@ -148,8 +148,8 @@ def class_counts(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[s
 
 
 def log_schema(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path) -> dict:
-    """schema.json (the splits' columns, the label set, each split's class counts) and the run tag
-    `label_names`: what every later step reads the classes from."""
+    """schema.json: the splits' columns, the label set (what every later step reads the classes from)
+    and each split's class counts."""
     schema = {
         "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"},
         "label_set": label_set.as_dict(),
@@ -160,7 +160,6 @@ def log_schema(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: P
     }
     (work_dir / SCHEMA_ARTIFACT).write_text(json.dumps(schema, indent=2))
     mlflow.log_artifact(str(work_dir / SCHEMA_ARTIFACT))
-    mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
     return schema
 
 
@@ -240,9 +239,10 @@ def run(args: argparse.Namespace) -> None:
             tmp_dir,
         )
         log_lineage(splits, source)
-        # Last, so that data/ exists only for a run whose data passed every check.
+        # Last, so that data/ and the label_names tag exist only for a run whose data passed every check.
         write_splits(splits, tmp_dir / DATA_ARTIFACT_DIR)
         mlflow.log_artifacts(str(tmp_dir / DATA_ARTIFACT_DIR), DATA_ARTIFACT_DIR)
+        mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
     logger.info("logged splits: %s", {name: len(frame) for name, frame in splits.items()})
 
 
