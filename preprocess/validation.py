@@ -186,11 +186,14 @@ def validate_frame(
             "label is empty, true/false, or a number that is not an integer: a label is a class number "
             "(0, 1, 2, ...) or a class name. Fix or remove these rows",
         )
+    given = label_set is not None
     label_set = label_set or frame.attrs.get(LABEL_SET_ATTR)
     if label_set is not None:
         outside = ~unparsed & ~labels.isin(set(label_set.values))
         if outside.any():
             found = list(dict.fromkeys(labels[outside]))[:3]
+            # The set is the `labels` parameter's, or the one the file's format (CoLA's layout) fixes.
+            remedy = "add the value(s) to -P labels" if given else "give the classes with -P labels=..."
             report.add(
                 "error",
                 "bad_label",
@@ -198,8 +201,7 @@ def validate_frame(
                 label_column,
                 rows[outside].tolist(),
                 f"label not in the label set {list(label_set.values)} ({', '.join(label_set.names)}); found "
-                f"{', '.join(map(repr, found))}. Fix these rows"
-                + (", or give the classes with -P labels=..." if frame.attrs.get(LABEL_SET_ATTR) else ""),
+                f"{', '.join(map(repr, found))}. Fix these rows, or {remedy}",
             )
     frame = frame.assign(**{LABEL_COLUMN: labels})
     texts = frame[TEXT_COLUMN]

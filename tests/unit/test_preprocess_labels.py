@@ -168,7 +168,7 @@ def test_labels_parameter_makes_any_other_value_a_bad_row(experiment, tmp_path):
     )
     assert (
         f"{path}, column topic, row(s) 5, 10: label not in the label set ['neg', 'pos'] (neg, pos); found "
-        "'neutral', 'Pos'. Fix these rows" in message
+        "'neutral', 'Pos'. Fix these rows, or add the value(s) to -P labels" in message
     )
 
 
