@@ -3,8 +3,10 @@
 The reference is the data the `champion` model was trained on (registered model -> alias champion ->
 its run's recorded data run -> that preprocess run's data/train.parquet), else the newest successful
 preprocess run of this experiment, else none (drift is then skipped). Statistics: label shift (total
-variation distance, PSI), token-length shift (PSI over fixed bins, two-sample KS statistic) and the rate
-of words unseen in the reference. The PSIs and KS are held against `drift_threshold`.
+variation distance, PSI over the N class shares, classes matched by name with the reference's label
+set), token-length shift (PSI over fixed bins, two-sample KS statistic) and the rate of words unseen in
+the reference. The PSIs and KS are held against `drift_threshold`. A reference with other classes has no
+label shift to measure: the report says "label set changed" (and fail_on_drift fails on it).
 """
 
 import json
@@ -19,8 +21,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from tokenizers import Tokenizer
 
-from sentclf.data import read_split
-from sentclf.schema import LABEL_COLUMN, LABEL_NAMES, TEXT_COLUMN
+from sentclf.data import read_label_set, read_split
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, newest_successful_run, version_data_run_id
 
 CHAMPION_ALIAS = "champion"  # the alias evaluate's gate moves
@@ -29,6 +31,7 @@ LENGTH_BIN_EDGES = (0, 5, 9, 13, 17, 21, 26, 33, 41, 65, np.inf)
 # Floor of a bin's share: an empty bin would make PSI infinite.
 MIN_SHARE = 1e-4
 GATED_STATISTICS = ("drift_label_psi", "drift_length_psi", "drift_length_ks")
+LABEL_SET_CHANGED = "label set changed"
 WORD = re.compile(r"\w+(?:'\w+)*")
 REPORT_NEW_WORDS = 50
 
@@ -41,6 +44,7 @@ class Reference:
     description: str
     data_run_id: str | None = None
     train: pd.DataFrame | None = None
+    label_set: LabelSet | None = None  # the classes the reference's label indexes mean
 
 
 def champion_reference(model_name: str) -> Reference | None:
@@ -58,13 +62,14 @@ def champion_reference(model_name: str) -> Reference | None:
             )
             return None
         train = read_split(data_run_id, "train")
+        label_set = read_label_set(data_run_id)
     except (MlflowException, StepInputError) as error:
         logger.info("no champion reference for %s: %s", model_name, str(error).splitlines()[0])
         return None
     description = (
         f"champion {model_name} v{version.version} (train run {train_run_id}, data run {data_run_id})"
     )
-    return Reference("champion", description, data_run_id, train)
+    return Reference("champion", description, data_run_id, train, label_set)
 
 
 def previous_reference(current_run_id: str) -> Reference | None:
@@ -78,11 +83,12 @@ def previous_reference(current_run_id: str) -> Reference | None:
         return None
     try:
         train = read_split(previous.info.run_id, "train")
+        label_set = read_label_set(previous.info.run_id)
     except (MlflowException, StepInputError) as error:
         logger.info("previous preprocess run %s unusable as reference: %s", previous.info.run_id, error)
         return None
     run_id = previous.info.run_id
-    return Reference("previous", f"previous successful preprocess run {run_id}", run_id, train)
+    return Reference("previous", f"previous successful preprocess run {run_id}", run_id, train, label_set)
 
 
 def find_reference(model_name: str, current_run_id: str) -> Reference:
@@ -113,9 +119,37 @@ def ks_statistic(sample: np.ndarray, other: np.ndarray) -> float:
     return float(np.max(np.abs(cdf_sample - cdf_other)))
 
 
-def label_shares(frame: pd.DataFrame) -> np.ndarray:
-    counts = np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=len(LABEL_NAMES))
-    return counts / counts.sum()
+def label_shares(frame: pd.DataFrame, label_set: LabelSet) -> dict[str, float]:
+    """Class name -> share of the rows, in class-index order."""
+    counts = np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=label_set.size)
+    return dict(zip(label_set.names, (counts / counts.sum()).tolist(), strict=True))
+
+
+def label_drift(
+    current: pd.DataFrame, current_labels: LabelSet, reference: pd.DataFrame, reference_labels: LabelSet
+) -> tuple[dict[str, float], dict]:
+    """(statistics, report section): the label shift over the classes matched by name; with another set
+    of classes in the reference, no statistics and a "label set changed" section."""
+    shares = {
+        "current": label_shares(current, current_labels),
+        "reference": label_shares(reference, reference_labels),
+    }
+    if set(current_labels.names) != set(reference_labels.names):
+        change = {
+            "change": LABEL_SET_CHANGED,
+            "reference": list(reference_labels.names),
+            "current": list(current_labels.names),
+            "added": [name for name in current_labels.names if name not in reference_labels.names],
+            "removed": [name for name in reference_labels.names if name not in current_labels.names],
+        }
+        return {}, {"label_set": change, "label_shares": shares}
+    names = current_labels.names
+    vectors = {side: np.array([values[name] for name in names]) for side, values in shares.items()}
+    statistics = {
+        "drift_label_tvd": total_variation(vectors["reference"], vectors["current"]),
+        "drift_label_psi": psi(vectors["reference"], vectors["current"]),
+    }
+    return statistics, {"label_shares": shares}
 
 
 def token_lengths(frame: pd.DataFrame, tokenizer: Tokenizer) -> np.ndarray:
@@ -143,21 +177,26 @@ def vocabulary_drift(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[di
     return rates, new_types
 
 
-def drift_statistics(current: pd.DataFrame, reference: pd.DataFrame, tokenizer: Tokenizer) -> dict:
+def drift_statistics(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    tokenizer: Tokenizer,
+    current_labels: LabelSet,
+    reference_labels: LabelSet,
+) -> dict:
     """Statistics (flat, for metrics) and the distributions they compare (for the report)."""
-    labels = {"current": label_shares(current), "reference": label_shares(reference)}
+    label_statistics, label_section = label_drift(current, current_labels, reference, reference_labels)
     lengths = {"current": token_lengths(current, tokenizer), "reference": token_lengths(reference, tokenizer)}
     bins = {name: length_shares(values) for name, values in lengths.items()}
     vocabulary, new_types = vocabulary_drift(current, reference)
     return {
-        "statistics": {
-            "drift_label_tvd": total_variation(labels["reference"], labels["current"]),
-            "drift_label_psi": psi(labels["reference"], labels["current"]),
+        "statistics": label_statistics
+        | {
             "drift_length_psi": psi(bins["reference"], bins["current"]),
             "drift_length_ks": ks_statistic(lengths["current"], lengths["reference"]),
         }
         | vocabulary,
-        "label_shares": {name: dict(zip(LABEL_NAMES, v.tolist(), strict=True)) for name, v in labels.items()},
+        **label_section,
         "length_bins": {"edges": [str(edge) for edge in LENGTH_BIN_EDGES]}
         | {name: shares.tolist() for name, shares in bins.items()},
         "new_words_examples": sorted(new_types)[:REPORT_NEW_WORDS],
@@ -165,23 +204,36 @@ def drift_statistics(current: pd.DataFrame, reference: pd.DataFrame, tokenizer: 
 
 
 def drift_report(
-    train: pd.DataFrame, reference: Reference, threshold: float, fail: bool, tokenizer: Tokenizer
+    train: pd.DataFrame,
+    label_set: LabelSet,
+    reference: Reference,
+    threshold: float,
+    fail: bool,
+    tokenizer: Tokenizer,
 ) -> dict:
     report: dict = {"reference": {"kind": reference.kind, "description": reference.description}}
-    if reference.train is None:
+    if reference.train is None or reference.label_set is None:
         logger.info("no drift reference (%s): drift skipped", reference.description)
         return report
-    report |= drift_statistics(train, reference.train, tokenizer)
+    report |= drift_statistics(train, reference.train, tokenizer, label_set, reference.label_set)
     exceeded = {k: v for k, v in report["statistics"].items() if k in GATED_STATISTICS and v > threshold}
     logger.info("drift against the %s: %s", reference.description, report["statistics"])
     return report | {"threshold": threshold, "fail_on_drift": fail, "exceeded": exceeded}
 
 
 def enforce_threshold(report: dict, reference: Reference, threshold: float, fail: bool) -> None:
-    if not report.get("exceeded"):
+    change = report.get("label_set")
+    if not report.get("exceeded") and not change:
         return
-    summary = ", ".join(f"{k}={v:.3f}" for k, v in report["exceeded"].items())
-    message = f"data drift against the {reference.description}: {summary} > drift_threshold={threshold}"
+    findings = []
+    if change:
+        findings.append(
+            f"{LABEL_SET_CHANGED} (added {change['added'] or 'none'}, removed {change['removed'] or 'none'})"
+        )
+    if report.get("exceeded"):
+        summary = ", ".join(f"{k}={v:.3f}" for k, v in report["exceeded"].items())
+        findings.append(f"{summary} > drift_threshold={threshold}")
+    message = f"data drift against the {reference.description}: {'; '.join(findings)}"
     if fail:
         raise StepInputError(
             f"{message}; nothing was logged as data (see drift_report.json). If the change is intended, "
@@ -191,7 +243,13 @@ def enforce_threshold(report: dict, reference: Reference, threshold: float, fail
 
 
 def check_drift(
-    train: pd.DataFrame, model_name: str, threshold: float, fail: bool, tokenizer: Tokenizer, work_dir: Path
+    train: pd.DataFrame,
+    label_set: LabelSet,
+    model_name: str,
+    threshold: float,
+    fail: bool,
+    tokenizer: Tokenizer,
+    work_dir: Path,
 ) -> dict:
     """Find the reference, log drift metrics and drift_report.json, then fail on drift if asked to."""
     reference = find_reference(model_name, mlflow.active_run().info.run_id)
@@ -199,9 +257,9 @@ def check_drift(
         {"drift_reference": reference.kind}
         | ({"drift_reference_run_id": reference.data_run_id} if reference.data_run_id else {})
     )
-    report = drift_report(train, reference, threshold, fail, tokenizer)
+    report = drift_report(train, label_set, reference, threshold, fail, tokenizer)
     if "statistics" in report:
-        mlflow.log_metrics(report["statistics"])
+        mlflow.log_metrics(report["statistics"] | {"drift_label_set_changed": float("label_set" in report)})
     path = work_dir / "drift_report.json"
     path.write_text(json.dumps(report, indent=2))
     mlflow.log_artifact(str(path))

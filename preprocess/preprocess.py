@@ -1,8 +1,10 @@
 """Preprocess step: load the data set, validate it, split it, profile it, check drift, log the splits.
 
 Sources (`dataset`): `cola` (the shipped CoLA files), a host .tsv/.csv/.parquet/.jsonl file or a folder
-of them anywhere, the conductor's snapshot of one, or a Hugging Face hub id; see sources/. Artifacts:
-data/{train,validation,test}.parquet (columns sentence, label), schema.json, validation_report.json,
+of them anywhere, the conductor's snapshot of one, or a Hugging Face hub id; see sources/. The label set
+comes from the training data, or from `labels` (see labels.py). Artifacts:
+data/{train,validation,test}.parquet (columns sentence, label: the class index 0..N-1), schema.json (with
+the label set, also in the run tag `label_names`), validation_report.json,
 profile.json, a length histogram and drift_report.json; each split is also logged as an MLflow dataset
 input (digest, source). Host data leaves its sha256 manifest in the lineage (tags input.dataset*), and
 a snapshot of its files when this step read them itself. A blocking validation problem, or drift with
@@ -18,11 +20,20 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
+from labels import encode, metric_keys, parse_labels_parameter, resolve_labels
 
 from sentclf.cli import parse_bool
 from sentclf.dataset_snapshot import is_snapshot_uri, log_snapshot
-from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, LABEL_NAMES, SCHEMA_ARTIFACT, TEXT_COLUMN
+from sentclf.schema import (
+    DATA_ARTIFACT_DIR,
+    LABEL_COLUMN,
+    LABEL_NAMES_TAG,
+    SCHEMA_ARTIFACT,
+    TEXT_COLUMN,
+    LabelSet,
+)
 from sentclf.tracking import record_inputs, step_run
 
 from drift import check_drift
@@ -43,7 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dataset", required=True, help="`cola`, a host file or folder, or a hub id")
     parser.add_argument("--text-column", required=True, help="text column of a local file or hub data set")
-    parser.add_argument("--label-column", required=True, help="label column (values 0/1, int or string)")
+    parser.add_argument("--label-column", required=True, help="label column (class numbers or class names)")
+    parser.add_argument(
+        "--labels",
+        required=True,
+        help="`auto` (the classes of the training data, sorted) or the classes in order, comma separated, "
+        "each `value` or `value:name`: neg,pos,neutral or 0:negative,1:positive",
+    )
     parser.add_argument("--val-fraction", type=float, required=True)
     parser.add_argument("--test-fraction", type=float, required=True, help="used when there is no test file")
     parser.add_argument("--seed", type=int, required=True)
@@ -64,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.drift_threshold <= 0:
         parser.error(f"--drift-threshold must be positive, got {args.drift_threshold}")
+    try:
+        args.label_set = parse_labels_parameter(args.labels)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -73,12 +94,13 @@ def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path) -> None:
         frame[[TEXT_COLUMN, LABEL_COLUMN]].to_parquet(out_dir / f"{name}.parquet", index=False)
 
 
-def split_metrics(splits: dict[str, pd.DataFrame]) -> dict[str, float]:
+def split_metrics(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[str, float]:
+    """Rows, and each class's share, per split: `<split>_share_<class name as a metric key>`."""
     metrics = {}
     for name, frame in splits.items():
         metrics[f"{name}_rows"] = len(frame)
-        for index, label in enumerate(LABEL_NAMES):
-            metrics[f"{name}_share_{label}"] = float((frame[LABEL_COLUMN] == index).mean())
+        for index, key in enumerate(metric_keys(label_set)):
+            metrics[f"{name}_share_{key}"] = float((frame[LABEL_COLUMN] == index).mean())
     return metrics
 
 
@@ -110,18 +132,35 @@ def make_splits(
     return splits, len(dropped)
 
 
-def log_schema(splits: dict[str, pd.DataFrame], work_dir: Path) -> None:
-    (work_dir / SCHEMA_ARTIFACT).write_text(
-        json.dumps(
-            {
-                "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"},
-                "labels": {str(i): name for i, name in enumerate(LABEL_NAMES)},
-                "splits": list(splits),
-            },
-            indent=2,
-        )
-    )
+def class_counts(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[str, dict[str, int]]:
+    """split -> class name -> rows, in class-index order."""
+    return {
+        name: {
+            label: int(count)
+            for label, count in zip(
+                label_set.names,
+                np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=label_set.size),
+                strict=True,
+            )
+        }
+        for name, frame in splits.items()
+    }
+
+
+def log_schema(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path) -> dict:
+    """schema.json: the splits' columns, the label set (what every later step reads the classes from)
+    and each split's class counts."""
+    schema = {
+        "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"},
+        "label_set": label_set.as_dict(),
+        # The class index (the label column's value) -> its name; kept for readers of the first layout.
+        "labels": {str(i): name for i, name in enumerate(label_set.names)},
+        "class_counts": class_counts(splits, label_set),
+        "splits": list(splits),
+    }
+    (work_dir / SCHEMA_ARTIFACT).write_text(json.dumps(schema, indent=2))
     mlflow.log_artifact(str(work_dir / SCHEMA_ARTIFACT))
+    return schema
 
 
 def log_lineage(splits: dict[str, pd.DataFrame], source: Source) -> None:
@@ -160,8 +199,21 @@ def run(args: argparse.Namespace) -> None:
         tmp_dir = Path(tmp)
         source = load_source(args.dataset, Columns(args.text_column, args.label_column), tmp_dir / "snapshot")
         report = ValidationReport()
-        frames = {split: validate_parts(parts, split, report) for split, parts in source.parts.items()}
-        splits, dropped = make_splits(frames, source, args, report) if not report.errors else ({}, 0)
+        frames = {
+            split: validate_parts(parts, split, report, args.label_set)
+            for split, parts in source.parts.items()
+        }
+        label_set = resolve_labels(
+            frames,
+            args.label_set,
+            args.val_fraction,
+            None if "test" in frames else args.test_fraction,
+            report,
+        )
+        splits, dropped = {}, 0
+        if label_set is not None and not report.errors:
+            frames = {split: encode(frame, label_set) for split, frame in frames.items()}
+            splits, dropped = make_splits(frames, source, args, report)
         report_path = tmp_dir / "validation_report.json"
         report_path.write_text(json.dumps(report.as_dict(), indent=2))
         mlflow.log_artifact(str(report_path))
@@ -173,11 +225,13 @@ def run(args: argparse.Namespace) -> None:
             "test", f"test_fraction={args.test_fraction} of {source.origin['train']}"
         )
         mlflow.log_params({"source": source.description, "test_source": held_out})
-        mlflow.log_metrics(split_metrics(splits) | {"overlap_dropped_rows": dropped})
-        log_profile(splits, tmp_dir)
-        log_schema(splits, tmp_dir)
+        mlflow.log_metrics(split_metrics(splits, label_set) | {"overlap_dropped_rows": dropped})
+        logger.info("label set: %s", dict(zip(label_set.names, label_set.values, strict=True)))
+        log_profile(splits, label_set, tmp_dir)
+        log_schema(splits, label_set, tmp_dir)
         check_drift(
             splits["train"],
+            label_set,
             args.registered_model_name,
             args.drift_threshold,
             args.fail_on_drift,
@@ -185,9 +239,10 @@ def run(args: argparse.Namespace) -> None:
             tmp_dir,
         )
         log_lineage(splits, source)
-        # Last, so that data/ exists only for a run whose data passed every check.
+        # Last, so that data/ and the label_names tag exist only for a run whose data passed every check.
         write_splits(splits, tmp_dir / DATA_ARTIFACT_DIR)
         mlflow.log_artifacts(str(tmp_dir / DATA_ARTIFACT_DIR), DATA_ARTIFACT_DIR)
+        mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
     logger.info("logged splits: %s", {name: len(frame) for name, frame in splits.items()})
 
 

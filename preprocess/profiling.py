@@ -1,5 +1,5 @@
-"""Data profile: rows, label shares, text lengths in characters and backbone tokens, vocabulary and
-out-of-vocabulary rate, and a length histogram figure."""
+"""Data profile: rows, class counts and shares by class name, text lengths in characters and backbone
+tokens, vocabulary and out-of-vocabulary rate, and a length histogram figure."""
 
 import json
 import logging
@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from sentclf.backbone import bundled_backbone_dir  # noqa: E402
-from sentclf.schema import LABEL_COLUMN, LABEL_NAMES, TEXT_COLUMN  # noqa: E402
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def backbone_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def profile_split(frame: pd.DataFrame, tokenizer: Tokenizer) -> dict:
+def profile_split(frame: pd.DataFrame, tokenizer: Tokenizer, label_set: LabelSet) -> dict:
     texts = frame[TEXT_COLUMN].tolist()
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     token_lengths = np.array([len(e.ids) for e in encodings])
@@ -38,9 +38,14 @@ def profile_split(frame: pd.DataFrame, tokenizer: Tokenizer) -> dict:
     unk_id = tokenizer.token_to_id("[UNK]")
     tokens = np.concatenate([np.asarray(e.ids) for e in encodings]) if encodings else np.array([])
     words = {word for text in texts for word in text.lower().split()}
+    counts = np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=label_set.size)
     return {
         "rows": len(frame),
-        "label_share": {name: float((frame[LABEL_COLUMN] == i).mean()) for i, name in enumerate(LABEL_NAMES)},
+        "label_share": {
+            name: float(count / max(len(frame), 1))
+            for name, count in zip(label_set.names, counts, strict=True)
+        },
+        "label_count": {name: int(count) for name, count in zip(label_set.names, counts, strict=True)},
         "chars": _describe(char_lengths),
         "tokens": _describe(token_lengths),
         "vocabulary_size": len(words),
@@ -74,10 +79,10 @@ def length_histogram(splits: dict[str, pd.DataFrame], tokenizer: Tokenizer) -> p
     return figure
 
 
-def log_profile(splits: dict[str, pd.DataFrame], work_dir: Path) -> dict:
+def log_profile(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path) -> dict:
     """Compute, log (profile.json, metrics, histogram) and return the profile."""
     tokenizer = backbone_tokenizer()
-    profile = {name: profile_split(frame, tokenizer) for name, frame in splits.items()}
+    profile = {name: profile_split(frame, tokenizer, label_set) for name, frame in splits.items()}
     path = work_dir / "profile.json"
     path.write_text(json.dumps(profile, indent=2))
     mlflow.log_artifact(str(path))

@@ -9,13 +9,21 @@ from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 from validation import sentence_key
 
 
+def held_out_count(rows: int, fraction: float) -> int:
+    """Rows of one label that stratified_split holds out (rounded half to even, as Python rounds)."""
+    return int(round(rows * fraction))
+
+
 def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split `frame` into (rest, held_out) with `fraction` of every label in held_out, deterministically."""
+    """Split `frame` into (rest, held_out) with `fraction` of every label in held_out, deterministically.
+
+    Labels are the class indexes; they are taken in sorted order, so a seed draws the same rows as long
+    as the rows and their indexes do (CoLA's 0/1 values are its indexes)."""
     rng = np.random.default_rng(seed)
     held_out_index = []
     for label in sorted(frame[LABEL_COLUMN].unique()):
         index = frame.index[frame[LABEL_COLUMN] == label].to_numpy()
-        count = int(round(len(index) * fraction))
+        count = held_out_count(len(index), fraction)
         held_out_index.extend(rng.permutation(index)[:count].tolist())
     held_out_mask = frame.index.isin(held_out_index)
     return frame[~held_out_mask].reset_index(drop=True), frame[held_out_mask].reset_index(drop=True)

@@ -1,17 +1,24 @@
 """Data validation: every problem is reported with its file, row and column; blocking ones stop the step
 before any data artifact is logged."""
 
+import math
 import numbers
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sentclf.schema import LABEL_COLUMN, LABEL_NAMES, TEXT_COLUMN
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepInputError
 
+from sources.readers import LABEL_NAMES_ATTR, LABEL_SET_ATTR, USER_COLUMNS_ATTR
+
 MAX_TEXT_CHARS = 512
-MIN_ROWS_PER_CLASS = 2
 EXAMPLES_PER_PROBLEM = 5
+# The file each row of a split came from (validate_parts), so split-wide checks can name it.
+ORIGIN_COLUMN = "origin"
+INTEGER = re.compile(r"[+-]?\d+")
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 @dataclass
@@ -119,21 +126,37 @@ def sentence_key(texts: pd.Series) -> pd.Series:
     return texts.map(lambda text: " ".join(text.split()).casefold() if isinstance(text, str) else text)
 
 
-def parse_label(value: object) -> int | None:
-    """0/1 given as int, integral float (a parquet int column with nulls) or digit string; else None."""
-    if isinstance(value, bool):
-        return None  # True/False would pass as 1/0, but they are not the label set
+def parse_label(value: object) -> int | str | None:
+    """An int, or a class name (stripped text); None for what is neither: missing, empty, true/false, a
+    number that is not an integer."""
+    if value is None or isinstance(value, bool):
+        return None
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        return int(value) if float(value).is_integer() else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+        return int(value) if math.isfinite(value) and float(value).is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        if INTEGER.fullmatch(text):
+            return int(text)
+        if not text or NUMBER.fullmatch(text):
+            return None
+        return text
     return None
 
 
-def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: ValidationReport) -> pd.DataFrame:
-    """Check one file of a split row by row; returns it with integer labels. Problems go into `report`."""
+def user_column(frame: pd.DataFrame, column: str) -> str:
+    """The file's own name of schema column `column` (the user's text_column/label_column), for messages."""
+    return frame.attrs.get(USER_COLUMNS_ATTR, {}).get(column, column)
+
+
+def validate_frame(
+    frame: pd.DataFrame, split: str, origin: str, report: ValidationReport, label_set: LabelSet | None = None
+) -> pd.DataFrame:
+    """Check one file of a split row by row; returns it with its labels parsed (int or class name, see
+    parse_label; int64 when all are numbers). Values outside `label_set` (or the set the file's
+    format fixes, CoLA's) are bad rows; without one, the label set is derived later. Problems go into
+    `report`."""
     missing = [c for c in (TEXT_COLUMN, LABEL_COLUMN) if c not in frame.columns]
     if missing:
         report.add(
@@ -142,30 +165,50 @@ def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: Validat
             origin,
             None,
             [],
-            f"missing column(s) {missing}; found {list(frame.columns)}",
+            f"missing column(s) {[user_column(frame, c) for c in missing]}; found {list(frame.columns)}",
         )
         return frame
     if frame.empty:
         report.add("error", "empty_split", origin, None, [], f"the {split} split has no rows")
         return frame
     rows = frame["row"] if "row" in frame else pd.Series(range(1, len(frame) + 1), index=frame.index)
+    text_column, label_column = user_column(frame, TEXT_COLUMN), user_column(frame, LABEL_COLUMN)
 
-    labels = frame[LABEL_COLUMN].map(parse_label)
-    valid_label = labels.map(lambda label: label in range(len(LABEL_NAMES)))
-    if not valid_label.all():
+    labels = frame[LABEL_COLUMN].map(parse_label).astype(object)
+    unparsed = labels.isna()
+    if unparsed.any():
         report.add(
             "error",
             "bad_label",
             origin,
-            LABEL_COLUMN,
-            rows[~valid_label].tolist(),
-            f"label not in the label set {list(range(len(LABEL_NAMES)))} ({', '.join(LABEL_NAMES)})",
+            label_column,
+            rows[unparsed].tolist(),
+            "label is empty, true/false, or a number that is not an integer: a label is a class number "
+            "(0, 1, 2, ...) or a class name. Fix or remove these rows",
         )
+    given = label_set is not None
+    label_set = label_set or frame.attrs.get(LABEL_SET_ATTR)
+    if label_set is not None:
+        outside = ~unparsed & ~labels.isin(set(label_set.values))
+        if outside.any():
+            found = list(dict.fromkeys(labels[outside]))[:3]
+            # The set is the `labels` parameter's, or the one the file's format (CoLA's layout) fixes.
+            remedy = "add the value(s) to -P labels" if given else "give the classes with -P labels=..."
+            report.add(
+                "error",
+                "bad_label",
+                origin,
+                label_column,
+                rows[outside].tolist(),
+                f"label not in the label set {list(label_set.values)} ({', '.join(label_set.names)}); found "
+                f"{', '.join(map(repr, found))}. Fix these rows, or {remedy}",
+            )
+    frame = frame.assign(**{LABEL_COLUMN: labels})
     texts = frame[TEXT_COLUMN]
     not_string = ~texts.map(lambda value: isinstance(value, str))
     if not_string.any():
         report.add(
-            "error", "bad_text_type", origin, TEXT_COLUMN, rows[not_string].tolist(), "text is not a string"
+            "error", "bad_text_type", origin, text_column, rows[not_string].tolist(), "text is not a string"
         )
     blank = texts.map(lambda value: isinstance(value, str) and not value.strip())
     if blank.any():
@@ -173,7 +216,7 @@ def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: Validat
             "error",
             "empty_text",
             origin,
-            TEXT_COLUMN,
+            text_column,
             rows[blank].tolist(),
             "text is empty or whitespace only",
         )
@@ -183,7 +226,7 @@ def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: Validat
             "warning",
             "long_text",
             origin,
-            TEXT_COLUMN,
+            text_column,
             rows[too_long].tolist(),
             f"text longer than {MAX_TEXT_CHARS} characters (truncated by the tokenizer)",
         )
@@ -197,35 +240,28 @@ def validate_frame(frame: pd.DataFrame, split: str, origin: str, report: Validat
             rows[duplicated].tolist(),
             "row repeats an earlier row (same sentence and label)",
         )
-    if valid_label.all():
+    if not unparsed.any() and labels.map(lambda label: isinstance(label, int)).all():
         frame = frame.assign(**{LABEL_COLUMN: labels.astype("int64")})
     return frame
 
 
-def check_class_counts(frame: pd.DataFrame, origin: str, report: ValidationReport) -> None:
-    """Each label needs a few rows in a split as a whole (one batch file may well hold only one class)."""
-    if LABEL_COLUMN not in frame or frame.empty or frame[LABEL_COLUMN].dtype != "int64":
-        return  # missing or bad labels are already reported row by row
-    counts = frame[LABEL_COLUMN].value_counts()
-    for index, name in enumerate(LABEL_NAMES):
-        if counts.get(index, 0) < MIN_ROWS_PER_CLASS:
-            report.add(
-                "error",
-                "too_few_rows_per_class",
-                origin,
-                LABEL_COLUMN,
-                [],
-                f"label {index} ({name}) has {counts.get(index, 0)} row(s); at least "
-                f"{MIN_ROWS_PER_CLASS} are needed to split and evaluate",
-            )
-
-
 def validate_parts(
-    parts: list[tuple[str, pd.DataFrame]], split: str, report: ValidationReport
+    parts: list[tuple[str, pd.DataFrame]],
+    split: str,
+    report: ValidationReport,
+    label_set: LabelSet | None = None,
 ) -> pd.DataFrame:
-    """Check each file of a split on its own (problems name the file), then the split as a whole;
-    returns the split in one frame."""
-    checked = [validate_frame(frame, split, origin, report) for origin, frame in parts]
+    """Check each file of a split on its own (problems name the file); returns the split in one frame,
+    each row with its file (ORIGIN_COLUMN), and the first file's attrs (the user's column names; the
+    label set or class names its format fixes, where every file agrees)."""
+    checked = [
+        validate_frame(frame, split, origin, report, label_set).assign(**{ORIGIN_COLUMN: origin})
+        for origin, frame in parts
+    ]
     frame = pd.concat(checked, ignore_index=True)
-    check_class_counts(frame, ", ".join(origin for origin, _ in parts), report)
+    attrs = dict(parts[0][1].attrs) if parts else {}
+    for key in (LABEL_SET_ATTR, LABEL_NAMES_ATTR):
+        if any(part.attrs.get(key) != attrs.get(key) for _, part in parts):
+            attrs.pop(key, None)
+    frame.attrs = attrs
     return frame

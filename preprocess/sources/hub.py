@@ -11,7 +11,7 @@ import pandas as pd
 from sentclf.hub import offline_reason
 from sentclf.tracking import StepInputError
 
-from .readers import SUPPORTED_SUFFIXES, Columns, as_schema_frame, require_columns
+from .readers import LABEL_NAMES_ATTR, SUPPORTED_SUFFIXES, Columns, as_schema_frame, require_columns
 
 # The held-out split, in order of preference. A split whose labels are all hidden (GLUE's test split
 # has label -1 everywhere) is skipped, so `glue/cola` holds out its public validation set, as `cola` does.
@@ -81,4 +81,9 @@ def held_out_split(loaded: datasets.DatasetDict, columns: Columns) -> str | None
 
 def hub_frame(split: datasets.Dataset, dataset: str, columns: Columns) -> pd.DataFrame:
     require_columns(f"dataset {dataset!r}", split.column_names, columns)
-    return as_schema_frame(split.select_columns([columns.text, columns.label]).to_pandas(), dataset, columns)
+    frame = as_schema_frame(split.select_columns([columns.text, columns.label]).to_pandas(), dataset, columns)
+    feature = split.features[columns.label]
+    if isinstance(feature, datasets.ClassLabel):
+        # The hub's own class names (glue/cola: unacceptable, acceptable), by the integer stored.
+        frame.attrs[LABEL_NAMES_ATTR] = dict(enumerate(feature.names))
+    return frame

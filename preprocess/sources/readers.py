@@ -1,7 +1,10 @@
 """Reading one local data file through `datasets`: .tsv, .csv, .parquet or .jsonl.
 
 Every reader returns the same frame: sentence, label (as found: str or int, checked later by the
-validation) and row, the 1-based data row (header excluded) that error messages point at.
+validation) and row, the 1-based data row (header excluded) that error messages point at. The frame's
+`attrs` say what the validation's messages and the label set need from the file itself: `user_columns`
+(the file's own names of the two columns, for messages) and, for a format that fixes its classes (CoLA's
+headerless layout), `label_set`.
 """
 
 import csv
@@ -17,12 +20,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+from sentclf.schema import COLA_LABELS, LABEL_COLUMN, TEXT_COLUMN
 from sentclf.tracking import StepInputError
 
 SUPPORTED_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
 # CoLA's raw release: headerless TSV, source_code <TAB> label <TAB> original_annotation <TAB> sentence.
 COLA_COLUMNS = ["source_code", LABEL_COLUMN, "original_annotation", TEXT_COLUMN]
+# Keys of a read frame's `attrs` (see the module docstring).
+USER_COLUMNS_ATTR = "user_columns"
+LABEL_SET_ATTR = "label_set"
+LABEL_NAMES_ATTR = "label_names"  # value -> class name, where the source names its classes (a hub ClassLabel)
 SNIFF_LINES = 20
 EXAMPLE_LINES = 5
 
@@ -108,7 +115,9 @@ def as_schema_frame(frame: pd.DataFrame, where: str, columns: Columns) -> pd.Dat
     renamed = frame[[columns.text, columns.label]].rename(
         columns={columns.text: TEXT_COLUMN, columns.label: LABEL_COLUMN}
     )
-    return renamed.assign(row=range(1, len(renamed) + 1)).reset_index(drop=True)
+    result = renamed.assign(row=range(1, len(renamed) + 1)).reset_index(drop=True)
+    result.attrs = {USER_COLUMNS_ATTR: {TEXT_COLUMN: columns.text, LABEL_COLUMN: columns.label}}
+    return result
 
 
 def require_columns(where: str, found: list[str], columns: Columns) -> None:
@@ -141,7 +150,10 @@ def read_cola_tsv(path: Path) -> pd.DataFrame:
         keep_default_na=False,
         features=datasets.Features({name: datasets.Value("string") for name in COLA_COLUMNS}),
     )
-    return as_schema_frame(frame, path.name, Columns())
+    # CoLA's layout is CoLA's labels: 0/1 acceptability, so any other value is a bad row, not a class.
+    result = as_schema_frame(frame, path.name, Columns())
+    result.attrs[LABEL_SET_ATTR] = COLA_LABELS
+    return result
 
 
 def read_delimited(path: Path, columns: Columns) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from labels import resolve_labels
 from mlflow.entities import Run
 
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
@@ -141,13 +142,15 @@ def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
     [
         ([(1, "fine"), (2, "label two"), (0, "ok"), (0, "ok too"), (1, "yes")], "bad_label"),
         ([(1, "fine"), (0, "   "), (0, "ok"), (1, "yes")], "empty_text"),
-        ([(1, "fine"), (1, "yes"), (1, "more"), (0, "only one zero")], "too_few_rows_per_class"),
+        ([(1, f"fine {i}") for i in range(7)] + [(0, "only one zero")], "too_few_rows_per_class"),
     ],
 )
 def test_blocking_problems_name_file_row_and_column(tmp_path, rows, check):
     frame = read_cola_tsv(write_tsv(tmp_path / "in.tsv", rows))
     report = ValidationReport()
-    validate_parts([("in.tsv", frame)], "train", report)
+    frame = validate_parts([("in.tsv", frame)], "train", report)
+    if not report.errors:  # the class counts, once the rows are sound
+        resolve_labels({"train": frame}, None, 0.1, 0.1, report)
     assert [p.check for p in report.errors] == [check]
     with pytest.raises(StepInputError, match="in.tsv"):
         report.raise_if_blocking()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentclf.schema import LABEL_COLUMN, SPLITS
+from sentclf.schema import COLA_LABELS, LABEL_COLUMN, SPLITS
 from sentclf.tracking import STEP_TAG
 from tests.unit import test_preprocess as base
 
@@ -63,14 +63,14 @@ def test_psi_and_total_variation_of_known_shares():
 def test_a_resample_of_the_same_data_stays_below_the_threshold(cola_train, tokenizer):
     reference = cola_train.sample(frac=0.5, random_state=1)
     current = cola_train.drop(reference.index).sample(frac=1.0, replace=True, random_state=2)
-    statistics = drift_statistics(current, reference, tokenizer)["statistics"]
+    statistics = drift_statistics(current, reference, tokenizer, COLA_LABELS, COLA_LABELS)["statistics"]
     assert all(statistics[name] < THRESHOLD / 4 for name in GATED_STATISTICS), statistics
     assert statistics["drift_label_tvd"] < 0.02
 
 
 def test_long_sentences_or_flipped_labels_exceed_the_threshold(cola_train, tokenizer):
     long = cola_train[token_lengths(cola_train, tokenizer) >= 12]
-    statistics = drift_statistics(long, cola_train, tokenizer)["statistics"]
+    statistics = drift_statistics(long, cola_train, tokenizer, COLA_LABELS, COLA_LABELS)["statistics"]
     assert statistics["drift_length_psi"] > THRESHOLD and statistics["drift_length_ks"] > THRESHOLD
 
     unacceptable = cola_train[cola_train[LABEL_COLUMN] == 0]
@@ -78,7 +78,9 @@ def test_long_sentences_or_flipped_labels_exceed_the_threshold(cola_train, token
         n=len(unacceptable) * 3 // 7, random_state=0
     )
     flipped = unacceptable.sample(frac=1.0, random_state=0).iloc[: len(acceptable) * 7 // 3]
-    report = drift_statistics(pd.concat([flipped, acceptable]), cola_train, tokenizer)
+    report = drift_statistics(
+        pd.concat([flipped, acceptable]), cola_train, tokenizer, COLA_LABELS, COLA_LABELS
+    )
     assert report["statistics"]["drift_label_psi"] > THRESHOLD
     assert report["label_shares"]["current"]["unacceptable"] == pytest.approx(0.7, abs=0.01)
 
@@ -86,7 +88,7 @@ def test_long_sentences_or_flipped_labels_exceed_the_threshold(cola_train, token
 def test_new_vocabulary_rate_counts_word_types_unseen_in_the_reference(tokenizer):
     reference = base.synthetic_frame(50, seed=1)
     current = reference.assign(sentence=reference["sentence"] + " Zyxwv qwert")
-    statistics = drift_statistics(current, reference, tokenizer)["statistics"]
+    statistics = drift_statistics(current, reference, tokenizer, COLA_LABELS, COLA_LABELS)["statistics"]
     types = {w for text in current["sentence"] for w in text.lower().replace(".", " ").split()}
     assert statistics["drift_new_vocab_rate"] == pytest.approx(2 / len(types))
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
 from sentclf.data import read_split
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepInputError
 from tests.unit import test_preprocess as base
 
@@ -126,7 +126,7 @@ def test_a_bad_row_in_one_batch_names_that_batch(tmp_path):
     report = ValidationReport()
     validate_parts(source.parts["train"], "train", report)
     assert [p.describe() for p in report.errors] == [
-        f"{tmp_path / 'batch-2.csv'}, column sentence, row(s) 2: text is empty or whitespace only"
+        f"{tmp_path / 'batch-2.csv'}, column text, row(s) 2: text is empty or whitespace only"
     ]
 
 
@@ -160,14 +160,19 @@ def test_cola_sniffing_tells_a_header_from_a_bad_label(tmp_path):
     assert is_cola_tsv(bad_label)
 
 
-def test_labels_as_int_or_digit_string_pass_anything_else_is_a_bad_label():
+def test_labels_are_ints_digit_strings_or_names_anything_else_is_a_bad_label():
     labels = [1, "0", " 1", 1.0, 0, True, "yes", 2, 0.5, None, "1.0"]
     frame = pd.DataFrame({TEXT_COLUMN: [f"sentence {i}" for i in range(len(labels))], LABEL_COLUMN: labels})
     report = ValidationReport()
-    validate_frame(frame, "train", "in.jsonl", report)
+    checked = validate_frame(frame, "train", "in.jsonl", report)
     (problem,) = report.errors
     assert problem.check == "bad_label"
-    assert problem.rows == [6, 7, 8, 9, 10, 11]
+    assert problem.rows == [6, 9, 10, 11]
+    assert checked[LABEL_COLUMN].tolist()[:8] == [1, 0, 1, 1, 0, None, "yes", 2]
+    # With the classes given (-P labels=0,1), a name or another number is a bad row too.
+    report = ValidationReport()
+    validate_frame(frame, "train", "in.jsonl", report, LabelSet.from_values([0, 1]))
+    assert [p.rows for p in report.errors] == [[6, 9, 10, 11], [7, 8]]
 
 
 @pytest.mark.parametrize(
@@ -223,12 +228,14 @@ def test_unreadable_files_name_file_and_line(tmp_path, name, content, message):
         (
             b"text,y\na b,1\nc d,yes\ne f,0\ng h,0\ni j,1\n",
             {"text_column": "text", "label_column": "y"},
-            r"data.csv, column label, row\(s\) 2: label not in the label set",
+            r"data.csv, column y, row\(s\) 2: the label column mixes 4 number\(s\) \(e.g. 1, 0\) and 1 "
+            r"name\(s\) \(e.g. 'yes'\)",
         ),
         (
             b"text,y\na b,1\nc d,1\ne f,0\ng h,0\n",
             {"text_column": "text", "label_column": "y"},
-            r"the validation split has no rows",
+            r"data.csv, column y: class 0 has 2 row\(s\); 7 are needed to stratify it into train, "
+            r"validation and test",
         ),
     ],
 )
