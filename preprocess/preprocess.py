@@ -22,7 +22,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from labels import encode, metric_keys, parse_labels_parameter, resolve_labels
 
 from sentclf.cli import parse_bool
 from sentclf.dataset_snapshot import is_snapshot_uri, log_snapshot
@@ -37,6 +36,7 @@ from sentclf.schema import (
 from sentclf.tracking import record_inputs, step_run
 
 from drift import check_drift
+from labels import encode, metric_keys, parse_labels_parameter, resolve_labels
 from profiling import backbone_tokenizer, log_profile
 from sources import Columns, Source, load_source
 from splitting import drop_test_overlap, stratified_split

@@ -24,6 +24,18 @@ INPUT_TAG_PREFIX = "input."
 logger = logging.getLogger(__name__)
 
 
+class StepExit(SystemExit):
+    """Exit status 1 for a step whose input was bad; its message (already logged) is `str()` of it, not
+    the exit code, so Python does not print it a second time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(1)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class StepInputError(ValueError):
     """A step was given input it cannot use; the message names the problem and the fix."""
 
@@ -90,9 +102,10 @@ def step_run(step: str) -> Iterator[Run]:
         yield run
         status = "FINISHED"
     except (StepInputError, StepError) as error:
-        # Bad input is the user's to fix: the message says how, a traceback would bury it.
+        # Bad input is the user's to fix: the message says how, a traceback would bury it. Logged once
+        # (the log goes to the terminal and to the run's log artifact), so the exit carries no message.
         logger.error("%s: %s", step, error)
-        raise SystemExit(f"{step}: {error}") from None
+        raise StepExit(f"{step}: {error}") from None
     except (StepCancelled, KeyboardInterrupt) as cancel:
         status = "KILLED"
         logger.error("%s: cancelled (%s); the run ends KILLED", step, cancel or "Ctrl-C")

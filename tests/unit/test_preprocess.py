@@ -16,13 +16,13 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from labels import resolve_labels
 from mlflow.entities import Run
 
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 from sentclf.tracking import StepInputError
 
 import preprocess
+from labels import resolve_labels
 from profiling import backbone_tokenizer
 from sources import load_cola, read_cola_tsv
 from splitting import stratified_split

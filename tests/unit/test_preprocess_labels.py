@@ -10,7 +10,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from labels import metric_keys, parse_labels_parameter, resolve_labels, rows_needed, split_counts
 
 from sentclf.data import read_label_set, read_split
 from sentclf.schema import (
@@ -26,6 +25,7 @@ from tests.unit import test_preprocess as base
 
 import preprocess
 import sources
+from labels import metric_keys, parse_labels_parameter, resolve_labels, rows_needed, split_counts
 from sources import load_source
 from splitting import stratified_split
 from validation import ValidationReport, validate_parts
