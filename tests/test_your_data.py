@@ -1,0 +1,115 @@
+"""Your task, not only CoLA: the README's "Your data" commands as typed, on two real data sets with string
+labels made from a PyPI package (examples/example_data.py): TREC questions by answer type (6 classes) and
+SMS messages as ham or spam. A tiny `make run` from a folder outside the repository each; the served
+answers carry the class names and the report shows the per-class table."""
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tritonclient.grpc as grpcclient
+
+from sentclf.containers import running_server
+from sentclf.kserve_client import LABEL_NAME_OUTPUT, LABEL_OUTPUT, PROBABILITIES_OUTPUT, build_inputs
+from sentclf.schema import LABEL_NAMES_TAG
+from sentclf.tracking import STEP_TAG
+
+from .conftest import README, require_docker
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+TREC = ("abbreviation", "description", "entity", "human", "location", "numeric")
+TINY = "-P epochs=1 -P max_train_samples=256"
+
+
+def readme_block(heading: str) -> list[str]:
+    """The command lines of the first bash block after `heading` in the README."""
+    text = README.read_text()
+    section = text[text.index(heading) :]
+    body = section[section.index("```bash") + 7 : section.index("```", section.index("```bash") + 7)]
+    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def examples(typed_store):
+    """`make example-data` as the README prints it, into a folder outside the repository."""
+    require_docker()
+    folder = Path(tempfile.mkdtemp(prefix="sentclf-examples-", dir=typed_store.root))
+    command = readme_block("## Your data, from anywhere")[0]
+    assert command == "make example-data", command
+    result = typed_store.shell(f"{command} EXAMPLES={folder}", timeout_s=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return folder
+
+
+def run_pipeline(store, command: str, examples: Path) -> str:
+    """A README `make run` line on the example folder, tiny; returns the parent run id."""
+    command = command.replace("~/sentclf-examples", str(examples))
+    args = re.search(r'ARGS="([^"]*)"', command).group(1)
+    result = store.shell(f'make run ARGS="{args} {TINY}"', timeout_s=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
+    return [r for r in store.runs() if "mlflow.parentRunId" not in r.data.tags][-1].info.run_id
+
+
+def children(store, parent_id: str) -> dict:
+    runs = store.runs()
+    return {r.data.tags[STEP_TAG]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
+
+
+def served_names(image: str, sentences: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    with running_server(image, name_prefix="sentclf-yourdata") as (_, port, _):
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        outputs = [
+            grpcclient.InferRequestedOutput(n)
+            for n in (LABEL_OUTPUT, LABEL_NAME_OUTPUT, PROBABILITIES_OUTPUT)
+        ]
+        result = client.infer("cola", build_inputs(sentences), outputs=outputs)
+        config = client.get_model_config("cola", as_json=True)["config"]
+        client.close()
+    names = [n.decode() for n in result.as_numpy(LABEL_NAME_OUTPUT)]
+    assert json.loads(config["parameters"][LABEL_NAMES_TAG]["string_value"])
+    return result.as_numpy(LABEL_OUTPUT), names, result.as_numpy(PROBABILITIES_OUTPUT)
+
+
+def check_run(store, parent_id: str, model: str, classes: tuple[str, ...], test_file: Path, text_column: str):
+    steps = children(store, parent_id)
+    assert set(steps) == {"preprocess", "train", "building", "evaluate"}
+    client = store.client
+    preprocess, train, evaluate = steps["preprocess"], steps["train"], steps["evaluate"]
+    assert json.loads(preprocess.data.tags[LABEL_NAMES_TAG]) == list(classes)
+    version = train.data.tags["registered_model_version"]
+    assert json.loads(client.get_model_version(model, version).tags[LABEL_NAMES_TAG]) == list(classes)
+
+    metrics = evaluate.data.metrics
+    for name in ("test_accuracy", "test_mcc", "test_f1_macro", "test_f1_macro_low", "test_f1_macro_high"):
+        assert name in metrics, name
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(
+            client.download_artifacts(evaluate.info.run_id, "evaluation/report.html", tmp)
+        ).read_text()
+    for name in classes:
+        assert re.search(rf">\s*{re.escape(name)}\s*<", report), f"no row for class {name} in report.html"
+
+    sentences = pd.read_csv(test_file)[text_column].head(16).tolist()
+    labels, names, probabilities = served_names(steps["building"].data.tags["server_image"], sentences)
+    assert probabilities.shape == (16, len(classes))
+    assert names == [classes[i] for i in labels]
+    assert set(names) <= set(classes)
+
+
+def test_a_multiclass_task_with_string_labels_end_to_end(typed_store, examples):
+    command = next(line for line in readme_block("## Your data, from anywhere") if "trec" in line)
+    parent = run_pipeline(typed_store, command, examples)
+    check_run(typed_store, parent, "trec-classifier", TREC, examples / "trec" / "test.csv", "question")
+
+
+def test_a_binary_task_with_string_labels_end_to_end(typed_store, examples):
+    command = next(line for line in readme_block("## Your data, from anywhere") if "sms-spam" in line)
+    parent = run_pipeline(typed_store, command, examples)
+    check_run(
+        typed_store, parent, "spam-classifier", ("ham", "spam"), examples / "sms-spam" / "test.csv", "message"
+    )
