@@ -86,7 +86,9 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
     )
     try:
         print(f"serving {name} version {version} from {image} (container {container.name})", flush=True)
-        print(f"  HTTP     http://127.0.0.1:{http_port}/v2/models/{name}/infer", flush=True)
+        print(
+            f"  HTTP     http://127.0.0.1:{http_port}  (/v2/health/ready, /v2/models/<m>/infer)", flush=True
+        )
         print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
         print(f"  metrics  http://127.0.0.1:{metrics_port}/metrics", flush=True)
         print("Ctrl-C stops and removes it.", flush=True)
