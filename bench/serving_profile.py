@@ -229,7 +229,9 @@ def load(args: argparse.Namespace, image: str, sentences: list[str]) -> list[dic
                         "server_cpu_us": 1e6 * server_cpu / n,
                         "others_cpu_us": 1e6 * others / n,
                         "busy_cores": (after[3] - before[3]) / result.wall_s,
-                        "in_server_ms": 1e3 * total(metric, "sentclf_inference_request_duration_seconds_sum") / n,
+                        "in_server_ms": 1e3
+                        * total(metric, "sentclf_inference_request_duration_seconds_sum")
+                        / n,
                         "tokenize_us": 1e6
                         * metric.get("sentclf_model_seconds_total{stage=tokenize}", np.nan)
                         / n,
