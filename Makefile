@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install example-data \
+.PHONY: serve run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install example-data \
 	cron-remove tracking-server tracking-server-stop
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
@@ -22,6 +22,12 @@ run: images
 	@# `mlflow run` leaves an empty storage directory behind for every run: give it one that is removed.
 	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
 	  $(VENV)/bin/mlflow run . --env-manager local --storage-dir "$$storage" $(ARGS)
+
+## serve: a registered version's server image in the foreground, HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C
+## stops and removes it (MODEL=models:/cola-classifier/3 for a version; default: the champion)
+MODEL ?= models:/cola-classifier@champion
+serve: venv
+	$(PYTHON) -m conductor.serve --model "$(MODEL)"
 
 ## test: the unit tests and small end-to-end runs of the real pipeline, the commands as typed, a real browser
 test: dev-venv images browser

@@ -62,7 +62,7 @@ def micro(model_dir: Path, sentences: list[str]) -> list[tuple[str, float]]:
     benchlib.server_package()  # the server's own code, run here in-process
     from sentclf_server.codec import decode_bytes_tensor, encode_bytes_tensor
     from sentclf_server.config import load_settings
-    from sentclf_server.metrics import observe_batch, observe_request
+    from sentclf_server.metrics import ModelMetrics
     from sentclf_server.model import SentenceClassifier, plan_buckets
     from sentclf_server.service import build_response, parse_text_input
     from sentclf_server.service import requested_outputs as outputs_of
@@ -111,7 +111,11 @@ def micro(model_dir: Path, sentences: list[str]) -> list[tuple[str, float]]:
         lambda: build_response(request, settings, probs, ["label", "probabilities"]),
     )
     add(f"protobuf: serialise ModelInferResponse ({len(response_wire)} B)", response.SerializeToString)
-    add("metrics: observe_request + observe_batch", lambda: (observe_request("OK", 0.01), observe_batch(8)))
+    metrics = ModelMetrics("cola", "1")
+    add(
+        "metrics: observe_request + observe_batch",
+        lambda: (metrics.observe_request("grpc", "OK", 0.01), metrics.observe_batch(8)),
+    )
     tokenizer = model.tokenizer
     add("tokenise 1 sentence (encode_batch_fast)", lambda: tokenizer.encode_batch_fast([sentence]))
     for size in (8, 32):
@@ -164,6 +168,12 @@ def machine_busy_s() -> float:
     return (sum(values) - values[3] - values[4]) / HZ  # all but idle and iowait
 
 
+def total(metric: dict[str, float], name: str) -> float:
+    """A metric summed over its label sets (model, version, protocol); nan when absent."""
+    values = [value for key, value in metric.items() if key.split("{", 1)[0] == name]
+    return sum(values) if values else float("nan")
+
+
 def scrape(metrics_port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -203,7 +213,7 @@ def load(args: argparse.Namespace, image: str, sentences: list[str]) -> list[dic
                 n = len(result.latencies_s)
                 server_cpu, client_cpu = after[1] - before[1], after[2] - before[2]
                 others = (after[3] - before[3]) - server_cpu - client_cpu
-                batches = metric.get("sentclf_batch_size_count{}", 0.0) or float("nan")
+                batches = total(metric, "sentclf_inference_batch_size_count") or float("nan")
                 tokens = metric.get("sentclf_model_tokens_total{kind=sentence}", float("nan"))
                 padding = metric.get("sentclf_model_tokens_total{kind=padding}", float("nan"))
                 rows.append(
@@ -219,12 +229,14 @@ def load(args: argparse.Namespace, image: str, sentences: list[str]) -> list[dic
                         "server_cpu_us": 1e6 * server_cpu / n,
                         "others_cpu_us": 1e6 * others / n,
                         "busy_cores": (after[3] - before[3]) / result.wall_s,
-                        "in_server_ms": 1e3 * metric.get("sentclf_request_latency_seconds_sum{}", np.nan) / n,
+                        "in_server_ms": 1e3
+                        * total(metric, "sentclf_inference_request_duration_seconds_sum")
+                        / n,
                         "tokenize_us": 1e6
                         * metric.get("sentclf_model_seconds_total{stage=tokenize}", np.nan)
                         / n,
                         "model_us": 1e6 * metric.get("sentclf_model_seconds_total{stage=model}", np.nan) / n,
-                        "batch": metric.get("sentclf_batch_size_sum{}", np.nan) / batches,
+                        "batch": total(metric, "sentclf_inference_batch_size_sum") / batches,
                         "runs_per_batch": metric.get("sentclf_model_runs_total{}", np.nan) / batches,
                         "padding_share": padding / (tokens + padding),
                     }

@@ -149,8 +149,13 @@ def running_server(
     Yields (container, grpc_port, seconds from start to SERVING).
     """
     client = docker_client()
-    grpc_port, metrics_port = free_port(), free_port()
-    environment = {"GRPC_PORT": str(grpc_port), "METRICS_PORT": str(metrics_port), **(env or {})}
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    environment = {
+        "GRPC_PORT": str(grpc_port),
+        "METRICS_PORT": str(metrics_port),
+        "HTTP_PORT": str(http_port),  # images built before the HTTP listener ignore it
+        **(env or {}),
+    }
     name = f"{name_prefix}-{uuid.uuid4().hex[:8]}"
     container = None
     try:

@@ -12,12 +12,15 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 
 import docker
+import kubernetes_validate
 import pytest
+import yaml
 
 from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
 from sentclf.images import STEP_IMAGE
@@ -264,6 +267,104 @@ def test_evaluate_alone_finds_the_versions_image_and_data(typed_store):
     pipeline_preprocess = typed_store.client.get_run(version_1.run_id).data.tags["input.data_run_id"]
     assert run.data.tags["input.data_run_id"] == pipeline_preprocess  # its own lineage, not the newest
     assert leftover_containers() == []
+
+
+def serving_commands() -> list[str]:
+    """The lines of the README's serving block, comments stripped."""
+    text = README.read_text()
+    block = text[text.index("<!-- serving-as-typed") :]
+    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
+    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
+
+
+def _ports_free(*ports: int) -> bool:
+    for port in ports:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return False
+    return True
+
+
+def _serve_until_sigint(store, command: str, curl: str) -> tuple[str, str]:
+    """`command` (make serve ...) in a user's shell: wait for the printed ports and readiness, run the
+    README's curl as typed, Ctrl-C (SIGINT to the process group, as a terminal sends it); its output."""
+    process = subprocess.Popen(
+        ["bash", "-c", f"source .venv/bin/activate && {command}"],
+        cwd=REPO_ROOT,
+        env=store.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen: list[str] = []
+    try:
+        wait_for_line(process, "Ctrl-C stops and removes it", seen, timeout_s=300)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready = subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://127.0.0.1:8000/v2/health/ready",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if ready.stdout == "200":
+                break
+            time.sleep(0.5)
+        answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=True)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    return answer.stdout, "".join(seen) + rest
+
+
+def test_serving_as_typed(typed_store, tmp_path):
+    """make serve (the champion, then a version), the README's curl against it, Ctrl-C, nothing left; and
+    the serving manifests command as printed, its output valid."""
+    commands = serving_commands()
+    assert [c.split()[0] for c in commands] == [
+        "make",
+        "make",
+        "curl",
+        "SENTCLF_REGISTRY=registry.example.com/sentclf",
+        "kubectl",
+    ]
+    if not _ports_free(8000, 8001, 8002):
+        pytest.skip("ports 8000-8002 are taken on this machine; make serve uses them as printed")
+    client = typed_store.client
+    if not any(v.aliases for v in client.search_model_versions("name='cola-classifier'")):
+        # The state after a promotion (the tiny pipeline's model may not pass the gate).
+        client.set_registered_model_alias("cola-classifier", "champion", "1")
+    engine = docker.from_env()
+    for command in commands[:2]:
+        answer, log = _serve_until_sigint(typed_store, command, commands[2])
+        body = json.loads(answer)
+        assert [o["name"] for o in body["outputs"]] == ["label", "probabilities", "label_name"], body
+        assert "HTTP     http://127.0.0.1:8000" in log and "gRPC     127.0.0.1:8001" in log, log
+        assert "removed sentclf-serve-" in log, log
+        assert engine.containers.list(all=True, filters={"label": "sentclf.serve"}) == []
+    manifests = REPO_ROOT / "serving.yaml"
+    try:
+        result = typed_store.shell(commands[3])
+        assert result.returncode == 0, output(result)
+        docs = list(yaml.safe_load_all(manifests.read_text()))
+    finally:
+        manifests.unlink(missing_ok=True)
+    assert [d["kind"] for d in docs] == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "InferenceService",
+    ]
+    for doc in docs[:3]:
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
 
 
 def test_a_server_killed_during_evaluation_fails_the_step_and_moves_nothing(typed_store):

@@ -255,10 +255,16 @@ class _Server:
 
     grpc_port: int
     metrics_port: int
+    http_port: int
 
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """host:port of the OIP HTTP listener (tritonclient.http's url)."""
+        return f"127.0.0.1:{self.http_port}"
 
     def log(self) -> str:
         raise NotImplementedError
@@ -293,6 +299,7 @@ class ServerProcess(_Server):
     grpc_port: int
     metrics_port: int
     log_path: Path
+    http_port: int = 0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -318,6 +325,7 @@ class ServerContainer(_Server):
     container: Container
     grpc_port: int
     metrics_port: int
+    http_port: int = 0
 
     def log(self) -> str:
         return self.container.logs().decode(errors="replace")
@@ -342,12 +350,13 @@ def server_command() -> list[str]:
     return [os.environ.get("SENTCLF_SERVER_PYTHON") or sys.executable, "-m", "sentclf_server"]
 
 
-def server_env(grpc_port: int, metrics_port: int, **overrides: str) -> dict[str, str]:
-    """The test settings: loopback, small request limits, one ORT thread."""
+def server_env(grpc_port: int, metrics_port: int, http_port: int = 0, **overrides: str) -> dict[str, str]:
+    """The test settings: loopback, small request limits, one ORT thread; HTTP off unless given a port."""
     return {
         "BIND_ADDRESS": "127.0.0.1",
         "GRPC_PORT": str(grpc_port),
         "METRICS_PORT": str(metrics_port),
+        "HTTP_PORT": str(http_port),
         "MAX_REQUEST_BATCH": str(MAX_REQUEST_BATCH),
         "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
         "ORT_INTRA_OP_THREADS": "1",
@@ -357,16 +366,16 @@ def server_env(grpc_port: int, metrics_port: int, **overrides: str) -> dict[str,
 
 def start_server(model_dir: Path, log_path: Path, **env_overrides: str) -> ServerProcess:
     """Start `python -m sentclf_server` bound to loopback on free ports; returns once it is SERVING."""
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SERVER_SRC), os.environ.get("PYTHONPATH")])),
         "MODEL_DIR": str(model_dir),
-        **server_env(grpc_port, metrics_port, **env_overrides),
+        **server_env(grpc_port, metrics_port, http_port, **env_overrides),
     }
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(server_command(), env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    server = ServerProcess(proc, grpc_port, metrics_port, log_path)
+    server = ServerProcess(proc, grpc_port, metrics_port, log_path, http_port)
     try:
         server.wait_serving()
     except BaseException:
@@ -381,17 +390,17 @@ def start_container(
     """Run the server image on the host network, bound to loopback on free ports; by default returns once
     it is SERVING. `model_dir` is mounted (read-only) over the model baked into the image. The caller
     stops it (ServerContainer.stop removes it)."""
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     volumes = {str(model_dir): {"bind": "/models/model", "mode": "ro"}} if model_dir else None
     container = docker.from_env().containers.run(
         image,
         detach=True,
         name=f"sentclf-test-server-{uuid.uuid4().hex[:8]}",
         network_mode="host",
-        environment=server_env(grpc_port, metrics_port, **env_overrides),
+        environment=server_env(grpc_port, metrics_port, http_port, **env_overrides),
         volumes=volumes,
     )
-    server = ServerContainer(container, grpc_port, metrics_port)
+    server = ServerContainer(container, grpc_port, metrics_port, http_port)
     if wait:
         try:
             server.wait_serving()

@@ -299,10 +299,16 @@ def test_metrics_count_requests_by_status_code(server, client, stub) -> None:
     with pytest.raises(grpc.RpcError):
         stub.ModelInfer(_req(), timeout=5)
     after = scrape(server)
-    assert delta(before, after, "sentclf_requests_total", code="OK") == 1
-    assert delta(before, after, "sentclf_requests_total", code="INVALID_ARGUMENT") == 1
-    assert delta(before, after, "sentclf_request_latency_seconds_count") == 2
-    assert delta(before, after, "sentclf_batch_size_count") == 1  # the invalid one never reached the model
+    infer_ = {"protocol": "grpc", "endpoint": "ModelInfer"}
+    assert delta(before, after, "sentclf_requests_total", code="OK", **infer_) == 1
+    assert delta(before, after, "sentclf_requests_total", code="INVALID_ARGUMENT", **infer_) == 1
+    model = {"model": "cola", "version": "1", "protocol": "grpc"}
+    assert delta(before, after, "sentclf_inference_request_success_total", **model) == 1
+    failure = "sentclf_inference_request_failure_total"
+    assert delta(before, after, failure, code="INVALID_ARGUMENT", **model) == 1
+    assert delta(before, after, "sentclf_inference_request_duration_seconds_count", **model) == 2
+    # the invalid one never reached the model
+    assert delta(before, after, "sentclf_inference_batch_size_count", model="cola", version="1") == 1
 
 
 def _fire_concurrently(client, sentences: list[str]) -> list[tuple[object, object]]:
@@ -326,9 +332,11 @@ def test_dynamic_batching_merges_concurrent_requests(server, client, model_dir, 
     for (result, error), row in zip(outcomes, expected, strict=True):
         assert error is None, error
         np.testing.assert_allclose(result.as_numpy("probabilities")[0], row, atol=1e-5)  # split back right
-    runs = delta(before, after, "sentclf_batch_size_count")
-    assert delta(before, after, "sentclf_batch_size_sum") == 32
-    single_runs = delta(before, after, "sentclf_batch_size_bucket", le="1.0")
+    runs = delta(before, after, "sentclf_inference_batch_size_count", model="cola", version="1")
+    assert delta(before, after, "sentclf_inference_batch_size_sum", model="cola", version="1") == 32
+    single_runs = delta(
+        before, after, "sentclf_inference_batch_size_bucket", le="1.0", model="cola", version="1"
+    )
     assert runs < 32, "every request ran alone: no dynamic batching"
     assert runs - single_runs >= 1, "no model run had more than one sentence"
 

@@ -13,7 +13,13 @@ from packaging.requirements import Requirement
 
 from tests.conftest import REPO_ROOT
 
-HOST_ENTRY_MODULES = ("main", "conductor.step_image", "conductor.ui_links", "conductor.kube")
+HOST_ENTRY_MODULES = (
+    "main",
+    "conductor.step_image",
+    "conductor.ui_links",
+    "conductor.kube",
+    "conductor.serve",
+)
 
 
 def normalise(name: str) -> str:

@@ -51,6 +51,8 @@ class _Pending:
     result: np.ndarray | None = None
     error: BaseException | None = None
     done: bool = False
+    started: float = 0.0  # when its batch started (batcher clock)
+    compute_s: float = 0.0  # how long that batch ran
 
 
 class DynamicBatcher:
@@ -85,6 +87,12 @@ class DynamicBatcher:
         on_cancel, if given, registers a callback that fires when the caller gives up (grpc's
         ServicerContext.add_callback); a request cancelled before it runs is dropped from the queue and
         raises RequestCancelled here. Raises BatcherStopped once stop() was called."""
+        return self.submit_timed(texts, on_cancel)[0]
+
+    def submit_timed(
+        self, texts: list[str], on_cancel: Callable[[Callable[[], None]], bool] | None = None
+    ) -> tuple[np.ndarray, float, float]:
+        """submit(), plus the request's queue time (until its batch started) and its batch's run time."""
         with self._lock:
             if self._stopped:
                 raise BatcherStopped("server is shutting down")
@@ -96,7 +104,9 @@ class DynamicBatcher:
                 self._queue.append(item)
                 self._arrived.notify_all()
         if idle:
-            return self._run_alone(texts)
+            began = self._clock()
+            result = self._run_alone(texts)
+            return result, 0.0, self._clock() - began
         if on_cancel is not None and not on_cancel(lambda: self._cancel(item)):
             self._cancel(item)  # the RPC had already ended
         while True:
@@ -112,7 +122,7 @@ class DynamicBatcher:
                 self._run(batch)
         if item.error is not None:
             raise item.error
-        return item.result
+        return item.result, max(0.0, item.started - item.enqueued), item.compute_s
 
     def stop(self) -> None:
         """Refuse new requests and fail the queued ones with BatcherStopped; running batches finish."""
@@ -192,6 +202,7 @@ class DynamicBatcher:
         texts = [text for item in batch for text in item.texts]
         if self._on_batch is not None:
             self._on_batch(len(texts))
+        started = self._clock()
         try:
             rows = self._infer_fn(texts)
             parts = split_rows(rows, [len(item.texts) for item in batch])
@@ -200,9 +211,11 @@ class DynamicBatcher:
             outcome = [(None, exc)] * len(batch)
         else:
             outcome = [(part, None) for part in parts]
+        compute_s = self._clock() - started
         with self._lock:
             self._running -= 1
             for item, (part, error) in zip(batch, outcome, strict=True):
+                item.started, item.compute_s = started, compute_s
                 self._finish(item, part, error)
             self._wake_head()
 

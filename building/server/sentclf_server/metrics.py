@@ -1,10 +1,28 @@
-"""Prometheus metrics, served over HTTP on METRICS_PORT by prometheus_client."""
+"""Prometheus metrics, and the HTTP server that exposes them on METRICS_PORT (`/metrics`, 404 elsewhere).
+
+Names follow Prometheus conventions (base units: seconds; counters end in `_total`) and carry the model's
+name and version, like Triton's `nv_inference_*` and KServe's metrics; the server README maps one to the
+other. Inference requests are counted by protocol (`grpc`, `http`) and by final status, named with gRPC's
+code names for both protocols (OK, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, ...); every request of
+every endpoint, including those refused before any handler runs (a message over the size limit, an RPC or
+path this server does not have), is counted in `sentclf_requests_total`.
+"""
 
 from __future__ import annotations
 
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram, disable_created_metrics, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 if TYPE_CHECKING:
     from .model import BatchStats
@@ -12,20 +30,58 @@ if TYPE_CHECKING:
 # The *_created timestamp series double the scrape size and no dashboard here uses them.
 disable_created_metrics()
 
+_MODEL = ["model", "version"]
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 REQUESTS = Counter(
-    "sentclf_requests",  # exported as sentclf_requests_total
-    "ModelInfer requests by final gRPC status code.",
-    ["code"],
+    "sentclf_requests",  # sentclf_requests_total
+    "Every request of every endpoint by protocol, endpoint (RPC or HTTP route) and final status "
+    "(gRPC code names); refusals before any handler runs included.",
+    ["protocol", "endpoint", "code"],
 )
-LATENCY = Histogram(
-    "sentclf_request_latency_seconds",
-    "ModelInfer latency inside the server, from handler entry to response.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+INFER_SUCCESS = Counter(
+    "sentclf_inference_request_success",
+    "Inference requests answered with outputs.",
+    [*_MODEL, "protocol"],
+)
+INFER_FAILURE = Counter(
+    "sentclf_inference_request_failure",
+    "Inference requests refused or failed, by status (gRPC code names for both protocols).",
+    [*_MODEL, "protocol", "code"],
+)
+REQUEST_DURATION = Histogram(
+    "sentclf_inference_request_duration_seconds",
+    "Inference request time inside the server, from the handler's entry to its answer.",
+    [*_MODEL, "protocol"],
+    buckets=_SECONDS,
+)
+QUEUE_DURATION = Histogram(
+    "sentclf_inference_queue_duration_seconds",
+    "Time a request waited for its batch to start (0 when it ran at once on an idle server).",
+    _MODEL,
+    buckets=(0.0, *_SECONDS),
+)
+COMPUTE_DURATION = Histogram(
+    "sentclf_inference_compute_duration_seconds",
+    "Time of the model run (tokenise, ORT, softmax) that answered a request.",
+    _MODEL,
+    buckets=_SECONDS,
+)
+IN_FLIGHT = Gauge(
+    "sentclf_inference_requests_in_flight",
+    "Inference requests inside the server now (parsing, queued or running).",
+    _MODEL,
 )
 BATCH_SIZE = Histogram(
-    "sentclf_batch_size",
+    "sentclf_inference_batch_size",
     "Sentences per model run, after dynamic batching.",
+    _MODEL,
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+TRUNCATED = Counter(
+    "sentclf_inference_truncated_sentences",
+    "Sentences cut to the model's character budget before tokenisation (longer than the model reads).",
+    _MODEL,
 )
 
 MODEL_RUNS = Counter("sentclf_model_runs", "ORT calls (a batch runs as one call per length bucket).")
@@ -46,18 +102,43 @@ _TOKENIZE_SECONDS, _MODEL_SECONDS = (
 )
 
 
-_REQUESTS_OK = REQUESTS.labels(code="OK")
+class ModelMetrics:
+    """The inference metrics of one served model (name, version), children bound once."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model, self.version = model, version
+        self.in_flight = IN_FLIGHT.labels(model, version)
+        self.queue = QUEUE_DURATION.labels(model, version)
+        self.compute = COMPUTE_DURATION.labels(model, version)
+        self.batch = BATCH_SIZE.labels(model, version)
+        self.truncated = TRUNCATED.labels(model, version)
+        self._success = {p: INFER_SUCCESS.labels(model, version, p) for p in ("grpc", "http")}
+        self._duration = {p: REQUEST_DURATION.labels(model, version, p) for p in ("grpc", "http")}
+        # Pre-create the usual series so dashboards see zeros, not gaps.
+        for protocol in ("grpc", "http"):
+            for code in ("INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL"):
+                INFER_FAILURE.labels(model, version, protocol, code)
+
+    def observe_request(self, protocol: str, code: str, seconds: float) -> None:
+        """One finished inference request: its status and its time in the server."""
+        if code == "OK":
+            self._success[protocol].inc()
+        else:
+            INFER_FAILURE.labels(self.model, self.version, protocol, code).inc()
+        self._duration[protocol].observe(seconds)
+
+    def observe_refusal(self, protocol: str, code: str) -> None:
+        """An inference request refused before it could be read (too large, cut off): no duration."""
+        INFER_FAILURE.labels(self.model, self.version, protocol, code).inc()
+
+    def observe_batch(self, size: int) -> None:
+        """Record the size of one model run."""
+        self.batch.observe(size)
 
 
-def observe_request(code_name: str, seconds: float) -> None:
-    """Record one finished ModelInfer call."""
-    (_REQUESTS_OK if code_name == "OK" else REQUESTS.labels(code=code_name)).inc()
-    LATENCY.observe(seconds)
-
-
-def observe_batch(size: int) -> None:
-    """Record the size of one model run."""
-    BATCH_SIZE.observe(size)
+def count_request(protocol: str, endpoint: str, code: str) -> None:
+    """One request of any endpoint, with its final status (gRPC code name)."""
+    REQUESTS.labels(protocol, endpoint, code).inc()
 
 
 def observe_model(stats: BatchStats) -> None:
@@ -69,6 +150,37 @@ def observe_model(stats: BatchStats) -> None:
     _MODEL_SECONDS.inc(stats.model_s)
 
 
-def start_metrics_server(address: str, port: int) -> None:
-    """Serve /metrics from a daemon thread (prometheus_client's own HTTP server)."""
-    start_http_server(port, addr=address)
+class _MetricsHandler(BaseHTTPRequestHandler):
+    """GET/HEAD /metrics: the exposition; any other path 404, so a probe aimed at this port fails."""
+
+    server_version = "sentclf-metrics"
+    timeout = 30
+
+    def _answer(self, head: bool) -> None:
+        if self.path.split("?", 1)[0] != "/metrics":
+            body, status, kind = b"not found: metrics are at /metrics\n", HTTPStatus.NOT_FOUND, "text/plain"
+        else:
+            body, status, kind = generate_latest(), HTTPStatus.OK, CONTENT_TYPE_LATEST
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(head=True)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Quiet: scrapes every few seconds would flood the log."""
+
+
+def start_metrics_server(address: str, port: int) -> ThreadingHTTPServer:
+    """Serve /metrics from a daemon thread; returns the server (its port, when `port` was 0)."""
+    server = ThreadingHTTPServer((address, port), _MetricsHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

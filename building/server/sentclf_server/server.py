@@ -21,8 +21,11 @@ from tritonclient.grpc import service_pb2_grpc
 
 from .batcher import DynamicBatcher
 from .config import Settings
-from .metrics import observe_batch, observe_model, start_metrics_server
-from .service import SERVICE_NAME, InferenceServicer, ServerState
+from .dataplane import DataPlane
+from .grpc_guard import GuardInterceptor, core_receive_limit
+from .http_server import HttpServer
+from .metrics import observe_model, start_metrics_server
+from .service import SERVICE_NAME, InferenceServicer
 
 if TYPE_CHECKING:
     from .model import SentenceClassifier
@@ -33,9 +36,10 @@ _HEALTH_SERVICES = ("", SERVICE_NAME)
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
-    """Channel options: bounded receive size (oversized -> RESOURCE_EXHAUSTED), no silent port sharing."""
+    """Channel options: bounded receive size, no silent port sharing. A message over MAX_MESSAGE_BYTES is
+    refused (and counted) by grpc_guard; the core's own limit is only a ceiling above that."""
     return [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", core_receive_limit(settings.max_message_bytes)),
         # gRPC enables SO_REUSEPORT by default, which would let a second server bind the same port
         # silently and steal half the traffic; fail loudly instead.
         ("grpc.so_reuseport", 0),
@@ -87,24 +91,29 @@ def serve(settings: Settings) -> None:
     """Run the server until SIGTERM/SIGINT, then drain in-flight requests within the grace period."""
     stop = threading.Event()
     _install_signal_handlers(stop)
-    state = ServerState(settings)
+    state = DataPlane(settings)
     health_servicer = health.HealthServicer()
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)  # until warmed up
 
     pool = ThreadPoolExecutor(max_workers=settings.rpc_threads, thread_name_prefix="rpc")
-    server = grpc.server(pool, options=grpc_options(settings))
+    server = grpc.server(pool, options=grpc_options(settings), interceptors=[GuardInterceptor(state)])
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{settings.bind_address}:{settings.grpc_port}")
+    http: HttpServer | None = None
     server.start()
     try:
+        if settings.http_port:
+            http = HttpServer(state, settings.bind_address, settings.http_port, settings.max_http_connections)
+            http.start()
         start_metrics_server(settings.bind_address, settings.metrics_port)
         log.info(
-            "starting sentclf-server: model=%s version=%s grpc=%s:%d metrics=%s:%d model_dir=%s",
+            "starting sentclf-server: model=%s version=%s grpc=%s:%d http=%s metrics=%s:%d model_dir=%s",
             settings.model_name,
             settings.model_version,
             settings.bind_address,
             port,
+            f"{settings.bind_address}:{http.port}" if http else "off",
             settings.bind_address,
             settings.metrics_port,
             settings.model_dir,
@@ -117,7 +126,7 @@ def serve(settings: Settings) -> None:
                 settings.max_batch_size,
                 settings.max_batch_delay_s,
                 settings.max_concurrent_batches,
-                observe_batch,
+                state.metrics.observe_batch,
             )
             _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
             log.info(
@@ -128,14 +137,18 @@ def serve(settings: Settings) -> None:
                 port,
             )
             stop.wait()
-        _drain(state, health_servicer, server, settings)
+        _drain(state, health_servicer, server, http, settings)
     finally:
         server.stop(0)
         pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _drain(
-    state: ServerState, servicer: health.HealthServicer, server: grpc.Server, settings: Settings
+    state: DataPlane,
+    servicer: health.HealthServicer,
+    server: grpc.Server,
+    http: HttpServer | None,
+    settings: Settings,
 ) -> None:
     grace = settings.grace_period_s
     log.info("stop signal received: NOT_SERVING, draining in-flight requests (grace %.1fs)", grace)
@@ -145,8 +158,11 @@ def _drain(
         # Optional: keep answering (health says NOT_SERVING) while load balancers notice, so clients
         # still routed here are not refused.
         time.sleep(settings.drain_delay_s)
-    # Rejects new RPCs at once; in-flight ones (and the batches they run) get `grace` seconds.
-    server.stop(grace).wait()
+    # Rejects new RPCs and HTTP requests at once; in-flight ones (and their batches) get `grace` seconds.
+    stopped = server.stop(grace)
+    if http is not None:
+        http.stop(grace)
+    stopped.wait()
     if state.batcher is not None:
         state.batcher.stop()
     log.info("drained; exiting")

@@ -1,20 +1,19 @@
-"""inference.GRPCInferenceService (KServe v2 / Open Inference Protocol) on top of the dynamic batcher."""
+"""inference.GRPCInferenceService (KServe v2 / Open Inference Protocol): the gRPC shell over the data plane
+(dataplane.py), which holds the model, the batcher, the request limits and the metrics."""
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from . import SERVER_NAME, __version__
-from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
 from .codec import CodecError, decode_bytes_tensor
 from .config import Settings
-from .metrics import observe_request
+from .dataplane import PLATFORM, DataPlane, InferenceError
+from .limits import LimitExceeded, RequestLimits
 
 # `X as X`: the output names stay importable from here, where they lived before outputs.py.
 from .outputs import LABEL_NAME_OUTPUT as LABEL_NAME_OUTPUT
@@ -28,7 +27,6 @@ SERVICE_NAME = "inference.GRPCInferenceService"
 INPUT_NAME = "text"
 # The optional protocol features this server implements, as Triton names them in ServerMetadata.
 EXTENSIONS = ("model_configuration",)
-PLATFORM = "onnxruntime_onnx"
 # Requested-output parameters that ask for features this server does not have.
 _UNSUPPORTED_OUTPUT_PARAMS = ("classification", "shared_memory_region")
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -44,18 +42,12 @@ class RequestError(Exception):
         self.message = message
 
 
-@dataclass
-class ServerState:
-    """What the RPC handlers need to know about the process; filled in as the server starts and drains."""
+# What the RPC handlers need to know about the process (the name it had before the HTTP shell shared it).
+ServerState = DataPlane
 
-    settings: Settings
-    batcher: DynamicBatcher | None = None
-    draining: bool = False
-    loaded_at: float = field(default=0.0)
 
-    @property
-    def ready(self) -> bool:
-        return self.batcher is not None and not self.draining
+def _status(err: InferenceError) -> RequestError:
+    return RequestError(grpc.StatusCode[err.code], err.message)
 
 
 def _utf8(item: bytes, index: int) -> str:
@@ -84,12 +76,10 @@ def _check_shape(tensor: service_pb2.ModelInferRequest.InferInputTensor, max_req
     shape = list(tensor.shape)
     if len(shape) != 1 or shape[0] < 0:
         raise RequestError(_INVALID, f"input '{INPUT_NAME}' must have shape [batch] (1-D), got {shape}")
-    if shape[0] == 0:
-        raise RequestError(_INVALID, f"input '{INPUT_NAME}' is an empty batch; send at least one sentence")
-    if shape[0] > max_request_batch:
-        raise RequestError(
-            _INVALID, f"batch of {shape[0]} sentences exceeds MAX_REQUEST_BATCH={max_request_batch}; split it"
-        )
+    try:
+        RequestLimits(0, max_request_batch, 0).check_count(shape[0], INPUT_NAME)
+    except LimitExceeded as exc:
+        raise RequestError(_INVALID, str(exc)) from None
     return shape[0]
 
 
@@ -183,19 +173,14 @@ def model_config(settings: Settings) -> model_config_pb2.ModelConfig:
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """The KServe v2 RPCs this server implements; every other RPC answers UNIMPLEMENTED."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: DataPlane) -> None:
         self._state = state
 
     def _check_model(self, name: str, version: str) -> None:
-        settings = self._state.settings
-        if name != settings.model_name:
-            message = f"unknown model '{name}'; this server serves '{settings.model_name}'"
-            raise RequestError(grpc.StatusCode.NOT_FOUND, message)
-        if version and version != settings.model_version:
-            raise RequestError(
-                grpc.StatusCode.NOT_FOUND,
-                f"model '{name}' has no version '{version}'; serving version '{settings.model_version}'",
-            )
+        try:
+            self._state.check_model(name, version)
+        except InferenceError as err:
+            raise _status(err) from None
 
     def ServerLive(
         self, request: service_pb2.ServerLiveRequest, context: Context
@@ -210,12 +195,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelReady(
         self, request: service_pb2.ModelReadyRequest, context: Context
     ) -> service_pb2.ModelReadyResponse:
-        # Like Triton: an unknown model is simply not ready (so clients' is_model_ready() returns False).
-        try:
-            self._check_model(request.name, request.version)
-        except RequestError:
-            return service_pb2.ModelReadyResponse(ready=False)
-        return service_pb2.ModelReadyResponse(ready=self._state.ready)
+        return service_pb2.ModelReadyResponse(ready=self._state.model_ready(request.name, request.version))
 
     def ServerMetadata(
         self, request: service_pb2.ServerMetadataRequest, context: Context
@@ -255,38 +235,32 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: service_pb2.ModelInferRequest, context: Context | None = None
     ) -> service_pb2.ModelInferResponse:
         self._check_model(request.model_name, request.model_version)
-        batcher = self._state.batcher
-        # Still served while draining: a client that has not yet seen NOT_SERVING should not fail.
-        if batcher is None:
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, "model is still loading; retry when SERVING")
-        settings = self._state.settings
+        state = self._state
+        if state.batcher is None:
+            raise _status(InferenceError("UNAVAILABLE", "model is still loading; retry when SERVING"))
+        settings = state.settings
         texts = parse_text_input(request, settings.max_request_batch)
         outputs = requested_outputs(request)
-        probs = batcher.submit(texts, None if context is None else context.add_callback)
+        try:
+            probs = state.infer(texts, None if context is None else context.add_callback)
+        except InferenceError as err:
+            raise _status(err) from None
         return build_response(request, settings, probs, outputs)
 
     def ModelInfer(
         self, request: service_pb2.ModelInferRequest, context: Context
     ) -> service_pb2.ModelInferResponse:
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return self._infer(request, context)
-        except RequestError as err:
-            code = err.code
-            context.abort(err.code, err.message)
-        except BatcherStopped as exc:
-            code = grpc.StatusCode.UNAVAILABLE
-            context.abort(code, str(exc))
-        except RequestCancelled as exc:
-            code = grpc.StatusCode.CANCELLED  # client went away or deadline passed; nobody reads this
-            context.abort(code, str(exc))
-        except Exception:
-            log.exception("ModelInfer failed")
-            code = grpc.StatusCode.INTERNAL
-            context.abort(code, "internal error during inference; see server log")
-        finally:
-            observe_request(code.name, time.perf_counter() - start)
+        message = ""
+        with self._state.track("grpc") as outcome:
+            try:
+                return self._infer(request, context)
+            except RequestError as err:
+                outcome.code, message = err.code.name, err.message
+            except Exception:
+                log.exception("ModelInfer failed")
+                outcome.code, message = "INTERNAL", "internal error during inference; see server log"
+        # Aborted outside track(): context.abort raises, which track() would count as INTERNAL.
+        context.abort(grpc.StatusCode[outcome.code], message)
 
 
 def _unimplemented(self: InferenceServicer, request: object, context: Context) -> None:

@@ -1,0 +1,136 @@
+"""A registered version served in a cluster: Deployment, Service, HorizontalPodAutoscaler and a KServe
+InferenceService, rendered from kubernetes/templates/serving.yaml without a cluster.
+
+The image is the one the building step tagged the version with (`server_image`; one built outside the
+registry is named under SENTCLF_REGISTRY, where `docker tag` + `docker push` put it). The memory request is
+what the version's evaluate run measured its server using at peak under load (`server_memory_peak_mb`),
+with headroom; the limit is twice the request.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import yaml
+
+from conductor.kube.manifests import PART_OF, ManifestError
+from conductor.kube.settings import TEMPLATE_DIR, KubeSettings
+from conductor.serve import ServeError, resolve_image
+
+TEMPLATE = "serving.yaml"
+MEMORY_METRIC = "server_memory_peak_mb"
+# Request = measured peak x headroom, rounded up to 16 MiB; limit = LIMIT_FACTOR x request.
+HEADROOM = 1.5
+LIMIT_FACTOR = 2
+MIN_MEMORY_MI = 128
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """What the manifests need to know about one registered version."""
+
+    model_name: str
+    version: str
+    image: str
+    memory_peak_mb: float
+
+
+def _dns_name(text: str) -> str:
+    name = _NOT_DNS.sub("-", text.lower()).strip("-")[:63].rstrip("-")
+    if not name:
+        raise ManifestError(f"{text!r} gives no Kubernetes name")
+    return name
+
+
+def resolve_version(model_uri: str, client: mlflow.MlflowClient | None = None) -> tuple[str, str, str]:
+    """(model name, version, server image) of `models:/<name>/<version>` or `models:/<name>@<alias>`."""
+    try:
+        return resolve_image(model_uri, client)
+    except ServeError as exc:
+        raise ManifestError(str(exc)) from None
+
+
+def measured_memory_mb(image: str, client: mlflow.MlflowClient | None = None) -> float:
+    """server_memory_peak_mb of the newest evaluate run that served `image` (tag input.server_image)."""
+    client = client or mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`input.server_image` = '{image}' and metrics.{MEMORY_METRIC} > 0",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise ManifestError(
+            f"no evaluate run measured {image} ({MEMORY_METRIC}): run "
+            "`mlflow run evaluate -P model_version=<version>`, or give --memory-mb"
+        )
+    return float(runs[0].data.metrics[MEMORY_METRIC])
+
+
+def memory_quantities(peak_mb: float) -> tuple[str, str]:
+    """(request, limit) as Kubernetes quantities for a measured peak."""
+    request = max(MIN_MEMORY_MI, math.ceil(peak_mb * HEADROOM / 16) * 16)
+    return f"{request}Mi", f"{request * LIMIT_FACTOR}Mi"
+
+
+def registry_image(image: str, settings: KubeSettings) -> str:
+    """The image under SENTCLF_REGISTRY (as it is, if it is there already)."""
+    if image.startswith(f"{settings.registry}/"):
+        return image
+    return f"{settings.registry}/{image.rsplit('/', 1)[-1]}"
+
+
+def _set_container(container: dict, image: str, memory: tuple[str, str]) -> None:
+    container["image"] = image
+    container["resources"]["requests"]["memory"], container["resources"]["limits"]["memory"] = memory
+
+
+def render_serving(
+    served: ServedVersion, settings: KubeSettings, template_dir: Path = TEMPLATE_DIR
+) -> list[dict]:
+    """[Deployment, Service, HorizontalPodAutoscaler, InferenceService] for one version."""
+    docs = list(yaml.safe_load_all((template_dir / TEMPLATE).read_text()))
+    kinds = [doc.get("kind") for doc in docs]
+    if kinds != ["Deployment", "Service", "HorizontalPodAutoscaler", "InferenceService"]:
+        raise ManifestError(f"{template_dir / TEMPLATE} holds {kinds}")
+    deployment, service, autoscaler, inference = docs
+    name = _dns_name(served.model_name)
+    selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "server"}
+    labels = {**PART_OF, **selector, "app.kubernetes.io/version": _dns_name(f"v{served.version}")}
+    image = registry_image(served.image, settings)
+    memory = memory_quantities(served.memory_peak_mb)
+    for doc in docs:
+        doc["metadata"].update(name=name, namespace=settings.namespace)
+        doc["metadata"]["labels"] = dict(labels)
+    annotations = {
+        "sentclf.model-version": served.version,
+        "sentclf.server-memory-peak-mb": f"{served.memory_peak_mb:.1f}",
+    }
+    deployment["metadata"]["annotations"] = annotations
+    deployment["spec"]["selector"]["matchLabels"] = dict(selector)
+    pod = deployment["spec"]["template"]
+    pod["metadata"]["labels"] = dict(labels)
+    (container,) = pod["spec"]["containers"]
+    _set_container(container, image, memory)
+    service["spec"]["selector"] = dict(selector)
+    autoscaler["spec"]["scaleTargetRef"]["name"] = name
+    inference["metadata"]["annotations"] = {**inference["metadata"]["annotations"], **annotations}
+    (predictor,) = inference["spec"]["predictor"]["containers"]
+    _set_container(predictor, image, memory)
+    if settings.pull_secret:
+        pod["spec"]["imagePullSecrets"] = [{"name": settings.pull_secret}]
+        inference["spec"]["predictor"]["imagePullSecrets"] = [{"name": settings.pull_secret}]
+    return docs
+
+
+def serving_manifests(model_uri: str, settings: KubeSettings, memory_mb: float | None = None) -> list[dict]:
+    """The manifests of a registered version, looked up in the tracking store."""
+    name, version, image = resolve_version(model_uri)
+    peak = memory_mb if memory_mb is not None else measured_memory_mb(image)
+    return render_serving(ServedVersion(name, version, image, peak), settings)

@@ -1,0 +1,136 @@
+"""`make serve`: a registered version's server image on this machine, in the foreground.
+
+    python -m conductor.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
+
+The model URI names a version (`models:/<name>/<version>`) or an alias (`models:/<name>@<alias>`); the
+image is the one the building step tagged that version with (`server_image`). The container runs on the
+host network with the three ports printed, its log follows on stdout, and Ctrl-C (or SIGTERM) stops it
+with the server's own drain and removes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import signal
+import sys
+import threading
+import uuid
+
+import docker
+import docker.errors
+import mlflow
+
+from sentclf.schema import SERVER_IMAGE_TAG
+
+DEFAULT_MODEL = "models:/cola-classifier@champion"
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+CONTAINER_LABEL = "sentclf.serve"
+
+
+class ServeError(RuntimeError):
+    """The version or its image cannot be found; the message says what to run."""
+
+
+def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> tuple[str, str, str]:
+    """(model name, version, server image) of a `models:/name/version` or `models:/name@alias` URI."""
+    match = _URI.match(model_uri)
+    if not match:
+        raise ServeError(f"{model_uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+    client = client or mlflow.MlflowClient()
+    name = match["name"]
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(name, match["alias"])
+        else:
+            version = client.get_model_version(name, match["version"])
+    except mlflow.exceptions.MlflowException as exc:
+        raise ServeError(
+            f"{model_uri}: no such version in {mlflow.get_tracking_uri()} ({exc.message}); "
+            "`make run` registers versions, the gate moves `champion`"
+        ) from None
+    image = version.tags.get(SERVER_IMAGE_TAG)
+    if not image:
+        raise ServeError(
+            f"{model_uri} (version {version.version}) has no server image; build it with "
+            f"`mlflow run building -P model_uri=models:/{name}/{version.version}`"
+        )
+    return name, str(version.version), image
+
+
+def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> int:
+    name, version, image = resolve_image(model_uri)
+    engine = docker.from_env()
+    try:
+        engine.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ServeError(
+            f"image {image} of {name} version {version} is not on this machine; rebuild it with "
+            f"`mlflow run building -P model_uri=models:/{name}/{version}`"
+        ) from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    container = engine.containers.run(
+        image,
+        detach=True,
+        name=f"sentclf-serve-{name}-{version}-{uuid.uuid4().hex[:6]}",
+        network_mode="host",
+        environment={
+            "HTTP_PORT": str(http_port),
+            "GRPC_PORT": str(grpc_port),
+            "METRICS_PORT": str(metrics_port),
+        },
+        labels={CONTAINER_LABEL: "1"},
+    )
+    try:
+        print(f"serving {name} version {version} from {image} (container {container.name})", flush=True)
+        print(
+            f"  HTTP     http://127.0.0.1:{http_port}  (/v2/health/ready, /v2/models/<m>/infer)", flush=True
+        )
+        print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
+        print(f"  metrics  http://127.0.0.1:{metrics_port}/metrics", flush=True)
+        print("Ctrl-C stops and removes it.", flush=True)
+        follower = threading.Thread(target=_follow, args=(container,), daemon=True)
+        follower.start()
+        while not stop.wait(0.5):
+            container.reload()
+            if container.status == "exited":
+                code = container.attrs["State"]["ExitCode"]
+                print(f"the server exited with {code}", file=sys.stderr, flush=True)
+                return code or 1
+        print("stopping (the server drains in-flight requests)", flush=True)
+        with contextlib.suppress(docker.errors.APIError):
+            container.stop(timeout=30)
+        follower.join(timeout=5)
+        return 0
+    finally:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            container.remove(force=True)
+        print(f"removed {container.name}", flush=True)
+
+
+def _follow(container: docker.models.containers.Container) -> None:
+    with contextlib.suppress(Exception):
+        for chunk in container.logs(stream=True, follow=True):
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m conductor.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    args = parser.parse_args(argv)
+    try:
+        return serve(args.model, args.http_port, args.grpc_port, args.metrics_port)
+    except ServeError as exc:
+        print(f"make serve: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

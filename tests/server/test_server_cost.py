@@ -1,0 +1,98 @@
+"""Bad input that costs: huge sentences are cut to what the model reads before they are tokenised, so eight
+requests of three 1 MB strings at once do not hold up a short sentence sent while they run, and the
+server's memory after twenty such requests comes back near its steady state."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+
+MEGABYTE = 2**20
+# Three 1 MB strings and the protocol's framing fit; the fixture's default limit (64 KB) would refuse them.
+LIMITS = {"MAX_MESSAGE_BYTES": str(8 * MEGABYTE), "MAX_BATCH_DELAY_MS": "2"}
+HUGE = ("the cat sat on the mat " * (MEGABYTE // 23 + 1))[:MEGABYTE]
+
+
+def _text(sentences: list[str]) -> triton.InferInput:
+    tensor = triton.InferInput("text", [len(sentences)], "BYTES")
+    tensor.set_data_from_numpy(np.array(sentences, dtype=object))
+    return tensor
+
+
+def _short_latency(url: str) -> float:
+    with triton.InferenceServerClient(url) as client:
+        began = time.perf_counter()
+        client.infer("cola", [_text(["the dog ran"])])
+        return time.perf_counter() - began
+
+
+def _burst(url: str, requests: int = 8) -> tuple[float, list[BaseException]]:
+    """`requests` requests of three 1 MB strings at once and, once they are on their way, one short
+    sentence; the short one's latency, and any error the big ones met."""
+    errors: list[BaseException] = []
+    started = threading.Barrier(requests + 1)
+
+    def big() -> None:
+        with triton.InferenceServerClient(url) as client:
+            started.wait()
+            try:
+                result = client.infer("cola", [_text([HUGE, HUGE, HUGE])], client_timeout=60)
+                assert result.as_numpy("label").shape == (3,)
+            except BaseException as exc:  # reported by the test
+                errors.append(exc)
+
+    threads = [threading.Thread(target=big) for _ in range(requests)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    time.sleep(0.05)  # the big requests are on the wire and in the server
+    latency = _short_latency(url)
+    for thread in threads:
+        thread.join(timeout=120)
+    return latency, errors
+
+
+@pytest.fixture
+def cost_server(request, model_dir, server_factory, image_factory, tmp_path) -> Iterator[object]:
+    if request.param == "process":
+        server = server_factory(model_dir, tmp_path / "server.log", **LIMITS)
+    else:
+        server = image_factory(request.getfixturevalue("server_image"), **LIMITS)
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("cost_server", ["process"], indirect=True)
+def test_huge_sentences_do_not_hold_up_a_short_one(cost_server) -> None:
+    baseline = statistics.median(_short_latency(cost_server.url) for _ in range(5))
+    latency, errors = _burst(cost_server.url)
+    assert not errors, errors
+    # "within a few batch delays, not seconds": before the cut it waited about 8 s
+    assert latency < max(0.25, 20 * baseline), (latency, baseline)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("cost_server", ["image"], indirect=True)
+def test_memory_returns_after_oversize_requests(cost_server) -> None:
+    from sentclf.containers import container_memory_mb
+
+    for _ in range(20):
+        _short_latency(cost_server.url)
+    time.sleep(1.0)
+    steady = container_memory_mb(cost_server.container)
+    latencies = []
+    for _ in range(3):  # 24 requests of three 1 MB strings, eight at a time
+        latency, errors = _burst(cost_server.url)
+        assert not errors, errors
+        latencies.append(latency)
+    time.sleep(1.0)
+    after = container_memory_mb(cost_server.container)
+    print(f"short-request latency during bursts {latencies}; memory {steady:.1f} -> {after:.1f} MB")
+    assert max(latencies) < 0.5, latencies
+    assert after <= 1.5 * steady, (steady, after)
