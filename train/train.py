@@ -1,10 +1,14 @@
 """Train step: fine-tune the backbone on a preprocess run's splits, export ONNX, check parity, log and
 register the model.
 
+The classes come from the preprocess run (its label set: 2..200 classes, names from the data): the head has
+one logit per class, the model config carries id2label/label2id, the serving config and the registered
+version carry the names in class order.
+
 Artifacts: the ONNX model (mlflow onnx flavor, with signature, input example, tokenizer.json and
-serving_config.json as extra files), a confusion matrix, misclassified validation samples, a classification
-report. The new registered version gets the alias `challenger`; only the evaluate step's gate moves
-`champion`.
+serving_config.json as extra files), a confusion matrix (figure and JSON), misclassified validation samples,
+a classification report. The new registered version gets the alias `challenger`; only the evaluate step's
+gate moves `champion`.
 """
 
 import argparse
@@ -19,6 +23,7 @@ import mlflow
 import mlflow.onnx
 import numpy as np
 import onnx
+import pandas as pd
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
@@ -26,10 +31,18 @@ from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import BUNDLED_BACKBONE, resolve_backbone
 from sentclf.cli import parse_bool
-from sentclf.data import read_split
+from sentclf.data import read_label_set, read_split
 from sentclf.hub import offline_reason
+from sentclf.metrics import classification_metrics
 from sentclf.plots import log_confusion_matrix
-from sentclf.schema import LABEL_NAMES
+from sentclf.schema import (
+    CHALLENGER_ALIAS,
+    LABEL_COLUMN,
+    LABEL_NAMES_TAG,
+    MODEL_VERSION_TAG,
+    TRAIN_RUN_TAG,
+    LabelSet,
+)
 from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, step_run
 
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
@@ -41,7 +54,9 @@ from variants import VARIANTS, build_variants, compare_variants
 
 logger = logging.getLogger("train")
 
-CHALLENGER_ALIAS = "challenger"
+# What decides a prediction beyond the argmax, as the run's tag DECISION_CALIBRATION_TAG records it.
+DECISION_CALIBRATION_TAG = "decision_calibration"
+MARGIN_SHIFT, NO_CALIBRATION = "margin_shift", "none"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tune-threshold",
         type=parse_bool,
         required=True,
-        help="shift the decision threshold to the validation-MCC optimum (folded into the head's bias)",
+        help="two classes: shift the decision threshold to the validation-MCC optimum (folded into the "
+        "head's bias); more classes: no calibration (the argmax), whatever this says",
     )
     parser.add_argument("--registered-model-name", required=True)
     return parser.parse_args(argv)
@@ -118,7 +134,8 @@ def validate_args(args: argparse.Namespace) -> None:
 
 
 def load_backbone_config(base_model: str) -> tuple[str, AutoConfig]:
-    """Load the backbone's config first: an unknown name fails in a second, not after the data work."""
+    """Load the backbone's config first: an unknown name fails in a second, not after the data work. The
+    head is sized later, from the data's label set (`configure_head`)."""
     source = resolve_backbone(base_model)
     if base_model != BUNDLED_BACKBONE and not Path(source).is_dir():
         reason = offline_reason(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
@@ -128,12 +145,49 @@ def load_backbone_config(base_model: str) -> tuple[str, AutoConfig]:
                 f"hub id, but the hub is {reason}. Use `bundled` (offline) or a local Hugging Face folder."
             )
     try:
-        return source, AutoConfig.from_pretrained(source, num_labels=len(LABEL_NAMES))
+        return source, AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise StepInputError(
             f"base_model {base_model!r} cannot be loaded ({str(error).splitlines()[0]}). Use `bundled` "
             "(offline), a local Hugging Face folder, or a hub id where a hub is reachable."
         ) from None
+
+
+def configure_head(config: AutoConfig, label_set: LabelSet) -> AutoConfig:
+    """One output per class, and the classes' names in the config (id2label / label2id), in class order."""
+    config.num_labels = label_set.size
+    config.id2label = dict(enumerate(label_set.names))
+    config.label2id = {name: index for index, name in enumerate(label_set.names)}
+    return config
+
+
+def check_labels(frame: pd.DataFrame, split: str, label_set: LabelSet, data_run_id: str) -> None:
+    """The split's labels must be class indices of the run's label set."""
+    labels = frame[LABEL_COLUMN]
+    values = pd.to_numeric(labels, errors="coerce")
+    bad = labels[values.isna() | (values % 1 != 0) | ~values.between(0, label_set.size - 1)]
+    if len(bad):
+        raise StepInputError(
+            f"split {split} of preprocess run {data_run_id} holds labels that are not class indices "
+            f"0..{label_set.size - 1} of its {label_set.size}-class label set (e.g. {bad.iloc[0]!r}): "
+            "the run predates or breaks the label-set contract; rerun preprocess and train on the new run"
+        )
+
+
+def check_every_class_is_trained(labels: np.ndarray, label_set: LabelSet, max_train_samples: int) -> None:
+    """A class without a single training row cannot be learned: say which, and what to do."""
+    missing = np.flatnonzero(np.bincount(labels, minlength=label_set.size) == 0)
+    if len(missing):
+        names = ", ".join(repr(label_set.names[i]) for i in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        fix = (
+            f"raise max_train_samples (now {max_train_samples}; -1 = all rows)"
+            if max_train_samples != -1
+            else "add training rows for them, or drop them from the data (and the labels parameter)"
+        )
+        raise StepInputError(
+            f"{len(missing)} of {label_set.size} classes have no training rows ({names}{more}): {fix}"
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -142,33 +196,51 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def onnx_signature() -> ModelSignature:
+def onnx_signature(num_classes: int) -> ModelSignature:
     inputs = Schema([TensorSpec(np.dtype(np.int64), (-1, -1), name) for name in INPUT_NAMES])
-    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, len(LABEL_NAMES)), OUTPUT_NAME)])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), OUTPUT_NAME)])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def log_evaluation_artifacts(split: EncodedSplit, logits: np.ndarray) -> None:
+def per_class_metrics(labels: np.ndarray, predictions: np.ndarray, label_set: LabelSet) -> dict[str, float]:
+    """`val_{precision,recall,f1,support}_class_<name>` of the shipped model (names made key-safe)."""
+    metrics = classification_metrics(labels, predictions, label_set.size, label_set.names)
+    return {f"val_{key}": value for key, value in metrics.items() if "_class_" in key}
+
+
+def log_evaluation_artifacts(split: EncodedSplit, logits: np.ndarray, label_set: LabelSet) -> None:
+    """What the shipped model does on validation: per-class metrics, confusion matrix, errors, report."""
     predictions = logits.argmax(axis=1)
+    mlflow.log_metrics(per_class_metrics(split.labels, predictions, label_set))
     log_confusion_matrix(
         split.labels,
         predictions,
         "Validation confusion matrix (best epoch)",
         "evaluation/confusion_matrix.png",
+        label_set.names,
     )
-    mlflow.log_table(misclassified_table(split.texts, split.labels, logits), "evaluation/misclassified.json")
-    mlflow.log_text(classification_report(split.labels, predictions), "evaluation/classification_report.txt")
+    mlflow.log_table(
+        misclassified_table(split.texts, split.labels, logits, label_set.names),
+        "evaluation/misclassified.json",
+    )
+    mlflow.log_text(
+        classification_report(split.labels, predictions, label_set.names),
+        "evaluation/classification_report.txt",
+    )
 
 
-def log_and_register(onnx_path: Path, tokenizer_dir: Path, sample: dict, args: argparse.Namespace) -> str:
-    """Log the ONNX model with its serving files, register a version, alias it `challenger`."""
+def log_and_register(
+    onnx_path: Path, tokenizer_dir: Path, sample: dict, args: argparse.Namespace, label_set: LabelSet
+) -> str:
+    """Log the ONNX model with its serving files, register a version (tagged with its run and its classes'
+    names), alias it `challenger`."""
     serving_config = tokenizer_dir / "serving_config.json"
     serving_config.write_text(
         json.dumps(
             {
                 "model_name": "cola",
                 "max_seq_length": args.max_seq_length,
-                "labels": list(LABEL_NAMES),
+                "labels": list(label_set.names),
                 "input_names": INPUT_NAMES,
                 "output_name": OUTPUT_NAME,
             },
@@ -178,7 +250,7 @@ def log_and_register(onnx_path: Path, tokenizer_dir: Path, sample: dict, args: a
     info = mlflow.onnx.log_model(
         onnx.load(str(onnx_path)),
         name="model",
-        signature=onnx_signature(),
+        signature=onnx_signature(label_set.size),
         input_example={name: sample[name][:2].numpy() for name in INPUT_NAMES},
         registered_model_name=args.registered_model_name,
         save_as_external_data=False,
@@ -189,11 +261,28 @@ def log_and_register(onnx_path: Path, tokenizer_dir: Path, sample: dict, args: a
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(args.registered_model_name, CHALLENGER_ALIAS, version)
     client.set_model_version_tag(
-        args.registered_model_name, version, "train_run_id", mlflow.active_run().info.run_id
+        args.registered_model_name, version, TRAIN_RUN_TAG, mlflow.active_run().info.run_id
     )
-    mlflow.set_tag("registered_model_version", version)
+    client.set_model_version_tag(args.registered_model_name, version, LABEL_NAMES_TAG, label_set.names_json())
+    mlflow.set_tag(MODEL_VERSION_TAG, version)
     logger.info("registered %s version %s (alias %s)", args.registered_model_name, version, CHALLENGER_ALIAS)
     return version
+
+
+def load_classifier(source: str, config: AutoConfig, pooling: str, base_model: str) -> torch.nn.Module:
+    """The model to fine-tune; a checkpoint whose own classification head has another number of classes
+    than the data cannot be loaded into this head (pooling=cls keeps the checkpoint's head)."""
+    try:
+        return build_classifier(source, config, pooling)
+    except RuntimeError as error:
+        # transformers 5 names `ignore_mismatched_sizes`; torch's load_state_dict says "size mismatch".
+        if "mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
+            raise
+        raise StepInputError(
+            f"base_model {base_model!r} has a classification head of another size than the data's "
+            f"{config.num_labels} classes (pooling={pooling}): use pooling=mean or pooling=mix (a new head "
+            "on the encoder), or a base model without a classification head (e.g. `bundled`)"
+        ) from None
 
 
 def tune_threshold(
@@ -216,10 +305,24 @@ def run(args: argparse.Namespace) -> None:
     validate_args(args)
     source, config = load_backbone_config(args.base_model)
     data_run = resolve_step_run(args.data_run_id, "preprocess")
-    record_inputs(data_run_id=data_run.info.run_id)
+    data_run_id = data_run.info.run_id
+    record_inputs(data_run_id=data_run_id)
+    label_set = read_label_set(data_run_id)
+    configure_head(config, label_set)
+    mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
+    # The margin shift is a two-class decision; for more classes the argmax decides (README: no per-class
+    # bias is fitted, validation is too small per class to fit and check one on).
+    calibrate = args.tune_threshold and label_set.is_binary
+    mlflow.set_tag(DECISION_CALIBRATION_TAG, MARGIN_SHIFT if calibrate else NO_CALIBRATION)
+    if args.tune_threshold and not calibrate:
+        logger.info(
+            "tune_threshold: %d classes, no decision calibration (the argmax decides)", label_set.size
+        )
     mlflow.log_param("torch_threads", torch.get_num_threads())
-    train_frame = read_split(data_run.info.run_id, "train")
-    validation_frame = read_split(data_run.info.run_id, "validation")
+    train_frame = read_split(data_run_id, "train")
+    validation_frame = read_split(data_run_id, "validation")
+    check_labels(train_frame, "train", label_set, data_run_id)
+    check_labels(validation_frame, "validation", label_set, data_run_id)
     if args.max_train_samples != -1 and args.max_train_samples < len(train_frame):
         train_frame = train_frame.sample(n=args.max_train_samples, random_state=args.seed).reset_index(
             drop=True
@@ -229,11 +332,14 @@ def run(args: argparse.Namespace) -> None:
             f"batch_size {args.batch_size} is larger than the {len(train_frame)} training rows: lower "
             "batch_size or raise max_train_samples"
         )
+    check_every_class_is_trained(
+        train_frame[LABEL_COLUMN].to_numpy(np.int64), label_set, args.max_train_samples
+    )
 
     seed_everything(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = build_classifier(source, config, args.pooling)
-    if args.tune_threshold:
+    model = load_classifier(source, config, args.pooling, args.base_model)
+    if calibrate:
         try:  # before training: a head the threshold cannot be folded into must not cost a whole run
             output_layer(model)
         except ValueError as error:
@@ -258,7 +364,7 @@ def run(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay,
         layer_lr_decay=args.layer_lr_decay,
         ema_decay=args.ema_decay,
-        tune_threshold=args.tune_threshold,
+        tune_threshold=calibrate,
     )
     summary = train(
         model,
@@ -271,9 +377,9 @@ def run(args: argparse.Namespace) -> None:
     mlflow.log_metrics(summary)
 
     logits, _ = predict(model, validation_split, args.batch_size * 2, tokenizer.pad_token_id)
-    if args.tune_threshold:
+    if calibrate:
         logits = tune_threshold(model, validation_split, logits, args.batch_size * 2, tokenizer.pad_token_id)
-    log_evaluation_artifacts(validation_split, logits)
+    log_evaluation_artifacts(validation_split, logits, label_set)
 
     with tempfile.TemporaryDirectory(prefix="sentclf-train-") as tmp:
         tmp_dir = Path(tmp)
@@ -290,7 +396,7 @@ def run(args: argparse.Namespace) -> None:
                 mlflow.log_artifact(str(path), "onnx_variants")
         tokenizer_dir = tmp_dir / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
-        log_and_register(variants[args.serve_variant], tokenizer_dir, sample, args)
+        log_and_register(variants[args.serve_variant], tokenizer_dir, sample, args, label_set)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -120,10 +120,12 @@ def predict(
 def evaluate(
     model: PreTrainedModel, split: EncodedSplit, batch_size: int, pad_id: int, tune_threshold: bool = False
 ) -> dict[str, float]:
-    """Loss and classification metrics; with `tune_threshold`, also the MCC the model reaches once its
-    decision threshold is tuned on this split (what the train step will ship)."""
+    """Loss and the summary classification metrics (per-class ones are logged once, for the shipped model);
+    with `tune_threshold` (two classes), also the MCC the model reaches once its decision threshold is tuned
+    on this split (what the train step will ship)."""
     logits, loss = predict(model, split, batch_size, pad_id)
-    metrics = {"loss": loss, **classification_metrics(split.labels, logits.argmax(axis=1))}
+    summary = classification_metrics(split.labels, logits.argmax(axis=1), logits.shape[1], per_class=False)
+    metrics = {"loss": loss, **summary}
     if tune_threshold:
         metrics["mcc_tuned_threshold"] = best_margin_shift(split.labels, logits)[2]
     return metrics

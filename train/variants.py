@@ -48,10 +48,13 @@ def onnx_logits(path: Path, split: EncodedSplit, pad_id: int, batch_size: int = 
     """Logits of an ONNX model for every row of `split`, in input order."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     lengths = np.array([len(s) for s in split.input_ids])
-    logits = np.zeros((len(split), 2), dtype=np.float32)
+    logits = None
     for indices in sequential_batches(lengths, batch_size):
         batch = collate(split, indices, pad_id)
-        logits[indices] = session.run([OUTPUT_NAME], {name: batch[name].numpy() for name in INPUT_NAMES})[0]
+        output = session.run([OUTPUT_NAME], {name: batch[name].numpy() for name in INPUT_NAMES})[0]
+        if logits is None:  # one column per class, as many as the model's head has
+            logits = np.zeros((len(split), output.shape[1]), dtype=np.float32)
+        logits[indices] = output
     return logits
 
 
@@ -63,7 +66,7 @@ def compare_variants(
     reference = None
     for name, path in paths.items():
         logits = onnx_logits(path, split, pad_id)
-        scores = classification_metrics(split.labels, logits.argmax(axis=1))
+        scores = classification_metrics(split.labels, logits.argmax(axis=1), logits.shape[1], per_class=False)
         if reference is None:
             reference = scores
         report |= {

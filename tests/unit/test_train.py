@@ -113,7 +113,11 @@ def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, track
         "val_accuracy",
         "val_mcc",
         "val_f1_macro",
-        "val_precision_class_1",
+        "val_f1_weighted",
+        # Per class: once, for the shipped model, by class name (CoLA's two, read from the old-style run).
+        "val_precision_class_acceptable",
+        "val_recall_class_unacceptable",
+        "val_support_class_acceptable",
         "parity_max_abs_diff",
         "best_epoch",
         "train_samples_per_second",
@@ -127,11 +131,15 @@ def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, track
     assert run.data.metrics["variant_optimized_max_abs_diff"] <= 1e-3
     assert "variant_int8_val_mcc_delta" in run.data.metrics
     assert run.data.tags["served_variant"] == "fp32"
+    assert run.data.tags["label_names"] == '["unacceptable", "acceptable"]'
+    assert run.data.tags["decision_calibration"] == "margin_shift"
+    assert "decision_shift" in run.data.metrics
     variant_files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "onnx_variants")}
     assert variant_files == {"onnx_variants/model.optimized.onnx", "onnx_variants/model.int8.onnx"}
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/confusion_matrix.png",
+        "evaluation/confusion_matrix.json",
         "evaluation/misclassified.json",
         "evaluation/classification_report.txt",
     } <= artifacts
@@ -139,6 +147,8 @@ def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, track
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias("tiny-model", "challenger")
     assert str(version.version) == run.data.tags["registered_model_version"]
+    assert version.tags["train_run_id"] == run.info.run_id
+    assert version.tags["label_names"] == '["unacceptable", "acceptable"]'
     model_dir = mlflow.artifacts.download_artifacts(f"models:/tiny-model/{version.version}")
     session_inputs = [i.name for i in onnx.load(f"{model_dir}/model.onnx").graph.input]
     assert session_inputs == ["input_ids", "attention_mask", "token_type_ids"]
