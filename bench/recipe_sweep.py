@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
 from sentclf.cli import parse_bool
-from sentclf.schema import LABEL_NAMES
+from sentclf.schema import COLA_LABEL_NAMES
 
 import benchlib
 from benchlib import REPO_ROOT
@@ -91,7 +91,7 @@ def run_recipe(recipe: dict, frames, source: str) -> dict:
     train_frame, validation_frame, test_frame = frames
     torch.manual_seed(recipe["seed"])
     np.random.seed(recipe["seed"])
-    config = AutoConfig.from_pretrained(source, num_labels=len(LABEL_NAMES))
+    config = AutoConfig.from_pretrained(source, num_labels=len(COLA_LABEL_NAMES))
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = modeling.build_classifier(source, config, recipe["pooling"])
     splits = [training.encode_split(f, tokenizer, recipe["max_seq_length"]) for f in frames]

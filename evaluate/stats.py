@@ -119,19 +119,15 @@ def f1_weighted(counts: ClassCounts) -> np.ndarray:
 
 
 def mcc(labels: np.ndarray, predictions: np.ndarray, num_classes: int = 2) -> float:
-    """MCC on all rows: binary for two classes, multi-class beyond."""
-    if num_classes == 2:
-        return matthews_corrcoef(labels, predictions)
-    return float(mcc_from_counts(class_counts(labels, predictions, num_classes)))
+    """MCC on all rows: binary for two classes, multi-class (R_K) beyond."""
+    return matthews_corrcoef(labels, predictions, num_classes)
 
 
 def resampled_mcc(
     labels: np.ndarray, predictions: np.ndarray, draws: np.ndarray, num_classes: int = 2
 ) -> np.ndarray:
     """MCC on each resample (`draws`: [resamples, rows] row indices)."""
-    if num_classes == 2:
-        return mcc_per_resample(labels, predictions, draws)
-    return mcc_from_counts(resampled_class_counts(labels, predictions, draws, num_classes))
+    return mcc_per_resample(labels, predictions, draws, num_classes)
 
 
 def accuracy_per_resample(labels: np.ndarray, predictions: np.ndarray, draws: np.ndarray) -> np.ndarray:

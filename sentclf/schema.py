@@ -17,8 +17,6 @@ LABEL_COLUMN = "label"
 SPLITS = ("train", "validation", "test")
 # The shipped CoLA files' classes, by their 0/1 value: the only place CoLA's label names are written.
 COLA_LABEL_NAMES = ("unacceptable", "acceptable")
-# Transitional: rooms not yet reading the label set from the data. Removed once none imports it.
-LABEL_NAMES = COLA_LABEL_NAMES
 MIN_CLASSES, MAX_CLASSES = 2, 200
 
 # Artifact paths inside a preprocess run.
