@@ -148,16 +148,18 @@ class Night:
                 return self.stop(process)
 
     def stop(self, process: subprocess.Popen) -> int:
+        """SIGTERM to the pipeline's process group; the conductor in it cancels the running step (its
+        containers stopped, its run KILLED). make exits at once: what counts is the whole group gone."""
         stopping = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
+        while group_alive(process.pid) and time.monotonic() - stopping < STOP_GRACE_S:
+            time.sleep(0.2)
+            process.poll()
+        if group_alive(process.pid):
             logger.warning("the pipeline did not stop within %.0fs: killing its process group", STOP_GRACE_S)
-        # Whatever is left of the group (a make or shell that outlived its child) goes too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         logger.info("pipeline stopped %.1fs after the cancel", time.monotonic() - stopping)
         return TIMED_OUT if self.timed_out else CANCELLED
@@ -211,6 +213,18 @@ class Night:
             time.sleep(0.2)
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is left in the process group."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 def engine_answers(env: dict[str, str]) -> bool:
     import docker
 
@@ -221,9 +235,8 @@ def engine_answers(env: dict[str, str]) -> bool:
     return True
 
 
-def finish(log: Path, stamp: str, status: int, summary: str, keep: int) -> str:
+def finish(log: Path, line: str, keep: int) -> None:
     """The log's last line, the latest link, old logs pruned (names sort by time)."""
-    line = f"retrain {stamp}: exit {status}: {summary}"
     with log.open("a") as out:
         out.write(line + "\n")
     latest = log.parent / "retrain-latest.log"
@@ -232,7 +245,6 @@ def finish(log: Path, stamp: str, status: int, summary: str, keep: int) -> str:
     latest.symlink_to(log.name)
     for old in sorted(log.parent.glob("retrain-2*.log"))[:-keep]:
         old.unlink(missing_ok=True)
-    return line
 
 
 def should_notify(status: int, record: dict, settings: Settings) -> bool:
@@ -294,8 +306,9 @@ def run_night(argv: list[str]) -> int:
         settings = Settings.from_env()
     except ValueError as error:
         logger.error("%s", error)
-        line = finish(options.log, options.stamp, 2, f"failed: {error}", 30)
+        line = f"retrain {options.stamp}: exit 2: failed: {error}"
         notify.send(urls, f"sentclf retrain on {socket.gethostname()}: failed", line)
+        finish(options.log, line, 30)
         return 2
     missed = count_missed(options.log)
     if missed:
@@ -317,9 +330,11 @@ def run_night(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, cancel)
     signal.signal(signal.SIGINT, cancel)
     status, summary, record = night.run()
-    line = finish(options.log, options.stamp, status, summary, settings.keep_logs)
+    # Notified first, so that the summary line stays the log's last line.
+    line = f"retrain {options.stamp}: exit {status}: {summary}"
     if should_notify(status, record, settings):
         notify.send(urls, *message(line, status, record, options.log, missed))
+    finish(options.log, line, settings.keep_logs)
     return status
 
 
