@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import docker.errors
 import mlflow
 from mlflow.entities import Run, RunStatus
 
@@ -97,7 +98,14 @@ class LocalBackend:
             engine.containers.list(filters={"label": label}) and time.monotonic() - started < CANCEL_GRACE_S
         ):
             time.sleep(0.2)
-        removed = remove_labelled(PIPELINE_LABEL, self.pipeline_run_id)
+        removed: list[str] = []
+        for _ in range(3):
+            try:
+                removed += remove_labelled(PIPELINE_LABEL, self.pipeline_run_id)
+                break
+            except docker.errors.APIError as error:  # 409: `docker run --rm` is removing it already
+                logger.info("container clean-up raced the engine's own removal: %s", error.explanation)
+                time.sleep(1.0)
         if removed:
             logger.warning("removed containers that outlived the cancel: %s", ", ".join(removed))
         client = mlflow.MlflowClient()
