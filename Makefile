@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: serve run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install example-data \
-	cron-remove tracking-server tracking-server-stop
+	cron-remove retrain-status tracking-server tracking-server-stop
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
 run: images
@@ -123,6 +123,11 @@ cron-install: venv
 	scripts/cron.sh install $(RETRAIN_ARGS)
 cron-remove:
 	scripts/cron.sh remove
+
+## retrain-status: the schedule, the last night (time, exit, summary), the next due time; warns (exit 1) when
+## a night is overdue: no cron daemon runs, or the last log is older than the schedule allows
+retrain-status: venv
+	@$(PYTHON) -m ops.nightly status
 
 ## tracking-server: a shared MLflow tracking server on PostgreSQL (data in .build/tracking) with proxied artifacts
 ## at http://127.0.0.1:5000; then MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make run. tracking-server-stop

@@ -10,8 +10,9 @@ import signal
 import sys
 
 from conductor.backends import resolve_backend_name
+from conductor.outcome import CANCELLED, kind_of, write_outcome
 from conductor.parameters import root_parameters
-from conductor.pipeline import run_pipeline, write_summary
+from conductor.pipeline import run_pipeline
 from sentclf.cli import parse_bool
 from sentclf.tracking import StepCancelled, configure_logging
 
@@ -40,6 +41,12 @@ def _raise_cancelled(signum: int, frame: object) -> None:
     raise StepCancelled(f"signal {signal.Signals(signum).name}")
 
 
+def fail(error: BaseException) -> None:
+    """The summary line and the failure's kind (conductor.outcome), for scripts/retrain.sh."""
+    first = (str(error).splitlines() or [type(error).__name__])[0]
+    write_outcome(f"failed: {first}", "failed", kind=kind_of(error), step=getattr(error, "step", None))
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     signal.signal(signal.SIGTERM, _raise_cancelled)
@@ -49,14 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     # StepFailed, ImageError, no engine, Kubernetes settings or failures: the message says it all.
     except (RuntimeError, ValueError) as error:
         logger.error("%s", error)
-        write_summary(f"failed: {str(error).splitlines()[0]}")
+        fail(error)
         return 1
     except (StepCancelled, KeyboardInterrupt) as cancel:
         logger.error(
             "cancelled (%s): the running step was stopped, its runs end KILLED", str(cancel) or "Ctrl-C"
         )
-        write_summary("cancelled")
+        write_outcome("cancelled", CANCELLED, kind=CANCELLED, step=getattr(cancel, "step", None))
         return 143
+    except Exception as error:  # anything else (the store, the engine's client): with its traceback
+        logger.exception("the pipeline failed")
+        fail(error)
+        return 1
     return 0
 
 

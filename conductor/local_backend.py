@@ -13,9 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import docker.errors
 import mlflow
 from mlflow.entities import Run, RunStatus
 
+from conductor.outcome import CONTAINER_KILLED, KILLED_FROM_OUTSIDE, STEP_FAILED
 from sentclf.containers import PIPELINE_LABEL, remove_labelled
 from sentclf.engine import docker_client
 from sentclf.tracking import StepCancelled
@@ -27,7 +29,13 @@ CANCEL_GRACE_S = 20.0
 
 
 class StepFailed(RuntimeError):
-    """A child step ended in failure; the message names it, its run id and where its log is."""
+    """A child step ended in failure; the message names it, its run id and where its log is. `kind` says
+    whether it was the step's own failure or its container was killed from outside (conductor.outcome)."""
+
+    def __init__(self, message: str, step: str = "", kind: str = STEP_FAILED) -> None:
+        super().__init__(message)
+        self.step = step
+        self.kind = kind
 
 
 class LocalBackend:
@@ -65,10 +73,17 @@ class LocalBackend:
         run = mlflow.get_run(submitted.run_id)
         if not succeeded or run.info.status != "FINISHED":
             run_id = submitted.run_id
+            # Not cancelled by us (that raised above): a container that ended by a signal was killed
+            # from outside (`docker kill`/`docker stop`, the kernel's OOM killer).
+            returncode = getattr(getattr(submitted, "command_proc", None), "returncode", None)
+            killed = returncode in KILLED_FROM_OUTSIDE
             raise StepFailed(
-                f"step {step} failed (run {run_id}, status {run.info.status}). Its log is in the output "
-                f"above and in the run's artifacts: `mlflow artifacts download -r {run_id} -a logs`, or "
-                f"`mlflow ui` -> run {run_id} -> Artifacts -> logs/{step}.log"
+                f"step {step} {'was killed from outside' if killed else 'failed'} (run {run_id}, status "
+                f"{run.info.status}, exit {returncode}). Its log is in the output above and in the run's "
+                f"artifacts: `mlflow artifacts download -r {run_id} -a logs`, or `mlflow ui` -> run "
+                f"{run_id} -> Artifacts -> logs/{step}.log",
+                step=step,
+                kind=CONTAINER_KILLED if killed else STEP_FAILED,
             )
         return run
 
@@ -83,7 +98,14 @@ class LocalBackend:
             engine.containers.list(filters={"label": label}) and time.monotonic() - started < CANCEL_GRACE_S
         ):
             time.sleep(0.2)
-        removed = remove_labelled(PIPELINE_LABEL, self.pipeline_run_id)
+        removed: list[str] = []
+        for _ in range(3):
+            try:
+                removed += remove_labelled(PIPELINE_LABEL, self.pipeline_run_id)
+                break
+            except docker.errors.APIError as error:  # 409: `docker run --rm` is removing it already
+                logger.info("container clean-up raced the engine's own removal: %s", error.explanation)
+                time.sleep(1.0)
         if removed:
             logger.warning("removed containers that outlived the cancel: %s", ", ".join(removed))
         client = mlflow.MlflowClient()

@@ -23,6 +23,7 @@ from mlflow.entities import Run
 from conductor.backends import Backend, StepFailed, make_backend
 from conductor.host_data import host_data_path
 from conductor.image_gc import collect_server_images
+from conductor.outcome import write_outcome
 from conductor.parameters import PROJECT_DIR, step_parameter_names
 from conductor.pipeline_lock import pipeline_lock
 from conductor.step_cache import code_fingerprint, find_cached_run, mark, step_key
@@ -37,8 +38,6 @@ from sentclf.tracking import RUN_NAME_TAG, StepCancelled, mark_ml_experiment
 logger = logging.getLogger("main")
 
 DESCRIPTION_TAG = "mlflow.note.content"
-# The one-line outcome of the pipeline goes here too when set (scripts/retrain.sh ends its log with it).
-SUMMARY_FILE_ENV = "SENTCLF_SUMMARY_FILE"
 
 
 def step_parameters(step: str, args: argparse.Namespace, **handed_on: str) -> dict[str, str]:
@@ -92,6 +91,7 @@ class Pipeline:
         self.args = args
         self.parent = parent
         self.backend = backend
+        self.reused: list[str] = []
 
     def run(self) -> None:
         args = self.args
@@ -132,10 +132,16 @@ class Pipeline:
             mlflow.set_tags(
                 {f"cache.{step}": f"reused {cached.info.run_id}", f"run_id.{step}": cached.info.run_id}
             )
+            self.reused.append(step)
             return StepResult(cached, key)
-        parameters |= {name: value() if callable(value) else value for name, value in handed_on.items()}
-        logger.info("=== %s: starting with %s ===", step, parameters)
-        run = self.backend.run_step(step, parameters, run_name=step)  # raises if the step failed
+        try:
+            parameters |= {name: value() if callable(value) else value for name, value in handed_on.items()}
+            logger.info("=== %s: starting with %s ===", step, parameters)
+            run = self.backend.run_step(step, parameters, run_name=step)  # raises if the step failed
+        except BaseException as error:  # a cancel too: which step it stopped
+            if not getattr(error, "step", ""):  # which step it was, for the outcome (conductor.outcome)
+                error.step = step
+            raise
         run_id = run.info.run_id
         mlflow.set_tags({f"cache.{step}": "ran", f"run_id.{step}": run_id})
         mark(run_id, key)
@@ -195,12 +201,12 @@ class Pipeline:
         logger.info("pipeline finished: parent run %s: %s", self.parent.info.run_id, summary)
         link = run_link(DEFAULT_UI, self.parent.info.experiment_id, self.parent.info.run_id)
         logger.info("see it in the UI (`make ui`): %s", link)
-        write_summary(summary)
-
-
-def write_summary(summary: str) -> None:
-    if path := os.environ.get(SUMMARY_FILE_ENV):
-        Path(path).write_text(summary + "\n")
+        write_outcome(
+            summary,
+            evaluate.run.data.tags.get("gate.decision", "kept"),
+            version=version,
+            reused=len(self.reused),
+        )
 
 
 def prune_storage_dirs() -> None:

@@ -36,6 +36,7 @@ from sentclf.schema import CHAMPION_ALIAS, LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run
 
 import figures
+import model_card
 import report
 from gate import Decision, GateConfig, apply, current_champion, decide
 from inputs import EvaluationInputs, resolve_inputs, resolve_label_set
@@ -306,6 +307,7 @@ def conclude(
     parity = check_parity(served.scores, score_version(inputs.model_name, inputs.version, data.texts))
     evaluation = judge(config, inputs, data, served, parity, args)
     log_evaluation(evaluation)
+    model_card.publish(evaluation)
     logger.info(
         "test MCC %s; p50 %.2f ms, p99 %.2f ms; %s: %s",
         evaluation.challenger.mcc,

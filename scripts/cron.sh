@@ -5,12 +5,15 @@
 # `install` installs Debian's cron if it is missing and starts the cron daemon when none runs (a machine
 # without an init system starts none, and an entry nothing fires is worse than none). The entry keeps
 # the tracking store and experiment of the shell that installed it (MLFLOW_TRACKING_URI,
-# MLFLOW_EXPERIMENT_NAME; `make cron-install` sets both) and RETRAIN_KEEP_LOGS/RETRAIN_LOG_DIR if set,
-# since cron starts with an empty environment.
+# MLFLOW_EXPERIMENT_NAME; `make cron-install` sets both) and the RETRAIN_* settings that are set
+# (RETRAIN_KEEP_LOGS, RETRAIN_LOG_DIR, RETRAIN_RETRIES, RETRAIN_BACKOFF, RETRAIN_TIMEOUT, RETRAIN_NOTIFY_ON),
+# since cron starts with an empty environment. RETRAIN_NOTIFY's URLs are secrets: they go to a file only
+# its owner can read (.build/retrain-notify), which the entry names, never onto cron's command line.
 # After a reboot of a machine without an init system, run `make cron-install` again to start cron.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
 marker="# sentclf-retrain $repo"
+notify_file="$repo/.build/retrain-notify"
 schedule=${SCHEDULE:-"0 3 * * *"}
 
 log() { echo "cron.sh: $*"; }
@@ -40,9 +43,11 @@ current_without_entry() { crontab -l 2>/dev/null | grep -vF "$marker" || true; }
 
 entry() {
   local env="" arg args=""
-  for name in MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME RETRAIN_KEEP_LOGS RETRAIN_LOG_DIR; do
+  for name in MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME RETRAIN_KEEP_LOGS RETRAIN_LOG_DIR RETRAIN_RETRIES \
+      RETRAIN_BACKOFF RETRAIN_TIMEOUT RETRAIN_NOTIFY_ON; do
     [ -n "${!name:-}" ] && env+="$name=$(printf '%q' "${!name}") "
   done
+  [ -n "${RETRAIN_NOTIFY:-}" ] && env+="RETRAIN_NOTIFY_FILE=$(printf '%q' "$notify_file") "
   for arg in "$@"; do args+=" $(printf '%q' "$arg")"; done
   # cron hands the line to /bin/sh; % is special there.
   printf '%s %s%s/scripts/retrain.sh%s >>%s/cron.log 2>&1 %s\n' \
@@ -54,13 +59,18 @@ case "${1:-}" in
     shift
     ensure_cron_installed
     ensure_cron_running
-    mkdir -p "${RETRAIN_LOG_DIR:-$repo/logs}"
+    mkdir -p "${RETRAIN_LOG_DIR:-$repo/logs}" "$repo/.build"
+    rm -f "$notify_file"
+    if [ -n "${RETRAIN_NOTIFY:-}" ]; then
+      (umask 077 && printf '%s\n' "$RETRAIN_NOTIFY" >"$notify_file")
+    fi
     { current_without_entry; entry "$@"; } | sed '/^$/d' | crontab -
     log "installed: $(crontab -l | grep -F "$marker")";;
   remove)
     if command -v crontab >/dev/null 2>&1; then
       current_without_entry | sed '/^$/d' | crontab -
     fi
+    rm -f "$notify_file"
     log "removed the retraining entry for $repo (if there was one)";;
   status)
     crontab -l 2>/dev/null | grep -F "$marker" || { log "no retraining entry for $repo"; exit 1; }

@@ -10,6 +10,12 @@ engine_answers() { docker info >/dev/null 2>&1; }
 if command -v docker >/dev/null 2>&1 && engine_answers; then
   exit 0
 fi
+case "${DOCKER_HOST:-}" in
+  ""|unix:///var/run/docker.sock|unix:///run/docker.sock) ;;
+  *) echo "error: no Docker engine answers at DOCKER_HOST=$DOCKER_HOST (an engine elsewhere: not started" \
+       "here)" >&2
+     exit 1;;
+esac
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   cat >&2 <<'MSG'
 error: no Docker engine answers, and this is not a Debian machine where we are root, so it cannot be

@@ -9,7 +9,11 @@
 #
 # Exit status:  0   the pipeline finished (the new version was promoted, or the champion was kept)
 #               75  another pipeline of this checkout holds the lock: skipped, nothing was done
+#               124 the night ran past RETRAIN_TIMEOUT (default 4h) and was cancelled
 #               else the pipeline failed or was cancelled (the summary line says which, the log where)
+# Transient failures are retried (RETRAIN_RETRIES, default 2, RETRAIN_BACKOFF seconds apart, doubling),
+# and RETRAIN_NOTIFY's Apprise URLs hear of failures and promotions (RETRAIN_NOTIFY_ON=all: every night):
+# see ops/nightly.py.
 # Logs: logs/retrain-<UTC time>-<pid>.log (RETRAIN_LOG_DIR for another folder), each ending in one summary line;
 # retrain-latest.log points to the newest; only the newest RETRAIN_KEEP_LOGS (default 30) are kept.
 set -uo pipefail
@@ -42,10 +46,10 @@ fi
 echo "retrain (scripts/retrain.sh, pid $$), started $(date -u '+%Y-%m-%d %H:%M:%S UTC')" >"$lock"
 export SENTCLF_PIPELINE_LOCK_HELD="$lock"
 
-summary=$(mktemp -t sentclf-retrain-summary.XXXXXX)
-trap 'rm -f "$summary"' EXIT
 echo "retraining: log in $log"
-SENTCLF_SUMMARY_FILE="$summary" make --no-print-directory run ARGS="$*" >>"$log" 2>&1
-status=$?
-line=$(head -n 1 "$summary" 2>/dev/null)
-finish "$status" "${line:-failed before the pipeline started (see above)}"
+# The venv first (the module below runs in it); then the night itself: attempts, retries, the time limit,
+# the summary line and notifications (ops/nightly.py). The lock stays held on fd 9 until it ends.
+if ! make --no-print-directory venv >>"$log" 2>&1; then
+  finish 1 "failed before the pipeline started: make venv (see above)"
+fi
+exec "$repo/.venv/bin/python" -m ops.nightly run --log "$log" --stamp "$stamp" -- "$@"

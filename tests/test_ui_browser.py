@@ -195,3 +195,21 @@ def test_the_evaluate_report_opens_in_the_artifact_viewer(ui, browser, pipeline,
     finally:
         browser.switch_to.default_content()
     browser.save_screenshot(str(SHOTS / "evaluate-report.png"))
+
+
+def test_the_versions_model_card_shows_on_its_registry_page(ui, browser, pipeline, typed_store):
+    """The evaluate step's model card is the version's description, rendered on the version's page."""
+    _, children = pipeline
+    evaluate = children["evaluate"]
+    version = evaluate.data.tags["input.model_version"]
+    browser.get(f"{ui}/#/models/cola-classifier/versions/{version}")
+    wait_for(
+        browser,
+        lambda b: (
+            f"Model card: cola-classifier version {version}" in b.page_source
+            and "Gate decision" in b.page_source
+            and "Limits" in b.page_source
+        ),
+        "the model card",
+    )
+    browser.save_screenshot(str(SHOTS / "model-card.png"))
