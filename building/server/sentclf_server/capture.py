@@ -6,8 +6,8 @@ the request and counts it, it never waits). One writer thread does the rest: the
 tokens, words and out-of-vocabulary words, with its own copy of the tokenizer), the text or its sha256,
 the JSON line, and the files: `capture-<UTC time>-<host>-<pid>-<n>.jsonl` in CAPTURE_DIR, a new one
 every CAPTURE_MAX_MB / PARTS, the folder's oldest capture files deleted so that they stay within
-CAPTURE_MAX_MB. A folder that cannot be written (missing, read-only, full) is a warning in the log (at most one a minute) and the
-errors counter, never an error to the caller.
+CAPTURE_MAX_MB. A folder that cannot be written (missing, read-only, full) is a warning in the log (at
+most one a minute) and the errors counter, never an error to the caller.
 
 One record (a line) per sentence:
     {"time": "2026-12-02T03:04:05.123456Z", "model": "cola", "version": "3", "label": 1,
