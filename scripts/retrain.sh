@@ -42,6 +42,21 @@ fi
 echo "retrain (scripts/retrain.sh, pid $$), started $(date -u '+%Y-%m-%d %H:%M:%S UTC')" >"$lock"
 export SENTCLF_PIPELINE_LOCK_HELD="$lock"
 
+# RETRAIN_WHEN: new-data (default: the cache retrains only on changed data), drift (the monitor on
+# RETRAIN_TRAFFIC first: no drift skips the night, drift without new data says labels are needed; both exit
+# 0), always (use_cache=false). conductor/retrain_when.py decides; a monitor that fails fails the night.
+when=${RETRAIN_WHEN:-new-data}
+if [ "$when" != new-data ]; then
+  decision=$(.venv/bin/python -m conductor.retrain_when --when "$when" --traffic "${RETRAIN_TRAFFIC:-}" \
+    --model "${RETRAIN_MODEL:-}" -- "$@" 2>>"$log")
+  case $? in
+    0) echo "$decision" >>"$log" ;;
+    10 | 11) echo "$decision"; finish 0 "$decision" ;;
+    *) finish 1 "${decision:-RETRAIN_WHEN=$when failed (see the log)}" ;;
+  esac
+  if [ "$when" = always ]; then set -- "$@" -P use_cache=false; fi
+fi
+
 summary=$(mktemp -t sentclf-retrain-summary.XXXXXX)
 trap 'rm -f "$summary"' EXIT
 echo "retraining: log in $log"
