@@ -22,14 +22,11 @@ from mlflow.exceptions import MlflowException
 from tokenizers import Tokenizer
 
 from sentclf.data import read_label_set, read_split
+from sentclf.drift_math import LENGTH_BIN_EDGES, ks_statistic, psi, total_variation
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, newest_successful_run, version_data_run_id
 
 CHAMPION_ALIAS = "champion"  # the alias evaluate's gate moves
-# Token-length bins (backbone tokens, no special tokens); fixed, so PSIs of different runs compare.
-LENGTH_BIN_EDGES = (0, 5, 9, 13, 17, 21, 26, 33, 41, 65, np.inf)
-# Floor of a bin's share: an empty bin would make PSI infinite.
-MIN_SHARE = 1e-4
 GATED_STATISTICS = ("drift_label_psi", "drift_length_psi", "drift_length_ks")
 LABEL_SET_CHANGED = "label set changed"
 WORD = re.compile(r"\w+(?:'\w+)*")
@@ -97,26 +94,6 @@ def find_reference(model_name: str, current_run_id: str) -> Reference:
         or previous_reference(current_run_id)
         or Reference("none", "no champion and no earlier successful preprocess run")
     )
-
-
-def psi(reference: np.ndarray, current: np.ndarray) -> float:
-    """Population stability index of two share vectors over the same bins."""
-    expected = np.maximum(reference, MIN_SHARE)
-    actual = np.maximum(current, MIN_SHARE)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
-
-
-def total_variation(reference: np.ndarray, current: np.ndarray) -> float:
-    return float(0.5 * np.abs(current - reference).sum())
-
-
-def ks_statistic(sample: np.ndarray, other: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
-    sample, other = np.sort(sample), np.sort(other)
-    points = np.concatenate([sample, other])
-    cdf_sample = np.searchsorted(sample, points, side="right") / sample.size
-    cdf_other = np.searchsorted(other, points, side="right") / other.size
-    return float(np.max(np.abs(cdf_sample - cdf_other)))
 
 
 def label_shares(frame: pd.DataFrame, label_set: LabelSet) -> dict[str, float]:

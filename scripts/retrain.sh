@@ -52,4 +52,19 @@ echo "retraining: log in $log"
 if ! make --no-print-directory venv >>"$log" 2>&1; then
   finish 1 "failed before the pipeline started: make venv (see above)"
 fi
+# RETRAIN_WHEN: new-data (default: the cache retrains only on changed data), drift (the monitor on
+# RETRAIN_TRAFFIC first: no drift skips the night, drift without new data says labels are needed; both exit
+# 0), always (use_cache=false). ops/retrain_when.py decides; a monitor that fails fails the night.
+when=${RETRAIN_WHEN:-new-data}
+if [ "$when" != new-data ]; then
+  decision=$(.venv/bin/python -m ops.retrain_when --when "$when" --traffic "${RETRAIN_TRAFFIC:-}" \
+    --model "${RETRAIN_MODEL:-}" -- "$@" 2>>"$log")
+  case $? in
+    0) echo "$decision" >>"$log" ;;
+    10 | 11) echo "$decision"; finish 0 "$decision" ;;
+    *) finish 1 "${decision:-RETRAIN_WHEN=$when failed (see the log)}" ;;
+  esac
+  if [ "$when" = always ]; then set -- "$@" -P use_cache=false; fi
+fi
+
 exec "$repo/.venv/bin/python" -m ops.nightly run --log "$log" --stamp "$stamp" -- "$@"

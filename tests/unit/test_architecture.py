@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-STEPS = ("preprocess", "train", "building", "evaluate")
+# The pipeline's steps, and the monitor: a room like them (own MLproject, container), not a pipeline step.
+STEPS = ("preprocess", "train", "building", "evaluate", "monitor")
 # Each step's own modules are imported by bare name from its directory.
 STEP_MODULES = {step: {p.stem for p in (REPO_ROOT / step).glob("*.py")} for step in STEPS}
 STEP_MODULES["preprocess"] |= {"sources"}

@@ -41,6 +41,10 @@ class Settings:
     ort_intra_op_threads: int = 0
     ort_graph_optimization: str = "all"
     ort_allow_spinning: bool = False
+    capture_dir: Path | None = None  # None: no capture
+    capture_sample: float = 1.0
+    capture_max_mb: float = 100.0
+    capture_text: bool = True
 
     @property
     def model_path(self) -> Path:
@@ -120,6 +124,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if graph_opt not in GRAPH_OPTIMIZATION_LEVELS:
         allowed = "|".join(GRAPH_OPTIMIZATION_LEVELS)
         raise ConfigError(f"ORT_GRAPH_OPTIMIZATION must be one of {allowed}, got {graph_opt!r}")
+    capture_sample = _number(env, "CAPTURE_SAMPLE", 1.0, 0.0, float)
+    if capture_sample > 1.0:
+        raise ConfigError(f"CAPTURE_SAMPLE must be a share between 0 and 1, got {capture_sample}")
+    capture_max_mb = _number(env, "CAPTURE_MAX_MB", 100.0, 0.0, float)
+    if capture_max_mb <= 0:
+        raise ConfigError("CAPTURE_MAX_MB must be > 0")
+    capture_dir = env.get("CAPTURE_DIR", "").strip()
     return Settings(
         model_dir=model_dir,
         model_name=model_name,
@@ -143,4 +154,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ort_intra_op_threads=_number(env, "ORT_INTRA_OP_THREADS", 0, 0),
         ort_graph_optimization=graph_opt,
         ort_allow_spinning=_bool(env, "ORT_ALLOW_SPINNING", False),
+        capture_dir=Path(capture_dir) if capture_dir else None,
+        capture_sample=capture_sample,
+        capture_max_mb=capture_max_mb,
+        capture_text=_bool(env, "CAPTURE_TEXT", True),
     )

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import SERVER_NAME, __version__
 from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
+from .capture import Capture
 from .config import Settings
 from .limits import LimitExceeded, RequestLimits
 from .metrics import ModelMetrics
@@ -59,6 +60,7 @@ class DataPlane:
 
     settings: Settings
     batcher: DynamicBatcher | None = None
+    capture: Capture | None = None  # CAPTURE_DIR: answered requests go to it after their answer
     draining: bool = False
     loaded_at: float = field(default=0.0)
 
@@ -146,6 +148,7 @@ class DataPlane:
         # Still served while draining: a client that has not yet seen NOT_SERVING should not fail.
         if batcher is None:
             raise InferenceError("UNAVAILABLE", "model is still loading; retry when SERVING")
+        sent = texts
         texts = self.limits.cut(texts, self.metrics.truncated.inc)
         try:
             probs, queue_s, compute_s = batcher.submit_timed(texts, on_cancel)
@@ -155,4 +158,6 @@ class DataPlane:
             raise InferenceError("CANCELLED", str(exc)) from None
         self.metrics.queue.observe(queue_s)
         self.metrics.compute.observe(compute_s)
+        if self.capture is not None:
+            self.capture.offer(sent, probs)  # a queue put: the writer thread does the rest
         return probs

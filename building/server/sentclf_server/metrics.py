@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
+    from .capture import CaptureCounters
     from .model import BatchStats
 
 # The *_created timestamp series double the scrape size and no dashboard here uses them.
@@ -83,6 +84,12 @@ TRUNCATED = Counter(
     "Sentences cut to the model's character budget before tokenisation (longer than the model reads).",
     _MODEL,
 )
+CAPTURE_RECORDS = Counter(
+    "sentclf_capture_records",
+    "Sentences of answered requests by what traffic capture (CAPTURE_DIR) did with them: captured (written), "
+    "dropped (the writer's queue was full) or error (the folder could not be written, a record not encoded).",
+    [*_MODEL, "outcome"],
+)
 
 MODEL_RUNS = Counter("sentclf_model_runs", "ORT calls (a batch runs as one call per length bucket).")
 MODEL_TOKENS = Counter(
@@ -118,6 +125,14 @@ class ModelMetrics:
         for protocol in ("grpc", "http"):
             for code in ("INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL"):
                 INFER_FAILURE.labels(model, version, protocol, code)
+
+    def capture_counters(self) -> CaptureCounters:
+        """The capture's captured / dropped / errors counters of this model."""
+        from .capture import CaptureCounters
+
+        return CaptureCounters(
+            *(CAPTURE_RECORDS.labels(self.model, self.version, o) for o in ("captured", "dropped", "error"))
+        )
 
     def observe_request(self, protocol: str, code: str, seconds: float) -> None:
         """One finished inference request: its status and its time in the server."""

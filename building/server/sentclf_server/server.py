@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc
 
 from .batcher import DynamicBatcher
+from .capture import Capture, CaptureSettings
 from .config import Settings
 from .dataplane import DataPlane
 from .grpc_guard import GuardInterceptor, core_receive_limit
@@ -53,6 +54,34 @@ def load_model(settings: Settings) -> SentenceClassifier:
     model = SentenceClassifier(settings, observer=observe_model)
     model.warm_up()
     return model
+
+
+def start_capture(settings: Settings, state: DataPlane) -> Capture | None:
+    """The traffic capture of CAPTURE_DIR, or None when it is unset (nothing is captured)."""
+    if settings.capture_dir is None:
+        return None
+    capture = Capture(
+        CaptureSettings(
+            settings.capture_dir,
+            settings.capture_sample,
+            int(settings.capture_max_mb * 1024 * 1024),
+            settings.capture_text,
+        ),
+        settings.model_name,
+        settings.model_version,
+        settings.labels,
+        settings.tokenizer_path,
+        state.limits.max_chars,
+        state.metrics.capture_counters(),
+    )
+    log.info(
+        "capture on: %s of requests to %s (at most %s MB, text %s)",
+        settings.capture_sample,
+        settings.capture_dir,
+        settings.capture_max_mb,
+        "stored" if settings.capture_text else "hashed",
+    )
+    return capture
 
 
 def _set_health(servicer: health.HealthServicer, status: int) -> None:
@@ -128,6 +157,7 @@ def serve(settings: Settings) -> None:
                 settings.max_concurrent_batches,
                 state.metrics.observe_batch,
             )
+            state.capture = start_capture(settings, state)
             _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
             log.info(
                 "model %s version %s loaded and warmed up in %.2fs; SERVING on port %d",
@@ -165,4 +195,6 @@ def _drain(
     stopped.wait()
     if state.batcher is not None:
         state.batcher.stop()
+    if state.capture is not None:
+        state.capture.close()
     log.info("drained; exiting")

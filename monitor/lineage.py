@@ -1,0 +1,85 @@
+"""What the monitor reads: the capture folder on the host, and the model version with its lineage."""
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from sentclf.tracking import StepInputError, version_data_run_id
+
+# Inside the step's container: the host's root, mounted read-only, and the repository's host path.
+HOST_ROOT = Path(os.environ.get("SENTCLF_HOST_ROOT", "/mlflow/host"))
+STEP_DIR = Path(__file__).resolve().parent
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+def repo_dir() -> Path:
+    return Path(os.environ.get("SENTCLF_HOST_REPO") or STEP_DIR.parent)
+
+
+def traffic_folder(traffic: str) -> Path:
+    """The capture folder `traffic` names (absolute, or relative to the repository root), read through the
+    host-root mount inside the container."""
+    given = Path(traffic).expanduser()
+    host_path = given if given.is_absolute() else repo_dir() / given
+    path = HOST_ROOT / host_path.relative_to("/") if HOST_ROOT.is_dir() else host_path
+    if not path.is_dir():
+        raise StepInputError(
+            f"traffic={traffic!r}: no folder {host_path} on this machine; give the folder the server's "
+            "CAPTURE_DIR is mounted from"
+        )
+    return path
+
+
+@dataclass
+class ModelInputs:
+    name: str
+    version: str
+    data_run_id: str
+    model_dir: Path  # model.onnx, tokenizer.json, serving_config.json
+    tmp: tempfile.TemporaryDirectory
+
+    @property
+    def labels(self) -> list[str]:
+        config = json.loads((self.model_dir / "serving_config.json").read_text())
+        return list(config.get("labels", ["unacceptable", "acceptable"]))
+
+
+def resolve_model(uri: str) -> ModelInputs:
+    """A models:/ URI -> the version, the preprocess run it was trained on, and its ONNX files."""
+    match = _URI.match(uri.strip())
+    if not match:
+        raise StepInputError(f"model={uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+    client = mlflow.MlflowClient()
+    name = match["name"]
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(name, match["alias"]).version
+        else:
+            version = client.get_model_version(name, match["version"]).version
+    except MlflowException as error:
+        raise StepInputError(
+            f"model={uri}: no such version ({error.message.splitlines()[0]}); the evaluate step's gate moves "
+            "`champion`, `-P model=models:/<name>/<version>` names a version"
+        ) from None
+    data_run_id = version_data_run_id(name, str(version))
+    if not data_run_id:
+        raise StepInputError(f"{name} version {version} records no preprocess run: nothing to compare with")
+    tmp = tempfile.TemporaryDirectory(prefix="sentclf-monitor-")
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp.name)
+    )
+    model_dir = Path(tmp.name) / "model"
+    model_dir.mkdir()
+    for target, relative in (
+        ("model.onnx", "model.onnx"),
+        ("tokenizer.json", "extra_files/tokenizer.json"),
+        ("serving_config.json", "extra_files/serving_config.json"),
+    ):
+        (model_dir / target).symlink_to(local / relative)
+    return ModelInputs(name, str(version), data_run_id, model_dir, tmp)

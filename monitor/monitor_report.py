@@ -1,0 +1,57 @@
+"""monitor/report.html: the verdict, a table of the scores and, per feature, the reference's and the
+traffic's distributions side by side (self-contained: figures embedded as PNG)."""
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from compare import FeatureScore  # noqa: E402
+
+
+def figure_png(score: FeatureScore) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3))
+    x = np.arange(len(score.bins))
+    ax.bar(x - 0.2, score.reference, 0.4, label=f"reference ({score.reference_kind})", color="#4c72b0")
+    ax.bar(x + 0.2, score.current, 0.4, label="served traffic", color="#dd8452")
+    ax.set_xticks(x, score.bins, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("share")
+    ax.set_title(f"{score.name}: {score.description}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def render(scores: list[FeatureScore], verdict: dict, context: dict) -> str:
+    e = html.escape
+    threshold = verdict["threshold"]
+    rows = "".join(
+        f"<tr><td>{e(s.name)}</td><td>{e(s.reference_kind)}</td><td>{s.psi:.3f}</td>"
+        f"<td>{'' if s.ks is None else f'{s.ks:.3f}'}</td>"
+        f"<td>{'' if s.reference_mean is None else f'{s.reference_mean:.3g}'}</td>"
+        f"<td>{'' if s.current_mean is None else f'{s.current_mean:.3g}'}</td>"
+        f"<td>{'DRIFT' if s.drifted(threshold) else 'ok'}</td></tr>"
+        for s in scores
+    )
+    figures = "".join(
+        f'<h3>{e(s.name)}</h3><img alt="{e(s.name)}" src="data:image/png;base64,{figure_png(s)}">'
+        for s in scores
+    )
+    facts = "".join(f"<li>{e(k)}: {e(str(v))}</li>" for k, v in context.items())
+    headline = (
+        f"drift in {', '.join(verdict['features'])}" if verdict["drift"] else "no drift"
+    ) + f" (threshold {threshold} on PSI and KS)"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Served traffic: {e(headline)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}}</style></head><body>
+<h1>Served traffic against the model's data: {e(headline)}</h1><ul>{facts}</ul>
+<table><tr><th>feature</th><th>reference</th><th>PSI</th><th>KS</th><th>reference mean</th>
+<th>traffic mean</th><th>verdict</th></tr>{rows}</table>{figures}</body></html>"""

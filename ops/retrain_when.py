@@ -1,0 +1,123 @@
+"""RETRAIN_WHEN for scripts/retrain.sh: whether tonight's retrain runs.
+
+    python -m ops.retrain_when --when {new-data,drift,always} [--traffic DIR] [--model URI] -- ARGS
+
+ARGS are the pipeline's (`-P dataset=...`). Prints one line, the night's summary, and exits:
+  0   retrain (new-data; always; drift with new data)
+  10  skip: the monitor found no drift
+  11  skip: drift, but the data set is what the champion was trained on (new labels are needed)
+  1   cannot decide: no RETRAIN_TRAFFIC, the monitor failed (its output is on stderr)
+
+"New data" means the data set's files hash (sha256 manifest) to something else than the data the champion's
+preprocess run recorded (tag input.dataset_sha256); the shipped CoLA, which records no manifest, is new
+only when the champion was trained on something else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+
+from conductor.host_data import host_data_path
+from sentclf.dataset_snapshot import build_manifest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+RETRAIN, NO_DRIFT, NEEDS_LABELS, FAILED = 0, 10, 11, 1
+_VERDICT = re.compile(r"monitor verdict: drift=(?P<drift>true|false) features=(?P<features>\S+)")
+
+
+def pipeline_parameter(args: list[str], name: str, default: str) -> str:
+    """The value of `-P name=value` (or `-Pname=value`) among the pipeline's arguments."""
+    value = default
+    for index, arg in enumerate(args):
+        given = args[index + 1] if arg == "-P" and index + 1 < len(args) else arg.removeprefix("-P")
+        if given.startswith(f"{name}="):
+            value = given.split("=", 1)[1]
+    return value
+
+
+def run_monitor(traffic: str, model: str) -> tuple[bool, str]:
+    """(drift, features) from `mlflow run monitor`; its output goes to stderr (the retrain log)."""
+    command = [
+        "mlflow",
+        "run",
+        str(PROJECT_DIR / "monitor"),
+        "-P",
+        f"traffic={traffic}",
+        "-P",
+        f"model={model}",
+    ]
+    result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
+    sys.stderr.write(result.stdout + result.stderr)
+    found = _VERDICT.search(result.stdout + result.stderr)
+    if result.returncode != 0 or not found:
+        raise RuntimeError(f"the monitor failed (exit {result.returncode}); its output is in the log above")
+    return found["drift"] == "true", found["features"]
+
+
+def has_new_data(dataset: str, model: str) -> bool:
+    """Whether `dataset` differs from the data the model version `model` was trained on."""
+    from sentclf.tracking import version_data_run_id
+
+    client = mlflow.MlflowClient()
+    name, alias = model.removeprefix("models:/").split("@", 1)
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return True  # no champion: nothing to keep
+    data_run_id = version_data_run_id(name, str(version.version))
+    if not data_run_id:
+        return True
+    tags = client.get_run(data_run_id).data.tags
+    trained_on = tags.get("input.dataset_sha256")
+    path = host_data_path(dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+    if path is None:  # the shipped CoLA (or a hub id): new only if the champion had host data
+        return trained_on is not None
+    return build_manifest(path).sha256 != trained_on
+
+
+def decide(when: str, traffic: str, model: str, pipeline_args: list[str]) -> tuple[int, str]:
+    if when == "new-data":
+        return RETRAIN, "retraining when the data changed (RETRAIN_WHEN=new-data)"
+    if when == "always":
+        return RETRAIN, "retraining whatever the data (RETRAIN_WHEN=always)"
+    if not traffic:
+        return FAILED, "RETRAIN_WHEN=drift needs RETRAIN_TRAFFIC, the server's capture folder"
+    name = pipeline_parameter(pipeline_args, "registered_model_name", "cola-classifier")
+    model = model or f"models:/{name}@champion"
+    try:
+        drift, features = run_monitor(traffic, model)
+    except RuntimeError as error:
+        return FAILED, f"RETRAIN_WHEN=drift: {error}"
+    if not drift:
+        return NO_DRIFT, f"skipped: no drift in the served traffic ({traffic}) against {model}"
+    dataset = pipeline_parameter(pipeline_args, "dataset", "cola")
+    if not has_new_data(dataset, model):
+        return NEEDS_LABELS, (
+            f"drift in {features} against {model}: new labels are needed (dataset {dataset} is what the "
+            "champion was trained on); nothing retrained"
+        )
+    return RETRAIN, f"drift in {features} and new data in {dataset}: retraining"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--when", choices=["new-data", "drift", "always"], default="new-data")
+    parser.add_argument("--traffic", default="")
+    parser.add_argument("--model", default="")
+    parser.add_argument("pipeline_args", nargs="*")
+    args = parser.parse_args(argv)
+    status, line = decide(args.when, args.traffic, args.model, args.pipeline_args)
+    print(line, flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

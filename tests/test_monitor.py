@@ -1,0 +1,146 @@
+"""Watching the served model, end to end: the champion's server image with capture on answers held-out CoLA
+sentences, and `mlflow run monitor` (the README's command as typed) says no drift; a stream of long German
+texts makes it say drift, naming the features. Real store, real image, real step container."""
+
+import json
+import os
+import time
+import urllib.request
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.server.conftest import ServerContainer, free_port, server_env
+
+from .conftest import README, REPO_ROOT, require_docker
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+MODEL = "cola-classifier"
+IN_DOMAIN = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
+GERMAN = [
+    "Die Bundesregierung hat am Mittwoch einen Gesetzentwurf zur Reform der Grundsteuer beschlossen",
+    "Nach Angaben des Statistischen Bundesamtes stiegen die Verbraucherpreise im Vorjahresvergleich deutlich",
+    "Die Wissenschaftlerinnen untersuchten die Auswirkungen der Erderwärmung auf die Artenvielfalt",
+    "Der Ausschuss empfiehlt, die Zuständigkeiten zwischen Bund, Ländern und Gemeinden neu zu ordnen",
+    "Zahlreiche Veranstaltungen mussten wegen der anhaltenden Unwetterwarnungen kurzfristig abgesagt werden",
+]
+
+
+def readme_monitor_command() -> str:
+    text = README.read_text()
+    block = text[text.index("<!-- monitor-as-typed") :]
+    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
+    (command,) = [
+        line.split("  #")[0].strip()
+        for line in body.splitlines()
+        if line.strip().startswith("mlflow run monitor")
+    ]
+    return command
+
+
+@pytest.fixture(scope="module")
+def champion(typed_store):
+    """The store's champion: the pipeline the session's as-typed tests ran, or a tiny one of its own."""
+    require_docker()
+    client = typed_store.client
+    if not client.search_model_versions(f"name='{MODEL}'"):
+        result = typed_store.shell(
+            "mlflow run . --env-manager local -P epochs=1 -P max_train_samples=256", timeout_s=1800
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    if not any("champion" in v.aliases for v in versions):
+        # The state after a promotion (the tiny pipeline's model may not pass the gate).
+        client.set_registered_model_alias(MODEL, "champion", "1")
+    return client.get_model_version_by_alias(MODEL, "champion")
+
+
+def serve_and_send(image: str, folder: Path, sentences: list[str]) -> None:
+    """The image with capture on (folder mounted at /traffic), the sentences over HTTP and gRPC; stopped
+    and removed after (the drain writes what is queued)."""
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)  # the server runs as uid 10001
+
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    container = docker.from_env().containers.run(
+        image,
+        detach=True,
+        name=f"sentclf-test-monitor-{os.getpid()}-{folder.name}",
+        network_mode="host",
+        environment=server_env(grpc_port, metrics_port, http_port, CAPTURE_DIR="/traffic"),
+        volumes={str(folder): {"bind": "/traffic", "mode": "rw"}},
+    )
+    server = ServerContainer(container, grpc_port, metrics_port, http_port)
+    try:
+        server.wait_serving(timeout=120)
+        for start in range(0, len(sentences), 8):
+            chunk = sentences[start : start + 8]
+            body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(chunk)], "data": chunk}]}
+            request = urllib.request.Request(
+                f"http://{server.http_url}/v2/models/cola/infer",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert answer.status == 200
+    finally:
+        assert server.stop() == 0, server.log()
+    lines = sum(len(p.read_text().splitlines()) for p in folder.glob("capture-*.jsonl"))
+    assert lines == len(sentences)
+
+
+def run_monitor(typed_store, home: Path) -> tuple[str, object]:
+    # The step image holds sentclf as this checkout has it (as `make run` and `make step` see to).
+    ensured = typed_store.shell("python -m conductor.step_image ensure-step", timeout_s=900)
+    assert ensured.returncode == 0, ensured.stderr[-3000:]
+    command = readme_monitor_command()
+    started = time.time() * 1000
+    result = typed_store.shell(command, timeout_s=900, env=typed_store.env | {"HOME": str(home)})
+    assert result.returncode == 0, command + "\n" + result.stdout[-3000:] + result.stderr[-6000:]
+    (run,) = [
+        r
+        for r in typed_store.runs()
+        if r.data.tags.get("sentclf.step") == "monitor" and r.info.start_time >= started
+    ]
+    return result.stdout + result.stderr, run
+
+
+def test_the_monitor_tells_in_domain_traffic_from_a_shifted_stream(typed_store, champion, tmp_path):
+    image = champion.tags["server_image"]
+    home = tmp_path / "home"
+    traffic = home / "sentclf-traffic"
+    rows = [line.split("\t")[3].strip() for line in IN_DOMAIN.read_text().splitlines()]
+    serve_and_send(image, traffic, rows[-160:])
+    log, run = run_monitor(typed_store, home)
+    assert run.data.tags["drift"] == "false", (run.data.metrics, log[-3000:])
+    assert run.data.tags["drift.features"] == "none"
+    assert run.data.metrics["traffic_records"] == 160
+    assert {
+        "chars_psi",
+        "tokens_psi",
+        "tokens_ks",
+        "oov_share_psi",
+        "confidence_ks",
+        "predicted_class_psi",
+    } <= set(run.data.metrics)
+    artifacts = {a.path for a in typed_store.client.list_artifacts(run.info.run_id, "monitor")}
+    assert artifacts == {"monitor/report.html", "monitor/verdict.json"}
+
+    # The same folder name, now holding a day of long German paragraphs.
+    for path in traffic.glob("capture-*.jsonl"):
+        path.unlink()
+    traffic.rmdir()
+    paragraphs = [". ".join(GERMAN[i % 5 :] + GERMAN[: i % 5]) + "." for i in range(80)]
+    serve_and_send(image, traffic, paragraphs)
+    log, run = run_monitor(typed_store, home)
+    assert run.data.tags["drift"] == "true", (run.data.metrics, log[-3000:])
+    features = run.data.tags["drift.features"].split(",")
+    assert {"chars", "tokens", "oov_share"} <= set(features), run.data.metrics
+    assert "monitor verdict: drift=true" in log
+    local = typed_store.client.download_artifacts(run.info.run_id, "monitor/report.html", str(tmp_path))
+    report = Path(local).read_text()
+    assert "drift in chars, tokens, oov_share" in report and report.count("data:image/png;base64,") == 5
+    for path in traffic.glob("capture-*.jsonl"):
+        path.unlink()

@@ -1,0 +1,62 @@
+"""The monitor's pieces without a store: the capture window, the feature scores and verdict, and
+RETRAIN_WHEN's decisions that need no monitor run."""
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from ops import retrain_when
+from sentclf.traffic import parse_since, read_capture
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "monitor"))
+from compare import compare, verdict  # noqa: E402
+
+
+def test_since_windows():
+    assert parse_since("24h") == timedelta(hours=24)
+    assert parse_since("7d") == timedelta(days=7) and parse_since("all") is None
+    with pytest.raises(ValueError, match="24h"):
+        parse_since("yesterday")
+
+
+def test_the_window_keeps_recent_records_and_skips_broken_lines(tmp_path):
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    lines = [
+        {"time": (now - timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "chars": h} for h in (30, 2, 1)
+    ]
+    (tmp_path / "capture-1.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"time": "cut')
+    window = read_capture(tmp_path, timedelta(hours=24), now)
+    assert window["chars"].tolist() == [2, 1]
+    assert len(read_capture(tmp_path, None, now)) == 3
+
+
+def test_a_shifted_stream_drifts_by_name_and_a_sample_of_the_same_does_not():
+    rng = np.random.default_rng(0)
+    reference = {
+        "chars": rng.normal(40, 15, 5000).clip(5),
+        "tokens": rng.normal(10, 4, 5000).clip(1),
+        "oov_share": rng.beta(1, 20, 5000),
+        "confidence": rng.uniform(0.5, 1.0, 500),
+    }
+    same = {name: rng.choice(values, 200) for name, values in reference.items()}
+    predictions = rng.integers(0, 2, 500)
+    scores = compare(reference, same, ["no", "yes"], predictions, rng.choice(predictions, 200))
+    assert verdict(scores, 0.2) == {"drift": False, "features": [], "threshold": 0.2}
+    shifted = same | {"chars": same["chars"] * 6, "tokens": same["tokens"] * 5}
+    result = verdict(compare(reference, shifted, ["no", "yes"], predictions, np.ones(200, dtype=int)), 0.2)
+    assert result["drift"] and result["features"] == ["chars", "tokens", "predicted_class"]
+
+
+def test_retrain_when_reads_the_pipeline_arguments_and_needs_a_folder_for_drift():
+    args = ["-P", "dataset=/srv/labels", "-Pregistered_model_name=spam"]
+    assert retrain_when.pipeline_parameter(args, "dataset", "cola") == "/srv/labels"
+    assert retrain_when.pipeline_parameter(args, "registered_model_name", "x") == "spam"
+    assert retrain_when.pipeline_parameter([], "dataset", "cola") == "cola"
+    assert retrain_when.decide("new-data", "", "", [])[0] == retrain_when.RETRAIN
+    assert retrain_when.decide("always", "", "", [])[0] == retrain_when.RETRAIN
+    status, line = retrain_when.decide("drift", "", "", [])
+    assert status == retrain_when.FAILED and "RETRAIN_TRAFFIC" in line
