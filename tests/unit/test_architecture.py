@@ -33,7 +33,7 @@ def python_files(room: str) -> list[Path]:
 @pytest.mark.parametrize("step", STEPS)
 def test_no_step_imports_another_step_or_the_conductor(step):
     others = set().union(*(STEP_MODULES[s] | {s} for s in STEPS if s != step)) - STEP_MODULES[step]
-    forbidden = others | {"conductor", "main", "bench", "tests"}
+    forbidden = others | {"conductor", "ops", "main", "bench", "tests"}
     for path in python_files(step):
         if "server" in path.relative_to(REPO_ROOT / step).parts:
             continue  # the server has its own rule below
@@ -42,7 +42,7 @@ def test_no_step_imports_another_step_or_the_conductor(step):
 
 
 def test_the_shared_package_imports_no_room():
-    forbidden = {"conductor", "main", "bench", "tests", *STEPS} | set().union(*STEP_MODULES.values())
+    forbidden = {"conductor", "ops", "main", "bench", "tests", *STEPS} | set().union(*STEP_MODULES.values())
     for path in python_files("sentclf"):
         bad = imported_roots(path) & forbidden
         assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"

@@ -19,6 +19,8 @@ HOST_ENTRY_MODULES = (
     "conductor.ui_links",
     "conductor.kube",
     "conductor.serve",
+    "ops.nightly",
+    "ops.retrain_when",
 )
 
 
