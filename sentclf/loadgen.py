@@ -83,6 +83,7 @@ class HttpCaller:
 
     def __init__(self, port: int, model: str, version: str = "", host: str = LOOPBACK) -> None:
         self.connection = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+        self.connection.connect()  # now, before the clock starts, as a gRPC channel is
         versioned = f"/versions/{version}" if version else ""
         self.path = f"/v2/models/{model}{versioned}/infer"
         self.outputs = [{"name": LABEL_OUTPUT}, {"name": PROBABILITIES_OUTPUT}]
