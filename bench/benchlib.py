@@ -9,6 +9,7 @@ step's own.
 
 import contextlib
 import csv
+import http.client
 import importlib.machinery
 import importlib.util
 import io
@@ -26,7 +27,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from sentclf.containers import CONTAINER_LABEL, running_server
+from sentclf.containers import CONTAINER_LABEL, LOOPBACK, running_server
 from sentclf.kserve_client import connect
 from sentclf.metrics import percentile_ms
 
@@ -175,6 +176,37 @@ def round_trip_floor_ms(port: int, calls: int = 200) -> float:
             latencies.append(time.perf_counter() - began)
     finally:
         client.close()
+    return percentile_ms(latencies, 50)
+
+
+def http_status(port: int, path: str, timeout_s: float = 2.0) -> int | None:
+    """The status of GET `path` on LOOPBACK:`port`, or None when nothing answers."""
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout_s)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def http_round_trip_floor_ms(port: int, calls: int = 200) -> float:
+    """p50 of GET /v2/health/live over one keep-alive connection: the HTTP side's own cost per request
+    (client + HTTP stacks both ways) with no model work, as round_trip_floor_ms is gRPC's."""
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+    try:
+        latencies = []
+        for index in range(calls + 1):
+            began = time.perf_counter()
+            connection.request("GET", "/v2/health/live")
+            connection.getresponse().read()
+            if index:  # the first one opens the connection
+                latencies.append(time.perf_counter() - began)
+    finally:
+        connection.close()
     return percentile_ms(latencies, 50)
 
 

@@ -1,20 +1,24 @@
-"""Serving speed: our KServe v2 gRPC server (building/server) vs KServe's Python ModelServer, Seldon
-MLServer and raw in-process ONNX Runtime, in one run on the same ONNX model + tokenizer, client and load.
+"""Serving speed: our KServe v2 server (building/server), over gRPC and over HTTP/JSON, vs KServe's Python
+ModelServer (gRPC and HTTP), Seldon MLServer (gRPC) and raw in-process ONNX Runtime, in one run on the same
+ONNX model + tokenizer, clients and load.
 
 Every contender serves the model files extracted from the server image and runs them through the same
-tokenizer + InferenceSession code (sentclf_server.model) with the same ORT settings; the load is the
-standard tritonclient gRPC client, single-sentence CoLA requests, one client per concurrent caller
-(sentclf.loadgen, the evaluate step's own load).
+tokenizer + InferenceSession code (sentclf_server.model) with the same ORT settings; the load is
+single-sentence CoLA requests, one client per concurrent caller (sentclf.loadgen, the evaluate step's own
+load): the standard tritonclient gRPC client, and for HTTP one keep-alive http.client connection per caller
+posting the protocol's JSON (no binary extension), the same client for ours and KServe's.
 KServe and MLServer live in their own virtualenvs under .build/bench/ (their pins conflict), created on
 first use. Prints latency/throughput per contender and concurrency, raw ORT limits, ratios, image sizes;
 the last line reads
 `throughput_ratio_vs_mlserver=<x> throughput_ratio_vs_kserve=<y> throughput_ratio_vs_raw_ort=<z>
 throughput_ratio_vs_raw_ort_c64=<z64> client_ceiling_ratio=<ceiling>
-p50_c1_minus_raw_single_and_round_trip_ms=<ms>`: throughput ratios at --ratio-concurrency (16) and at the
-top concurrency (64), the most any server could reach given the client's own CPU on the same cores, and our
-p50 at concurrency 1 above raw ORT's single-sentence p50 plus the bare ServerLive round trip.
-Usage: python bench/serving.py [--server-image cola-classifier-server:1] [--concurrency 1,4,16,64]
-                               [--requests 400]
+p50_c1_minus_raw_single_and_round_trip_ms=<ms> http_ratio_vs_grpc=<h> http_ratio_vs_kserve_http=<k>`:
+throughput ratios at --ratio-concurrency (16) and at the top concurrency (64), the most any server could
+reach given the client's own CPU on the same cores, our p50 at concurrency 1 above raw ORT's
+single-sentence p50 plus the bare ServerLive round trip, and our HTTP's throughput at --ratio-concurrency
+over our gRPC's and over KServe's HTTP (goal: >= 0.8 and >= 1.5). A peer left out (--peers) reads nan.
+Usage: python bench/serving.py [--server-image cola-classifier-server:3-0123456789ab]
+                               [--concurrency 1,4,16,64] [--requests 400] [--peers kserve,mlserver]
 """
 
 import argparse
@@ -142,10 +146,17 @@ def wait_until_ready(
 
 @contextlib.contextmanager
 def running_peer(
-    name: str, command: list[str], env: dict[str, str], workdir: Path, port: int, model: str, timeout_s: float
-) -> Iterator[tuple[int, float]]:
-    """Start a peer server as its own process group on loopback; yields (grpc_port, seconds to ready);
-    always stops it, on success or failure."""
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    port: int,
+    model: str,
+    timeout_s: float,
+    http_port: int | None = None,
+) -> Iterator[tuple[int, int | None, float]]:
+    """Start a peer server as its own process group on loopback; yields (grpc_port, http_port or None
+    when its HTTP side is not measured, seconds to ready); always stops it, on success or failure."""
     log_path = workdir / f"{name}.log"
     with log_path.open("w") as peer_log:
         # start_new_session: the peer and its children form one group that stop_process_group can end.
@@ -156,7 +167,7 @@ def running_peer(
     try:
         seconds = wait_until_ready(process, port, model, log_path, timeout_s)
         log.info("%s ready after %.2fs", name, seconds)
-        yield port, seconds
+        yield port, http_port, seconds
     finally:
         stop_process_group(process)
         log.info("stopped %s", name)
@@ -176,14 +187,15 @@ def peer_env(model_dir: Path, model: str) -> dict[str, str]:
 def kserve_peer(python: Path, model_dir: Path, model: str, workdir: Path, timeout_s: float):
     """KServe ModelServer: --grpc_port is its gRPC flag (it binds [::]; REST on --http_port binds 0.0.0.0,
     both on free ports, and we only ever call 127.0.0.1). One uvicorn worker; per-request latency log off
-    (our server logs no line per request either)."""
-    grpc_port = free_port()
+    (our server logs no line per request either). Yields (grpc_port, http_port, seconds to ready)."""
+    grpc_port, http_port = free_port(), free_port()
     command = [
         str(python), str(PEERS_DIR / "kserve_server.py"),
-        "--grpc_port", str(grpc_port), "--http_port", str(free_port()),
+        "--grpc_port", str(grpc_port), "--http_port", str(http_port),
         "--workers", "1", "--enable_latency_logging", "false",
     ]  # fmt: skip
-    return running_peer("kserve", command, peer_env(model_dir, model), workdir, grpc_port, model, timeout_s)
+    env = peer_env(model_dir, model)
+    return running_peer("kserve", command, env, workdir, grpc_port, model, timeout_s, http_port)
 
 
 def write_mlserver_settings(root: Path, model: str, parallel_workers: int, max_batch_size: int) -> int:
@@ -224,7 +236,8 @@ def mlserver_peer(
 
 
 def label_agreement(port: int, model: str, sentences: list[str], reference: np.ndarray) -> int:
-    """How many of the reference sentences the server labels as raw ORT does (same model => all)."""
+    """How many of the reference sentences the server labels over gRPC as raw ORT does (same model =>
+    all)."""
     client = connect(port)
     try:
         labels = [
@@ -240,6 +253,26 @@ def label_agreement(port: int, model: str, sentences: list[str], reference: np.n
     return int((np.asarray(labels) == reference).sum())
 
 
+def http_label_agreement(port: int, model: str, sentences: list[str], reference: np.ndarray) -> int:
+    """The same over the protocol's HTTP/JSON (one keep-alive connection)."""
+    caller = loadgen.HttpCaller(port, model)
+    try:
+        labels = [caller.labels(s)[0] for s in sentences]
+    finally:
+        caller.close()
+    return int((np.asarray(labels) == reference).sum())
+
+
+def wait_until_http_ready(port: int, timeout_s: float) -> None:
+    """GET /v2/health/ready until 200 (a server's HTTP side may come up after its gRPC side)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if benchlib.http_status(port, "/v2/health/ready") == 200:
+            return
+        time.sleep(0.1)
+    raise BenchError(f"HTTP port {port} not ready after {timeout_s:.0f}s")
+
+
 @dataclass
 class ContenderResult:
     name: str
@@ -247,30 +280,47 @@ class ContenderResult:
     seconds_to_ready: float
     agreement: str
     round_trip_floor_ms: float
+    new_caller: Callable[[], loadgen.Caller]
     levels: dict[int, loadgen.Level] = field(default_factory=dict)
 
 
-def start_and_warm_up(name: str, start: Callable, stack: contextlib.ExitStack, args, sentences, reference):
+def start_and_warm_up(
+    name: str, start: Callable, stack: contextlib.ExitStack, args, sentences, reference
+) -> list[ContenderResult]:
     """Start a contender (stopped when `stack` closes), check its labels, warm it up with one burst at
-    the top concurrency (thread pools, ORT allocations for the shapes it will see)."""
+    the top concurrency (thread pools, ORT allocations for the shapes it will see). One result for its
+    gRPC side (`name`) and, when it has an HTTP port, one for its HTTP side (`name-http`), warmed up and
+    checked the same way."""
     log.info("starting %s", name)
-    port, seconds = stack.enter_context(start())
-    agree = label_agreement(port, args.model, sentences[: len(reference)], reference)
+    port, http_port, seconds = stack.enter_context(start())
     top = max(args.concurrency)
+    sample = sentences[: len(reference)]
+    agree = label_agreement(port, args.model, sample, reference)
     callers = loadgen.grpc_callers(port, args.model)
     loadgen.run_level(callers, sentences, top, 2 * top, args.level_time_limit_s)
     floor = benchlib.round_trip_floor_ms(port)
-    return ContenderResult(name, port, seconds, f"{agree}/{len(reference)}", floor)
+    results = [ContenderResult(name, port, seconds, f"{agree}/{len(reference)}", floor, callers)]
+    if http_port:
+        wait_until_http_ready(http_port, args.start_timeout_s)
+        agree = http_label_agreement(http_port, args.model, sample, reference)
+        callers = loadgen.http_callers(http_port, args.model)
+        loadgen.run_level(callers, sentences, top, 2 * top, args.level_time_limit_s)
+        floor = benchlib.http_round_trip_floor_ms(http_port)
+        agreement = f"{agree}/{len(reference)}"
+        results.append(ContenderResult(f"{name}-http", http_port, seconds, agreement, floor, callers))
+    return results
 
 
 def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference) -> list[ContenderResult]:
     """All contenders up at once (idle ones cost no CPU: ORT does not spin), then every concurrency level
-    in `args.rounds` rounds, rotating the contenders' order each round. The cores are shared with other
-    work, so interleaving spreads its bursts over all contenders instead of penalising whichever ran
-    while it peaked."""
+    in `args.rounds` rounds, rotating the contenders' order each round (a server's gRPC and HTTP sides
+    are two contenders). The cores are shared with other work, so interleaving spreads its bursts over
+    all contenders instead of penalising whichever ran while it peaked."""
     with contextlib.ExitStack() as stack:
         results = [
-            start_and_warm_up(name, start, stack, args, sentences, reference) for name, start in starters
+            result
+            for name, start in starters
+            for result in start_and_warm_up(name, start, stack, args, sentences, reference)
         ]
         per_round = max(1, args.requests // args.rounds)
         for concurrency in args.concurrency:
@@ -280,7 +330,7 @@ def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference
                 shift = round_index % len(results)
                 for result in results[shift:] + results[:shift]:
                     chunk = loadgen.run_level(
-                        loadgen.grpc_callers(result.port, args.model),
+                        result.new_caller,
                         sentences,
                         concurrency,
                         per_round,
@@ -291,7 +341,7 @@ def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference
             for result in results:
                 level = result.levels[concurrency]
                 log.info(
-                    "c=%d %-10s %d ok, %d errors, %.1f req/s, p50 %.2f ms",
+                    "c=%d %-12s %d ok, %d errors, %.1f req/s, p50 %.2f ms",
                     concurrency,
                     result.name,
                     len(level.latencies_s),
@@ -390,9 +440,10 @@ def print_report(
         f"ORT intra-op threads {CORES}, graph optimisation all; up to {args.requests} requests per level"
     )
     print(
-        f"peers: kserve {args.peer_versions['kserve']} (1 worker, latency log off), mlserver "
-        f"{args.peer_versions['mlserver']} (parallel_workers={args.mlserver_workers}, adaptive batching "
-        f"{args.mlserver_batch or 'off'}, metrics off, debug off); {args.rounds} interleaved rounds/level\n"
+        f"peers: kserve {args.peer_versions.get('kserve', 'left out')} (1 worker, latency log off), mlserver "
+        f"{args.peer_versions.get('mlserver', 'left out')} (parallel_workers={args.mlserver_workers}, "
+        f"adaptive batching {args.mlserver_batch or 'off'}, metrics off, debug off); {args.rounds} "
+        "interleaved rounds/level; *-http: the protocol's JSON over one keep-alive connection per caller\n"
     )
     print(f"{'contender':<22} {'conc':>5} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'ok':>6} {'errors':>6}")
     for result in results:
@@ -402,7 +453,7 @@ def print_report(
                 f"{result.name:<22} {concurrency:>5} {p50:>9.2f} {p99:>9.2f} {level.throughput:>9.1f} "
                 f"{len(level.latencies_s):>6} {level.errors:>6}"
             )
-    print("\nstart -> ready (s), labels equal to raw ORT, ServerLive round trip p50 (ms):")
+    print("\nstart -> ready (s), labels equal to raw ORT, ServerLive (HTTP: GET /v2/health/live) p50 (ms):")
     for result in results:
         print(
             f"  {result.name:<22} {result.seconds_to_ready:6.2f}   {result.agreement:>7}   "
@@ -426,10 +477,14 @@ def print_report(
     ours_tp = by_name[ours]
     top = max(args.concurrency)
     top_tp = ours_result.levels[top].throughput
+    nan = float("nan")
+    http_tp = by_name.get(f"{ours}-http", nan)
     print(f"\nratios (throughput at concurrency {at}):")
     for name, throughput in by_name.items():
         if name != ours:
             print(f"  ours / {name:<20} {ratio(ours_tp, throughput):.2f}")
+    print(f"  ours-http / ours (gRPC)   {ratio(http_tp, ours_tp):.2f} (goal >= 0.8)")
+    print(f"  ours-http / kserve-http   {ratio(http_tp, by_name.get('kserve-http', nan)):.2f} (goal >= 1.5)")
     print(
         f"  ours / raw ORT best batched {ratio(ours_tp, raw.best_batched):.2f} (at concurrency {top}: "
         f"{ratio(top_tp, raw.best_batched):.2f})"
@@ -456,12 +511,14 @@ def print_report(
             f"(ratio {server_mb / step_mb:.3f})"
         )
     print(
-        f"throughput_ratio_vs_mlserver={ratio(ours_tp, by_name['mlserver']):.2f} "
-        f"throughput_ratio_vs_kserve={ratio(ours_tp, by_name['kserve']):.2f} "
+        f"throughput_ratio_vs_mlserver={ratio(ours_tp, by_name.get('mlserver', nan)):.2f} "
+        f"throughput_ratio_vs_kserve={ratio(ours_tp, by_name.get('kserve', nan)):.2f} "
         f"throughput_ratio_vs_raw_ort={ratio(ours_tp, raw.best_batched):.2f} "
         f"throughput_ratio_vs_raw_ort_c{top}={ratio(top_tp, raw.best_batched):.2f} "
         f"client_ceiling_ratio={ceiling:.2f} "
-        f"p50_c{lowest}_minus_raw_single_and_round_trip_ms={own:.2f}"
+        f"p50_c{lowest}_minus_raw_single_and_round_trip_ms={own:.2f} "
+        f"http_ratio_vs_grpc={ratio(http_tp, ours_tp):.2f} "
+        f"http_ratio_vs_kserve_http={ratio(http_tp, by_name.get('kserve-http', nan)):.2f}"
     )
 
 
@@ -487,8 +544,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--mlserver-batch", type=int, default=0, help="MLServer adaptive batching max_batch_size (0: off)"
     )
+    parser.add_argument(
+        "--peers", default="kserve,mlserver", help="comma-separated peers to run (kserve, mlserver; '' none)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    args.peers = [p for p in args.peers.split(",") if p]
+    unknown = sorted(set(args.peers) - set(PEER_PACKAGES))
+    if unknown:
+        parser.error(f"unknown peers {unknown}: choose from {sorted(PEER_PACKAGES)}")
     args.concurrency = sorted({int(c) for c in args.concurrency.split(",")})
     if args.ratio_concurrency not in args.concurrency:
         parser.error(f"--ratio-concurrency {args.ratio_concurrency} is not in --concurrency")
@@ -501,37 +565,44 @@ def package_version(python: Path, package: str) -> str:
 
 
 def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable]]:
-    """(name, context manager factory yielding (grpc_port, seconds to ready)), ours first."""
+    """(name, context manager factory yielding (grpc_port, http_port or None, seconds to ready)), ours
+    first, then the peers in --peers."""
 
     @contextlib.contextmanager
     def ours():
-        env = {"ORT_INTRA_OP_THREADS": str(CORES), "ORT_GRAPH_OPTIMIZATION": "all"}
+        http_port = free_port()
+        env = {
+            "ORT_INTRA_OP_THREADS": str(CORES),
+            "ORT_GRAPH_OPTIMIZATION": "all",
+            "HTTP_PORT": str(http_port),
+        }
         with benchlib.server_container(args.server_image, env, args.start_timeout_s) as (_, port, s):
-            yield port, s
+            yield port, http_port, s
 
-    kserve_python = ensure_venv("kserve", args.venv_dir)
-    mlserver_python = ensure_venv("mlserver", args.venv_dir)
-    args.peer_versions = {
-        "kserve": package_version(kserve_python, "kserve"),
-        "mlserver": package_version(mlserver_python, "mlserver"),
-    }
+    pythons = {peer: ensure_venv(peer, args.venv_dir) for peer in args.peers}
+    args.peer_versions = {peer: package_version(python, peer) for peer, python in pythons.items()}
     timeout = args.start_timeout_s
-    return [
-        ("ours", ours),
-        ("kserve", lambda: kserve_peer(kserve_python, model_dir, args.model, workdir, timeout)),
-        (
-            "mlserver",
-            lambda: mlserver_peer(
-                mlserver_python,
-                model_dir,
-                args.model,
-                workdir,
-                timeout,
-                args.mlserver_workers,
-                args.mlserver_batch,
-            ),
-        ),
-    ]
+    starters: list[tuple[str, Callable]] = [("ours", ours)]
+    if "kserve" in pythons:
+        starters.append(
+            ("kserve", lambda: kserve_peer(pythons["kserve"], model_dir, args.model, workdir, timeout))
+        )
+    if "mlserver" in pythons:
+        starters.append(
+            (
+                "mlserver",
+                lambda: mlserver_peer(
+                    pythons["mlserver"],
+                    model_dir,
+                    args.model,
+                    workdir,
+                    timeout,
+                    args.mlserver_workers,
+                    args.mlserver_batch,
+                ),
+            )
+        )
+    return starters
 
 
 def main(argv: list[str] | None = None) -> int:

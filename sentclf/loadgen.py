@@ -1,5 +1,6 @@
-"""The one load generator: closed-loop callers over gRPC (tritonclient), used by the evaluate step and by
-the benches, so that a figure the gate reads and a figure a bench prints are measured the same way.
+"""The one load generator: closed-loop callers over gRPC (tritonclient) or HTTP/JSON, used by the
+evaluate step and by the benches, so that a figure the gate reads and a figure a bench prints are measured
+the same way.
 
 `run_level` runs `concurrency` callers, each with its own client connected before the clock starts; each
 sends single-sentence requests back to back (sentences[offset:], cycling) until `requests` have been
@@ -8,10 +9,13 @@ failed requests (counted, never hidden: a failed request is a measured outcome, 
 time, and the CPU this process (the client side, all its threads) used meanwhile. `sweep` runs several
 levels in turn with the server container's memory sampled under that load.
 
-A caller is anything with `__call__(text)` and `close()`: `GrpcCaller` talks to a KServe v2 server, a test
-injects a fake.
+A caller is anything with `__call__(text)` and `close()`: `GrpcCaller` talks to a KServe v2 server over
+gRPC, `HttpCaller` to one over the protocol's HTTP/JSON (any server of the protocol: ours, KServe's,
+MLServer's), a test injects a fake.
 """
 
+import http.client
+import json
 import math
 import resource
 import threading
@@ -22,8 +26,15 @@ from typing import Protocol
 
 from docker.models.containers import Container
 
-from sentclf.containers import MemorySampler
-from sentclf.kserve_client import build_inputs, connect, requested_outputs
+from sentclf.containers import LOOPBACK, MemorySampler
+from sentclf.kserve_client import (
+    LABEL_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    TEXT_INPUT,
+    build_inputs,
+    connect,
+    requested_outputs,
+)
 from sentclf.metrics import percentile_ms
 
 # A request that takes longer than this is a failed one (a hung server must not hang the caller).
@@ -62,6 +73,60 @@ class GrpcCaller:
 def grpc_callers(port: int, model: str, version: str = "") -> Callable[[], Caller]:
     """A factory of callers to the server at `port`: one per concurrent caller."""
     return lambda: GrpcCaller(port, model, version)
+
+
+class HttpCaller:
+    """One keep-alive HTTP/1.1 connection (the standard library's http.client) posting the protocol's
+    JSON infer request for one sentence, label and probabilities asked for as JSON tensors (no binary
+    extension, so any server of the protocol answers it the same way). An answer that is not 200 with
+    a `label` output raises."""
+
+    def __init__(self, port: int, model: str, version: str = "", host: str = LOOPBACK) -> None:
+        self.connection = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+        self.connection.connect()  # now, before the clock starts, as a gRPC channel is
+        versioned = f"/versions/{version}" if version else ""
+        self.path = f"/v2/models/{model}{versioned}/infer"
+        self.outputs = [{"name": LABEL_OUTPUT}, {"name": PROBABILITIES_OUTPUT}]
+
+    def __call__(self, text: str) -> None:
+        self.infer(text)
+
+    def labels(self, text: str) -> list[int]:
+        """The `label` output's data for one sentence (to check a server's answers, not timed)."""
+        outputs = {o.get("name"): o for o in self.infer(text).get("outputs", ())}
+        return [int(label) for label in outputs[LABEL_OUTPUT]["data"]]
+
+    def infer(self, text: str) -> dict:
+        """The decoded answer to one sentence."""
+        body = json.dumps(
+            {
+                "inputs": [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [1], "data": [text]}],
+                "outputs": self.outputs,
+            }
+        ).encode()
+        try:
+            self.connection.request(
+                "POST", self.path, body, {"Content-Type": "application/json", "Connection": "keep-alive"}
+            )
+            response = self.connection.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException):
+            self.connection.close()  # the next request opens a new connection
+            raise
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {answer[:200].decode(errors='replace')}")
+        decoded = json.loads(answer)
+        if not any(o.get("name") == LABEL_OUTPUT for o in decoded.get("outputs", ())):
+            raise RuntimeError(f"no {LABEL_OUTPUT} output in {answer[:200]!r}")
+        return decoded
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def http_callers(port: int, model: str, version: str = "") -> Callable[[], Caller]:
+    """A factory of HTTP callers to the server's HTTP port: one connection per concurrent caller."""
+    return lambda: HttpCaller(port, model, version)
 
 
 @dataclass

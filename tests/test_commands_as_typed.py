@@ -26,7 +26,7 @@ from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
 from sentclf.images import STEP_IMAGE
 from sentclf.tracking import STEP_TAG
 
-from .conftest import README, REPO_ROOT, TEST_OUTPUT, require_docker
+from .conftest import README, REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -269,12 +269,15 @@ def test_evaluate_alone_finds_the_versions_image_and_data(typed_store):
     assert leftover_containers() == []
 
 
-def serving_commands() -> list[str]:
-    """The lines of the README's serving block, comments stripped."""
-    text = README.read_text()
-    block = text[text.index("<!-- serving-as-typed") :]
+def serving_commands(readme=README, marker: str = "serving-as-typed") -> list[str]:
+    """The lines of a README's serving block, comments stripped."""
+    text = readme.read_text()
+    block = text[text.index(f"<!-- {marker}") :]
     body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
     return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
+
+
+KUBE_README = REPO_ROOT / "kubernetes" / "README.md"
 
 
 def _ports_free(*ports: int) -> bool:
@@ -337,7 +340,10 @@ def test_serving_as_typed(typed_store, tmp_path):
         "kubectl",
     ]
     if not _ports_free(8000, 8001, 8002):
-        pytest.skip("ports 8000-8002 are taken on this machine; make serve uses them as printed")
+        message = "ports 8000-8002 are taken on this machine; make serve uses them as printed"
+        if UNDER_CI:  # a CI machine is ours: something left there is a failure, never a skip
+            pytest.fail(f"CI=true but {message}")
+        pytest.skip(message)
     client = typed_store.client
     if not any(v.aliases for v in client.search_model_versions("name='cola-classifier'")):
         # The state after a promotion (the tiny pipeline's model may not pass the gate).
@@ -350,21 +356,31 @@ def test_serving_as_typed(typed_store, tmp_path):
         assert "HTTP     http://127.0.0.1:8000" in log and "gRPC     127.0.0.1:8001" in log, log
         assert "removed sentclf-serve-" in log, log
         assert engine.containers.list(all=True, filters={"label": "sentclf.serve"}) == []
-    manifests = REPO_ROOT / "serving.yaml"
-    try:
-        result = typed_store.shell(commands[3])
-        assert result.returncode == 0, output(result)
-        docs = list(yaml.safe_load_all(manifests.read_text()))
-    finally:
-        manifests.unlink(missing_ok=True)
-    assert [d["kind"] for d in docs] == [
-        "Deployment",
-        "Service",
-        "HorizontalPodAutoscaler",
-        "InferenceService",
-    ]
-    for doc in docs[:3]:
-        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+    # The README's manifests command, then kubernetes/README.md's (the same one, and one with --memory-mb).
+    kube_commands = serving_commands(KUBE_README, "serving-manifests-as-typed")
+    assert [c.split()[0] for c in kube_commands] == [commands[3].split()[0]] * 2 + ["kubectl"]
+    assert kube_commands[0] == commands[3] and kube_commands[2] == commands[4]
+    memory = []
+    for command in (commands[3], kube_commands[1]):
+        manifests = REPO_ROOT / "serving.yaml"
+        try:
+            result = typed_store.shell(command)
+            assert result.returncode == 0, output(result)
+            docs = list(yaml.safe_load_all(manifests.read_text()))
+        finally:
+            manifests.unlink(missing_ok=True)
+        assert [d["kind"] for d in docs] == [
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "InferenceService",
+        ]
+        for doc in docs[:3]:
+            kubernetes_validate.validate(doc, "1.37.0", strict=True)
+        (container,) = docs[0]["spec"]["template"]["spec"]["containers"]
+        assert container["image"].startswith("registry.example.com/sentclf/cola-classifier-server:")
+        memory.append(container["resources"]["requests"]["memory"])
+    assert memory[1] == "464Mi"  # --memory-mb 300: x 1.5, to 16 MiB
 
 
 def test_a_server_killed_during_evaluation_fails_the_step_and_moves_nothing(typed_store):

@@ -3,7 +3,7 @@
 Run by bench/serving.py in its own virtualenv (kserve, onnxruntime, tokenizers). KServe reads its own
 flags from sys.argv, e.g. `--grpc_port 9001 --http_port 9000 --enable_latency_logging false`.
 Model name from BENCH_MODEL_NAME (default `cola`); input `text` BYTES [n] -> `label` INT64 [n],
-`probabilities` FP32 [n, 2], the same contract as our server.
+`probabilities` FP32 [n, 2], the same contract as our server, over gRPC and over REST (JSON).
 """
 
 import os
@@ -34,14 +34,19 @@ class ColaModel(Model):
         text = payload.get_input_by_name(TEXT_INPUT)
         if text is None or text.datatype != "BYTES":
             raise InvalidInput(f"expected one BYTES input '{TEXT_INPUT}'")
-        texts = [item.decode("utf-8") for item in text.as_numpy().reshape(-1)]
+        # gRPC's raw BYTES arrive as bytes, REST's JSON strings as str.
+        texts = [
+            item.decode("utf-8") if isinstance(item, bytes) else str(item)
+            for item in text.as_numpy().reshape(-1)
+        ]
         labels, probabilities = classify(self.classifier, texts)
         outputs = [
             _output(LABEL_OUTPUT, labels, "INT64"),
             _output(PROBABILITIES_OUTPUT, probabilities.astype(np.float32), "FP32"),
         ]
         # use_binary_outputs stays False: in KServe 0.21 True makes to_grpc test an ndarray's truth value.
-        return InferResponse(response_id=payload.id, model_name=self.name, infer_outputs=outputs)
+        # A REST request without an id has id None, which KServe's REST response model refuses.
+        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,45 @@ def _burst(url: str, requests: int = 8) -> tuple[float, list[BaseException]]:
     return latency, errors
 
 
+def _ordinary_load(url: str, longest: int, callers: int = 9, requests: int = 6) -> None:
+    """What a server sees in ordinary use, shaped like the bursts below: `callers` clients at once (the
+    burst's eight plus the short one, so the gRPC threads and batch shapes it uses exist), each sending
+    requests of three sentences of legal length, from a short one to the longest the cut lets through
+    (a kilobyte, not a megabyte: the model reads the same tokens, the request carries a thousandth)."""
+    legal = HUGE[:longest]
+    started = threading.Barrier(callers)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        with triton.InferenceServerClient(url) as client:
+            started.wait()
+            try:
+                for index in range(requests):
+                    client.infer("cola", [_text(["the dog ran", legal[: 16 << index % 4], legal])])
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+
+def _steady_state_mb(server, longest: int) -> float:
+    """The container's memory under ordinary load: two rounds of it, the figure after the second (the
+    first one's allocations, thread stacks and ORT arenas for these shapes, are then in place; measured
+    after one round only, the figure missed them and read about 1.45x after the bursts, close to the
+    bound for reasons that have nothing to do with oversize requests)."""
+    from sentclf.containers import container_memory_mb
+
+    for _ in range(2):
+        _ordinary_load(server.url, longest)
+        time.sleep(1.0)
+    return container_memory_mb(server.container)
+
+
 @pytest.fixture
 def cost_server(request, model_dir, server_factory, image_factory, tmp_path) -> Iterator[object]:
     if request.param == "process":
@@ -79,13 +118,15 @@ def test_huge_sentences_do_not_hold_up_a_short_one(cost_server) -> None:
 
 @pytest.mark.docker
 @pytest.mark.parametrize("cost_server", ["image"], indirect=True)
-def test_memory_returns_after_oversize_requests(cost_server) -> None:
+def test_memory_returns_after_oversize_requests(cost_server, limits) -> None:
     from sentclf.containers import container_memory_mb
 
     for _ in range(20):
         _short_latency(cost_server.url)
     time.sleep(1.0)
-    steady = container_memory_mb(cost_server.container)
+    idle = container_memory_mb(cost_server.container)  # after one caller's short requests: not steady
+    # the cut: max_seq_length x sentclf_server.limits.CHARS_PER_TOKEN characters
+    steady = _steady_state_mb(cost_server, limits.max_seq_length * 16)
     latencies = []
     for _ in range(3):  # 24 requests of three 1 MB strings, eight at a time
         latency, errors = _burst(cost_server.url)
@@ -93,6 +134,9 @@ def test_memory_returns_after_oversize_requests(cost_server) -> None:
         latencies.append(latency)
     time.sleep(1.0)
     after = container_memory_mb(cost_server.container)
-    print(f"short-request latency during bursts {latencies}; memory {steady:.1f} -> {after:.1f} MB")
+    print(
+        f"short-request latency during bursts {latencies}; memory after short requests {idle:.1f} MB, "
+        f"under ordinary load {steady:.1f} MB, after the bursts {after:.1f} MB"
+    )
     assert max(latencies) < 0.5, latencies
     assert after <= 1.5 * steady, (steady, after)

@@ -5,9 +5,12 @@ server from the source tree and from its image (the `server` fixture)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -283,3 +286,38 @@ def test_metrics_port_answers_only_metrics(server) -> None:
     assert curl(f"{base}/metrics")[0] == 200
     for path in ("/", "/v2/health/ready", "/healthz"):
         assert curl(f"{base}{path}")[0] == 404
+
+
+def test_a_burst_of_new_connections_is_accepted_not_reset(server) -> None:
+    """64 clients connecting at the same moment (a load test's callers, a load balancer filling its pool):
+    each is accepted and answered, none reset and none left waiting a second for a SYN retransmit, as with
+    socketserver's listen backlog of 5."""
+    host, port = server.http_url.split(":")
+    clients = 64
+    start = threading.Barrier(clients)
+    outcomes: list[object] = []
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        start.wait()
+        began = time.perf_counter()
+        try:
+            connection.request("GET", "/v2/health/ready")
+            response = connection.getresponse()
+            response.read()
+            outcomes.append((response.status, time.perf_counter() - began))
+        except OSError as error:
+            outcomes.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    errors = [o for o in outcomes if not isinstance(o, tuple)]
+    assert not errors and len(outcomes) == clients, errors
+    assert {status for status, _ in outcomes} == {200}
+    assert max(seconds for _, seconds in outcomes) < 0.9, sorted(seconds for _, seconds in outcomes)[-5:]
+    assert_ready(server)

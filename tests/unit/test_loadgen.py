@@ -1,9 +1,11 @@
 """The one load generator (sentclf/loadgen.py): what it counts, with fake callers, and its gRPC caller
 against a trivial in-process KServe v2 server."""
 
+import json
 import threading
 import time
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import numpy as np
@@ -135,3 +137,67 @@ def test_grpc_callers_send_one_sentence_per_request_to_the_named_model(tiny_serv
     assert sorted(servicer.texts) == sorted(texts * 3)
     wrong = loadgen.run_level(loadgen.grpc_callers(port, "other"), texts, concurrency=1, requests=2)
     assert wrong.errors == 2 and "no model other" in wrong.first_error
+
+
+class TinyHttpHandler(BaseHTTPRequestHandler):
+    """The protocol's infer route for model `cola` over HTTP/1.1 keep-alive; 404 for any other model.
+    Records each request's path, body and the client port it came from (one port = one connection)."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, dict, int]] = []
+
+    def do_POST(self):  # noqa: N802 (BaseHTTPRequestHandler's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        TinyHttpHandler.seen.append((self.path, body, self.client_address[1]))
+        if self.path.startswith("/v2/models/cola/"):
+            status, answer = 200, {"model_name": "cola", "outputs": [{"name": "label", "data": [1]}]}
+        else:
+            status, answer = 404, {"error": "no model other"}
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def tiny_http_server():
+    TinyHttpHandler.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TinyHttpHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_callers_post_the_protocols_json_over_one_kept_alive_connection_each(tiny_http_server):
+    texts = ["the cat sat", "green ideas", "he reads"]
+    level = loadgen.run_level(
+        loadgen.http_callers(tiny_http_server, "cola", "1"), texts, concurrency=2, requests=9
+    )
+    assert level.errors == 0 and len(level.latencies_s) == 9
+    seen = TinyHttpHandler.seen
+    assert {path for path, _, _ in seen} == {"/v2/models/cola/versions/1/infer"}
+    assert sorted(body["inputs"][0]["data"][0] for _, body, _ in seen) == sorted(texts * 3)
+    assert seen[0][1]["inputs"][0] | {"data": None} == {
+        "name": "text",
+        "datatype": "BYTES",
+        "shape": [1],
+        "data": None,
+    }
+    assert [o["name"] for o in seen[0][1]["outputs"]] == ["label", "probabilities"]
+    assert len({client_port for _, _, client_port in seen}) == 2  # keep-alive: one connection per caller
+    wrong = loadgen.run_level(
+        loadgen.http_callers(tiny_http_server, "other"), texts, concurrency=1, requests=2
+    )
+    assert (
+        wrong.errors == 2
+        and wrong.first_error.startswith("HTTP 404")
+        and "no model other" in wrong.first_error
+    )

@@ -48,6 +48,11 @@ _CONFIG_TYPES = {"BYTES": "TYPE_STRING", "INT64": "TYPE_INT64", "FP32": "TYPE_FP
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The listen backlog. socketserver's default of 5 overflows when a burst of clients connects at once
+    # (16 callers starting together, a load balancer opening its pool): the kernel drops or resets the
+    # connections beyond it, which then wait a second for a SYN retransmit or fail with ECONNRESET.
+    # uvicorn's default is 2048; the kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], plane: DataPlane, max_connections: int) -> None:
         super().__init__(address, _Handler)
