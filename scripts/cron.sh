@@ -6,7 +6,10 @@
 # without an init system starts none, and an entry nothing fires is worse than none). The entry keeps
 # the tracking store and experiment of the shell that installed it (MLFLOW_TRACKING_URI,
 # MLFLOW_EXPERIMENT_NAME; `make cron-install` sets both) and RETRAIN_KEEP_LOGS/RETRAIN_LOG_DIR if set,
-# since cron starts with an empty environment.
+# since cron starts with an empty environment. For a tracking server with a login it keeps the user name,
+# MLFLOW_TRACKING_SERVER_CERT_PATH and MLFLOW_TRACKING_PASSWORD_FILE, never a password: a password given only
+# as MLFLOW_TRACKING_PASSWORD is written to a file only this user reads (~/.config/sentclf/) and the
+# entry names that file.
 # After a reboot of a machine without an init system, run `make cron-install` again to start cron.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -38,9 +41,19 @@ ensure_cron_running() {
 
 current_without_entry() { crontab -l 2>/dev/null | grep -vF "$marker" || true; }
 
+keep_password_in_a_file() {  # the crontab is no place for a password
+  [ -n "${MLFLOW_TRACKING_PASSWORD:-}" ] && [ -z "${MLFLOW_TRACKING_PASSWORD_FILE:-}" ] || return 0
+  local directory="${XDG_CONFIG_HOME:-$HOME/.config}/sentclf"
+  mkdir -p "$directory" && chmod 700 "$directory"
+  MLFLOW_TRACKING_PASSWORD_FILE="$directory/tracking-password-$(printf '%s' "$repo" | sha256sum | cut -c1-12)"
+  (umask 077 && printf '%s\n' "$MLFLOW_TRACKING_PASSWORD" >"$MLFLOW_TRACKING_PASSWORD_FILE")
+  log "the tracking password is kept in $MLFLOW_TRACKING_PASSWORD_FILE (mode 600) for the entry"
+}
+
 entry() {
   local env="" arg args=""
-  for name in MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME RETRAIN_KEEP_LOGS RETRAIN_LOG_DIR; do
+  for name in MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME RETRAIN_KEEP_LOGS RETRAIN_LOG_DIR \
+      MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD_FILE MLFLOW_TRACKING_SERVER_CERT_PATH; do
     [ -n "${!name:-}" ] && env+="$name=$(printf '%q' "${!name}") "
   done
   for arg in "$@"; do args+=" $(printf '%q' "$arg")"; done
@@ -55,6 +68,7 @@ case "${1:-}" in
     ensure_cron_installed
     ensure_cron_running
     mkdir -p "${RETRAIN_LOG_DIR:-$repo/logs}"
+    keep_password_in_a_file
     { current_without_entry; entry "$@"; } | sed '/^$/d' | crontab -
     log "installed: $(crontab -l | grep -F "$marker")";;
   remove)
