@@ -15,13 +15,14 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: serve run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install example-data \
-	cron-remove retrain-status tracking-server tracking-server-stop
+	cron-remove retrain-status tracking-server tracking-server-stop tracking-user
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
 run: images
 	@# `mlflow run` leaves an empty storage directory behind for every run: give it one that is removed.
 	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
-	  $(VENV)/bin/mlflow run . --env-manager local --storage-dir "$$storage" $(ARGS)
+	  $(PYTHON) -m conductor.tracking_credentials exec $(VENV)/bin/mlflow run . --env-manager local \
+	    --storage-dir "$$storage" $(ARGS)
 
 ## serve: a registered version's server image in the foreground, HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C
 ## stops and removes it (MODEL=models:/cola-classifier/3 for a version; default: the champion)
@@ -89,7 +90,8 @@ step-lock: base-image
 ## step: run one step alone, e.g. make step STEP=train ARGS="-P epochs=5"
 step: images
 	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
-	  $(VENV)/bin/mlflow run $(STEP) -A network=host --storage-dir "$$storage" $(ARGS)
+	  $(PYTHON) -m conductor.tracking_credentials exec $(VENV)/bin/mlflow run $(STEP) -A network=host \
+	    --storage-dir "$$storage" $(ARGS)
 
 ## ui: the MLflow UI on http://127.0.0.1:5000 over this project's runs; prints the link to the pipeline's runs
 ## (MLflow 3's UI otherwise opens in its GenAI mode)
@@ -130,12 +132,17 @@ retrain-status: venv
 	@$(PYTHON) -m ops.nightly status
 
 ## tracking-server: a shared MLflow tracking server on PostgreSQL (data in .build/tracking) with proxied artifacts
-## at http://127.0.0.1:5000; then MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make run. tracking-server-stop
-## stops it and keeps the data.
+## at http://127.0.0.1:5000; then MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make run. TRACKING_HOST=0.0.0.0 shares
+## it with a team: HTTPS and a login (see scripts/tracking-server.sh). tracking-server-stop stops it, keeps the data.
 tracking-server: venv
 	scripts/tracking-server.sh start
 tracking-server-stop:
 	scripts/tracking-server.sh stop
+
+## tracking-user: add a user to the server's login and grant a role, as its admin:
+## make tracking-user TRACKING_USER=alice TRACKING_ROLE=reader (or job: log runs, register and promote)
+tracking-user: venv
+	$(PYTHON) -m conductor.tracking_users "$(TRACKING_USER)" --role "$(TRACKING_ROLE)"
 
 clean:
 	rm -rf .build

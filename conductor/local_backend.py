@@ -18,6 +18,7 @@ import mlflow
 from mlflow.entities import Run, RunStatus
 
 from conductor.outcome import CONTAINER_KILLED, KILLED_FROM_OUTSIDE, STEP_FAILED
+from conductor.tracking_credentials import step_credentials
 from sentclf.containers import PIPELINE_LABEL, remove_labelled
 from sentclf.engine import docker_client
 from sentclf.tracking import StepCancelled
@@ -53,13 +54,18 @@ class LocalBackend:
         during the step cancels it (see the module docstring) and is raised again."""
         # MLflow's `mlflow run` makes a directory for downloaded `path` parameters under storage_dir (the
         # system temp dir by default) and never removes it: give it one that goes when the step ends.
-        with tempfile.TemporaryDirectory(prefix=f"sentclf-{step}-storage-") as storage_dir:
+        # A server with a login: the credentials reach the container as a read-only mounted file, never
+        # as a variable (conductor.tracking_credentials).
+        with (
+            tempfile.TemporaryDirectory(prefix=f"sentclf-{step}-storage-") as storage_dir,
+            step_credentials(self.project_dir, mlflow.get_tracking_uri()) as credential_args,
+        ):
             submitted = mlflow.projects.run(
                 uri=str(self.project_dir / step),
                 entry_point="main",
                 parameters=parameters,
                 env_manager="local",
-                docker_args=self.docker_args,
+                docker_args=self.docker_args | credential_args,
                 build_image=False,
                 synchronous=False,
                 storage_dir=storage_dir,

@@ -9,6 +9,9 @@
 # (RETRAIN_KEEP_LOGS, RETRAIN_LOG_DIR, RETRAIN_RETRIES, RETRAIN_BACKOFF, RETRAIN_TIMEOUT, RETRAIN_NOTIFY_ON),
 # since cron starts with an empty environment. RETRAIN_NOTIFY's URLs are secrets: they go to a file only
 # its owner can read (.build/retrain-notify), which the entry names, never onto cron's command line.
+# For a tracking server with a login it keeps the user name, MLFLOW_TRACKING_SERVER_CERT_PATH and
+# MLFLOW_TRACKING_PASSWORD_FILE, never a password: a password given only as MLFLOW_TRACKING_PASSWORD is
+# written to a file only this user reads (~/.config/sentclf/) and the entry names that file.
 # After a reboot of a machine without an init system, run `make cron-install` again to start cron.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -41,10 +44,20 @@ ensure_cron_running() {
 
 current_without_entry() { crontab -l 2>/dev/null | grep -vF "$marker" || true; }
 
+keep_password_in_a_file() {  # the crontab is no place for a password
+  [ -n "${MLFLOW_TRACKING_PASSWORD:-}" ] && [ -z "${MLFLOW_TRACKING_PASSWORD_FILE:-}" ] || return 0
+  local directory="${XDG_CONFIG_HOME:-$HOME/.config}/sentclf"
+  mkdir -p "$directory" && chmod 700 "$directory"
+  MLFLOW_TRACKING_PASSWORD_FILE="$directory/tracking-password-$(printf '%s' "$repo" | sha256sum | cut -c1-12)"
+  (umask 077 && printf '%s\n' "$MLFLOW_TRACKING_PASSWORD" >"$MLFLOW_TRACKING_PASSWORD_FILE")
+  log "the tracking password is kept in $MLFLOW_TRACKING_PASSWORD_FILE (mode 600) for the entry"
+}
+
 entry() {
   local env="" arg args=""
   for name in MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME RETRAIN_KEEP_LOGS RETRAIN_LOG_DIR RETRAIN_RETRIES \
-      RETRAIN_BACKOFF RETRAIN_TIMEOUT RETRAIN_NOTIFY_ON; do
+      RETRAIN_BACKOFF RETRAIN_TIMEOUT RETRAIN_NOTIFY_ON MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD_FILE \
+      MLFLOW_TRACKING_SERVER_CERT_PATH; do
     [ -n "${!name:-}" ] && env+="$name=$(printf '%q' "${!name}") "
   done
   [ -n "${RETRAIN_NOTIFY:-}" ] && env+="RETRAIN_NOTIFY_FILE=$(printf '%q' "$notify_file") "
@@ -64,6 +77,7 @@ case "${1:-}" in
     if [ -n "${RETRAIN_NOTIFY:-}" ]; then
       (umask 077 && printf '%s\n' "$RETRAIN_NOTIFY" >"$notify_file")
     fi
+    keep_password_in_a_file
     { current_without_entry; entry "$@"; } | sed '/^$/d' | crontab -
     log "installed: $(crontab -l | grep -F "$marker")";;
   remove)

@@ -16,6 +16,9 @@
 # see ops/nightly.py.
 # Logs: logs/retrain-<UTC time>-<pid>.log (RETRAIN_LOG_DIR for another folder), each ending in one summary line;
 # retrain-latest.log points to the newest; only the newest RETRAIN_KEEP_LOGS (default 30) are kept.
+# A tracking server with a login: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD_FILE (a file, so that
+# no password is in the crontab), and MLFLOW_TRACKING_SERVER_CERT_PATH for a certificate of its own; `make run`
+# reads the file and each step gets the credentials as a mounted file (conductor/tracking_credentials.py).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
 cd "$repo"
