@@ -96,6 +96,8 @@ class TextClassifier:
         from tokenizers import Tokenizer
 
         self.config = serving_config
+        # The class names in class order; a config without them (before labels were data) names classes
+        # by CoLA's two names where they fit, else by index.
         self.labels = [str(name) for name in serving_config.get("labels", ["unacceptable", "acceptable"])]
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(max_length=int(serving_config["max_seq_length"]))
@@ -138,7 +140,8 @@ class TextClassifier:
     def score(self, texts: list[str]) -> Scores:
         probabilities = softmax(self.logits(texts))
         labels = probabilities.argmax(axis=1).astype(np.int64)
-        return Scores(labels, probabilities, [self.labels[i] for i in labels])
+        names = self.labels if len(self.labels) == probabilities.shape[1] else None
+        return Scores(labels, probabilities, [names[i] if names else str(i) for i in labels])
 
     def frame(self, texts: list[str]) -> pd.DataFrame:
         """class (int64), name (str), probabilities (float32 arrays): the pyfunc's output."""
