@@ -194,3 +194,7 @@ def main() -> None:
         " ".join(f"{way}_ratio={figure['rate'] / base:.3f}" for way, figure in figures.items())
         + f" same_labels={str(same).lower()}"
     )
+
+
+if __name__ == "__main__":
+    main()

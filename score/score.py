@@ -3,9 +3,9 @@
 The driver reads the input files (spark_io), hands the sentences to Spark as a DataFrame, and scores them
 with `mlflow.pyfunc.spark_udf` (env_manager local: the executors' own Python, the score image's, loads the
 pyfunc; ONNX Runtime with one thread per task, so the tasks, not ORT, use the cores). The scored rows come
-back to the driver, which writes <output>/scores.parquet (text, class, name, probabilities): the executors
-need no file system in common with the driver, so local[*] and a standalone cluster on other machines
-behave the same. The run logs rows (per file and per class), seconds, sentences/s and a sample table.
+back to the driver, which writes <output>/scores.parquet (text, class, name, probabilities; in the input's
+order): the executors need no file system in common with the driver, so local[*] and a standalone cluster
+on other machines behave the same. The run logs rows (per file and per class), seconds, sentences/s and a sample table.
 """
 
 import argparse
@@ -92,12 +92,15 @@ def score_frame(spark, texts: pd.DataFrame, model_uri: str, partitions: int) -> 
 
     slots = spark.sparkContext.defaultParallelism
     partitions = partitions or slots
-    frame = spark.createDataFrame(texts[[TEXT_COLUMN]]).repartition(partitions)
+    # Each row's place in the input, so the output keeps the input's order whatever the partitioning.
+    numbered = texts[[TEXT_COLUMN]].assign(_row=range(len(texts)))
+    frame = spark.createDataFrame(numbered).repartition(partitions)
     predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=RESULT_TYPE, env_manager="local")
     started = time.perf_counter()
     scored = (
         frame.withColumn("prediction", predict(F.col(TEXT_COLUMN)))
         .select(
+            "_row",
             TEXT_COLUMN,
             F.col("prediction.class").alias("class"),
             F.col("prediction.name").alias("name"),
@@ -106,6 +109,7 @@ def score_frame(spark, texts: pd.DataFrame, model_uri: str, partitions: int) -> 
         .toPandas()
     )
     seconds = time.perf_counter() - started
+    scored = scored.sort_values("_row").drop(columns="_row").reset_index(drop=True)
     return scored, {"task_slots": slots, "partitions": partitions, "seconds": seconds}
 
 

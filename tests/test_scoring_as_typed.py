@@ -227,6 +227,7 @@ def assert_scored_like(reference: dict[str, int], scored: pd.DataFrame) -> None:
     assert list(scored.columns) == ["text", "class", "name", "probabilities"]
     assert len(scored) == len(reference)
     assert dict(zip(scored["text"], scored["class"].tolist(), strict=True)) == reference
+    assert scored["text"].tolist() == list(reference)  # in the input's order
     assert all(abs(sum(p) - 1) < 1e-4 for p in scored["probabilities"])
 
 
