@@ -75,9 +75,11 @@ $(VENV)/.dev-installed: $(VENV)/.host-installed requirements/dev.txt requirement
 engine:
 	scripts/ensure-engine.sh
 
-## images: the base image (pulled, or built with debootstrap offline) and the step image, when out of date
+## images: the base image (pulled, or built with debootstrap offline), the step image and the score
+## image (the step image + Spark and Java), when out of date
 images: base-image
 	$(PYTHON) -m conductor.step_image ensure-step
+	$(PYTHON) -m conductor.step_image ensure-score
 
 base-image: venv engine
 	$(PYTHON) -m conductor.step_image ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)

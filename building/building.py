@@ -31,17 +31,13 @@ from sentclf.images import (
 from sentclf.kserve_client import classify, connect
 from sentclf.schema import SERVER_IMAGE_TAG
 from sentclf.server_images import image_labels, image_namespace, server_image_tag
+from sentclf.text_model import model_files
 from sentclf.tracking import StepInputError, step_run
 
 logger = logging.getLogger("building")
 
 SERVER_DIR = Path(__file__).resolve().parent / "server"
 SERVER_SOURCES = ("Dockerfile", ".dockerignore", "requirements.txt", "slim_rootfs.py", "sentclf_server")
-MODEL_FILES = {
-    "model.onnx": "model.onnx",
-    "tokenizer.json": "extra_files/tokenizer.json",
-    "serving_config.json": "extra_files/serving_config.json",
-}
 SMOKE_SENTENCES = ["The cat sat on the mat.", "Cat the mat on sat the."]
 # In a cluster: the registry the conductor's Job names for the server image (kubernetes/README.md).
 REGISTRY_ENV = "SENTCLF_REGISTRY"
@@ -99,10 +95,13 @@ def assemble_context(model_uri: str, context: Path) -> None:
         mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(context / "download"))
     )
     (context / "model").mkdir()
-    for target, relative in MODEL_FILES.items():
-        if not (downloaded / relative).is_file():
-            raise StepInputError(f"model {model_uri} lacks {relative}: was it logged by the train step?")
-        shutil.copy2(downloaded / relative, context / "model" / target)
+    # The text-level pyfunc's artifacts/, or an earlier version's onnx flavor with extra_files/.
+    try:
+        files = model_files(downloaded)
+    except FileNotFoundError as error:
+        raise StepInputError(f"model {model_uri}: {error}") from None
+    for target, path in files.items():
+        shutil.copy2(path, context / "model" / target)
     shutil.rmtree(context / "download")
 
 

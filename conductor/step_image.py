@@ -1,9 +1,11 @@
 """The step image every step runs in, kept up to date by the conductor: built from the Dockerfile, the step
 requirements and the shared package `sentclf` (and nothing else, so a change to the conductor rebuilds no
-image and reruns no step). Run as `python -m conductor.step_image {ensure-base,ensure-step,lock-step}`
-(`make images`; lock-step rewrites requirements/step.lock: `make step-lock`)."""
+image and reruns no step). Run as `python -m conductor.step_image {ensure-base,ensure-step,ensure-score,
+lock-step}` (`make images`; ensure-score builds the score sub-project's image FROM it; lock-step rewrites
+requirements/step.lock: `make step-lock`)."""
 
 import argparse
+import contextlib
 import logging
 import re
 import subprocess
@@ -83,6 +85,30 @@ def ensure_step_image(
     return STEP_IMAGE
 
 
+# The score sub-project's image (Spark and Java on top of the step image): rebuilt when its own sources
+# change or the step image it is built FROM does.
+SCORE_IMAGE = "sentclf-score:latest"
+SCORE_IMAGE_SOURCES = ("score/Dockerfile", "score/.dockerignore", "score/requirements.txt")
+
+
+def ensure_score_image(
+    client: docker.DockerClient, root: Path, base_image: str = "auto", force: bool = False
+) -> str:
+    """The score image, built FROM an up-to-date step image unless one of the same sources exists."""
+    step = ensure_step_image(client, root, base_image)
+    wanted = source_hash(root, SCORE_IMAGE_SOURCES, extra=client.images.get(step).id)
+    current = client.images.get(SCORE_IMAGE).labels if image_exists(client, SCORE_IMAGE) else {}
+    if not force and current.get(SOURCE_HASH_LABEL) == wanted:
+        logger.info("%s is up to date (sources %s)", SCORE_IMAGE, wanted)
+        return SCORE_IMAGE
+    superseded = client.images.get(SCORE_IMAGE).id if image_exists(client, SCORE_IMAGE) else None
+    build_image(client, root / "score", SCORE_IMAGE, {"STEP_IMAGE": step}, {SOURCE_HASH_LABEL: wanted})
+    if superseded and superseded != client.images.get(SCORE_IMAGE).id:
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(superseded)
+    return SCORE_IMAGE
+
+
 STEP_LOCK_HEADER = """\
 # Complete lock of the step image's Python environment (every package, transitive ones included), used as
 # pip constraints by the Dockerfile so that a rebuild installs exactly these versions. Python 3.11, Linux.
@@ -118,7 +144,7 @@ def write_step_lock(client: docker.DockerClient, root: Path, base_image: str = "
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["ensure-base", "ensure-step", "lock-step"])
+    parser.add_argument("command", choices=["ensure-base", "ensure-step", "ensure-score", "lock-step"])
     parser.add_argument("--base-image", default="auto")
     parser.add_argument("--root", default=".", help="the project directory (default: the current one)")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
@@ -128,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ensure-base":
             print(resolve_base_image(client, args.base_image))
+        elif args.command == "ensure-score":
+            print(ensure_score_image(client, Path(args.root).resolve(), args.base_image, args.force))
         elif args.command == "lock-step":
             print(write_step_lock(client, Path(args.root).resolve(), args.base_image))
         else:

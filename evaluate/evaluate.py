@@ -31,9 +31,9 @@ import numpy as np
 from docker.models.containers import Container
 
 from sentclf.containers import docker_client, health_status, run_labels, running_server
-from sentclf.data import read_split
+from sentclf.data import log_split_inputs, read_split
 from sentclf.schema import CHAMPION_ALIAS, LABEL_COLUMN, TEXT_COLUMN, LabelSet
-from sentclf.tracking import StepError, StepInputError, record_inputs, step_run
+from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
 
 import figures
 import model_card
@@ -243,8 +243,14 @@ def judge(
 def log_evaluation(evaluation: Evaluation) -> None:
     """Metrics, tags, figures, evaluation/report.html and evaluation/report.json of the active run."""
     metrics = evaluation.metrics()
-    mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+    finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
+    mlflow.log_metrics(finite)
     decision, inputs = evaluation.decision, evaluation.inputs
+    # The same test metrics, latency and throughput on the version's own model page (MLflow 3's logged
+    # model), so they are read where the model is, not only on this run.
+    model_id = version_model_id(inputs.model_name, inputs.version)
+    if model_id:
+        mlflow.log_metrics(finite, model_id=model_id)
     mlflow.set_tags(
         {
             "gate.decision": "promoted" if decision.promote else "kept",
@@ -290,6 +296,7 @@ def run(args: argparse.Namespace) -> None:
     )
     label_set = resolve_label_set(inputs.model_name, inputs.version, inputs.data_run_id)
     test = read_split(inputs.data_run_id, "test")
+    log_split_inputs(inputs.data_run_id, {"test": test})
     data = EvaluationData(test[TEXT_COLUMN].tolist(), test[LABEL_COLUMN].to_numpy(), label_set)
     mlflow.log_param("test_rows", len(test))
     config = GateConfig(args.min_delta, args.confidence, args.latency_budget_ms, args.min_mcc)

@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from sentclf.text_model import model_files
 from sentclf.tracking import StepInputError, version_data_run_id
 
 # Inside the step's container: the host's root, mounted read-only, and the repository's host path.
@@ -76,10 +77,6 @@ def resolve_model(uri: str) -> ModelInputs:
     )
     model_dir = Path(tmp.name) / "model"
     model_dir.mkdir()
-    for target, relative in (
-        ("model.onnx", "model.onnx"),
-        ("tokenizer.json", "extra_files/tokenizer.json"),
-        ("serving_config.json", "extra_files/serving_config.json"),
-    ):
-        (model_dir / target).symlink_to(local / relative)
+    for target, path in model_files(local).items():  # the pyfunc's artifacts/ or an onnx flavor's files
+        (model_dir / target).symlink_to(path)
     return ModelInputs(name, str(version), data_run_id, model_dir, tmp)

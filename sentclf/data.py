@@ -2,8 +2,10 @@
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 
 from sentclf.schema import (
@@ -42,3 +44,26 @@ def read_label_set(run_id: str) -> LabelSet:
         return LabelSet.from_dict(schema["label_set"])
     except (KeyError, TypeError, ValueError) as error:
         raise StepInputError(f"run {run_id}: {SCHEMA_ARTIFACT} has no valid label set ({error})") from None
+
+
+def log_split_inputs(run_id: str, splits: dict[str, pd.DataFrame]) -> None:
+    """The splits this run read from preprocess run `run_id`, as its MLflow dataset inputs (the UI's
+    Datasets column, and lineage past preprocess): each named by its split, its source the artifact (where
+    MLflow can name it as a dataset source: a local store's path; else the code that read it)."""
+    artifact_uri = mlflow.get_run(run_id).info.artifact_uri
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        warnings.filterwarnings("ignore", message="Starting with pandas version 4.0")
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        for split, frame in splits.items():
+            columns = frame[[TEXT_COLUMN, LABEL_COLUMN]]
+            try:
+                dataset = mlflow.data.from_pandas(
+                    columns,
+                    source=f"{artifact_uri}/{split_artifact_path(split)}",
+                    name=split,
+                    targets=LABEL_COLUMN,
+                )
+            except mlflow.exceptions.MlflowException:  # a source type MLflow has no resolver for
+                dataset = mlflow.data.from_pandas(columns, name=split, targets=LABEL_COLUMN)
+            mlflow.log_input(dataset, context=split)

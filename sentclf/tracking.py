@@ -1,6 +1,7 @@
 """Tracking helpers: open a step's run, find other runs and their artifacts through the MLflow API."""
 
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -20,6 +21,8 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 ML_EXPERIMENT_KIND = "custom_model_development"
 # Tags (not params: MLflow has already logged the MLproject's own values) naming the inputs a step resolved.
 INPUT_TAG_PREFIX = "input."
+# Seconds between system-metrics samples (MLflow's default, 10, leaves a short step with none).
+SYSTEM_METRICS_INTERVAL_S = 5
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ def step_run(step: str) -> Iterator[Run]:
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    enable_system_metrics()
     run = mlflow.start_run()
     status = "FAILED"
     try:
@@ -123,6 +127,28 @@ def step_run(step: str) -> Iterator[Run]:
         handler.close()
         log_path.unlink(missing_ok=True)
         os.rmdir(log_dir)
+
+
+def enable_system_metrics() -> bool:
+    """MLflow's system metrics (CPU, memory, disk, network of the step's machine) for the runs this process
+    starts: the run page's System metrics tab. Needs psutil (in the step image); without it, a log line."""
+    if importlib.util.find_spec("psutil") is None:
+        logger.info("system metrics are off: psutil is not installed")
+        return False
+    mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+    mlflow.enable_system_metrics_logging()
+    return True
+
+
+def version_model_id(model_name: str, version: str) -> str | None:
+    """The MLflow 3 logged model (model_id) a registered version points to: metrics logged against it show
+    on the model's page. None for a version registered from a plain run artifact."""
+    model_version = mlflow.MlflowClient().get_model_version(model_name, version)
+    if getattr(model_version, "model_id", None):
+        return model_version.model_id
+    # MLflow 3.17's SQL store leaves model_id unset on the version; its source names the logged model.
+    source = model_version.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
 def newest_successful_run(step: str, experiment_id: str | None = None) -> Run:

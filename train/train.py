@@ -5,10 +5,10 @@ The classes come from the preprocess run (its label set: 2..200 classes, names f
 one logit per class, the model config carries id2label/label2id, the serving config and the registered
 version carry the names in class order.
 
-Artifacts: the ONNX model (mlflow onnx flavor, with signature, input example, tokenizer.json and
-serving_config.json as extra files), a confusion matrix (figure and JSON), misclassified validation samples,
-a classification report. The new registered version gets the alias `challenger`; only the evaluate step's
-gate moves `champion`.
+Artifacts: the model, a text-level pyfunc (train/pyfunc_model.py: the ONNX graph, tokenizer.json and
+serving_config.json; sentences in, class, name and probabilities out), a confusion matrix (figure and
+JSON), misclassified validation samples, a classification report. The new registered version gets the
+alias `challenger`; only the evaluate step's gate moves `champion`.
 """
 
 import argparse
@@ -20,18 +20,14 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import mlflow.onnx
 import numpy as np
-import onnx
 import pandas as pd
 import torch
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import BUNDLED_BACKBONE, resolve_backbone
 from sentclf.cli import parse_bool
-from sentclf.data import read_label_set, read_split
+from sentclf.data import log_split_inputs, read_label_set, read_split
 from sentclf.hub import offline_reason
 from sentclf.metrics import classification_metrics
 from sentclf.plots import log_confusion_matrix
@@ -48,6 +44,7 @@ from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, st
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
 from modeling import POOLING_CHOICES, build_classifier
+from pyfunc_model import log_text_model
 from reporting import classification_report, misclassified_table
 from training import EncodedSplit, TrainConfig, collate, encode_split, predict, train
 from variants import VARIANTS, build_variants, compare_variants
@@ -196,12 +193,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def onnx_signature(num_classes: int) -> ModelSignature:
-    inputs = Schema([TensorSpec(np.dtype(np.int64), (-1, -1), name) for name in INPUT_NAMES])
-    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), OUTPUT_NAME)])
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
 def per_class_metrics(labels: np.ndarray, predictions: np.ndarray, label_set: LabelSet) -> dict[str, float]:
     """`val_{precision,recall,f1,support}_class_<name>` of the shipped model (names made key-safe)."""
     metrics = classification_metrics(labels, predictions, label_set.size, label_set.names)
@@ -229,11 +220,7 @@ def log_evaluation_artifacts(split: EncodedSplit, logits: np.ndarray, label_set:
     )
 
 
-def log_and_register(
-    onnx_path: Path, tokenizer_dir: Path, sample: dict, args: argparse.Namespace, label_set: LabelSet
-) -> str:
-    """Log the ONNX model with its serving files, register a version (tagged with its run and its classes'
-    names), alias it `challenger`."""
+def write_serving_config(tokenizer_dir: Path, args: argparse.Namespace, label_set: LabelSet) -> Path:
     serving_config = tokenizer_dir / "serving_config.json"
     serving_config.write_text(
         json.dumps(
@@ -247,25 +234,45 @@ def log_and_register(
             indent=2,
         )
     )
-    info = mlflow.onnx.log_model(
-        onnx.load(str(onnx_path)),
-        name="model",
-        signature=onnx_signature(label_set.size),
-        input_example={name: sample[name][:2].numpy() for name in INPUT_NAMES},
-        registered_model_name=args.registered_model_name,
-        save_as_external_data=False,
-        onnx_execution_providers=["CPUExecutionProvider"],
-        extra_files=[str(tokenizer_dir / "tokenizer.json"), str(serving_config)],
+    return serving_config
+
+
+# The run's metrics that describe the registered model itself, logged again against its model_id so that
+# they show on the model's page (MLflow 3's logged model) as well as on the run's.
+MODEL_METRIC_PREFIXES = ("val_", "best_val_", "parity_", "variant_", "decision_shift")
+
+
+def log_and_register(
+    onnx_path: Path, tokenizer_dir: Path, args: argparse.Namespace, label_set: LabelSet
+) -> str:
+    """Log the text-level pyfunc (ONNX graph, tokenizer, serving config), register a version (tagged with
+    its run and its classes' names), alias it `challenger`, and log the validation metrics against the
+    version's model_id."""
+    serving_config = write_serving_config(tokenizer_dir, args, label_set)
+    info = log_text_model(
+        onnx_path, tokenizer_dir / "tokenizer.json", serving_config, args.registered_model_name
     )
     version = str(info.registered_model_version)
+    run_id = mlflow.active_run().info.run_id
     client = mlflow.MlflowClient()
+    model_metrics = {
+        key: value
+        for key, value in client.get_run(run_id).data.metrics.items()
+        if key.startswith(MODEL_METRIC_PREFIXES)
+    }
+    if model_metrics:
+        mlflow.log_metrics(model_metrics, model_id=info.model_id)
     client.set_registered_model_alias(args.registered_model_name, CHALLENGER_ALIAS, version)
-    client.set_model_version_tag(
-        args.registered_model_name, version, TRAIN_RUN_TAG, mlflow.active_run().info.run_id
-    )
+    client.set_model_version_tag(args.registered_model_name, version, TRAIN_RUN_TAG, run_id)
     client.set_model_version_tag(args.registered_model_name, version, LABEL_NAMES_TAG, label_set.names_json())
     mlflow.set_tag(MODEL_VERSION_TAG, version)
-    logger.info("registered %s version %s (alias %s)", args.registered_model_name, version, CHALLENGER_ALIAS)
+    logger.info(
+        "registered %s version %s (alias %s, model %s)",
+        args.registered_model_name,
+        version,
+        CHALLENGER_ALIAS,
+        info.model_id,
+    )
     return version
 
 
@@ -323,6 +330,7 @@ def run(args: argparse.Namespace) -> None:
     validation_frame = read_split(data_run_id, "validation")
     check_labels(train_frame, "train", label_set, data_run_id)
     check_labels(validation_frame, "validation", label_set, data_run_id)
+    log_split_inputs(data_run_id, {"train": train_frame, "validation": validation_frame})
     if args.max_train_samples != -1 and args.max_train_samples < len(train_frame):
         train_frame = train_frame.sample(n=args.max_train_samples, random_state=args.seed).reset_index(
             drop=True
@@ -396,7 +404,7 @@ def run(args: argparse.Namespace) -> None:
                 mlflow.log_artifact(str(path), "onnx_variants")
         tokenizer_dir = tmp_dir / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
-        log_and_register(variants[args.serve_variant], tokenizer_dir, sample, args, label_set)
+        log_and_register(variants[args.serve_variant], tokenizer_dir, args, label_set)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-# The pipeline's steps, and the monitor: a room like them (own MLproject, container), not a pipeline step.
-STEPS = ("preprocess", "train", "building", "evaluate", "monitor")
+# The pipeline's steps, and the monitor and score: rooms like them (own MLproject, container), not steps.
+STEPS = ("preprocess", "train", "building", "evaluate", "monitor", "score")
 # Each step's own modules are imported by bare name from its directory.
 STEP_MODULES = {step: {p.stem for p in (REPO_ROOT / step).glob("*.py")} for step in STEPS}
 STEP_MODULES["preprocess"] |= {"sources"}
@@ -65,3 +65,20 @@ def test_the_step_image_holds_only_the_shared_package():
     assert "!sentclf/" in dockerignore and not any("conductor" in line for line in dockerignore)
     host_only = {"pipeline_lock", "step_cache", "local_backend", "ui_links"}
     assert not host_only & {p.stem for p in (REPO_ROOT / "sentclf").glob("*.py")}
+
+
+def test_the_registered_models_code_needs_only_its_pip_requirements():
+    """sentclf/text_model.py is the pyfunc's code (copied into every registered version): it may import
+    the standard library, numpy, pandas, onnxruntime, tokenizers and mlflow, nothing of the project."""
+    import sys
+
+    path = REPO_ROOT / "sentclf" / "text_model.py"
+    allowed = {"numpy", "pandas", "onnxruntime", "tokenizers", "mlflow", "__future__"}
+    bad = {root for root in imported_roots(path) if root not in sys.stdlib_module_names} - allowed
+    assert not bad, f"sentclf/text_model.py imports {sorted(bad)}: a registered model would not load"
+
+
+def test_score_is_a_room_not_a_pipeline_step():
+    from conductor.parameters import STEPS as PIPELINE_STEPS
+
+    assert "score" not in PIPELINE_STEPS and (REPO_ROOT / "score" / "MLproject").is_file()

@@ -12,7 +12,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from sentclf.backbone import resolve_backbone
 from sentclf.metrics import classification_metrics
-from sentclf.tracking import STEP_TAG
+from sentclf.text_model import TextClassifier
+from sentclf.tracking import STEP_TAG, version_model_id
 from tests.unit.test_preprocess import step_argv
 
 import preprocess
@@ -150,10 +151,22 @@ def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, track
     assert version.tags["train_run_id"] == run.info.run_id
     assert version.tags["label_names"] == '["unacceptable", "acceptable"]'
     model_dir = mlflow.artifacts.download_artifacts(f"models:/tiny-model/{version.version}")
-    session_inputs = [i.name for i in onnx.load(f"{model_dir}/model.onnx").graph.input]
+    session_inputs = [i.name for i in onnx.load(f"{model_dir}/artifacts/model.onnx").graph.input]
     assert session_inputs == ["input_ids", "attention_mask", "token_type_ids"]
     for extra in ("tokenizer.json", "serving_config.json"):
-        assert (Path(model_dir) / "extra_files" / extra).is_file(), extra
+        assert (Path(model_dir) / "artifacts" / extra).is_file(), extra
+    # The registered model takes sentences (the text-level pyfunc), and agrees with ONNX Runtime in process.
+    sentences = ["The cat sat on the mat.", "Sat mat the on cat."]
+    predicted = mlflow.pyfunc.load_model(f"models:/tiny-model/{version.version}").predict(sentences)
+    assert list(predicted.columns) == ["class", "name", "probabilities"]
+    reference = TextClassifier.from_dir(model_dir).score(sentences)
+    assert predicted["class"].tolist() == reference.labels.tolist()
+    # Validation metrics on the version's logged model (MLflow 3's model entity), the splits as inputs.
+    logged = client.get_logged_model(version_model_id("tiny-model", version.version))
+    assert {"val_mcc", "parity_max_abs_diff"} <= {m.key for m in logged.metrics}
+    inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+    contexts = {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in inputs}
+    assert contexts == {"train": "train", "validation": "validation"}
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias("tiny-model", "champion")
 
