@@ -1,9 +1,12 @@
-"""Training-loop speed: this project's loop (train/training.py) vs Hugging Face `Trainer`, side by side in
-one run on the same backbone, data, batch size, sequence length and thread count.
+"""Training speed and quality by precision: this project's loop (train/training.py) in fp32 and in bf16
+autocast, and Hugging Face `Trainer` with its own `bf16=True`, side by side in one run on the same model
+(the train step's mean-pooling classifier), data, seed, batch size, sequence length and thread count.
 
-Prints samples/s and peak RSS for each; the last line reads `speedup_vs_trainer=<x>`, ours over the
-faster of the two Trainer configurations (default random sampler, and group_by_length sampling).
-Usage: python bench/train_throughput.py [--samples 1024] [--batch-size 32] [--threads 2]
+Prints samples/s (training only, no validation) and peak RSS for each, the ratios bf16/fp32 (ours) and
+ours-bf16/Trainer-bf16, and the validation MCC of our two precisions with a paired bootstrap interval of
+their difference (the same validation rows, resampled together). The last line is machine-readable:
+`bf16_over_fp32=<x> bf16_over_trainer_bf16=<y> delta_mcc=<d> delta_mcc_low=<l> delta_mcc_high=<h>`.
+Usage: python bench/train_throughput.py [--samples 2000] [--epochs 2] [--threads 2]
 """
 
 import argparse
@@ -15,49 +18,57 @@ import time
 
 import numpy as np
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from sentclf.backbone import resolve_backbone
-from sentclf.schema import LABEL_COLUMN
+from sentclf.metrics import matthews_corrcoef, mcc_per_resample
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
 import benchlib
 
-# The train step's own loop and the preprocess step's own data, as the steps run them.
+# The train step's own loop, model and precision switch, and the preprocess step's own data.
 training = benchlib.step_module("train", "training")
+modeling = benchlib.step_module("train", "modeling")
+precision = benchlib.step_module("train", "precision")
 sources = benchlib.step_module("preprocess", "sources")
+
+RESAMPLES = 2000
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fresh_model(source: str, seed: int):
+def report(name: str, samples_per_second: float) -> None:
+    print(f"{name:<20}{samples_per_second:>8.1f} samples/s   peak RSS so far {peak_rss_mb():.0f} MB")
+
+
+def fresh_model(source: str, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
+    config = AutoConfig.from_pretrained(source, num_labels=2)
+    return modeling.build_classifier(source, config, "mean")
 
 
-def time_ours(source, tokenizer, frame, args) -> float:
-    split = training.encode_split(frame, tokenizer, args.max_seq_length)
-    tiny_validation = training.encode_split(frame.iloc[:64], tokenizer, args.max_seq_length)
+def run_ours(source, tokenizer, train_frame, validation_frame, args, mode: str) -> tuple[float, np.ndarray]:
+    """Samples/s of the training loop, and the validation predictions of the best epoch."""
+    split = training.encode_split(train_frame, tokenizer, args.max_seq_length)
+    validation = training.encode_split(validation_frame, tokenizer, args.max_seq_length)
     config = training.TrainConfig(
-        epochs=1,
+        epochs=args.epochs,
         batch_size=args.batch_size,
-        learning_rate=5e-5,
+        learning_rate=2e-4,
         max_seq_length=args.max_seq_length,
-        seed=0,
-        patience=1,
+        seed=args.seed,
+        patience=args.epochs,
         warmup_ratio=0.1,
         weight_decay=0.01,
+        layer_lr_decay=0.8,
+        precision=mode,
     )
-    model = fresh_model(source, 0)
-    summary = training.train(model, split, tiny_validation, config, tokenizer.pad_token_id, lambda *_: None)
-    return summary["mean_train_samples_per_second"]
+    model = fresh_model(source, args.seed)
+    summary = training.train(model, split, validation, config, tokenizer.pad_token_id, lambda *_: None)
+    logits, _ = training.predict(model, validation, args.batch_size * 2, tokenizer.pad_token_id)
+    return summary["mean_train_samples_per_second"], logits.argmax(axis=1)
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -76,26 +87,28 @@ class _Rows(torch.utils.data.Dataset):
         }
 
 
-def time_trainer(source, tokenizer, frame, args, group_by_length: bool) -> float:
-    encodings = tokenizer(frame["sentence"].tolist(), truncation=True, max_length=args.max_seq_length)
+def run_trainer(source, tokenizer, frame, args) -> float:
+    """Trainer with bf16=True, length-grouped batches (its faster sampler here), no evaluation."""
+    encodings = tokenizer(frame[TEXT_COLUMN].tolist(), truncation=True, max_length=args.max_seq_length)
     dataset = _Rows(encodings, frame[LABEL_COLUMN].to_numpy())
-    model = fresh_model(source, 0)
+    model = fresh_model(source, args.seed)
     with tempfile.TemporaryDirectory() as out:
         training_args = TrainingArguments(
             output_dir=out,
             per_device_train_batch_size=args.batch_size,
-            num_train_epochs=1,
-            learning_rate=5e-5,
+            num_train_epochs=args.epochs,
+            learning_rate=2e-4,
             warmup_steps=0.1,
             weight_decay=0.01,
             max_grad_norm=1.0,
-            seed=0,
+            seed=args.seed,
+            bf16=True,
             logging_strategy="no",
             save_strategy="no",
             report_to=[],
             use_cpu=True,
             dataloader_num_workers=0,
-            train_sampling_strategy="group_by_length" if group_by_length else "random",
+            train_sampling_strategy="group_by_length",
             disable_tqdm=True,
         )
         trainer = Trainer(
@@ -106,37 +119,66 @@ def time_trainer(source, tokenizer, frame, args, group_by_length: bool) -> float
         )
         started = time.perf_counter()
         trainer.train()
-        return len(dataset) / (time.perf_counter() - started)
+        return len(dataset) * args.epochs / (time.perf_counter() - started)
+
+
+def paired_delta(labels, first, second, seed) -> tuple[float, float, float]:
+    """MCC(second) - MCC(first) on the same rows, and its 95% paired bootstrap interval."""
+    draws = np.random.default_rng(seed).integers(0, len(labels), size=(RESAMPLES, len(labels)))
+    deltas = mcc_per_resample(labels, second, draws, 2) - mcc_per_resample(labels, first, draws, 2)
+    delta = matthews_corrcoef(labels, second, 2) - matthews_corrcoef(labels, first, 2)
+    return delta, float(np.quantile(deltas, 0.025)), float(np.quantile(deltas, 0.975))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=2000, help="training rows")
+    parser.add_argument("--validation", type=int, default=855, help="validation rows (disjoint)")
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not precision.cpu_has_native_bf16():
+        raise SystemExit("this CPU has no native bf16 (avx512_bf16/amx_bf16): nothing to compare")
     source = resolve_backbone("bundled")
     tokenizer = AutoTokenizer.from_pretrained(source)
-    frame = sources.load_cola().frames["train"].sample(n=args.samples, random_state=0).reset_index(drop=True)
-    frame[LABEL_COLUMN] = frame[LABEL_COLUMN].astype(np.int64)
+    rows = sources.load_cola().frames["train"].sample(frac=1.0, random_state=args.seed).reset_index(drop=True)
+    rows[LABEL_COLUMN] = rows[LABEL_COLUMN].astype(np.int64)
+    train_frame = rows.iloc[: args.samples].reset_index(drop=True)
+    validation_frame = rows.iloc[args.samples : args.samples + args.validation].reset_index(drop=True)
     print(
-        f"backbone all-MiniLM-L6-v2, {args.samples} CoLA rows, batch {args.batch_size}, max length "
-        f"{args.max_seq_length}, {args.threads} torch threads, 1 epoch each"
+        f"backbone all-MiniLM-L6-v2 (mean pooling), {len(train_frame)} CoLA training rows, "
+        f"{len(validation_frame)} validation rows, {args.epochs} epoch(s), batch {args.batch_size}, max "
+        f"length {args.max_seq_length}, seed {args.seed}, {args.threads} torch threads"
     )
 
-    results = {}
-    for name, run in [
-        ("trainer (default)", lambda: time_trainer(source, tokenizer, frame, args, False)),
-        ("trainer (group_by_length)", lambda: time_trainer(source, tokenizer, frame, args, True)),
-        ("ours", lambda: time_ours(source, tokenizer, frame, args)),
-    ]:
+    speed, predictions = {}, {}
+    for name, mode in [("ours fp32", "fp32"), ("ours bf16", "bf16")]:
         gc.collect()
-        results[name] = run()
-        print(f"{name:<28}{results[name]:>8.1f} samples/s   peak RSS so far {peak_rss_mb():.0f} MB")
-    best_trainer = max(results["trainer (default)"], results["trainer (group_by_length)"])
-    print(f"speedup_vs_trainer={results['ours'] / best_trainer:.2f}")
+        speed[name], predictions[name] = run_ours(
+            source, tokenizer, train_frame, validation_frame, args, mode
+        )
+        report(name, speed[name])
+    gc.collect()
+    speed["trainer bf16"] = run_trainer(source, tokenizer, train_frame, args)
+    report("trainer bf16", speed["trainer bf16"])
+
+    labels = validation_frame[LABEL_COLUMN].to_numpy()
+    mcc = {name: matthews_corrcoef(labels, predictions[name], 2) for name in predictions}
+    delta, low, high = paired_delta(labels, predictions["ours fp32"], predictions["ours bf16"], args.seed)
+    agreement = float(np.mean(predictions["ours fp32"] == predictions["ours bf16"]))
+    print(
+        f"validation MCC: fp32 {mcc['ours fp32']:.4f}, bf16 {mcc['ours bf16']:.4f}; bf16 - fp32 {delta:+.4f} "
+        f"[{low:+.4f}, {high:+.4f}] (95%, {RESAMPLES} paired resamples); label agreement {agreement:.3f}"
+    )
+    print(
+        f"bf16_over_fp32={speed['ours bf16'] / speed['ours fp32']:.2f} "
+        f"bf16_over_trainer_bf16={speed['ours bf16'] / speed['trainer bf16']:.2f} "
+        f"delta_mcc={delta:.4f} delta_mcc_low={low:.4f} delta_mcc_high={high:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ class LocalBackend:
         # PID 1 ignores SIGTERM unless it handles it; tini passes it on to the step.
         self.docker_args = {"network": "host", "init": True, "label": f"{PIPELINE_LABEL}={pipeline_run_id}"}
 
-    def run_step(self, step: str, parameters: dict[str, str], run_name: str) -> Run:
+    def run_step(
+        self, step: str, parameters: dict[str, str], run_name: str, entry_point: str = "main"
+    ) -> Run:
         """Run `step` to its end and return its finished run; StepFailed if it failed. Ctrl-C or SIGTERM
         during the step cancels it (see the module docstring) and is raised again."""
         # MLflow's `mlflow run` makes a directory for downloaded `path` parameters under storage_dir (the
@@ -62,7 +64,7 @@ class LocalBackend:
         ):
             submitted = mlflow.projects.run(
                 uri=str(self.project_dir / step),
-                entry_point="main",
+                entry_point=entry_point,
                 parameters=parameters,
                 env_manager="local",
                 docker_args=self.docker_args | credential_args,

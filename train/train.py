@@ -12,11 +12,13 @@ alias `challenger`; only the evaluate step's gate moves `champion`.
 """
 
 import argparse
+import copy
 import json
 import logging
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -44,6 +46,7 @@ from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, st
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
 from modeling import POOLING_CHOICES, build_classifier
+from precision import PRECISION_CHOICES, resolve_precision
 from pyfunc_model import log_text_model
 from reporting import classification_report, misclassified_table
 from training import EncodedSplit, TrainConfig, collate, encode_split, predict, train
@@ -51,6 +54,8 @@ from variants import VARIANTS, build_variants, compare_variants
 
 logger = logging.getLogger("train")
 
+# The precision that ran (`bf16` or `fp32`): a tag; the `precision` param is what was asked.
+PRECISION_TAG = "precision_used"
 # What decides a prediction beyond the argmax, as the run's tag DECISION_CALIBRATION_TAG records it.
 DECISION_CALIBRATION_TAG = "decision_calibration"
 MARGIN_SHIFT, NO_CALIBRATION = "margin_shift", "none"
@@ -90,7 +95,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "head's bias); more classes: no calibration (the argmax), whatever this says",
     )
     parser.add_argument("--registered-model-name", required=True)
+    add_precision_argument(parser)
     return parser.parse_args(argv)
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="training forward pass: `auto` (bf16 where the CPU has native bfloat16, else fp32), `bf16` or "
+        "`fp32`; the exported model is fp32 either way",
+    )
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -123,6 +138,10 @@ def validate_args(args: argparse.Namespace) -> None:
         (
             args.pooling in POOLING_CHOICES,
             f"pooling must be one of {', '.join(POOLING_CHOICES)}, got {args.pooling!r}",
+        ),
+        (
+            args.precision in PRECISION_CHOICES,
+            f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {args.precision!r}",
         ),
     ]
     problems = [message for ok, message in checks if not ok]
@@ -308,8 +327,29 @@ def tune_threshold(
     return shifted
 
 
-def run(args: argparse.Namespace) -> None:
+@dataclass
+class Prepared:
+    """What every training of one step run shares: the data, encoded, and the backbone's set-up."""
+
+    source: str
+    config: AutoConfig
+    label_set: LabelSet
+    tokenizer: object
+    train_split: EncodedSplit
+    validation_split: EncodedSplit
+    calibrate: bool
+    precision: str
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Check the parameters, resolve and read the preprocess run, encode its splits; tags the active run
+    with its inputs, its label set, its decision calibration and the precision that will run."""
     validate_args(args)
+    try:
+        precision = resolve_precision(args.precision)
+    except ValueError as error:
+        raise StepInputError(str(error)) from None
+    mlflow.set_tag(PRECISION_TAG, precision)
     source, config = load_backbone_config(args.base_model)
     data_run = resolve_step_run(args.data_run_id, "preprocess")
     data_run_id = data_run.info.run_id
@@ -344,21 +384,36 @@ def run(args: argparse.Namespace) -> None:
         train_frame[LABEL_COLUMN].to_numpy(np.int64), label_set, args.max_train_samples
     )
 
-    seed_everything(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(source)
+    train_split = encode_split(train_frame, tokenizer, args.max_seq_length)
+    validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length)
+    return Prepared(source, config, label_set, tokenizer, train_split, validation_split, calibrate, precision)
+
+
+def fit(
+    prepared: Prepared, args: argparse.Namespace, log_epoch, dropout: float | None = None
+) -> tuple[torch.nn.Module, dict]:
+    """A fresh model trained with `args`' recipe (`dropout`: the head's and the encoder's, else the
+    backbone's own); `log_epoch(epoch, metrics)` gets each epoch's metrics (and may raise to stop it). The
+    summary is logged to the active run. The trained model (its best epoch's weights) and the summary."""
+    seed_everything(args.seed)
+    source, config, calibrate = prepared.source, prepared.config, prepared.calibrate
+    if dropout is not None:
+        config = copy.deepcopy(config)
+        config.hidden_dropout_prob = dropout
     model = load_classifier(source, config, args.pooling, args.base_model)
     if calibrate:
         try:  # before training: a head the threshold cannot be folded into must not cost a whole run
             output_layer(model)
         except ValueError as error:
             raise StepInputError(str(error)) from None
-    train_split = encode_split(train_frame, tokenizer, args.max_seq_length)
-    validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length)
+    train_split, validation_split = prepared.train_split, prepared.validation_split
     logger.info(
-        "training on %d rows, validating on %d, %d torch threads",
+        "training on %d rows, validating on %d, %d torch threads, %s",
         len(train_split),
         len(validation_split),
         torch.get_num_threads(),
+        prepared.precision,
     )
 
     train_config = TrainConfig(
@@ -373,16 +428,20 @@ def run(args: argparse.Namespace) -> None:
         layer_lr_decay=args.layer_lr_decay,
         ema_decay=args.ema_decay,
         tune_threshold=calibrate,
+        precision=prepared.precision,
     )
     summary = train(
-        model,
-        train_split,
-        validation_split,
-        train_config,
-        tokenizer.pad_token_id,
-        lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+        model, train_split, validation_split, train_config, prepared.tokenizer.pad_token_id, log_epoch
     )
     mlflow.log_metrics(summary)
+    return model, summary
+
+
+def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace) -> str:
+    """The trained model's threshold, evaluation artifacts, ONNX export, parity check, variants, and its
+    registered version (`challenger`), all on the active run; the version."""
+    tokenizer, config, label_set = prepared.tokenizer, prepared.config, prepared.label_set
+    validation_split, calibrate = prepared.validation_split, prepared.calibrate
 
     logits, _ = predict(model, validation_split, args.batch_size * 2, tokenizer.pad_token_id)
     if calibrate:
@@ -404,7 +463,17 @@ def run(args: argparse.Namespace) -> None:
                 mlflow.log_artifact(str(path), "onnx_variants")
         tokenizer_dir = tmp_dir / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
-        log_and_register(variants[args.serve_variant], tokenizer_dir, args, label_set)
+        return log_and_register(variants[args.serve_variant], tokenizer_dir, args, label_set)
+
+
+def log_epoch_metrics(epoch: int, metrics: dict) -> None:
+    mlflow.log_metrics(metrics, step=epoch)
+
+
+def run(args: argparse.Namespace) -> None:
+    prepared = prepare(args)
+    model, _ = fit(prepared, args, log_epoch_metrics)
+    finish(model, prepared, args)
 
 
 def main(argv: list[str] | None = None) -> None:

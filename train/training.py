@@ -19,6 +19,7 @@ from sentclf.metrics import classification_metrics
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
 from calibration import best_margin_shift
+from precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class TrainConfig:
     # Select the epoch on the MCC after threshold tuning: the model that is shipped, not the raw argmax.
     tune_threshold: bool = False
     max_grad_norm: float = 1.0
+    # `bf16` or `fp32` (resolved by precision.resolve_precision): the training forward pass only.
+    precision: str = "fp32"
 
 
 @dataclass
@@ -230,7 +233,8 @@ def train(
         progress = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", mininterval=5)
         for indices in progress:
             batch = collate(train_split, indices, pad_id)
-            loss = model(**batch).loss
+            with autocast(config.precision):
+                loss = model(**batch).loss
             loss.backward()
             clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()

@@ -44,3 +44,13 @@ def test_typed_default_reads_yaml_strings_by_type():
     assert typed_default({"type": "float", "default": "2e-4"}) == 2e-4
     assert typed_default({"type": "int", "default": 5}) == 5
     assert typed_default({"type": "string", "default": "false"}) == "false"
+
+
+def test_the_root_tune_entry_point_hands_each_parameter_to_a_step_with_the_same_default():
+    root = declared(PROJECT_DIR, "tune")
+    steps = declared(PROJECT_DIR / "preprocess") | declared(PROJECT_DIR / "train", "tune")
+    assert set(root) == set(steps) - {"data_run_id"}
+    disagree = {n: (root[n], steps[n]) for n in root if typed_default(root[n]) != typed_default(steps[n])}
+    assert not disagree
+    train_main, train_tune = declared(PROJECT_DIR / "train"), declared(PROJECT_DIR / "train", "tune")
+    assert all(typed_default(train_tune[n]) == typed_default(spec) for n, spec in train_main.items())

@@ -1,0 +1,118 @@
+"""The search (`train -e tune`) in process: space overrides, the precision switch, and a tiny real search
+with nested trial runs, a pruned trial, the best parameters, figures, register_best and resuming."""
+
+import mlflow
+import pytest
+import torch
+
+from tests.unit.test_train import TINY, data_run  # noqa: F401 (a fixture)
+
+import precision
+import tune
+from search_space import DEFAULT_SPACE, parse_space
+
+SEARCH = [
+    "--trials",
+    "3",
+    "--timeout-min",
+    "0",
+    "--register-best",
+    "true",
+    "--space",
+    "epochs=1,batch_size=16|32",
+    "--prune-warmup-epochs",
+    "1",
+    "--force-prune",
+    "2",
+    "--study-name",
+    "unit",
+    "--registered-model-name",
+    "tuned",
+]
+
+
+def test_space_overrides_bounds_choices_and_fixed_values():
+    space = parse_space("learning_rate=1e-4:3e-4, batch_size=16|32, epochs=3, dropout=0:0.2")
+    assert (space["learning_rate"].kind, space["learning_rate"].low) == ("log", 1e-4)
+    assert space["batch_size"].choices == (16, 32)
+    assert (space["epochs"].kind, space["epochs"].choices) == ("choice", (3,))
+    assert space["dropout"].high == 0.2 and space["warmup_ratio"] == DEFAULT_SPACE["warmup_ratio"]
+    assert parse_space("") == DEFAULT_SPACE
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("momentum=0.9", "one of learning_rate"),
+        ("learning_rate=3e-4:1e-4", "low 0.0003 is above high 0.0001"),
+        ("epochs=0:3", "epochs must be >= 1"),
+        ("learning_rate=0:1e-3", "learning_rate must be > 0"),
+        ("batch_size=16.5", "whole number"),
+    ],
+)
+def test_bad_space_items_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_space(text)
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("auto") == "bf16"
+    assert precision.resolve_precision("fp32") == "fp32"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_precision("auto") == "fp32"
+    with pytest.raises(ValueError, match="native bfloat16"):
+        precision.resolve_precision("bf16")
+    with pytest.raises(ValueError, match="one of auto, bf16, fp32"):
+        precision.resolve_precision("fp16")
+
+
+def test_autocast_runs_the_forward_pass_in_bf16_only_when_asked():
+    layer = torch.nn.Linear(4, 4)
+    with precision.autocast("bf16"):
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    with precision.autocast("fp32"):
+        assert layer(torch.ones(1, 4)).dtype == torch.float32
+    assert layer.weight.dtype == torch.float32
+
+
+def test_a_tiny_search_nests_its_trials_prunes_registers_and_resumes(data_run, tracking_store):  # noqa: F811
+    tune.main([*TINY, *SEARCH])
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([tracking_store], order_by=["attributes.start_time ASC"])
+    (parent,) = [r for r in runs if r.data.tags.get("sentclf.step") == "tune"]
+    assert parent.info.status == "FINISHED"
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert [r.data.tags["tune.trial"] for r in trials] == ["0", "1", "2"]
+    states = [(r.data.tags["tune.state"], r.info.status) for r in trials]
+    assert states == [("COMPLETE", "FINISHED"), ("COMPLETE", "FINISHED"), ("PRUNED", "KILLED")]
+    # Trial 0 is the given recipe; every trial logs its recipe and per-epoch metrics.
+    assert trials[0].data.params["learning_rate"] == "5e-05"
+    for trial in trials:
+        assert {"learning_rate", "layer_lr_decay", "dropout", "batch_size", "max_train_samples"} <= set(
+            trial.data.params
+        )
+        assert trial.data.params["max_train_samples"] == "64"
+        assert len(client.get_metric_history(trial.info.run_id, "val_mcc")) == 1
+    assert parent.data.tags["best.trial"] in ("0", "1")
+    best = next(r for r in trials if r.data.tags["tune.trial"] == parent.data.tags["best.trial"])
+    assert parent.data.tags["best.learning_rate"] == best.data.params["learning_rate"]
+    assert parent.data.metrics["best_val_mcc"] == pytest.approx(best.data.metrics["best_val_mcc"])
+    assert parent.data.metrics["trials_pruned"] == 1
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert {"figures/optimization_history.png", "figures/intermediate_values.png"} <= artifacts
+    assert "figures/param_importances.png" in artifacts
+    stored = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    assert {"study/study.db", "study/trials.csv", "study/best.json"} <= stored
+    version = client.get_model_version_by_alias("tuned", "challenger")
+    assert version.run_id == best.info.run_id
+    assert best.info.status == "FINISHED"
+
+    # The same study again with one more trial: only that one runs, from the stored file.
+    again = [{"3": "4", "true": "false"}.get(a, a) for a in SEARCH]  # one more trial, no registration
+    tune.main([*TINY, *again])
+    runs = client.search_runs([tracking_store], order_by=["attributes.start_time ASC"])
+    second = [r for r in runs if r.data.tags.get("sentclf.step") == "tune"][-1]
+    assert second.data.tags["tune.resumed_from"] == parent.info.run_id
+    new_trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == second.info.run_id]
+    assert [r.data.tags["tune.trial"] for r in new_trials] == ["3"]
