@@ -5,7 +5,8 @@ with `mlflow.pyfunc.spark_udf` (env_manager local: the executors' own Python, th
 pyfunc; ONNX Runtime with one thread per task, so the tasks, not ORT, use the cores). The scored rows come
 back to the driver, which writes <output>/scores.parquet (text, class, name, probabilities; in the input's
 order): the executors need no file system in common with the driver, so local[*] and a standalone cluster
-on other machines behave the same. The run logs rows (per file and per class), seconds, sentences/s and a sample table.
+on other machines behave the same. The run logs rows (per file and per class), seconds, sentences/s and a
+sample table.
 """
 
 import argparse
