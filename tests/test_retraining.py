@@ -71,9 +71,9 @@ def test_a_folder_of_batches_outside_the_repository_trains(typed_store, labels_f
     [
         (
             b"text,y\nThe cat sat.,1\nThe dog ran.,maybe\n",
-            r"bad.csv, column label, row\(s\) 2: label not in the label set",
+            r"bad.csv, column y, row\(s\) \d: the label column mixes 1 number\(s\) .* and 1 name\(s\)",
         ),
-        (b"text,y\nThe cat sat.,1\n   ,0\n", r"bad.csv, column sentence, row\(s\) 2: text is empty"),
+        (b"text,y\nThe cat sat.,1\n   ,0\n", r"bad.csv, column text, row\(s\) 2: text is empty"),
         (b"text,y\nThe cat sat.,1\nbad \xff byte,0\n", r"bad.csv: line 3 is not valid UTF-8 \(byte 0xff\)"),
     ],
     ids=["bad-label", "blank-text", "not-utf8"],
