@@ -150,7 +150,7 @@ def test_a_failing_night_notifies_by_json_and_mail_once(typed_store, tmp_path, r
     message = receiver.received[0]
     assert "failed" in message["title"]
     assert line in message["message"] and "failing step: preprocess" in message["message"]
-    assert "label not in the label set" in message["message"]  # the log's tail
+    assert "the label column mixes" in message["message"]  # the log's tail
     assert len(mails) == 1 and mails[0].rcpt_tos == ["ops@example.com"]
     assert b"failing step: preprocess" in mails[0].content
     assert "s3cr3t-token" not in log

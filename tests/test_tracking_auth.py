@@ -220,7 +220,8 @@ def test_the_pipeline_runs_as_the_job_user_over_https_and_no_password_leaks(team
         assert secret not in text
     patterns = team.root / "patterns"
     patterns.write_text("\n".join(team.all_secrets()) + "\n")
-    assert (team.directory / "artifacts" / experiment_id / parent.info.run_id).is_dir()
+    # the grep below reads what the server stored: the steps' artifacts are there
+    assert (team.directory / "artifacts" / experiment_id / children["preprocess"].info.run_id).is_dir()
     found = subprocess.run(
         ["grep", "-r", "-l", "-a", "-F", "-f", str(patterns), "--exclude-dir=secrets", str(team.directory)],
         capture_output=True,
