@@ -1,12 +1,13 @@
 """Training speed and quality by precision: this project's loop (train/training.py) in fp32 and in bf16
-autocast, and Hugging Face `Trainer` with its own `bf16=True`, side by side in one run on the same model
-(the train step's mean-pooling classifier), data, seed, batch size, sequence length and thread count.
+(a bf16 working copy with fp32 master weights, train/precision.py), and Hugging Face `Trainer` with its own
+`bf16=True` (autocast), side by side in one run on the same model (the train step's mean-pooling
+classifier), recipe (the train step's defaults), data, seed, batch size, sequence length and thread count.
 
 Prints samples/s (training only, no validation) and peak RSS for each, the ratios bf16/fp32 (ours) and
 ours-bf16/Trainer-bf16, and the validation MCC of our two precisions with a paired bootstrap interval of
 their difference (the same validation rows, resampled together). The last line is machine-readable:
 `bf16_over_fp32=<x> bf16_over_trainer_bf16=<y> delta_mcc=<d> delta_mcc_low=<l> delta_mcc_high=<h>`.
-Usage: python bench/train_throughput.py [--samples 2000] [--epochs 2] [--threads 2]
+Usage: python bench/train_throughput.py [--samples 4000] [--epochs 3] [--threads 2]
 """
 
 import argparse
@@ -132,9 +133,9 @@ def paired_delta(labels, first, second, seed) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--samples", type=int, default=2000, help="training rows")
-    parser.add_argument("--validation", type=int, default=855, help="validation rows (disjoint)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=4000, help="training rows")
+    parser.add_argument("--validation", type=int, default=1000, help="validation rows (disjoint)")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)

@@ -103,7 +103,7 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="auto",
-        help="training forward pass: `auto` (bf16 where the CPU has native bfloat16, else fp32), `bf16` or "
+        help="training passes: `auto` (bf16 where the CPU has native bfloat16, else fp32), `bf16` or "
         "`fp32`; the exported model is fp32 either way",
     )
 

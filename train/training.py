@@ -19,7 +19,7 @@ from sentclf.metrics import classification_metrics
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
 from calibration import best_margin_shift
-from precision import autocast
+from precision import training_steps
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class TrainConfig:
     # Select the epoch on the MCC after threshold tuning: the model that is shipped, not the raw argmax.
     tune_threshold: bool = False
     max_grad_norm: float = 1.0
-    # `bf16` or `fp32` (resolved by precision.resolve_precision): the training forward pass only.
+    # `bf16` or `fp32` (resolved by precision.resolve_precision): the training passes only.
     precision: str = "fp32"
 
 
@@ -221,6 +221,9 @@ def train(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
 
+    # The passes over each batch (fp32 on the model, or bf16 on a copy of it): the optimizer, clipping,
+    # the weight average and validation always see the model's own fp32 weights.
+    steps = training_steps(model, config.precision)
     average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     best = {"mcc": -math.inf, "epoch": 0, "state": None}
     epochs_without_gain = 0
@@ -232,14 +235,12 @@ def train(
         batches = length_grouped_batches(lengths, config.batch_size, rng)
         progress = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", mininterval=5)
         for indices in progress:
-            batch = collate(train_split, indices, pad_id)
-            with autocast(config.precision):
-                loss = model(**batch).loss
-            loss.backward()
+            loss = steps.loss(collate(train_split, indices, pad_id))
             clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            steps.weights_updated()
             if average is not None:
                 average.update()
             loss_value = loss.item()

@@ -67,13 +67,46 @@ def test_precision_auto_follows_the_cpu(monkeypatch):
         precision.resolve_precision("fp16")
 
 
-def test_autocast_runs_the_forward_pass_in_bf16_only_when_asked():
-    layer = torch.nn.Linear(4, 4)
-    with precision.autocast("bf16"):
-        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
-    with precision.autocast("fp32"):
-        assert layer(torch.ones(1, 4)).dtype == torch.float32
-    assert layer.weight.dtype == torch.float32
+class _Tiny(torch.nn.Module):
+    """A token embedding, a layer and a head, shaped like the classifiers: `model(**batch)` with labels
+    gives `.loss`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = torch.nn.Embedding(10, 8)
+        self.hidden = torch.nn.Linear(8, 16)
+        self.classifier = torch.nn.Linear(16, 3)
+
+    def forward(self, input_ids, labels=None):
+        logits = self.classifier(torch.tanh(self.hidden(self.embedding(input_ids).mean(dim=1))))
+        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return type("Output", (), {"logits": logits, "loss": loss})()
+
+
+def test_bf16_steps_put_fp32_gradients_on_the_fp32_model_and_follow_its_updates():
+    ids = torch.randint(0, 10, (32, 5), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids, "labels": torch.arange(32) % 3}
+    reference = _Tiny()
+    precision.training_steps(reference, "fp32").loss(batch)
+    model = _Tiny()
+    steps = precision.training_steps(model, "bf16")
+    assert steps.copy.hidden.weight.dtype == torch.bfloat16
+    loss = steps.loss(batch)
+    assert loss.dtype == torch.float32
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        assert ours.dtype == ours.grad.dtype == torch.float32
+        cosine = torch.nn.functional.cosine_similarity(ours.grad.flatten(), theirs.grad.flatten(), dim=0)
+        assert cosine > 0.99  # the same gradient, to bf16's precision
+    assert all(p.grad is None for p in steps.sources)
+    # An update far below bf16's resolution is kept by the fp32 master (where a bf16-only optimizer would
+    # round it away), and the copy follows the master.
+    before = model.hidden.weight.detach().clone()
+    with torch.no_grad():
+        model.hidden.weight.add_(1e-6)
+    steps.weights_updated()
+    assert torch.allclose(model.hidden.weight - before, torch.full_like(before, 1e-6), atol=5e-8)
+    assert torch.equal(steps.copy.hidden.weight, model.hidden.weight.to(torch.bfloat16))
 
 
 def test_a_tiny_search_nests_its_trials_prunes_registers_and_resumes(data_run, tracking_store):  # noqa: F811
