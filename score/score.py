@@ -95,7 +95,11 @@ def score_frame(spark, texts: pd.DataFrame, model_uri: str, partitions: int) -> 
     partitions = partitions or slots
     # Each row's place in the input, so the output keeps the input's order whatever the partitioning.
     numbered = texts[[TEXT_COLUMN]].assign(_row=range(len(texts)))
-    frame = spark.createDataFrame(numbered).repartition(partitions)
+    frame = spark.createDataFrame(numbered)
+    # createDataFrame already cuts a pandas frame into one even slice per task slot; a repartition to the
+    # same count would only add a shuffle of every row.
+    if frame.rdd.getNumPartitions() != partitions:
+        frame = frame.repartition(partitions)
     predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=RESULT_TYPE, env_manager="local")
     started = time.perf_counter()
     scored = (
