@@ -14,6 +14,7 @@ import onnx
 import pandas as pd
 import pytest
 
+from sentclf import text_model
 from sentclf.text_model import TextClassifier, model_files
 from tests.conftest import REPO_ROOT
 from tests.unit.test_evaluate import MAX_SEQ_LENGTH, MEDIOCRE, sample_rows, threshold_model, tokenizer_file
@@ -59,6 +60,20 @@ def test_the_registered_model_takes_sentences_as_a_list_or_a_frame(tracking_stor
     assert info.signature.inputs.to_dict() == [{"type": "string", "required": True}]
     assert info.signature.outputs.input_names() == ["class", "name", "probabilities"]
     assert set(info.flavors) == {"python_function"}
+
+
+def test_batches_of_similar_length_answer_each_sentence_in_input_order(tmp_path, monkeypatch):
+    """Sorted by length within windows, batched, put back: every sentence gets the answer it gets alone."""
+    monkeypatch.setattr(text_model, "SORT_WINDOW", 50)
+    monkeypatch.setattr(text_model, "BATCH", 8)
+    texts, _ = sample_rows(130)
+    texts = [" ".join([text] * (1 + i % 4)) for i, text in enumerate(texts)]  # 6 to 24 words, mixed
+    classifier = TextClassifier.from_dir(text_model_files(tmp_path)[0].parent)
+    together = classifier.logits(texts)
+    alone = np.concatenate([classifier.logits([text]) for text in texts])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
+    assert len(set(np.round(together[:, 1], 4))) > 20  # the sentences' answers differ: order matters
+    assert classifier.logits([]).shape == (0, 2)
 
 
 def test_it_loads_without_pytorch_and_with_its_own_code(tracking_store, tmp_path):
