@@ -30,6 +30,9 @@ class MeanPoolingClassifier(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
     def token_states(self, output) -> torch.Tensor:
         if self.layer_weights is None:
             return output.last_hidden_state

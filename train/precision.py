@@ -75,30 +75,76 @@ class Fp32Steps:
         """Called after every optimizer step: nothing to follow here."""
 
 
+class _TokenRows:
+    """The bf16 copy's token table, kept in step with the model's fp32 one row by row.
+
+    A batch's forward pass reads only the rows of the tokens it holds, and only those rows get a gradient:
+    the copy's rows are refreshed just before they are read, and its gradient is sparse (those rows), set
+    into a dense fp32 gradient whose other rows stay zero. That is exact, and it spares copying and casting
+    the whole table (half of MiniLM's weights) twice a step.
+    """
+
+    def __init__(self, target: nn.Embedding, source: nn.Embedding) -> None:
+        self.target, self.source = target.weight, source.weight
+        source.sparse = True
+        self.grad = torch.zeros_like(self.target)
+        self.touched = torch.empty(0, dtype=torch.long)
+
+    @torch.no_grad()
+    def refresh(self, input_ids: torch.Tensor) -> None:
+        rows = torch.unique(input_ids)
+        self.source.index_copy_(0, rows, self.target.index_select(0, rows).to(self.source.dtype))
+
+    @torch.no_grad()
+    def gradient(self) -> None:
+        grad = self.source.grad.coalesce()
+        rows = grad.indices()[0]
+        self.grad.index_fill_(0, self.touched, 0.0)
+        self.grad.index_copy_(0, rows, grad.values().to(self.grad.dtype))
+        self.touched = rows
+        self.target.grad = self.grad
+        self.source.grad = None
+
+
+def _input_embedding(model: nn.Module) -> nn.Embedding | None:
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if get is not None else None
+    return embedding if isinstance(embedding, nn.Embedding) else None
+
+
 class Bf16Steps:
     """Forward and backward on a bf16 copy of the model; fp32 gradients on the model's own parameters.
 
     The copy's parameters follow the model's after every optimizer step (`weights_updated`), so the
     optimizer, gradient clipping, the learning-rate schedule and everything that reads the model work on
     fp32 weights: updates far smaller than bf16's resolution (8 bits of mantissa) are not rounded away.
-    The bf16-specific cost is the two casts per step (gradients to fp32, weights to bf16), about a tenth of
-    a step here; sharing the fp32 token table with the copy instead (half of MiniLM's weights, a lookup)
-    was measured slower, 1.28x against 1.34x: its fp32 gradient costs more to form than the casts save.
+    The bf16-specific cost is the casts (gradients to fp32, weights to bf16); the token table's rows are
+    cast only where a batch uses them (`_TokenRows`). Sharing the fp32 token table with the copy instead
+    was measured slower (1.28x fp32 against 1.34x for copying it whole).
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.copy = copy.deepcopy(model).to(torch.bfloat16)
         self.copy.train()
+        table = _input_embedding(model)
+        self.tokens = _TokenRows(table, _input_embedding(self.copy)) if table is not None else None
         own = dict(self.copy.named_parameters())
-        self.targets = [p for p in model.parameters() if p.requires_grad]
-        self.sources = [own[name] for name, p in model.named_parameters() if p.requires_grad]
+        pairs = [
+            (p, own[name])
+            for name, p in model.named_parameters()
+            if p.requires_grad and (table is None or p is not table.weight)
+        ]
+        self.targets = [target for target, _ in pairs]
+        self.sources = [source for _, source in pairs]
         # fp32 gradient buffers kept across steps: casting into them is half the cost of allocating anew.
         self.grads = [torch.zeros_like(p) for p in self.targets]
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         labels = batch["labels"]
         inputs = {name: value for name, value in batch.items() if name != "labels"}
+        if self.tokens is not None:
+            self.tokens.refresh(inputs["input_ids"])
         logits = self.copy(**inputs).logits
         # The loss itself in fp32: log-softmax over bf16 logits would round the small differences away.
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
@@ -109,6 +155,8 @@ class Bf16Steps:
             target.grad = grad
         for source in self.sources:
             source.grad = None
+        if self.tokens is not None:
+            self.tokens.gradient()
         return loss.detach()
 
     @torch.no_grad()

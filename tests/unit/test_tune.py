@@ -78,6 +78,9 @@ class _Tiny(torch.nn.Module):
         self.hidden = torch.nn.Linear(8, 16)
         self.classifier = torch.nn.Linear(16, 3)
 
+    def get_input_embeddings(self):
+        return self.embedding
+
     def forward(self, input_ids, labels=None):
         logits = self.classifier(torch.tanh(self.hidden(self.embedding(input_ids).mean(dim=1))))
         loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
@@ -107,6 +110,35 @@ def test_bf16_steps_put_fp32_gradients_on_the_fp32_model_and_follow_its_updates(
     steps.weights_updated()
     assert torch.allclose(model.hidden.weight - before, torch.full_like(before, 1e-6), atol=5e-8)
     assert torch.equal(steps.copy.hidden.weight, model.hidden.weight.to(torch.bfloat16))
+
+
+class _TinyWholeTable(_Tiny):
+    """The same model with no input embedding to find: its copy's token table is cast whole every step."""
+
+    get_input_embeddings = None
+
+
+def test_bf16_token_rows_refreshed_where_used_train_as_the_whole_table_does():
+    generator = torch.Generator().manual_seed(2)
+    batches = [
+        {"input_ids": torch.randint(0, 10, (8, 4), generator=generator), "labels": torch.arange(8) % 3}
+        for _ in range(4)
+    ]
+    trained = []
+    for model in (_Tiny(), _TinyWholeTable()):
+        steps = precision.training_steps(model, "bf16")
+        assert (steps.tokens is not None) == (type(model) is _Tiny)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+        for batch in batches:
+            steps.loss(batch)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps.weights_updated()
+        trained.append(model)
+    rows, whole = trained
+    assert not torch.equal(rows.embedding.weight, _Tiny().embedding.weight)  # it did train
+    for ours, theirs in zip(rows.parameters(), whole.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-3)  # the same to bf16's rounding
 
 
 def test_a_tiny_search_nests_its_trials_prunes_registers_and_resumes(data_run, tracking_store):  # noqa: F811
