@@ -21,11 +21,15 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 
+from conductor.parameters import PROJECT_DIR, declared, typed_default
 from sentclf.backbone import resolve_backbone
 from sentclf.metrics import matthews_corrcoef, mcc_per_resample
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
 import benchlib
+
+# The train step's recipe, read from its MLproject (the single source of its defaults).
+RECIPE = {name: typed_default(spec) for name, spec in declared(PROJECT_DIR / "train").items()}
 
 # The train step's own loop, model and precision switch, and the preprocess step's own data.
 training = benchlib.step_module("train", "training")
@@ -57,13 +61,13 @@ def run_ours(source, tokenizer, train_frame, validation_frame, args, mode: str) 
     config = training.TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
-        learning_rate=2e-4,
+        learning_rate=RECIPE["learning_rate"],
         max_seq_length=args.max_seq_length,
         seed=args.seed,
         patience=args.epochs,
-        warmup_ratio=0.1,
-        weight_decay=0.01,
-        layer_lr_decay=0.8,
+        warmup_ratio=RECIPE["warmup_ratio"],
+        weight_decay=RECIPE["weight_decay"],
+        layer_lr_decay=RECIPE["layer_lr_decay"],
         precision=mode,
     )
     model = fresh_model(source, args.seed)
@@ -98,9 +102,9 @@ def run_trainer(source, tokenizer, frame, args) -> float:
             output_dir=out,
             per_device_train_batch_size=args.batch_size,
             num_train_epochs=args.epochs,
-            learning_rate=2e-4,
-            warmup_steps=0.1,
-            weight_decay=0.01,
+            learning_rate=RECIPE["learning_rate"],
+            warmup_steps=RECIPE["warmup_ratio"],
+            weight_decay=RECIPE["weight_decay"],
             max_grad_norm=1.0,
             seed=args.seed,
             bf16=True,
@@ -136,9 +140,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4000, help="training rows")
     parser.add_argument("--validation", type=int, default=1000, help="validation rows (disjoint)")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
+    parser.add_argument("--max-seq-length", type=int, default=RECIPE["max_seq_length"])
+    parser.add_argument("--seed", type=int, default=RECIPE["seed"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
