@@ -475,15 +475,31 @@ def server(
     assert running.stop() == 0, running.log()
 
 
+def _serve_mounted(
+    request: pytest.FixtureRequest, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Server]:
+    """`model_dir` served like `server`: from the source tree, then by the image built for the binary
+    fixture model with `model_dir` mounted over it."""
+    if request.param == "process":
+        running: _Server = start_server(model_dir, tmp_path_factory.mktemp("server") / "server.log")
+    else:
+        running = start_container(request.getfixturevalue("server_image"), model_dir=model_dir)
+    yield running
+    assert running.stop() == 0, running.log()
+
+
 @pytest.fixture(scope="module", params=["process", pytest.param("image", marks=pytest.mark.docker)])
 def ticket_server(
     request: pytest.FixtureRequest, ticket_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[_Server]:
-    """The four-class model served like `server`: from the source tree, then by the image built for the
-    binary fixture model with this model mounted over it."""
-    if request.param == "process":
-        running: _Server = start_server(ticket_model_dir, tmp_path_factory.mktemp("server") / "server.log")
-    else:
-        running = start_container(request.getfixturevalue("server_image"), model_dir=ticket_model_dir)
-    yield running
-    assert running.stop() == 0, running.log()
+    """The four-class model, served like `server`."""
+    yield from _serve_mounted(request, ticket_model_dir, tmp_path_factory)
+
+
+@pytest.fixture(params=["process", pytest.param("image", marks=pytest.mark.docker)])
+def slow_server(
+    request: pytest.FixtureRequest, slow_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Server]:
+    """The slow model (~0.2 s a run, same answers as the fixture model), served like `server`: requests
+    that arrive during a run wait for it, whatever the machine's load, so batching them can be asserted."""
+    yield from _serve_mounted(request, slow_model_dir, tmp_path_factory)

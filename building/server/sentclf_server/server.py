@@ -181,9 +181,10 @@ def _drain(
     settings: Settings,
 ) -> None:
     grace = settings.grace_period_s
-    log.info("stop signal received: NOT_SERVING, draining in-flight requests (grace %.1fs)", grace)
+    # Health first, the log line after: a write to a log under I/O pressure must not delay NOT_SERVING.
     state.draining = True
     servicer.enter_graceful_shutdown()
+    log.info("stop signal received: NOT_SERVING, draining in-flight requests (grace %.1fs)", grace)
     if settings.drain_delay_s > 0:
         # Optional: keep answering (health says NOT_SERVING) while load balancers notice, so clients
         # still routed here are not refused.
