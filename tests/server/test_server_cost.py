@@ -110,10 +110,15 @@ def cost_server(request, model_dir, server_factory, image_factory, tmp_path) -> 
 @pytest.mark.parametrize("cost_server", ["process"], indirect=True)
 def test_huge_sentences_do_not_hold_up_a_short_one(cost_server) -> None:
     baseline = statistics.median(_short_latency(cost_server.url) for _ in range(5))
-    latency, errors = _burst(cost_server.url)
-    assert not errors, errors
-    # "not held up by seconds": before the cut it waited about 8 s; 2 s leaves room for a stalled CI machine
-    assert latency < max(2.0, 20 * baseline), (latency, baseline)
+    bound = max(0.25, 20 * baseline)  # "within a few batch delays, not seconds": before the cut about 8 s
+    latencies = []
+    for _ in range(3):  # a regression holds up every burst; a machine that stalls once must not fail this
+        latency, errors = _burst(cost_server.url)
+        assert not errors, errors
+        latencies.append(latency)
+        if latency < bound:
+            break
+    assert min(latencies) < bound, (latencies, baseline)
 
 
 @pytest.mark.docker
