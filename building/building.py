@@ -4,7 +4,8 @@ The image (building/server/: ONNX Runtime + tokenizers behind the KServe v2 gRPC
 is built on the host's engine, tagged `<registered model>-server:<version>-<hash>` (unique per store and
 content, see sentclf.server_images; an image of the same content is reused, never retagged),
 smoke-tested (start, health SERVING, one inference, remove), and recorded as the run tag `server_image`
-and a model version tag.
+and a model version tag, beside `served_model_name`: the model name it answers to (by default the
+registered name without `-classifier`, so `cola-classifier` serves `cola` and `trec-classifier` `trec`).
 """
 
 import argparse
@@ -29,8 +30,8 @@ from sentclf.images import (
     write_build_inputs,
 )
 from sentclf.kserve_client import classify, connect
-from sentclf.schema import SERVER_IMAGE_TAG
-from sentclf.server_images import image_labels, image_namespace, server_image_tag
+from sentclf.schema import SERVED_NAME_TAG, SERVER_IMAGE_TAG
+from sentclf.server_images import image_labels, image_namespace, served_model_name, server_image_tag
 from sentclf.text_model import model_files
 from sentclf.tracking import StepInputError, step_run
 
@@ -49,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-uri", required=True, help="models:/<name>/<version> or models:/<name>@<alias>"
     )
     parser.add_argument("--base-image", required=True, help="`auto`, or an image to build FROM")
-    parser.add_argument("--serving-model-name", required=True, help="the model name clients ask for")
+    parser.add_argument(
+        "--serving-model-name", default="", help="the model name clients ask for (default: from the model's)"
+    )
     # In a cluster there is no Docker engine: one container prepares the context, kaniko builds and
     # pushes it, another records the pushed image (kubernetes/README.md). Without these: the local engine.
     parser.add_argument("--context-dir", default="", help="a directory shared with the image builder")
@@ -144,11 +147,24 @@ def build_server_image(client: docker.DockerClient, context: Path, name: str, ve
     return tag
 
 
+def served_name(args: argparse.Namespace, name: str) -> str:
+    return args.serving_model_name or served_model_name(name)
+
+
+def record_image(name: str, version: str, image: str, served: str) -> None:
+    """Tag the run and the version with the image and the model name it answers to (evaluate and the
+    conductor read them)."""
+    client = mlflow.MlflowClient()
+    for key, value in ((SERVER_IMAGE_TAG, image), (SERVED_NAME_TAG, served)):
+        mlflow.set_tag(key, value)
+        client.set_model_version_tag(name, version, key, value)
+
+
 def prepare_context(args: argparse.Namespace, name: str, version: str, context: Path) -> None:
     """Server sources, build inputs and the version's model, with its serving name and version set."""
     assemble_context(f"models:/{name}/{version}", context)
     serving_config = json.loads((context / "model" / "serving_config.json").read_text())
-    serving_config.update(model_name=args.serving_model_name, model_version=version)
+    serving_config.update(model_name=served_name(args, name), model_version=version)
     (context / "model" / "serving_config.json").write_text(json.dumps(serving_config, indent=2))
 
 
@@ -178,9 +194,9 @@ def record_pushed_image(name: str, version: str, context: Path) -> None:
                 f"{path} is missing or empty: the image builder did not push the server image"
             )
     image = f"{values['destination']}@{values['digest']}"
-    mlflow.set_tag(SERVER_IMAGE_TAG, image)
-    mlflow.MlflowClient().set_model_version_tag(name, version, SERVER_IMAGE_TAG, image)
-    logger.info("recorded the pushed image %s", image)
+    served = json.loads((context / "model" / "serving_config.json").read_text())["model_name"]
+    record_image(name, version, image, served)
+    logger.info("recorded the pushed image %s (serves the model name %r)", image, served)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -203,10 +219,11 @@ def run(args: argparse.Namespace) -> None:
     mlflow.set_tag("server_image_id", image.id)
     logger.info("image %s (%s, %.0f MB)", tag, image.id[:19], image.attrs["Size"] / 1e6)
 
-    mlflow.log_metric("smoke_seconds_to_serving", smoke_test(tag, args.serving_model_name, version))
+    served = served_name(args, name)
+    mlflow.log_metric("smoke_seconds_to_serving", smoke_test(tag, served, version))
     # Only an image that passed its smoke test is handed on.
-    mlflow.set_tag(SERVER_IMAGE_TAG, tag)
-    mlflow.MlflowClient().set_model_version_tag(name, version, SERVER_IMAGE_TAG, tag)
+    record_image(name, version, tag, served)
+    logger.info("%s answers to the model name %r", tag, served)
 
 
 def main(argv: list[str] | None = None) -> None:

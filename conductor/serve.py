@@ -22,7 +22,8 @@ import docker
 import docker.errors
 import mlflow
 
-from sentclf.schema import SERVER_IMAGE_TAG
+from sentclf.schema import SERVED_NAME_TAG, SERVER_IMAGE_TAG
+from sentclf.server_images import LEGACY_SERVED_NAME
 
 DEFAULT_MODEL = "models:/cola-classifier@champion"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
@@ -59,8 +60,15 @@ def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> 
     return name, str(version.version), image
 
 
+def served_name(name: str, version: str) -> str:
+    """The model name the version's image answers to (building records it; older images: `cola`)."""
+    tags = mlflow.MlflowClient().get_model_version(name, version).tags
+    return tags.get(SERVED_NAME_TAG) or LEGACY_SERVED_NAME
+
+
 def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> int:
     name, version, image = resolve_image(model_uri)
+    served = served_name(name, version)
     engine = docker.from_env()
     try:
         engine.images.get(image)
@@ -86,9 +94,8 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
     )
     try:
         print(f"serving {name} version {version} from {image} (container {container.name})", flush=True)
-        print(
-            f"  HTTP     http://127.0.0.1:{http_port}  (/v2/health/ready, /v2/models/<m>/infer)", flush=True
-        )
+        routes = f"/v2/health/ready, /v2/models/{served}/infer"
+        print(f"  HTTP     http://127.0.0.1:{http_port}  ({routes})", flush=True)
         print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
         print(f"  metrics  http://127.0.0.1:{metrics_port}/metrics", flush=True)
         print("Ctrl-C stops and removes it.", flush=True)

@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-image", default="", help="default: the version's server_image tag")
     parser.add_argument("--data-run-id", default="", help="default: the version's own data, else the newest")
     parser.add_argument("--registered-model-name", required=True)
-    parser.add_argument("--serving-model-name", required=True)
+    parser.add_argument("--serving-model-name", default="", help="default: the name the image answers to")
     parser.add_argument("--concurrency-levels", type=concurrency_levels, required=True, help="e.g. 1,4,16,64")
     parser.add_argument("--requests-per-level", type=int, required=True)
     parser.add_argument("--min-delta", type=float, required=True)
@@ -136,10 +136,10 @@ def the_server(inputs: EvaluationInputs) -> Iterator[tuple[Container | None, int
     yield None, int(port), float("nan")  # started by the kubelet: its start-up is not ours to time
 
 
-def serve_and_measure(inputs: EvaluationInputs, serving_model_name: str, texts: list[str], args) -> Served:
+def serve_and_measure(inputs: EvaluationInputs, texts: list[str], args) -> Served:
     """Everything measured over gRPC, with the server's log kept on every path."""
     with the_server(inputs) as (container, port, seconds_to_serving):
-        target = Target(port, serving_model_name, inputs.version)
+        target = Target(port, inputs.served_name, inputs.version)
         try:
             labels, probabilities = predict_all(target, texts, container)
             latency, samples = latency_profile(target, texts, container)
@@ -289,10 +289,17 @@ def log_evaluation(evaluation: Evaluation) -> None:
 
 def run(args: argparse.Namespace) -> None:
     inputs = resolve_inputs(
-        args.registered_model_name, args.model_version, args.server_image, args.data_run_id
+        args.registered_model_name,
+        args.model_version,
+        args.server_image,
+        args.data_run_id,
+        args.serving_model_name,
     )
     record_inputs(
-        model_version=inputs.version, server_image=inputs.server_image, data_run_id=inputs.data_run_id
+        model_version=inputs.version,
+        server_image=inputs.server_image,
+        data_run_id=inputs.data_run_id,
+        served_name=inputs.served_name,
     )
     label_set = resolve_label_set(inputs.model_name, inputs.version, inputs.data_run_id)
     test = read_split(inputs.data_run_id, "test")
@@ -301,7 +308,7 @@ def run(args: argparse.Namespace) -> None:
     mlflow.log_param("test_rows", len(test))
     config = GateConfig(args.min_delta, args.confidence, args.latency_budget_ms, args.min_mcc)
 
-    served = serve_and_measure(inputs, args.serving_model_name, data.texts, args)
+    served = serve_and_measure(inputs, data.texts, args)
     conclude(config, inputs, data, served, args)
 
 

@@ -1,7 +1,7 @@
 """What the evaluate step measures when it is given only a model version (or nothing at all): the
 version itself (a number or an alias such as `challenger`), the server image the building step recorded
-on it, the test data of its own lineage, and that data's label set (which must be the version's).
-`mlflow run evaluate -P model_version=3` needs no more."""
+on it and the model name that image answers to, the test data of its own lineage, and that data's label
+set (which must be the version's). `mlflow run evaluate -P model_version=3` needs no more."""
 
 import logging
 from dataclasses import dataclass
@@ -10,7 +10,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from sentclf.data import read_label_set
-from sentclf.schema import LABEL_NAMES_TAG, SERVER_IMAGE_TAG, LabelSet, label_names_from_tag
+from sentclf.schema import LABEL_NAMES_TAG, SERVED_NAME_TAG, SERVER_IMAGE_TAG, LabelSet, label_names_from_tag
+from sentclf.server_images import LEGACY_SERVED_NAME
 from sentclf.tracking import StepInputError, get_finished_run, newest_successful_run, version_data_run_id
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ class EvaluationInputs:
     version: str
     server_image: str
     data_run_id: str
+    served_name: str = LEGACY_SERVED_NAME
 
 
 def resolve_version(model_name: str, version_or_alias: str) -> str:
@@ -51,6 +53,15 @@ def resolve_server_image(model_name: str, version: str, given: str) -> str:
     return image
 
 
+def resolve_served_name(model_name: str, version: str, given: str) -> str:
+    """The given name, else the one the building step recorded with the image, else the name every
+    image answered to before it was recorded."""
+    if given:
+        return given
+    tags = mlflow.MlflowClient().get_model_version(model_name, version).tags
+    return tags.get(SERVED_NAME_TAG) or LEGACY_SERVED_NAME
+
+
 def resolve_data_run(model_name: str, version: str, given: str) -> str:
     """The given preprocess run, else the one the version was trained on, else the newest one."""
     if given:
@@ -67,7 +78,7 @@ def resolve_data_run(model_name: str, version: str, given: str) -> str:
 
 
 def resolve_inputs(
-    model_name: str, model_version: str, server_image: str, data_run_id: str
+    model_name: str, model_version: str, server_image: str, data_run_id: str, served_name: str = ""
 ) -> EvaluationInputs:
     version = resolve_version(model_name, model_version)
     return EvaluationInputs(
@@ -75,6 +86,7 @@ def resolve_inputs(
         version=version,
         server_image=resolve_server_image(model_name, version, server_image),
         data_run_id=resolve_data_run(model_name, version, data_run_id),
+        served_name=resolve_served_name(model_name, version, served_name),
     )
 
 

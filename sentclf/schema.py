@@ -28,6 +28,7 @@ DATA_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
 LABEL_NAMES_TAG = "label_names"  # preprocess run and model version: the class names in order, as JSON
 MODEL_VERSION_TAG = "registered_model_version"  # train run: the version it registered
 SERVER_IMAGE_TAG = "server_image"  # building run and model version: the server image of that version
+SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
 TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it
 
 # Registry aliases: train sets `challenger` on each new version; only evaluate's gate moves `champion`.

@@ -11,6 +11,7 @@ other content gets another tag. Nightly retraining adds an image per night: the 
 """
 
 import hashlib
+import re
 import uuid
 
 import mlflow
@@ -19,6 +20,16 @@ NAMESPACE_TAG = "sentclf.image_namespace"
 MODEL_NAME_LABEL = "sentclf.model_name"
 MODEL_VERSION_LABEL = "sentclf.model_version"
 NAMESPACE_LABEL = "sentclf.image_namespace"
+# What every image built before the served name followed the registered model answered to.
+LEGACY_SERVED_NAME = "cola"
+
+
+def served_model_name(registered_name: str) -> str:
+    """The model name the server answers to (`/v2/models/<name>/infer`): the registered name without its
+    `-classifier`, kept to characters a URL path takes as they are: `cola-classifier` -> `cola`,
+    `Support Tickets-classifier` -> `support-tickets`."""
+    base = registered_name.lower().removesuffix("-classifier")
+    return re.sub(r"[^a-z0-9_.-]+", "-", base).strip("-.") or "model"
 
 
 def image_namespace(model_name: str, create: bool = True) -> str | None:

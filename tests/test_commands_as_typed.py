@@ -354,6 +354,7 @@ def test_serving_as_typed(typed_store, tmp_path):
         body = json.loads(answer)
         assert [o["name"] for o in body["outputs"]] == ["label", "probabilities", "label_name"], body
         assert "HTTP     http://127.0.0.1:8000" in log and "gRPC     127.0.0.1:8001" in log, log
+        assert "/v2/models/cola/infer)" in log, log  # the name the image answers to, as the curl uses it
         assert "removed sentclf-serve-" in log, log
         assert engine.containers.list(all=True, filters={"label": "sentclf.serve"}) == []
     # The README's manifests command, then kubernetes/README.md's (the same one, and one with --memory-mb).

@@ -60,15 +60,15 @@ def children(store, parent_id: str) -> dict:
     return {r.data.tags[STEP_TAG]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
 
 
-def served_names(image: str, sentences: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+def served_names(image: str, model: str, sentences: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
     with running_server(image, name_prefix="sentclf-yourdata") as (_, port, _):
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         outputs = [
             grpcclient.InferRequestedOutput(n)
             for n in (LABEL_OUTPUT, LABEL_NAME_OUTPUT, PROBABILITIES_OUTPUT)
         ]
-        result = client.infer("cola", build_inputs(sentences), outputs=outputs)
-        config = client.get_model_config("cola", as_json=True)["config"]
+        result = client.infer(model, build_inputs(sentences), outputs=outputs)
+        config = client.get_model_config(model, as_json=True)["config"]
         client.close()
     names = [n.decode() for n in result.as_numpy(LABEL_NAME_OUTPUT)]
     assert json.loads(config["parameters"][LABEL_NAMES_TAG]["string_value"])
@@ -95,7 +95,12 @@ def check_run(store, parent_id: str, model: str, classes: tuple[str, ...], test_
         assert re.search(rf">\s*{re.escape(name)}\s*<", report), f"no row for class {name} in report.html"
 
     sentences = pd.read_csv(test_file)[text_column].head(16).tolist()
-    labels, names, probabilities = served_names(steps["building"].data.tags["server_image"], sentences)
+    # The server answers to the task's name (trec-classifier: `trec`), recorded where evaluate found it.
+    served = model.removesuffix("-classifier")
+    assert client.get_model_version(model, version).tags["served_model_name"] == served
+    assert evaluate.data.tags["input.served_name"] == served
+    image = steps["building"].data.tags["server_image"]
+    labels, names, probabilities = served_names(image, served, sentences)
     assert probabilities.shape == (16, len(classes))
     assert names == [classes[i] for i in labels]
     assert set(names) <= set(classes)

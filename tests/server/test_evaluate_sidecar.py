@@ -35,10 +35,10 @@ def test_evaluate_measures_the_sidecar_at_the_address_it_is_given(
 ):
     monkeypatch.setenv(evaluate.SERVER_ADDRESS_ENV, server.url)
     inputs = EvaluationInputs(
-        "cola-classifier", "1", "registry.example/cola-classifier-server:1@sha256:00", "data"
+        "cola-classifier", "1", "registry.example/cola-classifier-server:1@sha256:00", "data", "cola"
     )
     args = argparse.Namespace(concurrency_levels=[1, 2], requests_per_level=20)
-    served = evaluate.serve_and_measure(inputs, "cola", SENTENCES, args)
+    served = evaluate.serve_and_measure(inputs, SENTENCES, args)
     expected = reference_probs(model_dir / "tokenizer.json", SENTENCES)
     assert np.allclose(served.scores.probabilities, expected, atol=1e-5)
     assert (
@@ -61,7 +61,7 @@ def test_a_sidecar_address_that_is_not_loopback_is_refused(monkeypatch, no_docke
     inputs = EvaluationInputs("m", "1", "image", "data")
     with pytest.raises(evaluate.StepInputError, match="expected 127.0.0.1:<port>"):
         evaluate.serve_and_measure(
-            inputs, "cola", SENTENCES, argparse.Namespace(concurrency_levels=[1], requests_per_level=1)
+            inputs, SENTENCES, argparse.Namespace(concurrency_levels=[1], requests_per_level=1)
         )
 
 
@@ -75,5 +75,5 @@ def test_a_sidecar_that_dies_fails_the_evaluation_naming_it(
     inputs = EvaluationInputs("m", "1", "image", "data")
     with pytest.raises(load.ServerFailed, match="not SERVING|could not be scored"):
         evaluate.serve_and_measure(
-            inputs, "cola", SENTENCES, argparse.Namespace(concurrency_levels=[1], requests_per_level=1)
+            inputs, SENTENCES, argparse.Namespace(concurrency_levels=[1], requests_per_level=1)
         )

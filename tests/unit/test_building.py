@@ -8,6 +8,7 @@ import mlflow
 import mlflow.onnx
 import pytest
 
+from sentclf.server_images import served_model_name
 from tests.unit.test_evaluate import MEDIOCRE, threshold_model, tokenizer_file
 
 import building
@@ -29,8 +30,8 @@ def version(tracking_store, tmp_path):
 
 
 def argv(context, *flags: str) -> list[str]:
-    return ["--model-uri", "models:/built/1", "--base-image", "auto", "--serving-model-name", "cola",
-            "--context-dir", str(context), *flags]  # fmt: skip
+    return ["--model-uri", "models:/built/1", "--base-image", "auto", "--context-dir", str(context),
+            *flags]  # fmt: skip
 
 
 def test_prepare_only_writes_the_build_context_and_where_it_goes(version, tmp_path, monkeypatch):
@@ -48,7 +49,7 @@ def test_prepare_only_writes_the_build_context_and_where_it_goes(version, tmp_pa
     assert (context / "destination").read_text() == f"registry.example.com/sentclf/built-server:{version}\n"
     assert (context / "base-image").read_text() == "python:3.11-slim\n"
     config = json.loads((context / "model" / "serving_config.json").read_text())
-    assert (config["model_name"], config["model_version"]) == ("cola", version)
+    assert (config["model_name"], config["model_version"]) == ("built", version)  # the registered name
     assert mlflow.get_run(run.info.run_id).data.params["resolved_base_image"] == "python:3.11-slim"
     assert "server_image" not in mlflow.get_run(run.info.run_id).data.tags  # nothing built or tagged yet
 
@@ -59,14 +60,33 @@ def test_prepare_only_needs_the_registry(version, tmp_path, monkeypatch):
         building.run(building.parse_args(argv(tmp_path, "--prepare-only")))
 
 
-def test_record_pushed_image_pins_the_digest_on_the_run_and_the_version(version, tmp_path):
-    (tmp_path / "destination").write_text("registry.example.com/sentclf/built-server:1\n")
+def test_record_pushed_image_pins_the_digest_on_the_run_and_the_version(version, tmp_path, monkeypatch):
+    monkeypatch.setenv(building.REGISTRY_ENV, "registry.example.com/sentclf")
+    named = [*argv(tmp_path, "--prepare-only"), "--serving-model-name", "grammar"]
+    with mlflow.start_run():
+        building.run(building.parse_args(named))  # the prepare container, then kaniko pushes:
     (tmp_path / "digest").write_text("sha256:" + "ab" * 32 + "\n")
     with mlflow.start_run() as run:
         building.run(building.parse_args(argv(tmp_path, "--record-pushed-image")))
-    pushed = "registry.example.com/sentclf/built-server:1@sha256:" + "ab" * 32
-    assert mlflow.get_run(run.info.run_id).data.tags["server_image"] == pushed
-    assert mlflow.MlflowClient().get_model_version("built", version).tags["server_image"] == pushed
+    pushed = f"registry.example.com/sentclf/built-server:{version}@sha256:" + "ab" * 32
+    tags = mlflow.get_run(run.info.run_id).data.tags
+    version_tags = mlflow.MlflowClient().get_model_version("built", version).tags
+    assert tags["server_image"] == version_tags["server_image"] == pushed
+    assert tags["served_model_name"] == version_tags["served_model_name"] == "grammar"  # as prepared
+
+
+@pytest.mark.parametrize(
+    ("registered", "served"),
+    [
+        ("cola-classifier", "cola"),
+        ("trec-classifier", "trec"),
+        ("Support Tickets-Classifier", "support-tickets"),
+        ("spam", "spam"),
+        ("-classifier", "model"),
+    ],
+)
+def test_the_served_name_is_the_registered_name_without_classifier(registered, served):
+    assert served_model_name(registered) == served
 
 
 def test_record_without_a_digest_says_the_push_did_not_happen(version, tmp_path):
@@ -79,4 +99,4 @@ def test_the_cluster_flags_need_a_context_and_exclude_each_other(tmp_path):
     with pytest.raises(SystemExit):
         building.parse_args(argv(tmp_path, "--prepare-only", "--record-pushed-image"))
     with pytest.raises(SystemExit):
-        building.parse_args(argv(tmp_path, "--prepare-only")[:6] + ["--prepare-only"])  # no --context-dir
+        building.parse_args(argv(tmp_path, "--prepare-only")[:4] + ["--prepare-only"])  # no --context-dir

@@ -18,13 +18,13 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from sentclf.containers import CONTAINER_LABEL
 from sentclf.images import STEP_IMAGE
 from sentclf.metrics import matthews_corrcoef, mcc_per_resample
-from sentclf.schema import COLA_LABELS
+from sentclf.schema import COLA_LABELS, SERVED_NAME_TAG
 from tests.conftest import require_docker
 
 import evaluate
 import load
 from gate import GateConfig, decide
-from inputs import EvaluationInputs
+from inputs import EvaluationInputs, resolve_served_name
 from offline import score_files
 from results import EvaluationData, Served
 from stats import paired_bootstrap, resample_indices
@@ -318,7 +318,7 @@ def test_an_evaluation_that_fails_halfway_moves_nothing(registry, tmp_path):
 
 
 def test_parameters_are_checked_before_any_work():
-    base = ["--model-version", "1", "--registered-model-name", "m", "--serving-model-name", "cola"]
+    base = ["--model-version", "1", "--registered-model-name", "m"]
     good = [
         "--concurrency-levels",
         "1,4",
@@ -356,3 +356,11 @@ def test_a_server_that_just_died_is_described_as_exited_not_running():
         assert f"server container {container.name} is exited (exit code 0" in described
     finally:
         container.remove(force=True)
+
+
+def test_the_served_name_is_the_given_one_else_the_recorded_one_else_cola(registry):
+    version = registry(MEDIOCRE)
+    assert resolve_served_name("gated", version, "") == "cola"  # an image built before names were recorded
+    mlflow.MlflowClient().set_model_version_tag("gated", version, SERVED_NAME_TAG, "gated")
+    assert resolve_served_name("gated", version, "") == "gated"  # what building recorded with the image
+    assert resolve_served_name("gated", version, "grammar") == "grammar"  # -P serving_model_name=grammar
