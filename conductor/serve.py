@@ -22,8 +22,8 @@ import docker
 import docker.errors
 import mlflow
 
-from sentclf.schema import SERVED_NAME_TAG, SERVER_IMAGE_TAG
-from sentclf.server_images import LEGACY_SERVED_NAME
+from sentclf.schema import SERVER_IMAGE_TAG
+from sentclf.server_images import recorded_served_name
 
 DEFAULT_MODEL = "models:/cola-classifier@champion"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
@@ -60,15 +60,9 @@ def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> 
     return name, str(version.version), image
 
 
-def served_name(name: str, version: str) -> str:
-    """The model name the version's image answers to (building records it; older images: `cola`)."""
-    tags = mlflow.MlflowClient().get_model_version(name, version).tags
-    return tags.get(SERVED_NAME_TAG) or LEGACY_SERVED_NAME
-
-
 def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> int:
     name, version, image = resolve_image(model_uri)
-    served = served_name(name, version)
+    served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
     engine = docker.from_env()
     try:
         engine.images.get(image)

@@ -10,8 +10,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from sentclf.data import read_label_set
-from sentclf.schema import LABEL_NAMES_TAG, SERVED_NAME_TAG, SERVER_IMAGE_TAG, LabelSet, label_names_from_tag
-from sentclf.server_images import LEGACY_SERVED_NAME
+from sentclf.schema import LABEL_NAMES_TAG, SERVER_IMAGE_TAG, LabelSet, label_names_from_tag
+from sentclf.server_images import LEGACY_SERVED_NAME, recorded_served_name
 from sentclf.tracking import StepInputError, get_finished_run, newest_successful_run, version_data_run_id
 
 logger = logging.getLogger(__name__)
@@ -54,12 +54,8 @@ def resolve_server_image(model_name: str, version: str, given: str) -> str:
 
 
 def resolve_served_name(model_name: str, version: str, given: str) -> str:
-    """The given name, else the one the building step recorded with the image, else the name every
-    image answered to before it was recorded."""
-    if given:
-        return given
-    tags = mlflow.MlflowClient().get_model_version(model_name, version).tags
-    return tags.get(SERVED_NAME_TAG) or LEGACY_SERVED_NAME
+    """The given name, else the one the version's image answers to."""
+    return given or recorded_served_name(mlflow.MlflowClient().get_model_version(model_name, version).tags)
 
 
 def resolve_data_run(model_name: str, version: str, given: str) -> str:

@@ -13,8 +13,11 @@ other content gets another tag. Nightly retraining adds an image per night: the 
 import hashlib
 import re
 import uuid
+from collections.abc import Mapping
 
 import mlflow
+
+from sentclf.schema import SERVED_NAME_TAG
 
 NAMESPACE_TAG = "sentclf.image_namespace"
 MODEL_NAME_LABEL = "sentclf.model_name"
@@ -30,6 +33,12 @@ def served_model_name(registered_name: str) -> str:
     `Support Tickets-classifier` -> `support-tickets`."""
     base = registered_name.lower().removesuffix("-classifier")
     return re.sub(r"[^a-z0-9_.-]+", "-", base).strip("-.") or "model"
+
+
+def recorded_served_name(version_tags: Mapping[str, str]) -> str:
+    """The name a version's image answers to: what building recorded on it, else `cola` (images built
+    before it was recorded answer to that)."""
+    return version_tags.get(SERVED_NAME_TAG) or LEGACY_SERVED_NAME
 
 
 def image_namespace(model_name: str, create: bool = True) -> str | None:
