@@ -32,7 +32,7 @@ from sentclf.kserve_client import connect
 from sentclf.metrics import percentile_ms
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVER_SRC = REPO_ROOT / "building" / "server"
+SERVER_SRC = REPO_ROOT / "server"
 CORES = os.cpu_count() or 1
 DEFAULT_SENTENCES = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
 CONTAINER_PREFIX = "sentclf-bench"
@@ -85,7 +85,7 @@ def step_module(step: str, name: str) -> ModuleType:
 
 
 def server_package() -> ModuleType:
-    """The inference server's package (building/server/sentclf_server), so `sentclf_server.<module>`
+    """The inference server's package (server/sentclf_server), so `sentclf_server.<module>`
     imports work in this process: the server's own tokenizer + ONNX Runtime code, called in-process."""
     return load_module("sentclf_server", SERVER_SRC)
 

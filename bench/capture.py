@@ -1,6 +1,6 @@
 """What traffic capture costs the server: throughput at concurrency 16 with capture on and off, one run.
 
-The server (building/server, this checkout's code) runs as a process on the model files extracted from a
+The server (server, this checkout's code) runs as a process on the model files extracted from a
 server image (the newest `*-server` image, or --server-image), once with CAPTURE_DIR unset and once with
 CAPTURE_DIR set (text stored, every request sampled: the most work capture can do), alternately for
 --rounds rounds each; the load is sentclf.loadgen's, single-sentence CoLA requests over gRPC, the evaluate

@@ -1,4 +1,4 @@
-"""Serving speed: our KServe v2 server (building/server), over gRPC and over HTTP/JSON, vs KServe's Python
+"""Serving speed: our KServe v2 server (server), over gRPC and over HTTP/JSON, vs KServe's Python
 ModelServer (gRPC and HTTP), Seldon MLServer (gRPC) and raw in-process ONNX Runtime, in one run on the same
 ONNX model + tokenizer, clients and load.
 

@@ -1,6 +1,6 @@
 """Building step: put a registered ONNX model and its tokenizer into the inference-server image.
 
-The image (building/server/: ONNX Runtime + tokenizers behind the KServe v2 gRPC protocol, no PyTorch)
+The image (the `server/` room, baked into the step image beside `sentclf`: ONNX Runtime + tokenizers behind the KServe v2 gRPC protocol, no PyTorch)
 is built on the host's engine, tagged `<registered model>-server:<version>-<hash>` (unique per store and
 content, see sentclf.server_images; an image of the same content is reused, never retagged),
 smoke-tested (start, health SERVING, one inference, remove), and recorded as the run tag `server_image`
@@ -31,14 +31,19 @@ from sentclf.images import (
 )
 from sentclf.kserve_client import classify, connect
 from sentclf.schema import SERVED_NAME_TAG, SERVER_IMAGE_TAG
-from sentclf.server_images import image_labels, image_namespace, served_model_name, server_image_tag
+from sentclf.server_images import (
+    SERVER_DIR,
+    SERVER_SOURCES,
+    image_labels,
+    image_namespace,
+    served_model_name,
+    server_image_tag,
+)
 from sentclf.text_model import model_files
 from sentclf.tracking import StepInputError, step_run
 
 logger = logging.getLogger("building")
 
-SERVER_DIR = Path(__file__).resolve().parent / "server"
-SERVER_SOURCES = ("Dockerfile", ".dockerignore", "requirements.txt", "slim_rootfs.py", "sentclf_server")
 SMOKE_SENTENCES = ["The cat sat on the mat.", "Cat the mat on sat the."]
 # In a cluster: the registry the conductor's Job names for the server image (kubernetes/README.md).
 REGISTRY_ENV = "SENTCLF_REGISTRY"

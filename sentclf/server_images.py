@@ -14,6 +14,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 
 import mlflow
 
@@ -23,6 +24,10 @@ NAMESPACE_TAG = "sentclf.image_namespace"
 MODEL_NAME_LABEL = "sentclf.model_name"
 MODEL_VERSION_LABEL = "sentclf.model_version"
 NAMESPACE_LABEL = "sentclf.image_namespace"
+# The inference server's room: the repository's `server/` on the host, `/opt/sentclf/server` in the step image
+# (the Dockerfile copies it beside this package), and what of it goes into a server image's build context.
+SERVER_DIR = Path(__file__).resolve().parent.parent / "server"
+SERVER_SOURCES = ("Dockerfile", ".dockerignore", "requirements.txt", "slim_rootfs.py", "sentclf_server")
 # What every image built before the served name followed the registered model answered to.
 LEGACY_SERVED_NAME = "cola"
 

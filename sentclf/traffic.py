@@ -1,5 +1,5 @@
 """Served traffic as the server's capture writes it (CAPTURE_DIR: JSON lines, see
-building/server/sentclf_server/capture.py), and the features the monitor compares with training data.
+server/sentclf_server/capture.py), and the features the monitor compares with training data.
 
 `text_features` is the server's own function, repeated here because the server imports nothing of the
 project; tests/server/test_server_capture.py holds the two equal.

@@ -1,8 +1,8 @@
 """What the peer servers share with the benchmark: the project's own tokenizer + ONNX Runtime code
-(building/server/sentclf_server/model.py), so every contender runs the identical preprocessing and the
+(server/sentclf_server/model.py), so every contender runs the identical preprocessing and the
 identical InferenceSession settings; only the serving stack around it differs.
 
-Imported by name (bench/serving.py puts serving_peers/ and building/server on the peers' PYTHONPATH, and
+Imported by name (bench/serving.py puts serving_peers/ and server on the peers' PYTHONPATH, and
 loads this file in its own process for raw ORT). Configured by environment variables, set by
 bench/serving.py:
   BENCH_MODEL_DIR    model.onnx, tokenizer.json, serving_config.json (extracted from the server image)

@@ -33,7 +33,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from tests.conftest import require_docker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVER_SRC = REPO_ROOT / "building" / "server"
+SERVER_SRC = REPO_ROOT / "server"
 if str(SERVER_SRC) not in sys.path:
     sys.path.insert(0, str(SERVER_SRC))  # lets unit tests import sentclf_server in-process
 
@@ -346,7 +346,7 @@ class ServerContainer(_Server):
 
 def server_command() -> list[str]:
     """The server's interpreter is this one unless SENTCLF_SERVER_PYTHON names another, e.g. a venv built
-    from building/server/requirements.txt alone, to prove that lock is complete."""
+    from server/requirements.txt alone, to prove that lock is complete."""
     return [os.environ.get("SENTCLF_SERVER_PYTHON") or sys.executable, "-m", "sentclf_server"]
 
 
@@ -411,12 +411,11 @@ def start_container(
 
 
 def build_server_image(model_dir: Path, context: Path, tag: str) -> None:
-    """`docker build` of building/server as the building step assembles it (its SERVER_SOURCES, the model,
+    """`docker build` of server as the building step assembles it (its SERVER_SOURCES, the model,
     build inputs), from the same base image. The builder stage is built and tagged first (`<tag>-builder`)
     so that removing both tags afterwards leaves no dangling stage behind."""
     from sentclf.images import resolve_base_image, write_build_inputs
-
-    from building import SERVER_SOURCES
+    from sentclf.server_images import SERVER_SOURCES
 
     for name in SERVER_SOURCES:
         source = SERVER_SRC / name

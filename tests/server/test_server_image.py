@@ -1,4 +1,4 @@
-"""The server image itself (built by the `server_image` fixture from building/server with the fixture model):
+"""The server image itself (built by the `server_image` fixture from server with the fixture model):
 what it holds, who it runs as, how it stops. The protocol tests in test_server_grpc.py run against it too,
 through the `server` fixture's `image` parameter."""
 
