@@ -45,6 +45,7 @@ from sentclf.engine import docker_client
 from sentclf.images import STEP_IMAGE
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
 from sentclf.metrics import percentile_ms
+from sentclf.server_images import SERVER_PYTHONPATH
 
 import benchlib
 from benchlib import CORES, BenchError
@@ -176,7 +177,7 @@ def running_peer(
 def peer_env(model_dir: Path, model: str) -> dict[str, str]:
     return {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(PEERS_DIR), str(benchlib.SERVER_SRC)]),  # peer_common's imports
+        "PYTHONPATH": os.pathsep.join([str(PEERS_DIR), SERVER_PYTHONPATH]),  # peer_common's imports
         "PYTHONUNBUFFERED": "1",
         "BENCH_MODEL_DIR": str(model_dir),
         "BENCH_MODEL_NAME": model,

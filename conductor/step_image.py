@@ -36,6 +36,7 @@ STEP_IMAGE_SOURCES = (
     "requirements/step.txt",
     "requirements/step.lock",
     "sentclf",
+    "sentclf_runtime",
     "server",
 )
 

@@ -1,6 +1,5 @@
 """What the monitor reads: the capture folder on the host, and the model version with its lineage."""
 
-import json
 import os
 import re
 import tempfile
@@ -10,8 +9,9 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from sentclf.text_model import model_files
 from sentclf.tracking import StepInputError, version_data_run_id
+from sentclf_runtime.config import ServingConfig
+from sentclf_runtime.files import model_files
 
 # Inside the step's container: the host's root, mounted read-only, and the repository's host path.
 HOST_ROOT = Path(os.environ.get("SENTCLF_HOST_ROOT", "/mlflow/host"))
@@ -47,8 +47,7 @@ class ModelInputs:
 
     @property
     def labels(self) -> list[str]:
-        config = json.loads((self.model_dir / "serving_config.json").read_text())
-        return list(config.get("labels", ["unacceptable", "acceptable"]))
+        return list(ServingConfig.read(self.model_dir).labels)
 
 
 def resolve_model(uri: str) -> ModelInputs:
