@@ -357,9 +357,8 @@ def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference
 
 
 def peer_common():
-    """The peers' shared code (serving_peers/peer_common.py): the server's tokenizer + ONNX Runtime with
+    """The peers' shared code (serving_peers/peer_common.py): the model's runtime (our server's scorer) with
     the peers' settings, run here in-process as raw ORT."""
-    benchlib.server_package()
     return benchlib.load_module("peer_common", PEERS_DIR)
 
 
