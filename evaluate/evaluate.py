@@ -11,7 +11,10 @@ becomes `champion`.
    Δaccuracy with 95% intervals and the share of resamples in which the challenger is better. The classes
    are the data's (its preprocess run's label set, which must be the version's `label_names`); MCC is
    multi-class beyond two classes, and the report has a per-class table and the named confusion matrix.
-4. Gate (gate.py): floor, latency budget, minimum delta and confidence; the decision and every reason
+4. Slices (slices.py): the served model's scores per token-length bucket and per value of each slice column
+   the data kept (CoLA's source; the user's `slice_columns`), each compared with the rest of the rows; a
+   table and a figure in the report, the flagged slices in the model card.
+5. Gate (gate.py): floor, latency budget, minimum delta and confidence; the decision and every reason
    become tags and part of evaluation/report.html. Only a complete evaluation reaches the gate, and the
    alias moves last.
 """
@@ -30,8 +33,9 @@ import mlflow
 import numpy as np
 from docker.models.containers import Container
 
+from sentclf.backbone import token_counts
 from sentclf.containers import docker_client, health_status, run_labels, running_server
-from sentclf.data import log_split_inputs, read_split
+from sentclf.data import log_split_inputs, read_slice_columns, read_split
 from sentclf.schema import CHAMPION_ALIAS, LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
 
@@ -43,6 +47,7 @@ from inputs import EvaluationInputs, resolve_inputs, resolve_label_set
 from load import ServerFailed, Target, latency_profile, load_sweep, predict_all
 from offline import Scores, score_version
 from results import Evaluation, EvaluationData, Parity, Served, score_model
+from slices import LENGTH_DIMENSION, length_buckets, pooled_values, slice_scores
 from stats import paired_bootstrap, resample_indices
 
 logger = logging.getLogger("evaluate")
@@ -212,6 +217,12 @@ def judge(
     labels, classes = data.labels, data.label_set.size
     draws = resample_indices(len(labels), args.bootstrap_resamples, args.seed)
     challenger = score_model(inputs.version, labels, served.scores.labels, draws, data.label_set)
+    started = time.perf_counter()
+    slices = slice_scores(
+        labels, served.scores.labels, data.groups, classes, args.bootstrap_resamples, args.seed
+    )
+    if slices:
+        mlflow.log_metric("slices_seconds", time.perf_counter() - started)
     found = functools.partial(
         Evaluation,
         inputs=inputs,
@@ -222,6 +233,7 @@ def judge(
         served=served,
         resamples=args.bootstrap_resamples,
         requests_per_level=args.requests_per_level,
+        slices=tuple(slices),
     )
     champion_version = current_champion(inputs.model_name)
     if champion_version is None or champion_version == inputs.version:
@@ -276,7 +288,12 @@ def log_evaluation(evaluation: Evaluation) -> None:
         ),
         "throughput and p99 against concurrency": figures.load_curve(served.load),
     }
-    files = ("test_confusion_matrix.png", "latency_histogram.png", "load_curve.png")
+    files = ["test_confusion_matrix.png", "latency_histogram.png", "load_curve.png"]
+    if evaluation.slices:
+        drawn["accuracy by slice"] = figures.slice_figure(
+            evaluation.slices, evaluation.challenger.accuracy.value
+        )
+        files.append("slices.png")
     uris = []
     for (title, figure), file in zip(drawn.items(), files, strict=True):
         mlflow.log_figure(figure, f"evaluation/{file}")
@@ -302,14 +319,26 @@ def run(args: argparse.Namespace) -> None:
         served_name=inputs.served_name,
     )
     label_set = resolve_label_set(inputs.model_name, inputs.version, inputs.data_run_id)
-    test = read_split(inputs.data_run_id, "test")
+    slice_columns = read_slice_columns(inputs.data_run_id)
+    test = read_split(inputs.data_run_id, "test", slice_columns)
     log_split_inputs(inputs.data_run_id, {"test": test})
-    data = EvaluationData(test[TEXT_COLUMN].tolist(), test[LABEL_COLUMN].to_numpy(), label_set)
+    texts = test[TEXT_COLUMN].tolist()
+    data = EvaluationData(texts, test[LABEL_COLUMN].to_numpy(), label_set, slice_groups(test, slice_columns))
     mlflow.log_param("test_rows", len(test))
     config = GateConfig(args.min_delta, args.confidence, args.latency_budget_ms, args.min_mcc)
 
     served = serve_and_measure(inputs, data.texts, args)
     conclude(config, inputs, data, served, args)
+
+
+def slice_groups(test, slice_columns: tuple[str, ...]) -> dict[str, list[str]]:
+    """Dimension -> each test row's slice: its length bucket (backbone tokens), and its value of each
+    slice column the data kept."""
+    groups = {LENGTH_DIMENSION: length_buckets(token_counts(test[TEXT_COLUMN].tolist()))}
+    for name in slice_columns:
+        if name in test.columns:
+            groups[name] = pooled_values(test[name].astype(str).tolist())
+    return groups
 
 
 def conclude(

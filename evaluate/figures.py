@@ -1,5 +1,6 @@
 """The evaluate step's figures: the test confusion matrix with the data's class names, how latency is
-distributed one request at a time, and how throughput and p99 latency move with concurrency. Logged as
+distributed one request at a time, how throughput and p99 latency move with concurrency, and accuracy
+by slice. Logged as
 images and embedded in the HTML report."""
 
 import base64
@@ -67,6 +68,33 @@ def load_curve(rows: list[dict[str, float]]) -> plt.Figure:
     latency_axis.plot(levels, [row["p99_ms"] for row in rows], "s--", color="#C44E52")
     latency_axis.set_ylabel("p99 latency (ms)", color="#C44E52")
     throughput_axis.set_title("Throughput and p99 latency against concurrency")
+    figure.tight_layout()
+    return figure
+
+
+def slice_figure(slices: Sequence, overall_accuracy: float) -> plt.Figure:
+    """Accuracy per slice with its 95% interval, one row per slice grouped by dimension; flagged slices
+    (significantly worse than the rest) red, slices too small to compare grey; the overall accuracy as a
+    line. `slices` are slices.SliceScore values."""
+    labels = [f"{s.dimension}: {s.value} ({s.rows})" for s in slices]
+    colors = ["#C44E52" if s.flagged else "#999999" if s.note else "#4C72B0" for s in slices]
+    figure, axis = plt.subplots(figsize=(7, 1.2 + 0.28 * max(len(slices), 1)))
+    for row, (score, color) in enumerate(zip(slices, colors, strict=True)):
+        accuracy = score.accuracy
+        axis.errorbar(
+            accuracy.value,
+            row,
+            xerr=[[accuracy.value - accuracy.low], [accuracy.high - accuracy.value]],
+            fmt="o",
+            color=color,
+            capsize=3,
+        )
+    axis.axvline(overall_accuracy, color="black", linestyle="--", label=f"all rows {overall_accuracy:.3f}")
+    axis.set_yticks(range(len(slices)), labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("accuracy (95% bootstrap interval); red: worse than the rest, grey: too few rows")
+    axis.set_title("Accuracy by slice (served model)")
+    axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     return figure
 

@@ -148,9 +148,28 @@ def render(evaluation: Evaluation, facts: Provenance) -> str:
     ]
     if few:
         lines.append(f"- Per-class figures rest on fewer than {FEW_ROWS} test rows for: {', '.join(few)}.")
+    lines += slice_lines(evaluation)
     lines += ["", "## Gate", f"- decision: {'promoted' if decision.promote else 'kept'}: {decision.summary}"]
     lines += [f"- {check}" for check in decision.checks]
     return "\n".join(lines) + "\n"
+
+
+def slice_lines(evaluation: Evaluation) -> list[str]:
+    """The Limits section's lines on slices: those significantly worse than the rest (report.html has
+    every slice)."""
+    if not evaluation.slices:
+        return []
+    worse = evaluation.flagged_slices
+    if not worse:
+        return [
+            f"- No slice of the test rows is significantly worse than the rest ({len(evaluation.slices)} "
+            "slices by length and slice column; see evaluation/report.html)."
+        ]
+    return [f"- Significantly worse than the rest of the test rows (accuracy, 95% interval below zero):"] + [
+        f"  - {s.dimension} = `{s.value}` ({s.rows} rows): accuracy {_figure(s.accuracy)}, "
+        f"Δ vs rest {_figure(s.delta_accuracy)}"
+        for s in worse
+    ]
 
 
 def publish(evaluation: Evaluation) -> str:

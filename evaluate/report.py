@@ -8,6 +8,7 @@ import jinja2
 import numpy as np
 
 from results import Evaluation
+from slices import MIN_SLICE_ROWS
 
 TEMPLATE = Path(__file__).resolve().parent / "report_template.html"
 
@@ -22,9 +23,12 @@ def confusion_rows(matrix: np.ndarray) -> list[list[tuple[int, float]]]:
     ]
 
 
-def render(evaluation: Evaluation, run_id: str, figures: list[tuple[str, str]]) -> str:
-    """The report of one evaluation from report_template.html; `figures` are (title, data: URI) pairs.
-    Every value is escaped (texts and class names come from the user's data)."""
+def render(
+    evaluation: Evaluation, run_id: str, figures: list[tuple[str, str]], slice_figure: str = ""
+) -> str:
+    """The report of one evaluation from report_template.html; `figures` are (title, data: URI) pairs,
+    `slice_figure` the data: URI shown under the slice table. Every value is escaped (texts, class names
+    and slice values come from the user's data)."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE.parent),
         autoescape=True,
@@ -37,4 +41,6 @@ def render(evaluation: Evaluation, run_id: str, figures: list[tuple[str, str]]) 
         figures=figures,
         confusion=confusion_rows(evaluation.challenger.confusion),
         generated=generated,
+        slice_figure=slice_figure,
+        min_slice_rows=MIN_SLICE_ROWS,
     )

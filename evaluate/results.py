@@ -3,7 +3,8 @@ test rows (with per-class figures and the confusion matrix, named by the data's 
 comparison and the gate's decision. The report renders it and the step logs it; `Evaluation.metrics()` is
 the one place the logged metric names are written."""
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from sentclf.schema import LabelSet
 from gate import Decision
 from inputs import EvaluationInputs
 from offline import Scores
+from slices import SliceScore, flagged
 from stats import (
     Interval,
     PairedComparison,
@@ -34,6 +36,8 @@ class EvaluationData:
     texts: list[str]
     labels: np.ndarray
     label_set: LabelSet
+    # Dimension -> each row's slice (a length bucket, a slice column's value): see slices.py.
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,6 +170,11 @@ class Evaluation:
     served: Served
     resamples: int
     requests_per_level: int
+    slices: tuple[SliceScore, ...] = ()  # the served model by slice (slices.py)
+
+    @property
+    def flagged_slices(self) -> list[SliceScore]:
+        return flagged(self.slices)
 
     def metrics(self) -> dict[str, float]:
         """The run's metrics (parity's are logged where it is checked, before anything can fail)."""
@@ -184,6 +193,8 @@ class Evaluation:
             "server_image_size_mb": self.served.image_size_mb,
             "server_seconds_to_serving": self.served.seconds_to_serving,
         }
+        if self.slices:
+            metrics |= {"slices": len(self.slices), "slices_flagged": len(self.flagged_slices)}
         if self.champion is not None and self.comparison is not None:
             metrics |= {
                 "champion_test_mcc": self.champion.mcc.value,
@@ -217,4 +228,5 @@ class Evaluation:
             "label_set": self.label_set.as_dict(),
             "classes": [asdict(scores) for scores in self.challenger.classes],
             "confusion_matrix": self.challenger.confusion.tolist(),
+            "slices": [score.as_dict() for score in self.slices],
         }

@@ -3,8 +3,9 @@
 Sources (`dataset`): `cola` (the shipped CoLA files), a host .tsv/.csv/.parquet/.jsonl file or a folder
 of them anywhere, the conductor's snapshot of one, or a Hugging Face hub id; see sources/. The label set
 comes from the training data, or from `labels` (see labels.py). Artifacts:
-data/{train,validation,test}.parquet (columns sentence, label: the class index 0..N-1), schema.json (with
-the label set, also in the run tag `label_names`), validation_report.json,
+data/{train,validation,test}.parquet (columns sentence, label: the class index 0..N-1, and the slice
+columns: `slice_columns` and CoLA's source_code, as text), schema.json (with the label set, also in the run
+tag `label_names`, and the slice columns), validation_report.json,
 profile.json, a length histogram and drift_report.json; each split is also logged as an MLflow dataset
 input (digest, source). Host data leaves its sha256 manifest in the lineage (tags input.dataset*), and
 a snapshot of its files when this step read them itself. A blocking validation problem, or drift with
@@ -30,6 +31,7 @@ from sentclf.schema import (
     LABEL_COLUMN,
     LABEL_NAMES_TAG,
     SCHEMA_ARTIFACT,
+    SLICE_COLUMNS_KEY,
     TEXT_COLUMN,
     LabelSet,
 )
@@ -39,12 +41,28 @@ from drift import check_drift
 from labels import encode, metric_keys, parse_labels_parameter, resolve_labels
 from profiling import backbone_tokenizer, log_profile
 from sources import Columns, Source, load_source
+from sources.readers import MISSING_SLICE_VALUE
 from splitting import drop_test_overlap, stratified_split
-from validation import ValidationReport, validate_parts
+from validation import ORIGIN_COLUMN, ValidationReport, validate_parts
 
 logger = logging.getLogger("preprocess")
 
 OVERLAP_POLICIES = ("keep", "drop")
+# Columns of the step's own frames, which a slice column must not be named like.
+OWN_COLUMNS = (TEXT_COLUMN, LABEL_COLUMN, "row", ORIGIN_COLUMN)
+
+
+def parse_slice_columns(text: str, text_column: str, label_column: str) -> tuple[str, ...]:
+    """`source,channel` -> ("source", "channel"); empty -> (). A name may not be the text or label
+    column, nor one of the step's own column names."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    clashes = [name for name in names if name in (text_column, label_column, *OWN_COLUMNS)]
+    if clashes:
+        raise ValueError(
+            f"slice_columns {list(clashes)}: a slice column must be another column than the text and label "
+            f"columns and than {list(OWN_COLUMNS)}"
+        )
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--drift-threshold", type=float, required=True)
     parser.add_argument("--fail-on-drift", type=parse_bool, required=True)
+    parser.add_argument(
+        "--slice-columns",
+        required=True,
+        help="columns of the files kept for sliced metrics, comma separated (empty: none; CoLA's files "
+        "always keep their source column)",
+    )
     args = parser.parse_args(argv)
     for name in ("val_fraction", "test_fraction"):
         if not 0.0 < getattr(args, name) < 0.5:
@@ -83,15 +107,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--drift-threshold must be positive, got {args.drift_threshold}")
     try:
         args.label_set = parse_labels_parameter(args.labels)
+        args.slices = parse_slice_columns(args.slice_columns, args.text_column, args.label_column)
     except ValueError as error:
         parser.error(str(error))
     return args
 
 
+def slice_columns_of(splits: dict[str, pd.DataFrame]) -> list[str]:
+    """The slice columns the sources kept (see sources.readers), in the order found."""
+    found = (column for frame in splits.values() for column in frame.columns)
+    return [name for name in dict.fromkeys(found) if name not in OWN_COLUMNS]
+
+
 def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path) -> None:
+    """data/<split>.parquet: sentence, label (the class index) and the slice columns as text."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    slices = slice_columns_of(splits)
     for name, frame in splits.items():
-        frame[[TEXT_COLUMN, LABEL_COLUMN]].to_parquet(out_dir / f"{name}.parquet", index=False)
+        # A folder's files may not all hold a column CoLA's layout adds (its source): missing there.
+        kept = frame.reindex(columns=[TEXT_COLUMN, LABEL_COLUMN, *slices])
+        kept[slices] = kept[slices].fillna(MISSING_SLICE_VALUE).astype(str)
+        kept.to_parquet(out_dir / f"{name}.parquet", index=False)
 
 
 def split_metrics(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[str, float]:
@@ -150,8 +186,10 @@ def class_counts(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[s
 def log_schema(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path) -> dict:
     """schema.json: the splits' columns, the label set (what every later step reads the classes from)
     and each split's class counts."""
+    slices = slice_columns_of(splits)
     schema = {
-        "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"},
+        "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"} | {name: "string" for name in slices},
+        SLICE_COLUMNS_KEY: slices,
         "label_set": label_set.as_dict(),
         # The class index (the label column's value) -> its name; kept for readers of the first layout.
         "labels": {str(i): name for i, name in enumerate(label_set.names)},
@@ -197,7 +235,9 @@ def record_host_data(source: Source, dataset: str) -> None:
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="sentclf-preprocess-") as tmp:
         tmp_dir = Path(tmp)
-        source = load_source(args.dataset, Columns(args.text_column, args.label_column), tmp_dir / "snapshot")
+        source = load_source(
+            args.dataset, Columns(args.text_column, args.label_column, args.slices), tmp_dir / "snapshot"
+        )
         report = ValidationReport()
         frames = {
             split: validate_parts(parts, split, report, args.label_set)

@@ -14,20 +14,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
-from sentclf.backbone import bundled_backbone_dir  # noqa: E402
+from sentclf.backbone import measuring_tokenizer  # noqa: E402
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
 def backbone_tokenizer() -> Tokenizer:
-    """The bundled backbone's fast tokenizer, measuring: its tokenizer.json pads and truncates every
-    text to 128 tokens, which would make every length 128. Callers pass add_special_tokens=False so
-    lengths count the words' pieces."""
-    tokenizer = Tokenizer.from_file(str(bundled_backbone_dir() / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
+    """The bundled backbone's fast tokenizer, measuring (sentclf.backbone.measuring_tokenizer)."""
+    return measuring_tokenizer()
 
 
 def profile_split(frame: pd.DataFrame, tokenizer: Tokenizer, label_set: LabelSet) -> dict:

@@ -24,3 +24,21 @@ def resolve_backbone(base_model: str) -> str:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return str(bundled_backbone_dir())
     return base_model
+
+
+def measuring_tokenizer():
+    """The bundled backbone's fast tokenizer, for counting tokens: its tokenizer.json pads and truncates
+    every text to 128 tokens, which would make every length 128, so both are switched off. Callers pass
+    add_special_tokens=False so lengths count the words' pieces (the data profile's and the sliced
+    metrics' length buckets count alike)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(bundled_backbone_dir() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def token_counts(texts: list[str]) -> list[int]:
+    """Backbone tokens per text, special tokens excluded."""
+    return [len(e.ids) for e in measuring_tokenizer().encode_batch(list(texts), add_special_tokens=False)]

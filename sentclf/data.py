@@ -3,6 +3,7 @@
 import json
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
@@ -12,6 +13,7 @@ from sentclf.schema import (
     COLA_LABELS,
     LABEL_COLUMN,
     SCHEMA_ARTIFACT,
+    SLICE_COLUMNS_KEY,
     TEXT_COLUMN,
     LabelSet,
     split_artifact_path,
@@ -19,8 +21,9 @@ from sentclf.schema import (
 from sentclf.tracking import StepInputError, download_artifacts
 
 
-def read_split(run_id: str, split: str) -> pd.DataFrame:
-    """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns."""
+def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns, and
+    the `extra_columns` (slice columns, see read_slice_columns) it has."""
     with tempfile.TemporaryDirectory(prefix="sentclf-data-") as tmp:
         path = download_artifacts(run_id, split_artifact_path(split), tmp)
         frame = pd.read_parquet(path)
@@ -29,15 +32,29 @@ def read_split(run_id: str, split: str) -> pd.DataFrame:
         raise StepInputError(f"split {split} of run {run_id} lacks column(s) {sorted(missing)}")
     if frame.empty:
         raise StepInputError(f"split {split} of run {run_id} is empty")
-    return frame[[TEXT_COLUMN, LABEL_COLUMN]].reset_index(drop=True)
+    kept = [name for name in extra_columns if name in frame.columns]
+    return frame[[TEXT_COLUMN, LABEL_COLUMN, *kept]].reset_index(drop=True)
+
+
+def read_schema(run_id: str) -> dict:
+    """schema.json of preprocess run `run_id`."""
+    with tempfile.TemporaryDirectory(prefix="sentclf-schema-") as tmp:
+        path = download_artifacts(run_id, SCHEMA_ARTIFACT, tmp)
+        return json.loads(Path(path).read_text())
+
+
+def read_slice_columns(run_id: str) -> tuple[str, ...]:
+    """The slice columns a preprocess run kept in its splits (none for a run from before they were)."""
+    names = read_schema(run_id).get(SLICE_COLUMNS_KEY, [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise StepInputError(f"run {run_id}: {SCHEMA_ARTIFACT}'s {SLICE_COLUMNS_KEY} is not a list of names")
+    return tuple(names)
 
 
 def read_label_set(run_id: str) -> LabelSet:
     """The label set a preprocess run recorded (schema.json's `label_set`); a run from before label sets
     were data (no `label_set` key) had CoLA's two classes."""
-    with tempfile.TemporaryDirectory(prefix="sentclf-schema-") as tmp:
-        path = download_artifacts(run_id, SCHEMA_ARTIFACT, tmp)
-        schema = json.loads(Path(path).read_text())
+    schema = read_schema(run_id)
     if "label_set" not in schema:
         return COLA_LABELS
     try:

@@ -23,6 +23,9 @@ MIN_CLASSES, MAX_CLASSES = 2, 200
 DATA_ARTIFACT_DIR = "data"
 SCHEMA_ARTIFACT = "schema.json"
 DATA_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
+# schema.json's list of the splits' slice columns: kept from the user's files (preprocess's slice_columns,
+# and CoLA's source column), stored as text beside sentence and label; evaluate scores the model per value.
+SLICE_COLUMNS_KEY = "slice_columns"
 
 # Tags written by one step and read by another (or by the conductor).
 LABEL_NAMES_TAG = "label_names"  # preprocess run and model version: the class names in order, as JSON

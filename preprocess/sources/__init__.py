@@ -12,7 +12,8 @@
 A folder is where new batches land: its supported files are read together, except a held-out file
 (its name containing test, dev or validation), which becomes the test split.
 
-Every source yields the same frames: sentence, label, row (1-based data row for error messages), as
+Every source yields the same frames: sentence, label, the slice columns (see readers), row (1-based data
+row for error messages), as
 parts per split, one per file, so that each problem names its file.
 """
 
@@ -94,11 +95,12 @@ def display_path(path: Path) -> str:
     return str(path)
 
 
-def load_cola(directory: Path = SHIPPED_COLA_DIR) -> Source:
-    """The shipped CoLA release: in_domain_train (train + validation) and in_domain_dev (held-out test)."""
+def load_cola(directory: Path = SHIPPED_COLA_DIR, slices: tuple[str, ...] = ()) -> Source:
+    """The shipped CoLA release: in_domain_train (train + validation) and in_domain_dev (held-out test),
+    with CoLA's source column (and the other columns named in `slices`) kept for sliced metrics."""
     files = {"train": directory / "in_domain_train.tsv", "test": directory / "in_domain_dev.tsv"}
     return Source(
-        parts={split: [(path.name, read_cola_tsv(path))] for split, path in files.items()},
+        parts={split: [(path.name, read_cola_tsv(path, slices))] for split, path in files.items()},
         description=f"cola ({directory.name}: in_domain_train.tsv, in_domain_dev.tsv)",
         lineage={split: display_path(path) for split, path in files.items()},
     )
@@ -222,7 +224,7 @@ def load_source(dataset: str, columns: Columns | None = None, snapshot_dir: Path
     """Dispatch on the `dataset` parameter. A snapshot URI is downloaded into `snapshot_dir`."""
     columns = columns or Columns()
     if dataset == "cola":
-        return load_cola()
+        return load_cola(slices=columns.slices)
     if is_snapshot_uri(dataset):
         return snapshot_source(dataset, columns, snapshot_dir)
     path = local_path(dataset)

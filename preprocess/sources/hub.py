@@ -81,7 +81,7 @@ def held_out_split(loaded: datasets.DatasetDict, columns: Columns) -> str | None
 
 def hub_frame(split: datasets.Dataset, dataset: str, columns: Columns) -> pd.DataFrame:
     require_columns(f"dataset {dataset!r}", split.column_names, columns)
-    frame = as_schema_frame(split.select_columns([columns.text, columns.label]).to_pandas(), dataset, columns)
+    frame = as_schema_frame(split.select_columns(columns.used).to_pandas(), dataset, columns)
     feature = split.features[columns.label]
     if isinstance(feature, datasets.ClassLabel):
         # The hub's own class names (glue/cola: unacceptable, acceptable), by the integer stored.

@@ -1,7 +1,9 @@
 """Reading one local data file through `datasets`: .tsv, .csv, .parquet or .jsonl.
 
 Every reader returns the same frame: sentence, label (as found: str or int, checked later by the
-validation) and row, the 1-based data row (header excluded) that error messages point at. The frame's
+validation), the slice columns (`slice_columns`, as text, kept so that evaluate can score the model per
+value; CoLA's headerless files always keep their source column) and row, the 1-based data row (header
+excluded) that error messages point at. The frame's
 `attrs` say what the validation's messages and the label set need from the file itself: `user_columns`
 (the file's own names of the two columns, for messages) and, for a format that fixes its classes (CoLA's
 headerless layout), `label_set`.
@@ -25,7 +27,10 @@ from sentclf.tracking import StepInputError
 
 SUPPORTED_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
 # CoLA's raw release: headerless TSV, source_code <TAB> label <TAB> original_annotation <TAB> sentence.
-COLA_COLUMNS = ["source_code", LABEL_COLUMN, "original_annotation", TEXT_COLUMN]
+COLA_SOURCE_COLUMN = "source_code"  # the publication a sentence came from: a slice of every CoLA evaluation
+COLA_COLUMNS = [COLA_SOURCE_COLUMN, LABEL_COLUMN, "original_annotation", TEXT_COLUMN]
+# Missing slice values (an empty cell, a null) get this value, so that they form a slice of their own.
+MISSING_SLICE_VALUE = "(missing)"
 # Keys of a read frame's `attrs` (see the module docstring).
 USER_COLUMNS_ATTR = "user_columns"
 LABEL_SET_ATTR = "label_set"
@@ -41,10 +46,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Columns:
-    """The user's names of the text and label columns (parameters text_column, label_column)."""
+    """The user's names of the text and label columns (parameters text_column, label_column), and of the
+    columns to keep for sliced metrics (parameter slice_columns; kept under their own names)."""
 
     text: str = TEXT_COLUMN
     label: str = LABEL_COLUMN
+    slices: tuple[str, ...] = ()
+
+    @property
+    def used(self) -> list[str]:
+        """Every column read from a file, in order."""
+        return [self.text, self.label, *self.slices]
 
 
 def check_utf8(path: Path) -> None:
@@ -115,9 +127,15 @@ def as_schema_frame(frame: pd.DataFrame, where: str, columns: Columns) -> pd.Dat
     renamed = frame[[columns.text, columns.label]].rename(
         columns={columns.text: TEXT_COLUMN, columns.label: LABEL_COLUMN}
     )
-    result = renamed.assign(row=range(1, len(renamed) + 1)).reset_index(drop=True)
+    slices = {name: slice_values(frame[name]) for name in columns.slices}
+    result = renamed.assign(**slices, row=range(1, len(renamed) + 1)).reset_index(drop=True)
     result.attrs = {USER_COLUMNS_ATTR: {TEXT_COLUMN: columns.text, LABEL_COLUMN: columns.label}}
     return result
+
+
+def slice_values(values: pd.Series) -> list[str]:
+    """A slice column's cells as text (a number 3 and a string "3" are one slice); missing ones named."""
+    return [MISSING_SLICE_VALUE if pd.isna(v) or str(v).strip() == "" else str(v).strip() for v in values]
 
 
 def require_columns(where: str, found: list[str], columns: Columns) -> None:
@@ -125,6 +143,7 @@ def require_columns(where: str, found: list[str], columns: Columns) -> None:
     for role, name, parameter in (
         ("text", columns.text, "text_column"),
         ("label", columns.label, "label_column"),
+        *(("slice", name, "slice_columns") for name in columns.slices),
     ):
         if name not in found:
             raise StepInputError(
@@ -133,8 +152,9 @@ def require_columns(where: str, found: list[str], columns: Columns) -> None:
             )
 
 
-def read_cola_tsv(path: Path) -> pd.DataFrame:
-    """A CoLA raw-release TSV (headerless, 4 columns) as a sentence/label/row frame."""
+def read_cola_tsv(path: Path, slices: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CoLA raw-release TSV (headerless, 4 columns) as a sentence/label/row frame, with its source column
+    (and any other of its columns named in `slices`) kept for sliced metrics."""
     if not path.is_file():
         raise StepInputError(f"CoLA file {path} not found")
     check_utf8(path)
@@ -151,7 +171,8 @@ def read_cola_tsv(path: Path) -> pd.DataFrame:
         features=datasets.Features({name: datasets.Value("string") for name in COLA_COLUMNS}),
     )
     # CoLA's layout is CoLA's labels: 0/1 acceptability, so any other value is a bad row, not a class.
-    result = as_schema_frame(frame, path.name, Columns())
+    kept = tuple(dict.fromkeys((COLA_SOURCE_COLUMN, *slices)))
+    result = as_schema_frame(frame, path.name, Columns(slices=kept))
     result.attrs[LABEL_SET_ATTR] = COLA_LABELS
     return result
 
@@ -165,7 +186,7 @@ def read_delimited(path: Path, columns: Columns) -> pd.DataFrame:
         header = next(csv.reader(handle, delimiter=delimiter), [])
     require_columns(path.name, header, columns)
     require_rows(path, header_lines=1)
-    used = [columns.text, columns.label]
+    used = columns.used
     frame = load_with_datasets(
         "csv",
         path,
@@ -186,7 +207,7 @@ def read_parquet(path: Path, columns: Columns) -> pd.DataFrame:
     require_columns(path.name, found, columns)
     if pq.read_metadata(path).num_rows == 0:
         raise StepInputError(f"{path.name} has no data rows")
-    frame = load_with_datasets("parquet", path, columns=[columns.text, columns.label])
+    frame = load_with_datasets("parquet", path, columns=columns.used)
     return as_schema_frame(frame, path.name, columns)
 
 
@@ -221,7 +242,7 @@ def read_file(path: Path, columns: Columns) -> pd.DataFrame:
         check_utf8(path)
     if suffix == ".tsv" and is_cola_tsv(path):
         logger.info("%s: headerless CoLA TSV (text_column and label_column do not apply)", path.name)
-        return read_cola_tsv(path)
+        return read_cola_tsv(path, columns.slices)
     if suffix in (".tsv", ".csv"):
         return read_delimited(path, columns)
     if suffix == ".parquet":
