@@ -165,7 +165,7 @@ def slice_lines(evaluation: Evaluation) -> list[str]:
             f"- No slice of the test rows is significantly worse than the rest ({len(evaluation.slices)} "
             "slices by length and slice column; see evaluation/report.html)."
         ]
-    return [f"- Significantly worse than the rest of the test rows (accuracy, 95% interval below zero):"] + [
+    return ["- Significantly worse than the rest of the test rows (accuracy, 95% interval below zero):"] + [
         f"  - {s.dimension} = `{s.value}` ({s.rows} rows): accuracy {_figure(s.accuracy)}, "
         f"Δ vs rest {_figure(s.delta_accuracy)}"
         for s in worse

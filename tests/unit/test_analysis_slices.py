@@ -67,7 +67,8 @@ def test_a_worse_slice_is_flagged_and_a_small_one_says_too_few_rows(classes):
     assert phone.accuracy.low < phone.accuracy.value < phone.accuracy.high
     assert not web.flagged and web.delta_accuracy.low > 0
     # Always wrong, but 10 rows: reported, never flagged.
-    assert fax.accuracy.value == 0.0 and not fax.flagged and fax.note == TOO_FEW and fax.delta_accuracy is None
+    assert fax.accuracy.value == 0.0 and not fax.flagged
+    assert fax.note == TOO_FEW and fax.delta_accuracy is None
 
 
 def test_slices_are_seeded_and_ordered_largest_first_lengths_by_range():
