@@ -25,18 +25,20 @@ import dataclasses
 import functools
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import pandas as pd
 from docker.models.containers import Container
 
 from sentclf.backbone import token_counts
 from sentclf.containers import docker_client, health_status, run_labels, running_server
 from sentclf.data import log_split_inputs, read_slice_columns, read_split
-from sentclf.schema import CHAMPION_ALIAS, LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import CHAMPION_ALIAS, LABEL_AUDIT_ARTIFACT, LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
 
 import figures
@@ -46,7 +48,7 @@ from gate import Decision, GateConfig, apply, current_champion, decide
 from inputs import EvaluationInputs, resolve_inputs, resolve_label_set
 from load import ServerFailed, Target, latency_profile, load_sweep, predict_all
 from offline import Scores, score_version
-from results import Evaluation, EvaluationData, Parity, Served, score_model
+from results import Evaluation, EvaluationData, LabelIssues, Parity, Served, score_model
 from slices import LENGTH_DIMENSION, length_buckets, pooled_values, slice_scores
 from stats import paired_bootstrap, resample_indices
 
@@ -58,6 +60,7 @@ SERVER_ADDRESS_ENV = "SENTCLF_SERVER_ADDRESS"
 SIDECAR_WAIT_S = 60.0
 MIN_RESAMPLES = 1000
 SERVER_LOG_ARTIFACT = "server/server.log"
+LABEL_ISSUES_SHOWN = 10  # rows of the data's label audit in the report (the artifact has them all)
 
 
 class ParityError(StepError):
@@ -234,6 +237,7 @@ def judge(
         resamples=args.bootstrap_resamples,
         requests_per_level=args.requests_per_level,
         slices=tuple(slices),
+        label_issues=read_label_issues(inputs.data_run_id),
     )
     champion_version = current_champion(inputs.model_name)
     if champion_version is None or champion_version == inputs.version:
@@ -329,6 +333,23 @@ def run(args: argparse.Namespace) -> None:
 
     served = serve_and_measure(inputs, data.texts, args)
     conclude(config, inputs, data, served, args)
+
+
+def read_label_issues(data_run_id: str, shown: int = LABEL_ISSUES_SHOWN) -> LabelIssues | None:
+    """The top of the data run's label audit; None where it has none (turned off, or an older run)."""
+    with tempfile.TemporaryDirectory(prefix="sentclf-audit-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=data_run_id, artifact_path=LABEL_AUDIT_ARTIFACT, dst_path=tmp
+            )
+        except (OSError, mlflow.exceptions.MlflowException):
+            return None
+        issues = pd.read_csv(path, keep_default_na=False)
+    try:
+        audited = int(mlflow.get_run(data_run_id).data.metrics.get("label_audit_rows", 0))
+    except mlflow.exceptions.MlflowException:
+        audited = 0
+    return LabelIssues(len(issues), audited, tuple(issues.head(shown).to_dict("records")))
 
 
 def slice_groups(test, slice_columns: tuple[str, ...]) -> dict[str, list[str]]:

@@ -155,6 +155,15 @@ def score_model(
 
 
 @dataclass(frozen=True)
+class LabelIssues:
+    """The top of the data's label audit (preprocess's label_issues.csv), shown in the report."""
+
+    total: int  # rows the audit lists
+    audited: int  # rows it audited (0 when unknown)
+    top: tuple[dict, ...]  # the most suspect rows: file, row, text, given_label, suggested_label, score
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Everything one evaluation found, for the report and the logging."""
 
@@ -171,6 +180,7 @@ class Evaluation:
     resamples: int
     requests_per_level: int
     slices: tuple[SliceScore, ...] = ()  # the served model by slice (slices.py)
+    label_issues: LabelIssues | None = None  # None: the data run has no label audit
 
     @property
     def flagged_slices(self) -> list[SliceScore]:
@@ -229,4 +239,7 @@ class Evaluation:
             "classes": [asdict(scores) for scores in self.challenger.classes],
             "confusion_matrix": self.challenger.confusion.tolist(),
             "slices": [score.as_dict() for score in self.slices],
+            "label_issues": None
+            if self.label_issues is None
+            else {"total": self.label_issues.total, "audited": self.label_issues.audited},
         }

@@ -5,12 +5,12 @@ of them anywhere, the conductor's snapshot of one, or a Hugging Face hub id; see
 comes from the training data, or from `labels` (see labels.py). Artifacts:
 data/{train,validation,test}.parquet (columns sentence, label: the class index 0..N-1, and the slice
 columns: `slice_columns` and CoLA's source_code, as text), schema.json (with the label set, also in the run
-tag `label_names`, and the slice columns), validation_report.json,
-profile.json, a length histogram and drift_report.json; each split is also logged as an MLflow dataset
-input (digest, source). Host data leaves its sha256 manifest in the lineage (tags input.dataset*), and
-a snapshot of its files when this step read them itself. A blocking validation problem, or drift with
-fail_on_drift, fails the run before anything under data/ is logged, so no later step can take it for
-valid data.
+tag `label_names`, and the slice columns), validation_report.json, profile.json, a length histogram,
+drift_report.json and label_issues.csv (the label audit, label_audit.py); each split is also logged as an
+MLflow dataset input (digest, source). Host data leaves its sha256 manifest in the lineage (tags
+input.dataset*), and a snapshot of its files when this step read them itself. A blocking validation
+problem, or drift with fail_on_drift, fails the run before anything under data/ is logged, so no later step
+can take it for valid data.
 """
 
 import argparse
@@ -88,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--drift-threshold", type=float, required=True)
     parser.add_argument("--fail-on-drift", type=parse_bool, required=True)
+    parser.add_argument("--label-audit", type=parse_bool, required=True, help="audit the training labels")
+    parser.add_argument(
+        "--label-audit-max-rows", type=int, required=True, help="rows audited at most (a seeded sample above)"
+    )
     parser.add_argument(
         "--slice-columns",
         required=True,
@@ -103,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--text-column and --label-column must be two column names, got {args.text_column!r} "
             f"and {args.label_column!r}"
         )
+    if args.label_audit_max_rows < 100:
+        parser.error(f"--label-audit-max-rows must be >= 100, got {args.label_audit_max_rows}")
     if args.drift_threshold <= 0:
         parser.error(f"--drift-threshold must be positive, got {args.drift_threshold}")
     try:
@@ -232,6 +238,24 @@ def record_host_data(source: Source, dataset: str) -> None:
         record_inputs(dataset_snapshot=log_snapshot(source.data_path, source.manifest))
 
 
+def audit_labels(
+    splits: dict[str, pd.DataFrame], label_set: LabelSet, args: argparse.Namespace, work_dir: Path
+) -> None:
+    """The label audit of the training data (train + validation), label_issues.csv. A step image built
+    before cleanlab was added skips it with a warning and the tag label_audit=skipped."""
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        logger.warning("label audit skipped: cleanlab is not installed in this image (make step-lock images)")
+        mlflow.set_tag("label_audit", "skipped: cleanlab not installed")
+        return
+    from label_audit import log_label_audit
+
+    pool = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
+    log_label_audit(pool, label_set, args.seed, args.label_audit_max_rows, work_dir)
+    mlflow.set_tag("label_audit", "done")
+
+
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="sentclf-preprocess-") as tmp:
         tmp_dir = Path(tmp)
@@ -279,6 +303,8 @@ def run(args: argparse.Namespace) -> None:
             tmp_dir,
         )
         log_lineage(splits, source)
+        if args.label_audit:
+            audit_labels(splits, label_set, args, tmp_dir)
         # Last, so that data/ and the label_names tag exist only for a run whose data passed every check.
         write_splits(splits, tmp_dir / DATA_ARTIFACT_DIR)
         mlflow.log_artifacts(str(tmp_dir / DATA_ARTIFACT_DIR), DATA_ARTIFACT_DIR)

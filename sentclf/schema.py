@@ -26,6 +26,9 @@ DATA_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
 # schema.json's list of the splits' slice columns: kept from the user's files (preprocess's slice_columns,
 # and CoLA's source column), stored as text beside sentence and label; evaluate scores the model per value.
 SLICE_COLUMNS_KEY = "slice_columns"
+# A preprocess run's label audit (preprocess/label_audit.py): the rows whose label looks wrong, most
+# suspect first; evaluate shows the top of it in its report.
+LABEL_AUDIT_ARTIFACT = "label_issues.csv"
 
 # Tags written by one step and read by another (or by the conductor).
 LABEL_NAMES_TAG = "label_names"  # preprocess run and model version: the class names in order, as JSON

@@ -170,3 +170,36 @@ def test_many_classes_by_name_in_slices():
     labels, predictions, channel = planted(classes=label_set.size)
     scores = slice_scores(labels, predictions, {"channel": channel}, label_set.size, 1000, seed=0)
     assert all(-1 <= s.mcc.value <= 1 for s in scores)
+
+
+def test_the_report_shows_the_top_of_the_datas_label_audit(registry, tmp_path):
+    texts, labels = ev.sample_rows()
+    version = registry(ev.MEDIOCRE)
+    issues = pd.DataFrame(
+        {
+            "file": ["mine.csv"] * 12,
+            "row": range(1, 13),
+            "text": [f"suspect <i>{i}</i>" for i in range(12)],
+            "given_label": ["acceptable"] * 12,
+            "suggested_label": ["unacceptable"] * 12,
+            "score": np.linspace(0.01, 0.2, 12),
+        }
+    )
+    with mlflow.start_run() as data_run:
+        path = tmp_path / "label_issues.csv"
+        issues.to_csv(path, index=False)
+        mlflow.log_artifact(str(path))
+        mlflow.log_metric("label_audit_rows", 400)
+    inputs = EvaluationInputs("gated", version, f"gated-server:{version}", data_run.info.run_id)
+    data = EvaluationData(texts, labels, COLA_LABELS)
+    with mlflow.start_run() as run:
+        evaluation = evaluate.conclude(
+            ev.CONFIG, inputs, data, ev.served_by(version, texts, tmp_path), ev.ARGS
+        )
+    assert evaluation.label_issues.total == 12 and evaluation.label_issues.audited == 400
+    report = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/evaluation/report.html")
+    assert "Label audit of the training data" in report and "12 of 400 training rows" in report
+    assert (
+        "suspect &lt;i&gt;9&lt;/i&gt;" in report and "suspect &lt;i&gt;10&lt;/i&gt;" not in report
+    )  # top 10
+    assert "<h2>Slices" not in report  # no groups given: no slice section
