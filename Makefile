@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: serve run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install example-data \
+.PHONY: serve explore run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install example-data \
 	cron-remove retrain-status tracking-server tracking-server-stop tracking-user
 
 ## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
@@ -29,6 +29,15 @@ run: images
 MODEL ?= models:/cola-classifier@champion
 serve: venv
 	$(PYTHON) -m conductor.serve --model "$(MODEL)"
+
+## explore: a what-if page for a registered version on http://127.0.0.1:8502/ (class, word attributions,
+## nearest training sentences; MODEL=models:/cola-classifier/3 for a version; default: the champion)
+explore: $(VENV)/.explore-installed
+	$(PYTHON) -m conductor.explore --model "$(MODEL)" $(ARGS)
+
+$(VENV)/.explore-installed: $(VENV)/.host-installed requirements/explore.txt requirements/step.lock
+	$(PYTHON) -m pip install --quiet --constraint requirements/step.lock -r requirements/explore.txt
+	touch $@
 
 ## test: the unit tests and small end-to-end runs of the real pipeline, the commands as typed, a real browser
 test: dev-venv images browser

@@ -19,6 +19,7 @@ HOST_ENTRY_MODULES = (
     "conductor.ui_links",
     "conductor.kube",
     "conductor.serve",
+    "conductor.explore",  # its ONNX Runtime and Starlette come with `make explore` (requirements/explore.txt)
     "ops.nightly",
     "ops.retrain_when",
 )
