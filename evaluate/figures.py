@@ -78,7 +78,7 @@ def slice_figure(slices: Sequence, overall_accuracy: float) -> plt.Figure:
     line. `slices` are slices.SliceScore values."""
     labels = [f"{s.dimension}: {s.value} ({s.rows})" for s in slices]
     colors = ["#C44E52" if s.flagged else "#999999" if s.note else "#4C72B0" for s in slices]
-    figure, axis = plt.subplots(figsize=(7, 1.2 + 0.28 * max(len(slices), 1)))
+    figure, axis = plt.subplots(figsize=(8, 1.2 + 0.28 * max(len(slices), 1)))
     for row, (score, color) in enumerate(zip(slices, colors, strict=True)):
         accuracy = score.accuracy
         axis.errorbar(
@@ -92,7 +92,9 @@ def slice_figure(slices: Sequence, overall_accuracy: float) -> plt.Figure:
     axis.axvline(overall_accuracy, color="black", linestyle="--", label=f"all rows {overall_accuracy:.3f}")
     axis.set_yticks(range(len(slices)), labels, fontsize=8)
     axis.invert_yaxis()
-    axis.set_xlabel("accuracy (95% bootstrap interval); red: worse than the rest, grey: too few rows")
+    axis.set_xlabel(
+        "accuracy, 95% bootstrap interval (red: worse than the rest; grey: too few rows)", fontsize=9
+    )
     axis.set_title("Accuracy by slice (served model)")
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
