@@ -127,3 +127,41 @@ def test_the_app_answers_bad_input_with_a_message_not_a_trace(explorer):
         answer = client.post("/api/explain", content=body)
         assert answer.status_code == 400, body
         assert answer.json()["error"] and "Traceback" not in answer.text
+
+
+def test_a_registered_alias_loads_with_its_own_training_sentences(tracking_store, tmp_path):
+    """load_version resolves models:/name@alias, downloads the version (onnx flavor layout) and indexes the
+    train split of the preprocess run its train run names."""
+    import mlflow
+    import mlflow.onnx
+    import pandas as pd
+
+    from conductor.explore import load_version
+    from sentclf.schema import split_artifact_path
+
+    data = tmp_path / "data"
+    data.mkdir()
+    texts, labels = zip(*TRAINING, strict=True)
+    pd.DataFrame({"sentence": texts, "label": labels}).to_parquet(data / "train.parquet")
+    with mlflow.start_run() as data_run:
+        mlflow.log_artifact(str(data / "train.parquet"), split_artifact_path("train").rsplit("/", 1)[0])
+    files = make_model_dir(tmp_path / "files")
+    with mlflow.start_run() as train_run:
+        mlflow.set_tag("input.data_run_id", data_run.info.run_id)
+        info = mlflow.onnx.log_model(
+            onnx.load(str(files / "model.onnx")),
+            name="model",
+            registered_model_name="whatif",
+            extra_files=[str(files / "tokenizer.json"), str(files / "serving_config.json")],
+        )
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("whatif", "champion", info.registered_model_version)
+    assert train_run.info.run_id
+    explorer = load_version("models:/whatif@champion", max_rows=4, work_dir=tmp_path / "work")
+    assert len(explorer.texts) == 4 and set(explorer.texts) <= set(texts)  # a sample of max_rows
+    assert f"preprocess run {data_run.info.run_id}" in explorer.source
+    assert explorer.explain("the cat sat")["label"] in ("unacceptable", "acceptable")
+    with pytest.raises(SystemExit, match="no such version"):
+        load_version("models:/whatif@nobody", 10, tmp_path / "w2")
+    with pytest.raises(SystemExit, match="is not models"):
+        load_version("whatif", 10, tmp_path / "w3")
