@@ -29,10 +29,23 @@ from conductor.pipeline_lock import pipeline_lock
 from conductor.step_cache import code_fingerprint, find_cached_run, mark, step_key
 from conductor.step_image import ensure_step_image
 from conductor.ui_links import DEFAULT_UI, run_link
+from sentclf.contract import (
+    CHAMPION_ALIAS,
+    GATE_DECISION_TAG,
+    GATE_KEPT,
+    GATE_SUMMARY_TAG,
+    HEADLINE_METRIC_PREFIXES,
+    MODEL_VERSION_TAG,
+    SERVER_IMAGE_TAG,
+    SUMMARY_TAG,
+    TEST_MCC_HIGH_METRIC,
+    TEST_MCC_LOW_METRIC,
+    TEST_MCC_METRIC,
+    ModelRef,
+)
 from sentclf.dataset_snapshot import build_manifest, log_snapshot
 from sentclf.engine import docker_client
 from sentclf.images import STEP_IMAGE
-from sentclf.schema import CHAMPION_ALIAS, MODEL_VERSION_TAG, SERVER_IMAGE_TAG
 from sentclf.tracking import RUN_NAME_TAG, StepCancelled, mark_ml_experiment
 
 logger = logging.getLogger("main")
@@ -107,12 +120,16 @@ class Pipeline:
         building = self.step(
             "building",
             inputs={"train": train.key, "base_image": args.server_base_image},
-            model_uri=f"models:/{args.registered_model_name}/{version}",
+            model_uri=ModelRef(args.registered_model_name, version).uri,
             base_image=args.server_base_image,
         )
         evaluate = self.step(
             "evaluate",
-            inputs={"building": building.key, "preprocess": preprocess.key, "champion": self.rival(version)},
+            inputs={
+                "building": building.key,
+                "preprocess": preprocess.key,
+                CHAMPION_ALIAS: self.rival(version),
+            },
             server_image=building.tag(SERVER_IMAGE_TAG),
             data_run_id=preprocess.run_id,
             model_version=version,
@@ -185,25 +202,23 @@ class Pipeline:
         version: str,
     ) -> None:
         metrics = evaluate.run.data.metrics
-        mlflow.set_tags({"registered_model_version": version, "server_image": building.tag(SERVER_IMAGE_TAG)})
+        mlflow.set_tags({MODEL_VERSION_TAG: version, SERVER_IMAGE_TAG: building.tag(SERVER_IMAGE_TAG)})
         # The headline figures on the parent too, so the runs table compares pipelines at a glance.
-        mlflow.log_metrics(
-            {k: v for k, v in metrics.items() if k.startswith(("test_", "latency_", "throughput_"))}
-        )
+        mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith(HEADLINE_METRIC_PREFIXES)})
         interval = (
-            f" [{metrics['test_mcc_low']:.4f}, {metrics['test_mcc_high']:.4f}]"
-            if "test_mcc_low" in metrics
+            f" [{metrics[TEST_MCC_LOW_METRIC]:.4f}, {metrics[TEST_MCC_HIGH_METRIC]:.4f}]"
+            if TEST_MCC_LOW_METRIC in metrics
             else ""
         )
-        decision = evaluate.run.data.tags.get("gate.summary", "no gate decision recorded")
-        summary = f"version {version}, test MCC {metrics['test_mcc']:.4f}{interval}, {decision}"
-        mlflow.set_tag("summary", summary)
+        decision = evaluate.run.data.tags.get(GATE_SUMMARY_TAG, "no gate decision recorded")
+        summary = f"version {version}, test MCC {metrics[TEST_MCC_METRIC]:.4f}{interval}, {decision}"
+        mlflow.set_tag(SUMMARY_TAG, summary)
         logger.info("pipeline finished: parent run %s: %s", self.parent.info.run_id, summary)
         link = run_link(DEFAULT_UI, self.parent.info.experiment_id, self.parent.info.run_id)
         logger.info("see it in the UI (`make ui`): %s", link)
         write_outcome(
             summary,
-            evaluate.run.data.tags.get("gate.decision", "kept"),
+            evaluate.run.data.tags.get(GATE_DECISION_TAG, GATE_KEPT),
             version=version,
             reused=len(self.reused),
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import signal
 import sys
 import threading
@@ -22,11 +21,10 @@ import docker
 import docker.errors
 import mlflow
 
-from sentclf.schema import SERVER_IMAGE_TAG
+from sentclf.contract import DEFAULT_CHAMPION_URI, SERVER_IMAGE_TAG, ModelRef, parse_model_uri
 from sentclf.server_images import recorded_served_name
 
-DEFAULT_MODEL = "models:/cola-classifier@champion"
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+DEFAULT_MODEL = DEFAULT_CHAMPION_URI
 CONTAINER_LABEL = "sentclf.serve"
 
 
@@ -36,16 +34,17 @@ class ServeError(RuntimeError):
 
 def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> tuple[str, str, str]:
     """(model name, version, server image) of a `models:/name/version` or `models:/name@alias` URI."""
-    match = _URI.match(model_uri)
-    if not match:
-        raise ServeError(f"{model_uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
-    client = client or mlflow.MlflowClient()
-    name = match["name"]
     try:
-        if match["alias"]:
-            version = client.get_model_version_by_alias(name, match["alias"])
+        ref = parse_model_uri(model_uri)
+    except ValueError as error:
+        raise ServeError(str(error)) from None
+    client = client or mlflow.MlflowClient()
+    name = ref.name
+    try:
+        if ref.alias:
+            version = client.get_model_version_by_alias(name, ref.alias)
         else:
-            version = client.get_model_version(name, match["version"])
+            version = client.get_model_version(name, ref.version)
     except mlflow.exceptions.MlflowException as exc:
         raise ServeError(
             f"{model_uri}: no such version in {mlflow.get_tracking_uri()} ({exc.message}); "
@@ -55,7 +54,7 @@ def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> 
     if not image:
         raise ServeError(
             f"{model_uri} (version {version.version}) has no server image; build it with "
-            f"`mlflow run building -P model_uri=models:/{name}/{version.version}`"
+            f"`mlflow run building -P model_uri={ModelRef(name, str(version.version)).uri}`"
         )
     return name, str(version.version), image
 
@@ -69,7 +68,7 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
     except docker.errors.ImageNotFound:
         raise ServeError(
             f"image {image} of {name} version {version} is not on this machine; rebuild it with "
-            f"`mlflow run building -P model_uri=models:/{name}/{version}`"
+            f"`mlflow run building -P model_uri={ModelRef(name, version).uri}`"
         ) from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -24,9 +24,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
 from conductor.tracking_credentials import load_password_file
+from sentclf.contract import DEFAULT_MODEL_NAME
 
 ROLES = ("reader", "job")
-DEFAULT_MODEL = "cola-classifier"
+DEFAULT_MODEL = DEFAULT_MODEL_NAME
 
 
 def new_password() -> str:

@@ -31,8 +31,16 @@ import numpy as np
 from docker.models.containers import Container
 
 from sentclf.containers import docker_client, health_status, run_labels, running_server
+from sentclf.contract import (
+    CHAMPION_ALIAS,
+    GATE_DECISION_TAG,
+    GATE_KEPT,
+    GATE_PROMOTED,
+    GATE_SUMMARY_TAG,
+    TEST_MCC_METRIC,
+)
 from sentclf.data import log_split_inputs, read_split
-from sentclf.schema import CHAMPION_ALIAS, LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
 
 import figures
@@ -253,15 +261,15 @@ def log_evaluation(evaluation: Evaluation) -> None:
         mlflow.log_metrics(finite, model_id=model_id)
     mlflow.set_tags(
         {
-            "gate.decision": "promoted" if decision.promote else "kept",
-            "gate.summary": decision.summary,
+            GATE_DECISION_TAG: GATE_PROMOTED if decision.promote else GATE_KEPT,
+            GATE_SUMMARY_TAG: decision.summary,
             "promoted_to_champion": str(decision.promote).lower(),
             "champion_before": evaluation.champion.version if evaluation.champion else "-",
         }
         | {f"gate.check.{check.name}": str(check) for check in decision.checks}
     )
     mlflow.MlflowClient().set_model_version_tag(
-        inputs.model_name, inputs.version, "test_mcc", f"{metrics['test_mcc']:.6f}"
+        inputs.model_name, inputs.version, TEST_MCC_METRIC, f"{metrics[TEST_MCC_METRIC]:.6f}"
     )
 
     served = evaluation.served

@@ -19,7 +19,7 @@ from mlflow.models import MetricThreshold
 from mlflow.models.evaluation import EvaluationResult
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-from sentclf.schema import CHAMPION_ALIAS
+from sentclf.contract import CHAMPION_ALIAS
 
 from stats import PairedComparison
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+from sentclf.contract import GATE_KEPT, GATE_PROMOTED, INPUT_DATASET_SHA256_TAG, input_tag
 from sentclf.data import read_split
 from sentclf.schema import LABEL_COLUMN
 from sentclf.tracking import StepInputError
@@ -80,13 +81,14 @@ def render(evaluation: Evaluation, facts: Provenance) -> str:
     lines = [
         f"# Model card: {inputs.model_name} version {inputs.version}",
         "",
-        f"**Gate decision: {'promoted to champion' if decision.promote else 'kept'}** ({decision.summary})",
+        f"**Gate decision: {'promoted to champion' if decision.promote else GATE_KEPT}** "
+        f"({decision.summary})",
         "",
         "## Data",
         f"- preprocess run: `{inputs.data_run_id}`{'' if facts.data_run else ' (not found)'}",
-        f"- source: `{data_tags.get('input.dataset', data_params.get('source', 'unknown'))}`",
+        f"- source: `{data_tags.get(input_tag('dataset'), data_params.get('source', 'unknown'))}`",
         f"- held-out test data: `{data_params.get('test_source', 'unknown')}`",
-        f"- snapshot sha256: `{data_tags.get('input.dataset_sha256', 'none (no host snapshot)')}`",
+        f"- snapshot sha256: `{data_tags.get(INPUT_DATASET_SHA256_TAG, 'none (no host snapshot)')}`",
     ]
     lines += [f"  - `{f['name']}`: `{f['sha256']}`" for f in facts.files if "name" in f and "sha256" in f]
     lines += [
@@ -148,7 +150,11 @@ def render(evaluation: Evaluation, facts: Provenance) -> str:
     ]
     if few:
         lines.append(f"- Per-class figures rest on fewer than {FEW_ROWS} test rows for: {', '.join(few)}.")
-    lines += ["", "## Gate", f"- decision: {'promoted' if decision.promote else 'kept'}: {decision.summary}"]
+    lines += [
+        "",
+        "## Gate",
+        f"- decision: {GATE_PROMOTED if decision.promote else GATE_KEPT}: {decision.summary}",
+    ]
     lines += [f"- {check}" for check in decision.checks]
     return "\n".join(lines) + "\n"
 

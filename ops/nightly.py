@@ -32,6 +32,7 @@ from pathlib import Path
 
 from conductor.outcome import ENGINE_UNREACHABLE, SUMMARY_FILE_ENV, TRANSIENT
 from ops import notify, schedule
+from sentclf.contract import GATE_KEPT, GATE_PROMOTED
 
 logger = logging.getLogger("retrain")
 
@@ -248,12 +249,12 @@ def finish(log: Path, line: str, keep: int) -> None:
 
 
 def should_notify(status: int, record: dict, settings: Settings) -> bool:
-    return status != 0 or record.get("outcome") == "promoted" or settings.notify_on == "all"
+    return status != 0 or record.get("outcome") == GATE_PROMOTED or settings.notify_on == "all"
 
 
 def event_of(status: int, record: dict) -> str:
     if status == 0:
-        if record.get("outcome") == "kept" and record.get("reused") == 4:
+        if record.get("outcome") == GATE_KEPT and record.get("reused") == 4:
             return "unchanged"
         return record.get("outcome", "finished")
     return record.get("outcome", "failed")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlflow
 
-from sentclf.schema import SERVED_NAME_TAG
+from sentclf.contract import SERVED_NAME_TAG
 
 NAMESPACE_TAG = "sentclf.image_namespace"
 MODEL_NAME_LABEL = "sentclf.model_name"

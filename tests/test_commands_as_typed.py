@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
+from sentclf.contract import STEP_TAG
 from sentclf.images import STEP_IMAGE
-from sentclf.tracking import STEP_TAG
 
 from .conftest import README, REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker
 

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from conductor.image_gc import collect_server_images
+from sentclf.contract import STEP_TAG
 from sentclf.server_images import image_labels, image_namespace
-from sentclf.tracking import STEP_TAG
 
 from .conftest import REPO_ROOT, TypedStore, require_docker
 from .test_commands_as_typed import leftover_containers, output, typed

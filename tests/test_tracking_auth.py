@@ -22,7 +22,7 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from sentclf.containers import PIPELINE_LABEL
-from sentclf.tracking import STEP_TAG
+from sentclf.contract import STEP_TAG
 
 from .conftest import README, REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
 from .test_tracking_server import free_port

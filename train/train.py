@@ -29,18 +29,12 @@ from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import BUNDLED_BACKBONE, resolve_backbone
 from sentclf.cli import parse_bool
+from sentclf.contract import CHALLENGER_ALIAS, LABEL_NAMES_TAG, MODEL_VERSION_TAG, TRAIN_RUN_TAG
 from sentclf.data import log_split_inputs, read_label_set, read_split
 from sentclf.hub import offline_reason
 from sentclf.metrics import classification_metrics
 from sentclf.plots import log_confusion_matrix
-from sentclf.schema import (
-    CHALLENGER_ALIAS,
-    LABEL_COLUMN,
-    LABEL_NAMES_TAG,
-    MODEL_VERSION_TAG,
-    TRAIN_RUN_TAG,
-    LabelSet,
-)
+from sentclf.schema import LABEL_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, step_run
 
 from calibration import best_margin_shift, fold_shift_into_head, output_layer

@@ -15,6 +15,7 @@ from conductor.kube.jobs import JobClient
 from conductor.kube.manifests import LABEL_PIPELINE, MLFLOW_STEPS, STEPS
 from conductor.kube.serving import serving_manifests
 from conductor.kube.settings import KubeSettings
+from sentclf.contract import DEFAULT_CHAMPION_URI
 from sentclf.tracking import configure_logging
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serving = commands.add_parser(
         "serve-manifests", help="print a registered version's Deployment, Service, HPA and InferenceService"
     )
-    serving.add_argument("model_uri", nargs="?", default="models:/cola-classifier@champion")
+    serving.add_argument("model_uri", nargs="?", default=DEFAULT_CHAMPION_URI)
     serving.add_argument("--memory-mb", type=float, help="peak memory (default: its evaluate run's)")
 
     delete = commands.add_parser("delete", help="delete every Job (and pod) of one pipeline")

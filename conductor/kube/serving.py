@@ -20,9 +20,9 @@ import yaml
 from conductor.kube.manifests import PART_OF, ManifestError
 from conductor.kube.settings import TEMPLATE_DIR, KubeSettings
 from conductor.serve import ServeError, resolve_image
+from sentclf.contract import INPUT_SERVER_IMAGE_TAG, SERVER_MEMORY_METRIC
 
 TEMPLATE = "serving.yaml"
-MEMORY_METRIC = "server_memory_peak_mb"
 # Request = measured peak x headroom, rounded up to 16 MiB; limit = LIMIT_FACTOR x request.
 HEADROOM = 1.5
 LIMIT_FACTOR = 2
@@ -61,16 +61,16 @@ def measured_memory_mb(image: str, client: mlflow.MlflowClient | None = None) ->
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(
         experiments,
-        filter_string=f"tags.`input.server_image` = '{image}' and metrics.{MEMORY_METRIC} > 0",
+        filter_string=(f"tags.`{INPUT_SERVER_IMAGE_TAG}` = '{image}' and metrics.{SERVER_MEMORY_METRIC} > 0"),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not runs:
         raise ManifestError(
-            f"no evaluate run measured {image} ({MEMORY_METRIC}): run "
+            f"no evaluate run measured {image} ({SERVER_MEMORY_METRIC}): run "
             "`mlflow run evaluate -P model_version=<version>`, or give --memory-mb"
         )
-    return float(runs[0].data.metrics[MEMORY_METRIC])
+    return float(runs[0].data.metrics[SERVER_MEMORY_METRIC])
 
 
 def memory_quantities(peak_mb: float) -> tuple[str, str]:

@@ -16,9 +16,10 @@ from onnx import TensorProto, helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from sentclf.containers import CONTAINER_LABEL
+from sentclf.contract import SERVED_NAME_TAG
 from sentclf.images import STEP_IMAGE
 from sentclf.metrics import matthews_corrcoef, mcc_per_resample
-from sentclf.schema import COLA_LABELS, SERVED_NAME_TAG
+from sentclf.schema import COLA_LABELS
 from tests.conftest import require_docker
 
 import evaluate
