@@ -21,7 +21,7 @@ import docker.errors
 import mlflow
 import numpy as np
 
-from sentclf.containers import docker_client, run_labels, running_server
+from sentclf.containers import checkout_labels, docker_client, run_labels, running_server
 from sentclf.contract import SERVED_NAME_TAG, SERVER_IMAGE_TAG, ModelRef, parse_model_uri
 from sentclf.images import (
     DEFAULT_BASE_IMAGE,
@@ -143,6 +143,7 @@ def build_server_image(client: docker.DockerClient, context: Path, name: str, ve
         tag,
         {"BASE_IMAGE": base},
         labels=image_labels(name, version, namespace)
+        | checkout_labels()
         | {
             "sentclf.model_uri": ModelRef(name, version).uri,
             "sentclf.build_run_id": mlflow.active_run().info.run_id,

@@ -45,7 +45,6 @@ from sentclf.contract import (
 )
 from sentclf.dataset_snapshot import build_manifest, log_snapshot
 from sentclf.engine import docker_client
-from sentclf.images import STEP_IMAGE
 from sentclf.tracking import RUN_NAME_TAG, StepCancelled, mark_ml_experiment
 
 logger = logging.getLogger("main")
@@ -249,8 +248,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
     with pipeline_lock(PROJECT_DIR):
         # Inside the lock: a rebuild must not swap the image under a pipeline that is still running.
-        ensure_step_image(docker_client(), PROJECT_DIR)
-        logger.info("step image %s ready", STEP_IMAGE)
+        logger.info("step image %s ready", ensure_step_image(docker_client(), PROJECT_DIR))
         try:
             with mlflow.start_run() as parent:
                 describe_parent(parent, args)

@@ -21,6 +21,7 @@ import docker
 import docker.errors
 import mlflow
 
+from sentclf.containers import checkout_labels
 from sentclf.contract import DEFAULT_CHAMPION_URI, SERVER_IMAGE_TAG, ModelRef, parse_model_uri
 from sentclf.server_images import recorded_served_name
 
@@ -83,7 +84,7 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
             "GRPC_PORT": str(grpc_port),
             "METRICS_PORT": str(metrics_port),
         },
-        labels={CONTAINER_LABEL: "1"},
+        labels={CONTAINER_LABEL: "1"} | checkout_labels(),
     )
     try:
         print(f"serving {name} version {version} from {image} (container {container.name})", flush=True)

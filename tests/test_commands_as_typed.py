@@ -24,9 +24,9 @@ import yaml
 
 from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
 from sentclf.contract import STEP_TAG
-from sentclf.images import STEP_IMAGE
+from sentclf.images import step_image
 
-from .conftest import README, REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker
+from .conftest import OUR_CHECKOUT, README, REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -78,8 +78,8 @@ def output(result: subprocess.CompletedProcess) -> str:
 def leftover_containers() -> list:
     """Server containers the steps started, and the step containers MLflow ran (`docker run --rm`)."""
     engine = docker.from_env()
-    servers = engine.containers.list(all=True, filters={"label": CONTAINER_LABEL})
-    steps = engine.containers.list(all=True, filters={"ancestor": STEP_IMAGE})
+    servers = engine.containers.list(all=True, filters={"label": [CONTAINER_LABEL, OUR_CHECKOUT]})
+    steps = engine.containers.list(all=True, filters={"ancestor": step_image(REPO_ROOT)})
     return servers + steps
 
 
@@ -356,7 +356,7 @@ def test_serving_as_typed(typed_store, tmp_path):
         assert "HTTP     http://127.0.0.1:8000" in log and "gRPC     127.0.0.1:8001" in log, log
         assert "/v2/models/cola/infer)" in log, log  # the name the image answers to, as the curl uses it
         assert "removed sentclf-serve-" in log, log
-        assert engine.containers.list(all=True, filters={"label": "sentclf.serve"}) == []
+        assert engine.containers.list(all=True, filters={"label": ["sentclf.serve", OUR_CHECKOUT]}) == []
     # The README's manifests command, then kubernetes/README.md's (the same one, and one with --memory-mb).
     kube_commands = serving_commands(KUBE_README, "serving-manifests-as-typed")
     assert [c.split()[0] for c in kube_commands] == [commands[3].split()[0]] * 2 + ["kubectl"]
@@ -400,7 +400,7 @@ def test_a_server_killed_during_evaluation_fails_the_step_and_moves_nothing(type
     try:
         wait_for_line(process, "SERVING after", seen)
         time.sleep(4)  # into the measurements
-        servers = docker.from_env().containers.list(filters={"label": CONTAINER_LABEL})
+        servers = docker.from_env().containers.list(filters={"label": [CONTAINER_LABEL, OUR_CHECKOUT]})
         assert len(servers) == 1
         killed = servers[0].name
         servers[0].kill()

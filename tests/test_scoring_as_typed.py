@@ -27,7 +27,7 @@ from sentclf.engine import docker_client
 from sentclf.spark_cluster import standalone_cluster
 from sentclf.text_model import TextClassifier
 
-from .conftest import README, REPO_ROOT, TEST_OUTPUT, require_docker
+from .conftest import OUR_CHECKOUT, README, REPO_ROOT, TEST_OUTPUT, require_docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -257,7 +257,7 @@ def test_mlflow_run_score_on_local_spark_as_typed(typed_store, score_image, sent
     assert run.data.params["spark_master"] in ("local[*]", "'local[*]'")  # MLflow logs it shell-quoted
     artifacts = {a.path for a in typed_store.client.list_artifacts(run.info.run_id, "score")}
     assert {"score/sample.json", "score/rows_per_file.json"} <= artifacts
-    assert docker_client().containers.list(all=True, filters={"label": CONTAINER_LABEL}) == []
+    assert docker_client().containers.list(all=True, filters={"label": [CONTAINER_LABEL, OUR_CHECKOUT]}) == []
 
 
 def test_mlflow_run_score_on_a_two_worker_cluster_as_typed(

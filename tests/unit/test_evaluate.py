@@ -17,10 +17,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from sentclf.containers import CONTAINER_LABEL
 from sentclf.contract import SERVED_NAME_TAG
-from sentclf.images import STEP_IMAGE
+from sentclf.images import step_image
 from sentclf.metrics import matthews_corrcoef, mcc_per_resample
 from sentclf.schema import COLA_LABELS
-from tests.conftest import require_docker
+from tests.conftest import REPO_ROOT, require_docker
 
 import evaluate
 import load
@@ -349,7 +349,7 @@ def test_a_server_that_just_died_is_described_as_exited_not_running():
     import docker
 
     container = docker.from_env().containers.run(
-        STEP_IMAGE, ["sleep", "1"], detach=True, labels={CONTAINER_LABEL: "1"}, network_mode="none"
+        step_image(REPO_ROOT), ["sleep", "1"], detach=True, labels={CONTAINER_LABEL: "1"}, network_mode="none"
     )
     try:
         assert "is running" in load.describe(container, settle_s=0)
