@@ -21,7 +21,6 @@ import mlflow
 from mlflow.entities import Run
 
 from conductor.backends import Backend, StepFailed, make_backend
-from conductor.host_data import host_data_path
 from conductor.image_gc import collect_server_images
 from conductor.outcome import write_outcome
 from conductor.parameters import PROJECT_DIR, step_parameter_names
@@ -43,7 +42,7 @@ from sentclf.contract import (
     TEST_MCC_METRIC,
     ModelRef,
 )
-from sentclf.dataset_snapshot import build_manifest, log_snapshot
+from sentclf.dataset_snapshot import build_manifest, locate_dataset, log_snapshot
 from sentclf.engine import docker_client
 from sentclf.tracking import RUN_NAME_TAG, StepCancelled, mark_ml_experiment
 
@@ -107,7 +106,7 @@ class Pipeline:
 
     def run(self) -> None:
         args = self.args
-        data_path = host_data_path(args.dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+        data_path = locate_dataset(args.dataset, PROJECT_DIR)
         manifest = build_manifest(data_path) if data_path else None
         preprocess = self.step(
             "preprocess",

@@ -15,13 +15,12 @@ import sys
 import mlflow
 
 from conductor.backends import StepFailed
-from conductor.host_data import host_data_path
 from conductor.local_backend import LocalBackend
 from conductor.parameters import PROJECT_DIR, declared
 from conductor.pipeline_lock import pipeline_lock
 from conductor.step_image import ensure_step_image
 from sentclf.contract import SUMMARY_TAG
-from sentclf.dataset_snapshot import build_manifest, log_snapshot
+from sentclf.dataset_snapshot import build_manifest, locate_dataset, log_snapshot
 from sentclf.engine import docker_client
 from sentclf.tracking import (
     RUN_NAME_TAG,
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
             backend = LocalBackend(PROJECT_DIR, parent.info.run_id)
             try:
                 preprocess = {n: given[n] for n in declared(PROJECT_DIR / "preprocess") if n in given}
-                data_path = host_data_path(args.dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+                data_path = locate_dataset(args.dataset, PROJECT_DIR)
                 if data_path:
                     preprocess["dataset"] = log_snapshot(data_path, build_manifest(data_path))
                 data = backend.run_step("preprocess", preprocess, run_name="preprocess")

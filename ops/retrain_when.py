@@ -22,7 +22,6 @@ from pathlib import Path
 
 import mlflow
 
-from conductor.host_data import host_data_path
 from sentclf.contract import (
     CHAMPION_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -31,7 +30,7 @@ from sentclf.contract import (
     MonitorVerdict,
     parse_model_uri,
 )
-from sentclf.dataset_snapshot import build_manifest
+from sentclf.dataset_snapshot import build_manifest, locate_dataset
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RETRAIN, NO_DRIFT, NEEDS_LABELS, FAILED = 0, 10, 11, 1
@@ -86,7 +85,7 @@ def has_new_data(dataset: str, model: str) -> bool:
         return True
     tags = client.get_run(data_run_id).data.tags
     trained_on = tags.get(INPUT_DATASET_SHA256_TAG)
-    path = host_data_path(dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+    path = locate_dataset(dataset, PROJECT_DIR)
     if path is None:  # the shipped CoLA (or a hub id): new only if the champion had host data
         return trained_on is not None
     return build_manifest(path).sha256 != trained_on
