@@ -28,7 +28,7 @@ run: images
 ## stops and removes it (MODEL=models:/cola-classifier/3 for a version; default: the champion)
 MODEL ?= models:/cola-classifier@champion
 serve: venv
-	$(PYTHON) -m conductor.serve --model "$(MODEL)"
+	$(PYTHON) -m tools.serve --model "$(MODEL)"
 
 ## test: the unit tests and small end-to-end runs of the real pipeline, the commands as typed, a real browser
 test: dev-venv images browser
@@ -144,7 +144,7 @@ tracking-server-stop:
 ## tracking-user: add a user to the server's login and grant a role, as its admin:
 ## make tracking-user TRACKING_USER=alice TRACKING_ROLE=reader (or job: log runs, register and promote)
 tracking-user: venv
-	$(PYTHON) -m conductor.tracking_users "$(TRACKING_USER)" --role "$(TRACKING_ROLE)"
+	$(PYTHON) -m tools.tracking_users "$(TRACKING_USER)" --role "$(TRACKING_ROLE)"
 
 clean:
 	rm -rf .build

@@ -82,7 +82,9 @@ class ContainerMemory(threading.Thread):
 
 def register(model_dir: Path, env: dict[str, str], work: Path) -> str:
     """The server image's model as a registered text-level pyfunc in the throw-away store."""
-    pyfunc_model = benchlib.step_module("train", "pyfunc_model")
+    benchlib.use_steps("train")
+    import pyfunc_model
+
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     experiment = mlflow.create_experiment(env["MLFLOW_EXPERIMENT_NAME"], artifact_location=env["ARTIFACTS"])
     with mlflow.start_run(experiment_id=experiment):

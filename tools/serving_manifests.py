@@ -1,6 +1,10 @@
 """A registered version served in a cluster: Deployment, Service, HorizontalPodAutoscaler and a KServe
 InferenceService, rendered from kubernetes/templates/serving.yaml without a cluster.
 
+    python -m tools.serving_manifests [models:/<name>@<alias> | models:/<name>/<version>] [--memory-mb N]
+
+prints them as YAML (with the same SENTCLF_* variables as the pipeline's Kubernetes backend).
+
 The image is the one the building step tagged the version with (`server_image`; one built outside the
 registry is named under SENTCLF_REGISTRY, where `docker tag` + `docker push` put it). The memory request is
 what the version's evaluate run measured its server using at peak under load (`server_memory_peak_mb`),
@@ -9,8 +13,10 @@ with headroom; the limit is twice the request.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +25,9 @@ import yaml
 
 from conductor.kube.manifests import PART_OF, ManifestError
 from conductor.kube.settings import TEMPLATE_DIR, KubeSettings
-from conductor.serve import ServeError, resolve_image
-from sentclf.contract import INPUT_SERVER_IMAGE_TAG, SERVER_MEMORY_METRIC
+from sentclf.contract import DEFAULT_CHAMPION_URI, INPUT_SERVER_IMAGE_TAG, SERVER_MEMORY_METRIC
+from sentclf.tracking import configure_logging
+from tools.serve import ServeError, resolve_image
 
 TEMPLATE = "serving.yaml"
 # Request = measured peak x headroom, rounded up to 16 MiB; limit = LIMIT_FACTOR x request.
@@ -134,3 +141,18 @@ def serving_manifests(model_uri: str, settings: KubeSettings, memory_mb: float |
     name, version, image = resolve_version(model_uri)
     peak = memory_mb if memory_mb is not None else measured_memory_mb(image)
     return render_serving(ServedVersion(name, version, image, peak), settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.serving_manifests", description=__doc__)
+    parser.add_argument("model_uri", nargs="?", default=DEFAULT_CHAMPION_URI)
+    parser.add_argument("--memory-mb", type=float, help="peak memory (default: its evaluate run's)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    docs = serving_manifests(args.model_uri, KubeSettings.from_env(), args.memory_mb)
+    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

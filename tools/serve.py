@@ -1,6 +1,6 @@
 """`make serve`: a registered version's server image on this machine, in the foreground.
 
-    python -m conductor.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
+    python -m tools.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
 
 The model URI names a version (`models:/<name>/<version>`) or an alias (`models:/<name>@<alias>`); the
 image is the one the building step tagged that version with (`server_image`). The container runs on the
@@ -120,7 +120,7 @@ def _follow(container: docker.models.containers.Container) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conductor.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
