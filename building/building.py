@@ -28,6 +28,7 @@ from sentclf.images import (
     build_with_builder_cache,
     resolve_base_image,
     source_hash,
+    this_checkout,
     write_build_inputs,
 )
 from sentclf.kserve_client import classify, connect
@@ -148,6 +149,8 @@ def build_server_image(client: docker.DockerClient, context: Path, name: str, ve
             "sentclf.model_uri": ModelRef(name, version).uri,
             "sentclf.build_run_id": mlflow.active_run().info.run_id,
         },
+        # One builder stage per checkout: another clone's build must not supersede (and remove) ours.
+        cache_tag=f"{tag.rsplit(':', 1)[0]}-builder:{this_checkout()}",
     )
     return tag
 

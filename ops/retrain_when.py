@@ -60,7 +60,7 @@ def run_monitor(traffic: str, model: str) -> MonitorVerdict:
     ]
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
     sys.stderr.write(result.stdout + result.stderr)
-    verdict = MonitorVerdict.from_output(result.stdout)
+    verdict = MonitorVerdict.from_output(result.stdout + "\n" + result.stderr)
     if result.returncode != 0 or verdict is None:
         raise RuntimeError(f"the monitor failed (exit {result.returncode}); its output is in the log above")
     return verdict
