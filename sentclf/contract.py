@@ -27,7 +27,7 @@ SERVED_NAME_TAG = "served_model_name"  # building run and model version: the nam
 GATE_DECISION_TAG = "gate.decision"  # evaluate run: GATE_PROMOTED or GATE_KEPT; the conductor reads it
 GATE_SUMMARY_TAG = "gate.summary"  # evaluate run: the gate's reasons in one line; the conductor reads it
 GATE_PROMOTED, GATE_KEPT = "promoted", "kept"
-SUMMARY_TAG = "summary"  # a pipeline's (or tune's) parent run: its result in one line; ops and tune read it
+SUMMARY_TAG = "summary"  # pipeline and search runs: the result in one line (train -e tune writes it)
 
 # --- Model-version tags ---------------------------------------------------------------------------------
 TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it (train writes; lineage reads)
