@@ -46,6 +46,8 @@ from sentclf.images import STEP_IMAGE
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
 from sentclf.metrics import percentile_ms
 from sentclf.server_images import SERVER_PYTHONPATH
+from sentclf_runtime.config import ServingConfig
+from sentclf_runtime.names import LEGACY_SERVED_NAME
 
 import benchlib
 from benchlib import CORES, BenchError
@@ -616,8 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
             workdir = Path(tmp)
             model_dir = benchlib.extract_model(client, args.server_image, workdir)
-            config = json.loads((model_dir / "serving_config.json").read_text())
-            args.model = str(config.get("model_name", "cola"))
+            args.model = ServingConfig.read(model_dir).model_name or LEGACY_SERVED_NAME
             log.info("model '%s' from %s in %s", args.model, args.server_image, model_dir)
             starters = contenders(args, model_dir, workdir)
             log.info("raw ORT in-process (before the servers start)")
