@@ -46,10 +46,12 @@ run: step-image
 
 ## serve: a registered version's server image in the foreground (type the next command in a second
 ## terminal), HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C stops and removes it
-## (MODEL=models:/cola-classifier/3 for a version; default: the champion)
+## (MODEL=models:/cola-classifier/3 for a version; default: the champion); CAPTURE=<folder> captures every
+## answered request there for `mlflow run monitor`
 MODEL ?= models:/cola-classifier@champion
+CAPTURE ?=
 serve: venv
-	$(PYTHON) -m conductor.serve --model "$(MODEL)"
+	$(PYTHON) -m conductor.serve --model "$(MODEL)" $(if $(CAPTURE),--capture-dir "$(CAPTURE)")
 
 ## test: the docs site built strictly, the unit tests, small end-to-end runs of the real pipeline, the
 ## docs' commands as typed (in the venv `make run` makes), a real browser
