@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help serve run test browser venv dev-venv engine base-image images step-image score-image step-lock step ui \
+.PHONY: help serve run test browser venv dev-venv engine base-image images step-image score-image spark-cluster step-lock step ui \
 	bench bench-serving lint clean cron-install example-data cron-remove retrain-status tracking-server \
 	tracking-server-stop tracking-user docs docs-build
 
@@ -126,6 +126,14 @@ score-image: step-image
 
 base-image: venv engine
 	$(PYTHON) -m conductor.step_image ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
+
+## spark-cluster: a standalone Spark cluster from the score image in the foreground (a master on
+## 127.0.0.1:7077, two one-core workers) for `mlflow run score -P spark_master=spark://127.0.0.1:7077
+## -A network=host` in a second terminal; Ctrl-C stops and removes it (SPARK_PORT, SPARK_WORKERS)
+SPARK_PORT ?= 7077
+SPARK_WORKERS ?= 2
+spark-cluster: score-image
+	$(PYTHON) -m sentclf.spark_cluster --port $(SPARK_PORT) --workers $(SPARK_WORKERS)
 
 ## step-lock: re-resolve the step image's dependencies and rewrite requirements/step.lock (after editing
 ## requirements/step.txt or torch.txt); the next `make run` rebuilds the step image from it
