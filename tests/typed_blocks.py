@@ -20,14 +20,18 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The pages a user reads: the front door, the docs site, and the two rooms' own READMEs the site links to.
-PAGES = (
-    [REPO_ROOT / "README.md"]
-    + sorted((REPO_ROOT / "docs").rglob("*.md"))
-    + [REPO_ROOT / "server" / "README.md", REPO_ROOT / "kubernetes" / "README.md"]
+# (docs/reference/ links to the last two: each page is read once, under its real path.)
+PAGES = list(
+    dict.fromkeys(
+        page.resolve()
+        for page in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
+        + [REPO_ROOT / "server" / "README.md", REPO_ROOT / "kubernetes" / "README.md"]
+    )
 )
 # The same shape /work/shared/hooks/before-stop and the docs' authors use: the marker, then the block.
 MARKED_BLOCK = re.compile(
-    r"<!--\s*as-typed:\s*(?P<name>[\w.-]+)(?P<note>[^>]*)-->\s*\n```(?:bash|sh)\n(?P<body>.*?)```", re.S
+    r"^[ \t]*<!--\s*as-typed:\s*(?P<name>[\w.-]+)(?P<note>[^>]*)-->\s*```(?:bash|sh)\n(?P<body>.*?)```",
+    re.S | re.M,
 )
 
 
@@ -39,7 +43,8 @@ class TypedBlock:
 
     def line(self, prefix: str) -> str:
         """The one line of the block that starts with `prefix` (a whole word), as printed."""
-        matches = [line for line in self.lines if re.match(re.escape(prefix) + r"( |$)", line)]
+        word = re.escape(prefix.rstrip()) + r"( |$)"
+        matches = [line for line in self.lines if re.match(word, line)]
         assert len(matches) == 1, f"{self.where}: the block has {matches} for {prefix!r}"
         return matches[0]
 
