@@ -159,7 +159,7 @@ def test_the_docs_blocks_are_what_these_tests_run():
 
 
 def test_the_champion_predicts_sentences_in_process(typed_store, champion, reference):
-    """The Python API as the README shows it: a list of sentences, and a frame with a text column."""
+    """The Python API as docs/serving.md shows it: a list of sentences, and a frame with a text column."""
     mlflow.set_tracking_uri(typed_store.uri)
     try:
         model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
