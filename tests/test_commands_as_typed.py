@@ -276,13 +276,15 @@ def _ports_free(*ports: int) -> bool:
     return True
 
 
-def _serve_until_sigint(store, command: str, curl: str) -> tuple[str, str]:
-    """`command` (make serve ...) in a user's shell: wait for the printed ports and readiness, run the
-    page's curl as typed, Ctrl-C (SIGINT to the process group, as a terminal sends it); its output."""
+@contextlib.contextmanager
+def make_serve_in_foreground(env: dict[str, str], command: str) -> Iterator[list[str]]:
+    """`command` (make serve ...) in a user's shell, held as a second terminal holds it: entered once it has
+    printed its ports and answers ready; Ctrl-C (SIGINT to the process group, as a terminal sends it) on
+    leaving. Yields its output lines so far; the rest is appended after the Ctrl-C."""
     process = subprocess.Popen(
         ["bash", "-c", f"source .venv/bin/activate && {command}"],
         cwd=REPO_ROOT,
-        env=store.env,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -309,11 +311,18 @@ def _serve_until_sigint(store, command: str, curl: str) -> tuple[str, str]:
             if ready.stdout == "200":
                 break
             time.sleep(0.5)
-        answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=True)
+        yield seen
     finally:
         os.killpg(process.pid, signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
-    return answer.stdout, "".join(seen) + rest
+        seen.append(rest)
+
+
+def _serve_until_sigint(store, command: str, curl: str) -> tuple[str, str]:
+    """`command` (make serve ...) in the foreground, the page's curl as typed against it; its output."""
+    with make_serve_in_foreground(store.env, command) as seen:
+        answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=True)
+    return answer.stdout, "".join(seen)
 
 
 def test_serving_as_typed(typed_store, tmp_path):

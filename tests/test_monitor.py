@@ -6,8 +6,6 @@ traffic, the monitor's verdict. Real store, real image, real step container."""
 
 import json
 import os
-import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 from tests.server.conftest import ServerContainer, free_port, server_env
 
 from .conftest import REPO_ROOT, UNDER_CI, require_docker
-from .test_commands_as_typed import _ports_free, leftover_containers, wait_for_line
+from .test_commands_as_typed import _ports_free, leftover_containers, make_serve_in_foreground
 from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -159,38 +157,10 @@ def test_the_docs_block_as_typed_from_an_empty_home_to_a_verdict(typed_store, ch
     env = typed_store.env | {"HOME": str(tmp_path)}
     made = typed_store.shell(mkdir, env=env, timeout_s=30)
     assert made.returncode == 0, made.stderr
-    process = subprocess.Popen(
-        ["bash", "-c", f"source .venv/bin/activate && {serve}"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    seen: list[str] = []
-    try:
-        wait_for_line(process, "Ctrl-C stops and removes it", seen, timeout_s=300)
+    with make_serve_in_foreground(env, serve) as seen:
         assert f"capture  every answered request into {tmp_path.resolve()}/sentclf-traffic" in "".join(seen)
-        deadline = time.monotonic() + 60
-        while (
-            b"200"
-            not in subprocess.run(
-                [
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://127.0.0.1:8000/v2/health/ready",
-                ],
-                capture_output=True,
-            ).stdout
-        ):
-            assert time.monotonic() < deadline, "".join(seen)
-            time.sleep(0.5)
         sent = typed_store.shell(loop, env=env, timeout_s=300)
         assert sent.returncode == 0, sent.stderr
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        process.communicate(timeout=60)
     captured = (tmp_path / "sentclf-traffic").glob("capture-*.jsonl")
     records = sum(len(p.read_text().splitlines()) for p in captured)
     assert records == 60
