@@ -133,7 +133,7 @@ base-image: venv engine
 SPARK_PORT ?= 7077
 SPARK_WORKERS ?= 2
 spark-cluster: score-image
-	$(PYTHON) -m sentclf.spark_cluster --port $(SPARK_PORT) --workers $(SPARK_WORKERS)
+	$(PYTHON) -m conductor.spark_cluster --port $(SPARK_PORT) --workers $(SPARK_WORKERS)
 
 ## step-lock: re-resolve the step image's dependencies and rewrite requirements/step.lock (after editing
 ## requirements/step.txt or torch.txt); the next `make run` rebuilds the step image from it

@@ -3,17 +3,11 @@ score image (so the same pyspark install, Java and Python environment as the sco
 host network, bound to 127.0.0.1, started with `spark-class org.apache.spark.deploy.master.Master` and
 `...deploy.worker.Worker`. For tests and benches: the score step is pointed at `master_url` and its
 executors run on these workers. Every container is removed on leaving the block, whatever happens.
-`python -m sentclf.spark_cluster` (`make spark-cluster`) holds one in the foreground until Ctrl-C for a
-user's `mlflow run score -P spark_master=spark://127.0.0.1:7077 -A network=host`.
 """
 
-import argparse
 import contextlib
 import logging
-import signal
 import socket
-import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -119,35 +113,3 @@ def standalone_cluster(
         for container in reversed(started):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 container.remove(force=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """A cluster in the foreground: its master URL printed, removed on Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m sentclf.spark_cluster", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=7077, help="the master's port (default 7077)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--cores-per-worker", type=int, default=1)
-    parser.add_argument("--memory-per-worker", default="1g")
-    args = parser.parse_args(argv)
-    with socket.socket() as probe:
-        if probe.connect_ex((LOOPBACK, args.port)) == 0:
-            parser.error(f"port {args.port} is taken on {LOOPBACK}: stop what holds it, or --port another")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    with standalone_cluster(
-        args.workers, args.cores_per_worker, args.memory_per_worker, port=args.port
-    ) as cluster:
-        print(
-            f"Spark master {cluster.master_url} with {cluster.workers} workers of {cluster.cores_per_worker}"
-            f" core(s), web UI {cluster.ui_url}",
-            flush=True,
-        )
-        print("Ctrl-C stops and removes them.", flush=True)
-        stop.wait()
-    print(f"removed {cluster.name}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

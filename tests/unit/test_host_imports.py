@@ -19,7 +19,7 @@ HOST_ENTRY_MODULES = (
     "conductor.ui_links",
     "conductor.kube",
     "conductor.serve",
-    "sentclf.spark_cluster",  # make spark-cluster
+    "conductor.spark_cluster",  # make spark-cluster
     "ops.nightly",
     "ops.retrain_when",
 )
