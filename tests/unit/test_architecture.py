@@ -1,4 +1,4 @@
-"""The rooms and what may import what (README, "Architecture"): no step imports another step or the
+"""The rooms and what may import what (docs/architecture.md): no step imports another step or the
 conductor; the shared package `sentclf` imports neither; the server imports nothing of the project but the
 model's runtime, which imports nothing of the project at all. The imports are read from the code's syntax
 tree, so a lazy import inside a function counts too."""
