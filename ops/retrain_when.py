@@ -26,6 +26,7 @@ import mlflow
 
 from conductor.host_data import host_data_path
 from sentclf.dataset_snapshot import build_manifest
+from sentclf.schema import DATASET_SHA256_TAG
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The shipped CoLA's files (preprocess/sources' SHIPPED_COLA_DIR): preprocess records their manifest's hash.
@@ -77,7 +78,7 @@ def has_new_data(dataset: str, model: str) -> bool:
     if not data_run_id:
         return True
     tags = client.get_run(data_run_id).data.tags
-    trained_on = tags.get("input.dataset_sha256")
+    trained_on = tags.get(DATASET_SHA256_TAG)
     path = host_data_path(dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
     if dataset == "cola":
         return trained_on is not None and trained_on != build_manifest(SHIPPED_COLA_DIR).sha256

@@ -31,6 +31,11 @@ SERVER_IMAGE_TAG = "server_image"  # building run and model version: the server 
 SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
 TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it
 PRECISION_USED_TAG = "precision_used"  # train run: the precision that ran (bf16|fp32), not the one asked
+# preprocess run (sentclf.tracking.record_inputs, prefix `input.`): the data's name, the sha256 of its
+# manifest (host files and the shipped CoLA; none for hub data) and the snapshot's URI (host files only).
+DATASET_TAG = "input.dataset"
+DATASET_SHA256_TAG = "input.dataset_sha256"
+DATASET_SNAPSHOT_TAG = "input.dataset_snapshot"
 GATE_DECISION_TAG = "gate.decision"  # evaluate run and pipeline run: `promoted` or `kept`
 GATE_SUMMARY_TAG = "gate.summary"  # evaluate run: the gate's one-line decision and its reasons
 
