@@ -9,8 +9,9 @@ ARGS are the pipeline's (`-P dataset=...`). Prints one line, the night's summary
   1   cannot decide: no RETRAIN_TRAFFIC, the monitor failed (its output is on stderr)
 
 "New data" means the data set's files hash (sha256 manifest) to something else than the data the champion's
-preprocess run recorded (tag input.dataset_sha256); the shipped CoLA, which records no manifest, is new
-only when the champion was trained on something else.
+preprocess run recorded (tag input.dataset_sha256); the shipped CoLA is hashed the same way (a champion
+from before it was, with no hash recorded, counts as trained on it); a hub id is new only when the champion
+was trained on files.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ import mlflow
 
 from conductor.host_data import host_data_path
 from sentclf.dataset_snapshot import build_manifest
+from sentclf.schema import DATASET_SHA256_TAG
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The shipped CoLA's files (preprocess/sources' SHIPPED_COLA_DIR): preprocess records their manifest's hash.
+SHIPPED_COLA_DIR = PROJECT_DIR / "preprocess" / "data" / "cola"
 RETRAIN, NO_DRIFT, NEEDS_LABELS, FAILED = 0, 10, 11, 1
 _VERDICT = re.compile(r"monitor verdict: drift=(?P<drift>true|false) features=(?P<features>\S+)")
 
@@ -74,9 +78,11 @@ def has_new_data(dataset: str, model: str) -> bool:
     if not data_run_id:
         return True
     tags = client.get_run(data_run_id).data.tags
-    trained_on = tags.get("input.dataset_sha256")
+    trained_on = tags.get(DATASET_SHA256_TAG)
     path = host_data_path(dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
-    if path is None:  # the shipped CoLA (or a hub id): new only if the champion had host data
+    if dataset == "cola":
+        return trained_on is not None and trained_on != build_manifest(SHIPPED_COLA_DIR).sha256
+    if path is None:  # a hub id: no hashes; new only if the champion was trained on files
         return trained_on is not None
     return build_manifest(path).sha256 != trained_on
 

@@ -97,7 +97,16 @@ def test_the_pipeline_as_typed(typed_store):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    assert re.fullmatch(r"pipeline \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", parent.info.run_name)
+    # The run list tells pipelines apart: the name, and the headline as metrics (sentclf.schema).
+    version, decision = parent.data.tags["registered_model_version"], parent.data.tags["gate.decision"]
+    assert parent.info.run_name == f"v{version} {decision} · cola · epochs=1 max_train_samples=256"
+    assert parent.data.metrics["registered_model_version"] == float(version)
+    assert parent.data.metrics["gate_promoted"] == float(decision == "promoted")
+    assert (
+        parent.data.metrics["test_mcc_low"]
+        < parent.data.metrics["test_mcc"]
+        < parent.data.metrics["test_mcc_high"]
+    )
     assert "preprocess -> train -> building -> evaluate" in parent.data.tags["mlflow.note.content"]
     experiment = client.get_experiment(typed_store.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -37,6 +37,7 @@ from sentclf.schema import (
     LABEL_COLUMN,
     LABEL_NAMES_TAG,
     MODEL_VERSION_TAG,
+    PRECISION_USED_TAG,
     TRAIN_RUN_TAG,
     LabelSet,
 )
@@ -55,8 +56,9 @@ from variants import VARIANTS, build_variants, compare_variants
 
 logger = logging.getLogger("train")
 
-# The precision that ran (`bf16` or `fp32`): a tag; the `precision` param is what was asked.
-PRECISION_TAG = "precision_used"
+# The precision that ran (`bf16` or `fp32`): a tag (evaluate's model card reads it); the `precision` param
+# is what was asked.
+PRECISION_TAG = PRECISION_USED_TAG
 # What decides a prediction beyond the argmax, as the run's tag DECISION_CALIBRATION_TAG records it.
 DECISION_CALIBRATION_TAG = "decision_calibration"
 MARGIN_SHIFT, NO_CALIBRATION = "margin_shift", "none"
