@@ -110,3 +110,32 @@ def test_a_dry_run_moves_nothing_and_bad_input_is_a_clear_exit(registry, tmp_pat
     with pytest.raises(SystemExit) as exit_:
         promote_live.main([*args[:2], "--feedback", str(tmp_path / "nowhere"), "--model", MODEL])
     assert exit_.value.code == 1 and "--feedback" in str(exit_.value) and "no such folder" in str(exit_.value)
+
+
+def test_the_nightly_loop_runs_it_on_a_skipped_night_and_notifies_the_live_figures(
+    registry, tmp_path, monkeypatch
+):
+    from ops import nightly
+
+    args = traffic(tmp_path, 400, 0.35, 0.05)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "test")  # the subprocess's runs stay in the test's store
+    monkeypatch.setenv("RETRAIN_TRAFFIC", args[1])
+    monkeypatch.setenv("RETRAIN_LIVE_FEEDBACK", args[3])
+    monkeypatch.setenv("RETRAIN_NOTIFY", "json://localhost:1/")
+    sent = []
+    monkeypatch.setattr(nightly.notify, "send", lambda urls, title, body: sent.append((title, body)))
+    monkeypatch.setattr(nightly, "count_missed", lambda log: 0)
+    log = tmp_path / "retrain-20261204T230000Z-1.log"
+    skipped = "skipped: no drift in the served traffic"
+    argv = ["--log", str(log), "--stamp", "20261204T230000Z", "--skipped", skipped]
+    status = nightly.run_night([*argv, "--", "-P", f"registered_model_name={MODEL}"])
+    assert status == 0
+    last = log.read_text().splitlines()[-1]
+    assert last.startswith(f"retrain 20261204T230000Z: exit 0: {skipped}; live: promoted (v2 against")
+    assert str(registry.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    ((title, body),) = sent
+    assert title.endswith("skipped, champion promoted on live traffic")
+    assert (
+        "live traffic:" in body
+        and "  v1: 400 requests (400 sentences served, 0 in shadow), 400 labelled" in body
+    )
