@@ -21,6 +21,7 @@ HOST_ENTRY_MODULES = (
     "conductor.serve",
     "ops.nightly",
     "ops.retrain_when",
+    "ops.promote_live",
 )
 
 
