@@ -23,6 +23,7 @@ import json
 import logging
 import sys
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -110,7 +111,7 @@ def gather(args: argparse.Namespace) -> tuple[LiveEvidence, str | None, str | No
     everything = read_capture(capture, None)
     window, before = everything, None
     if since is not None and not everything.empty:
-        start = everything["time"].max() - since
+        start = datetime.now(UTC) - since  # as the monitor's window: the newest `since`
         window, before = everything[everything["time"] >= start], everything[everything["time"] < start]
     evidence = live_evidence(
         window,

@@ -199,10 +199,17 @@ def _keys(frame: pd.DataFrame) -> pd.Series:
         frame[SENTENCE_INDEX_FIELD] if SENTENCE_INDEX_FIELD in frame else pd.Series(0, index=frame.index)
     )
     keys = [
-        (str(i), int(p) if pd.notna(p) else 0) if pd.notna(i) and str(i) != "" else None
+        (_id_text(i), int(p) if pd.notna(p) else 0) if pd.notna(i) and str(i) != "" else None
         for i, p in zip(ids, positions, strict=True)
     ]
     return pd.Series(keys, index=frame.index, dtype=object)
+
+
+def _id_text(value: object) -> str:
+    """A request id as the feedback files spell it (a number read as 7.0 next to missing ids is `7`)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def live_evidence(
@@ -229,6 +236,9 @@ def live_evidence(
         window[window[MODEL_FIELD].astype(str).isin(names)].copy() if MODEL_FIELD in window else window.copy()
     )
     others = window[~window.index.isin(ours.index)]
+    if ours.empty:
+        _match_labels(evidence, set(), set(_keys(others).dropna()), set())
+        return evidence
     ours["_key"] = _keys(ours)
     ours[VERSION_FIELD] = ours[VERSION_FIELD].astype(str)
     evidence.without_id = int(ours["_key"].isna().sum())

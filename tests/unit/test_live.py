@@ -233,3 +233,13 @@ def test_the_live_rule(folders, champion_error, challenger_error, n, promote, su
     decision = decide_live(evidence, LiveRule(confidence=0.9, min_labels=200), "1", "2")
     assert decision.promote is promote and decision.summary.startswith(summary), decision
     assert decision.reasons[0].startswith(f"evidence: {n} labelled requests")
+
+
+def test_a_window_of_another_models_records_only_gives_no_figures_and_refuses_its_labels(folders):
+    capture, feedback = folders
+    write_lines(capture / "capture-1.jsonl", [record("s1", 0, "3", 1, True, "champion", model="spam")])
+    write_lines(feedback / "f.jsonl", [{"id": "s1", "label": 1}, {"id": 7, "label": 0}])
+    evidence = live_evidence(
+        read_capture(capture, None, NOW), read_feedback(feedback, LABELS), "m", {"cola"}, 2
+    )
+    assert evidence.versions == {} and evidence.joined == {"other_model": 1, "unknown_id": 1}
