@@ -7,7 +7,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from sentclf.feedback import FeedbackError, read_feedback
+from sentclf.feedback import MAX_PROBLEMS, FeedbackError, read_feedback
 from sentclf.live import LiveEvidence, alias_version, live_evidence, log_on_models, run_metrics, served_names
 from sentclf.schema import CHALLENGER_ALIAS, CHAMPION_ALIAS
 from sentclf.tracking import StepInputError
@@ -51,7 +51,9 @@ def judge(
         logger.warning("feedback refused: %s", problem)
     hidden = sum(evidence.feedback.refused.values()) - min(SHOWN_PROBLEMS, len(evidence.feedback.problems))
     if hidden > 0:
-        logger.warning("feedback refused: %d more (monitor/verdict.json lists the first %d)", hidden, 50)
+        logger.warning(
+            "feedback refused: %d more (monitor/verdict.json lists the first %d)", hidden, MAX_PROBLEMS
+        )
     for line in evidence.lines():
         logger.info("live: %s", line)
     return evidence
