@@ -1,6 +1,7 @@
 """RETRAIN_WHEN for scripts/retrain.sh: whether tonight's retrain runs.
 
-    python -m ops.retrain_when --when {new-data,drift,always} [--traffic DIR] [--model URI] -- ARGS
+    python -m ops.retrain_when --when {new-data,drift,always} [--traffic DIR] [--model URI]
+                               [--feedback DIR] -- ARGS
 
 ARGS are the pipeline's (`-P dataset=...`). Prints one line, the night's summary, and exits:
   0   retrain (new-data; always; drift with new data)
@@ -45,8 +46,9 @@ def pipeline_parameter(args: list[str], name: str, default: str) -> str:
     return value
 
 
-def run_monitor(traffic: str, model: str) -> tuple[bool, str]:
-    """(drift, features) from `mlflow run monitor`; its output goes to stderr (the retrain log)."""
+def run_monitor(traffic: str, model: str, feedback: str = "") -> tuple[bool, str]:
+    """(drift, features) from `mlflow run monitor` (with `feedback`, each served version's live figures too);
+    its output goes to stderr (the retrain log)."""
     command = [
         "mlflow",
         "run",
@@ -56,6 +58,8 @@ def run_monitor(traffic: str, model: str) -> tuple[bool, str]:
         "-P",
         f"model={model}",
     ]
+    if feedback:
+        command += ["-P", f"feedback={feedback}"]
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
     sys.stderr.write(result.stdout + result.stderr)
     found = _VERDICT.search(result.stdout + result.stderr)
@@ -87,7 +91,9 @@ def has_new_data(dataset: str, model: str) -> bool:
     return build_manifest(path).sha256 != trained_on
 
 
-def decide(when: str, traffic: str, model: str, pipeline_args: list[str]) -> tuple[int, str]:
+def decide(
+    when: str, traffic: str, model: str, pipeline_args: list[str], feedback: str = ""
+) -> tuple[int, str]:
     if when == "new-data":
         return RETRAIN, "retraining when the data changed (RETRAIN_WHEN=new-data)"
     if when == "always":
@@ -97,7 +103,7 @@ def decide(when: str, traffic: str, model: str, pipeline_args: list[str]) -> tup
     name = pipeline_parameter(pipeline_args, "registered_model_name", "cola-classifier")
     model = model or f"models:/{name}@champion"
     try:
-        drift, features = run_monitor(traffic, model)
+        drift, features = run_monitor(traffic, model, feedback)
     except RuntimeError as error:
         return FAILED, f"RETRAIN_WHEN=drift: {error}"
     if not drift:
@@ -118,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--when", choices=["new-data", "drift", "always"], default="new-data")
     parser.add_argument("--traffic", default="")
     parser.add_argument("--model", default="")
+    parser.add_argument("--feedback", default="", help="labels that came back: the monitor's live figures")
     parser.add_argument("pipeline_args", nargs="*")
     args = parser.parse_args(argv)
-    status, line = decide(args.when, args.traffic, args.model, args.pipeline_args)
+    status, line = decide(args.when, args.traffic, args.model, args.pipeline_args, args.feedback)
     print(line, flush=True)
     return status
 

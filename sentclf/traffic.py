@@ -18,6 +18,19 @@ __all__ = ["CAPTURE_GLOB", "parse_since", "read_capture", "text_features"]
 logger = logging.getLogger(__name__)
 
 CAPTURE_GLOB = "capture-*.jsonl"
+# Who answered, in each record (the server writes them; records from before two-version serving lack the
+# last four and simply have no labels): the served model name, the version that produced the record, its
+# predicted class index, the request's id (the caller's Open Inference Protocol id, or the server's), the
+# sentence's position in the request, whether the answer went back to the caller (false: a shadow answer),
+# and the route that chose the version.
+MODEL_FIELD = "model"
+VERSION_FIELD = "version"
+PREDICTED_FIELD = "label"
+REQUEST_ID_FIELD = "id"
+SENTENCE_INDEX_FIELD = "index"
+SERVED_FIELD = "served"
+ROUTE_FIELD = "route"
+ROUTES = ("champion", "challenger", "shadow", "direct")
 _SINCE = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

@@ -22,6 +22,7 @@ HOST_ENTRY_MODULES = (
     "conductor.spark_cluster",  # make spark-cluster
     "ops.nightly",
     "ops.retrain_when",
+    "ops.promote_live",
 )
 
 
