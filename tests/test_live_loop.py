@@ -29,6 +29,7 @@ from ops import nightly, promote_live
 from sentclf.metrics import matthews_corrcoef
 
 from .conftest import REPO_ROOT, require_docker
+from .typed_blocks import all_blocks, typed_block
 
 PAGE = REPO_ROOT / "docs" / "operations" / "live-loop.md"
 MODEL = "cola-classifier"
@@ -37,11 +38,17 @@ LABEL_NAMES = ("unacceptable", "acceptable")
 
 
 def page_commands(page: Path = PAGE) -> list[str]:
-    """The command of each ```bash block that follows `<!-- as-typed -->`, in page order."""
-    text = page.read_text()
-    blocks = re.findall(r"<!-- as-typed -->\n```bash\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == text.count("<!-- as-typed -->"), "an as-typed marker not followed by a bash block"
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+    """The commands of the page's marked blocks (tests/typed_blocks.py), in page order."""
+    blocks = [
+        typed_block("live-serve"),
+        typed_block("live-labels"),
+        typed_block("live-monitor"),
+        typed_block("live-promote-dry-run"),
+        typed_block("live-promote"),
+        typed_block("live-nightly"),
+    ]
+    assert [b.name for b in blocks] == [b.name for b in all_blocks([page])], "the page's blocks changed"
+    return [line for block in blocks for line in block.lines]
 
 
 def typed(prefix: str) -> list[str]:
