@@ -1,11 +1,11 @@
 """The step image every step runs in, kept up to date by the conductor: built from the Dockerfile, the step
-requirements and the shared package `sentclf` (and nothing else, so a change to the conductor rebuilds no
-image and reruns no step). One per checkout (`sentclf-step:<checkout id>`, sentclf.images): ensuring it also
-writes that tag into the steps' MLproject files, so `mlflow run <step>` as typed runs this checkout's image,
-and sets up the git filter that keeps the repository's canonical `latest` there (scripts/pin-step-image).
-Run as `python -m conductor.step_image {ensure-base,ensure-step,ensure-score,lock-step}` (`make images`;
-ensure-score builds the score sub-project's image FROM it; lock-step rewrites requirements/step.lock:
-`make step-lock`)."""
+requirements, the shared package `sentclf`, the runtime `sentclf_runtime/` and the server's sources `server/`
+(and nothing else, so a change to the conductor rebuilds no image and reruns no step). One per checkout
+(`sentclf-step:<checkout id>`, sentclf.images): ensuring it also writes that tag into the steps' MLproject
+files, so `mlflow run <step>` as typed runs this checkout's image, and sets up the git filter that keeps the
+repository's canonical `latest` there (scripts/pin-step-image). Run as `python -m conductor.step_image
+{ensure-base,ensure-step,ensure-score,lock-step}` (`make step-image`, `make score-image`; ensure-score
+builds the score sub-project's image FROM it; lock-step rewrites requirements/step.lock: `make step-lock`)."""
 
 import argparse
 import contextlib
@@ -43,6 +43,7 @@ STEP_IMAGE_SOURCES = (
     "requirements/step.txt",
     "requirements/step.lock",
     "sentclf",
+    "sentclf_runtime",
     "server",
 )
 

@@ -34,8 +34,6 @@ from sentclf.containers import docker_client, health_status, run_labels, running
 from sentclf.contract import (
     CHAMPION_ALIAS,
     GATE_DECISION_TAG,
-    GATE_KEPT,
-    GATE_PROMOTED,
     GATE_SUMMARY_TAG,
     TEST_MCC_METRIC,
 )
@@ -236,7 +234,7 @@ def judge(
         note = "No champion yet." if champion_version is None else "This version already is the champion."
         decision = decide(config, challenger.mcc.value, served.latency["latency_p99_ms"])
         if champion_version == inputs.version:
-            decision = Decision(False, decision.checks, "kept (this version already is the champion)")
+            decision = Decision(False, decision.checks, "this version already is the champion")
         return found(champion=None, comparison=None, no_comparison=note, decision=decision)
     champion_answers = score_version(inputs.model_name, champion_version, data.texts)
     check_classes(champion_answers, dataclasses.replace(inputs, version=champion_version), data.label_set)
@@ -261,7 +259,7 @@ def log_evaluation(evaluation: Evaluation) -> None:
         mlflow.log_metrics(finite, model_id=model_id)
     mlflow.set_tags(
         {
-            GATE_DECISION_TAG: GATE_PROMOTED if decision.promote else GATE_KEPT,
+            GATE_DECISION_TAG: decision.verdict,
             GATE_SUMMARY_TAG: decision.summary,
             "promoted_to_champion": str(decision.promote).lower(),
             "champion_before": evaluation.champion.version if evaluation.champion else "-",

@@ -4,13 +4,15 @@ Reads the window (`since`) of the capture folder, finds the model version (defau
 preprocess run it was trained on and its ONNX files; compares the traffic's sentence features with the
 training split's and its predictions with the version's own on its test split (recomputed here with ONNX
 Runtime); logs each feature's PSI and KS, the verdict tags `drift` (true/false) and `drift.features`,
-monitor/verdict.json and monitor/report.html.
+monitor/verdict.json and monitor/report.html. With `feedback` (a folder of labels that came back), each
+version that answered in the window is judged on live traffic too (monitor/live_traffic.py).
 """
 
 import argparse
 import json
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -27,7 +29,8 @@ from sentclf.traffic import parse_since, read_capture, text_features
 from behaviour import test_probabilities
 from compare import compare, verdict
 from lineage import resolve_model, traffic_folder
-from monitor_report import render
+from live_traffic import judge, log_evidence
+from monitor_report import live_section, render
 
 logger = logging.getLogger("monitor")
 
@@ -39,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--since", default="24h")
     parser.add_argument("--threshold", type=float, default=0.2)
     parser.add_argument("--min-records", type=int, default=50)
+    parser.add_argument("--feedback", default="", help="a folder of labels that came back; empty: none")
     return parser.parse_args(argv)
 
 
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                 window["label"].to_numpy(dtype=np.int64),
             )
             result = verdict(scores, args.threshold)
-        log_result(scores, result, window, model, args)
+            live = judge(args.feedback, folder, window, since is not None, model) if args.feedback else None
+        log_result(scores, result, window, model, args, live)
 
 
 def parse_since_or_fail(since: str):
@@ -117,7 +122,9 @@ def parse_since_or_fail(since: str):
         raise StepInputError(str(error)) from None
 
 
-def log_result(scores, result: MonitorVerdict, window: pd.DataFrame, model, args: argparse.Namespace) -> None:
+def log_result(
+    scores, result: MonitorVerdict, window: pd.DataFrame, model, args: argparse.Namespace, live=None
+) -> None:
     metrics = {"traffic_records": float(len(window))}
     for score in scores:
         metrics[f"{score.name}_psi"] = score.psi
@@ -132,11 +139,15 @@ def log_result(scores, result: MonitorVerdict, window: pd.DataFrame, model, args
         "traffic": f"{args.traffic}: {len(window)} records, {window['time'].min()} to {window['time'].max()}",
         "window": args.since,
     }
+    if live is not None:
+        log_evidence(live)
+        result = replace(result, live=live.as_dict())
     summary = result.as_dict() | {"records": len(window), "model": model.name, "version": model.version}
     summary["scores"] = {s.name: {"psi": s.psi, "ks": s.ks} for s in scores}
     with tempfile.TemporaryDirectory(prefix="sentclf-monitor-report-") as tmp:
         (Path(tmp) / Path(VERDICT_ARTIFACT).name).write_text(json.dumps(summary, indent=2))
-        (Path(tmp) / "report.html").write_text(render(scores, result, context))
+        extra = live_section(live, args.feedback) if live is not None else ""
+        (Path(tmp) / "report.html").write_text(render(scores, result, context, extra))
         mlflow.log_artifacts(tmp, str(Path(VERDICT_ARTIFACT).parent))
     if result.drift:
         logger.warning(

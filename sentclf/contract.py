@@ -19,12 +19,19 @@ STEP_TAG = "sentclf.step"  # every step's run (sentclf.tracking.step_run): the s
 INPUT_TAG_PREFIX = "input."
 INPUT_DATA_RUN_TAG = "input.data_run_id"  # train, evaluate, monitor: the preprocess run they read
 INPUT_SERVER_IMAGE_TAG = "input.server_image"  # evaluate: the server image it measured; kube serving reads
-INPUT_DATASET_SHA256_TAG = "input.dataset_sha256"  # preprocess: the host data's manifest hash; ops reads
+# preprocess run (sentclf.tracking.record_inputs): the data's name, the sha256 of its manifest (host files
+# and the shipped CoLA; none for hub data; ops.retrain_when compares it) and the snapshot's URI (host files
+# only); the model card reads all three.
+INPUT_DATASET_TAG = "input.dataset"
+INPUT_DATASET_SHA256_TAG = "input.dataset_sha256"
+INPUT_DATASET_SNAPSHOT_TAG = "input.dataset_snapshot"
 LABEL_NAMES_TAG = "label_names"  # preprocess run and model version: the class names in order, as JSON
 MODEL_VERSION_TAG = "registered_model_version"  # train run (and the pipeline's parent): the version
 SERVER_IMAGE_TAG = "server_image"  # building run and model version (and the parent): its server image
 SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
-GATE_DECISION_TAG = "gate.decision"  # evaluate run: GATE_PROMOTED or GATE_KEPT; the conductor reads it
+PRECISION_USED_TAG = "precision_used"  # train run: the precision that ran (bf16|fp32); the model card reads
+# evaluate run (and the pipeline's parent, copied there): GATE_PROMOTED or GATE_KEPT; the conductor reads it
+GATE_DECISION_TAG = "gate.decision"
 GATE_SUMMARY_TAG = "gate.summary"  # evaluate run: the gate's reasons in one line; the conductor reads it
 GATE_PROMOTED, GATE_KEPT = "promoted", "kept"
 SUMMARY_TAG = "summary"  # pipeline and search runs: the result in one line (train -e tune writes it)
@@ -42,6 +49,43 @@ TEST_MCC_LOW_METRIC, TEST_MCC_HIGH_METRIC = "test_mcc_low", "test_mcc_high"  # e
 SERVER_MEMORY_METRIC = "server_memory_peak_mb"  # evaluate: the server's peak memory; kube serving sizes by it
 # evaluate's metrics the conductor copies onto the pipeline's parent run (the runs table compares them).
 HEADLINE_METRIC_PREFIXES = ("test_", "latency_", "throughput_")
+# The parent run's headline besides those, as metrics the run list can show as columns and sort by: the
+# version it registered (the same name as MODEL_VERSION_TAG: the parent carries it as both) and whether the
+# gate promoted it (1) or kept the champion (0). Read by the docs and whoever compares pipelines.
+HEADLINE_VERSION_METRIC = MODEL_VERSION_TAG
+HEADLINE_PROMOTED_METRIC = "gate_promoted"
+
+# --- The live loop (sentclf.live, ops.promote_live): the challenger's decision on live traffic, as tags of
+# the challenger's model version.
+LIVE_DECISION_TAG = "live.decision"  # GATE_PROMOTED or GATE_KEPT
+LIVE_SUMMARY_TAG = "live.summary"  # the decision and its reasons in one line
+
+# --- Served traffic: the fields of each record the server's capture writes (server/sentclf_server/capture.py,
+# which imports nothing of the project; tests/server/test_shared_names.py holds it to these), read by the
+# monitor and the live loop through sentclf.traffic. Records from before two-version serving lack the last
+# four. The served model name, the version that produced the record, its predicted class index, the
+# request's id (the caller's Open Inference Protocol id, or the server's), the sentence's position in the
+# request, whether the answer went back to the caller (false: a shadow answer), and the route that chose the
+# version (one of ROUTES).
+MODEL_FIELD = "model"
+VERSION_FIELD = "version"
+PREDICTED_FIELD = "label"
+REQUEST_ID_FIELD = "id"
+SENTENCE_INDEX_FIELD = "index"
+SERVED_FIELD = "served"
+ROUTE_FIELD = "route"
+SHADOW_ROUTE = "shadow"  # a challenger answering off the request path
+ROUTES = (CHAMPION_ALIAS, CHALLENGER_ALIAS, SHADOW_ROUTE, "direct")
+# Plain words that other rooms spell for other meanings (a column, a JSON key): the literal scan skips them.
+CAPTURE_FIELDS = (
+    MODEL_FIELD,
+    VERSION_FIELD,
+    PREDICTED_FIELD,
+    REQUEST_ID_FIELD,
+    SENTENCE_INDEX_FIELD,
+    SERVED_FIELD,
+    ROUTE_FIELD,
+)
 
 # --- The monitor's verdict ------------------------------------------------------------------------------
 DRIFT_TAG = "drift"  # monitor run: "true" or "false"
@@ -53,14 +97,18 @@ VERDICT_LINE_PREFIX = "monitor verdict: "
 
 @dataclass(frozen=True)
 class MonitorVerdict:
-    """Whether the served traffic drifted from the model's data, and in which features."""
+    """Whether the served traffic drifted from the model's data, and in which features; with `feedback`,
+    `live` holds the live loop's part (monitor.live_traffic: each version's figures on the labels that came
+    back, as a dict)."""
 
     drift: bool
     features: tuple[str, ...]
     threshold: float
+    live: dict | None = None
 
     def as_dict(self) -> dict:
-        return {"drift": self.drift, "features": list(self.features), "threshold": self.threshold}
+        found = {"drift": self.drift, "features": list(self.features), "threshold": self.threshold}
+        return found if self.live is None else found | {"live": self.live}
 
     def tags(self) -> dict[str, str]:
         return {DRIFT_TAG: str(self.drift).lower(), DRIFT_FEATURES_TAG: ",".join(self.features) or "none"}
@@ -71,7 +119,7 @@ class MonitorVerdict:
 
     @classmethod
     def from_dict(cls, data: dict) -> "MonitorVerdict":
-        return cls(bool(data["drift"]), tuple(data["features"]), float(data["threshold"]))
+        return cls(bool(data["drift"]), tuple(data["features"]), float(data["threshold"]), data.get("live"))
 
     @classmethod
     def from_output(cls, output: str) -> "MonitorVerdict | None":

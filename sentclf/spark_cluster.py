@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import docker.errors
 
-from sentclf.containers import CONTAINER_LABEL, LOOPBACK, free_port
+from sentclf.containers import CONTAINER_LABEL, LOOPBACK, checkout_labels, free_port
 from sentclf.engine import docker_client
 from sentclf.images import score_image
 
@@ -73,7 +73,7 @@ def standalone_cluster(
         "image": image,
         "detach": True,
         "network_mode": "host",
-        "labels": {CONTAINER_LABEL: "spark", CLUSTER_LABEL: name},
+        "labels": {CONTAINER_LABEL: "spark", CLUSTER_LABEL: name} | checkout_labels(),
         "environment": {"SPARK_LOCAL_IP": LOOPBACK, "SPARK_NO_DAEMONIZE": "1", **(env or {})},
     }
     started = []

@@ -1,51 +1,49 @@
 """Served traffic as the server's capture writes it (CAPTURE_DIR: JSON lines, see
-server/sentclf_server/capture.py), and the features the monitor compares with training data.
-
-`text_features` is the server's own function, repeated here because the server imports nothing of the
-project; tests/server/test_server_capture.py holds the two equal.
+server/sentclf_server/capture.py), and the features the monitor compares with training data (the
+runtime's `text_features`, the very function the server's capture runs).
 """
 
 import json
 import logging
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+
+from sentclf.contract import (
+    MODEL_FIELD,
+    PREDICTED_FIELD,
+    REQUEST_ID_FIELD,
+    ROUTE_FIELD,
+    ROUTES,
+    SENTENCE_INDEX_FIELD,
+    SERVED_FIELD,
+    VERSION_FIELD,
+)
+from sentclf_runtime.features import text_features
+
+# The record fields are the contract's (sentclf.contract), re-exported beside the reader.
+__all__ = [
+    "CAPTURE_GLOB",
+    "MODEL_FIELD",
+    "PREDICTED_FIELD",
+    "REQUEST_ID_FIELD",
+    "ROUTE_FIELD",
+    "ROUTES",
+    "SENTENCE_INDEX_FIELD",
+    "SERVED_FIELD",
+    "VERSION_FIELD",
+    "parse_since",
+    "read_capture",
+    "text_features",
+]
 
 logger = logging.getLogger(__name__)
 
 CAPTURE_GLOB = "capture-*.jsonl"
 _SINCE = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def text_features(tokenizer, texts: Sequence[str]) -> list[tuple[int, int, int]]:
-    """(tokens, words, out-of-vocabulary words) per text: tokens without special tokens; a word is out of
-    vocabulary when the vocabulary does not hold it whole (the unknown token, or cut into pieces)."""
-    unk = _unknown_id(tokenizer)
-    out = []
-    for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False):
-        pieces: dict[int, int] = {}
-        unknown: set[int] = set()
-        for token_id, word in zip(encoding.ids, encoding.word_ids, strict=True):
-            if word is None:
-                continue
-            pieces[word] = pieces.get(word, 0) + 1
-            if token_id == unk:
-                unknown.add(word)
-        oov = sum(1 for word, count in pieces.items() if count > 1 or word in unknown)
-        out.append((len(encoding.ids), len(pieces), oov))
-    return out
-
-
-def _unknown_id(tokenizer) -> int | None:
-    for token in ("[UNK]", "<unk>", "<UNK>"):
-        token_id = tokenizer.token_to_id(token)
-        if token_id is not None:
-            return token_id
-    return None
 
 
 def parse_since(since: str) -> timedelta | None:

@@ -5,7 +5,8 @@
 The model URI names a version (`models:/<name>/<version>`) or an alias (`models:/<name>@<alias>`); the
 image is the one the building step tagged that version with (`server_image`). The container runs on the
 host network with the three ports printed, its log follows on stdout, and Ctrl-C (or SIGTERM) stops it
-with the server's own drain and removes it.
+with the server's own drain and removes it. `--capture-dir <folder>` (`make serve CAPTURE=<folder>`) mounts
+that folder and turns the server's capture on, so `mlflow run monitor -P traffic=<folder>` has traffic.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -60,8 +62,20 @@ def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> 
     return name, str(version.version), image
 
 
-def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> int:
+def capture_volume(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The server's environment and volume for capturing into `folder` (it must exist: the server runs as
+    uid 10001 and writes there, so its owner decides who may, e.g. `chmod 777`)."""
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise ServeError(f"capture folder {folder} does not exist: mkdir -p {folder} && chmod 777 {folder}")
+    return {"CAPTURE_DIR": "/traffic"}, {str(folder): {"bind": "/traffic", "mode": "rw"}}
+
+
+def serve(
+    model_uri: str, http_port: int, grpc_port: int, metrics_port: int, capture_dir: Path | None = None
+) -> int:
     name, version, image = resolve_image(model_uri)
+    capture_env, volumes = capture_volume(capture_dir) if capture_dir else ({}, {})
     served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
     engine = docker.from_env()
     try:
@@ -83,7 +97,9 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
             "HTTP_PORT": str(http_port),
             "GRPC_PORT": str(grpc_port),
             "METRICS_PORT": str(metrics_port),
+            **capture_env,
         },
+        volumes=volumes,
         labels={CONTAINER_LABEL: "1"} | checkout_labels(),
     )
     try:
@@ -92,6 +108,8 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
         print(f"  HTTP     http://127.0.0.1:{http_port}  ({routes})", flush=True)
         print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
         print(f"  metrics  http://127.0.0.1:{metrics_port}/metrics", flush=True)
+        if capture_dir:
+            print(f"  capture  every answered request into {next(iter(volumes))}", flush=True)
         print("Ctrl-C stops and removes it.", flush=True)
         follower = threading.Thread(target=_follow, args=(container,), daemon=True)
         follower.start()
@@ -125,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--capture-dir", type=Path, help="capture every answered request into this folder")
     args = parser.parse_args(argv)
     try:
-        return serve(args.model, args.http_port, args.grpc_port, args.metrics_port)
+        return serve(args.model, args.http_port, args.grpc_port, args.metrics_port, args.capture_dir)
     except ServeError as exc:
         print(f"make serve: {exc}", file=sys.stderr)
         return 2

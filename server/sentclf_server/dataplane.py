@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sentclf_runtime.outputs import TEXT_INPUT
+
 from . import SERVER_NAME, __version__
 from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
 from .capture import Capture
@@ -22,7 +24,7 @@ from .limits import LimitExceeded, RequestLimits
 from .metrics import ModelMetrics
 from .outputs import output_metadata
 
-INPUT_NAME = "text"
+INPUT_NAME = TEXT_INPUT  # the runtime's name, shared with the clients
 PLATFORM = "onnxruntime_onnx"
 
 # gRPC code name -> HTTP status, for the HTTP shell (the protocol's error JSON carries the message).

@@ -82,3 +82,30 @@ def test_retrain_when_reads_the_monitors_verdict_as_data(monkeypatch):
     printed["stdout"] = "monitor verdict: drift=false features=none\n"  # the old text line is no verdict
     status, line = retrain_when.decide("drift", "/srv/traffic", "", args)
     assert status == retrain_when.FAILED and "monitor failed" in line
+
+
+def test_the_reports_live_section_shows_each_version_the_pair_and_the_refused_labels(tmp_path):
+    from sentclf.feedback import read_feedback
+    from sentclf.live import live_evidence
+    from tests.unit.test_live import LABELS, NOW, shadow_traffic, write_lines
+
+    from monitor_report import live_section, render
+
+    truth, _, _, rows = shadow_traffic(np.random.default_rng(2), 60, 0.3, 0.1)
+    write_lines(tmp_path / "capture-1.jsonl", rows)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "l.csv").write_text(
+        "id,label\n" + "".join(f"r{i},{LABELS[t]}\n" for i, t in enumerate(truth)) + "r0,maybe\n"
+    )
+    evidence = live_evidence(
+        read_capture(tmp_path, None, NOW), read_feedback(labels, LABELS), "m", {"cola"}, 2, "1", "2"
+    )
+    section = live_section(evidence, str(labels))
+    page = render([], MonitorVerdict(False, (), 0.2), {}, section)
+    assert "<h2>Versions on live traffic</h2>" in page
+    v1 = evidence.versions["1"]
+    assert "<tr><td>v1</td><td>60</td><td>60</td><td>0</td><td>60</td>" in page
+    assert f"{v1.mcc.value:.3f} [{v1.mcc.low:.3f}, {v1.mcc.high:.3f}]" in page
+    assert "<td>v2 against v1</td><td>60</td>" in page
+    assert f"{labels / 'l.csv'}:62: label &#x27;maybe&#x27; is not in the model&#x27;s label set" in page
