@@ -13,7 +13,7 @@ import pytest
 from conductor import step_image as step_image_module
 from conductor.local_backend import LocalBackend
 from conductor.step_cache import code_fingerprint
-from conductor.step_image import ensure_step_image, pin_checkout_images
+from conductor.step_image import STEP_IMAGE_SOURCES, ensure_step_image, pin_checkout_images
 from sentclf import containers, images
 from sentclf.images import (
     CANONICAL_TAG,
@@ -70,7 +70,7 @@ def test_a_pinned_mlproject_keys_the_step_cache_as_the_canonical_one(tmp_path):
     """The checkout's tag in an MLproject must not change its step's cache key (nor the image's sources)."""
     project = tmp_path / "project"
     shutil.copytree(REPO_ROOT / "train", project / "train", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("Dockerfile", "requirements", "sentclf", "server"):
+    for name in sorted({Path(source).parts[0] for source in STEP_IMAGE_SOURCES}):  # the image's sources
         source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -180,6 +180,7 @@ def test_two_clones_build_their_own_step_images_and_never_each_others(tmp_path, 
             REPO_ROOT / "sentclf", clone / "sentclf", ignore=shutil.ignore_patterns("__pycache__")
         )
         (clone / "server").mkdir()
+        (clone / "sentclf_runtime").mkdir()
         (clone / "train").mkdir()
         (clone / "train" / "MLproject").write_text(
             pin_images((REPO_ROOT / "train" / "MLproject").read_text(), CANONICAL_TAG)

@@ -198,6 +198,15 @@ def test_the_monitor_verdict_round_trips_through_its_line():
     assert MonitorVerdict.from_output(output) == verdict
     assert verdict.tags() == {contract.DRIFT_TAG: "true", contract.DRIFT_FEATURES_TAG: "tokens,confidence"}
     assert MonitorVerdict(False, (), 0.2).tags()[contract.DRIFT_FEATURES_TAG] == "none"
+    assert "live" not in verdict.as_dict()
+
+
+def test_the_live_loops_part_travels_with_the_verdict():
+    """One verdict type: with feedback, the live figures are part of the verdict (verdict.json, the line)."""
+    live = {"joined": {"used": 100}, "versions": {"3": {"labels": 100}}}
+    verdict = MonitorVerdict(False, (), 0.2, live=live)
+    assert MonitorVerdict.from_output(verdict.line()) == verdict
+    assert verdict.as_dict()["live"]["joined"] == {"used": 100}
 
 
 @pytest.mark.parametrize("output", ["", "monitor verdict: drift=true features=tokens", "monitor verdict: {}"])
