@@ -1,6 +1,8 @@
 """What several benches share: the inputs (the newest server image, the model inside it, CoLA sentences),
-the server container they measure, the transport's own round trip, and loading code that lives in other
-rooms (the server package, a step's modules) without adding those rooms to sys.path.
+the server container they measure, the transport's own round trip, and reaching code that lives in other
+rooms: a step's modules by their bare names (`use_steps`, the one sys.path edit of bench/, which
+tests/unit/test_architecture.py reads with the imports it allows), the server package loaded from its
+directory.
 
 The benches are scripts (`python bench/<name>.py`), which puts bench/ first on sys.path, so they
 `import benchlib`; no bench imports another bench. The load itself is sentclf.loadgen, the evaluate
@@ -36,6 +38,14 @@ SERVER_SRC = REPO_ROOT / "server"
 CORES = os.cpu_count() or 1
 DEFAULT_SENTENCES = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
 CONTAINER_PREFIX = "sentclf-bench"
+# The CPU features a figure depends on, by the flags /proc/cpuinfo lists for them: native bfloat16 (bf16
+# training and inference pay off, else they are emulated), int8 dot products (dynamic int8 quantization),
+# AVX2 (the floor every kernel here assumes).
+CPU_FEATURES = {
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "vnni": ("avx512_vnni", "avx_vnni"),
+    "avx2": ("avx2",),
+}
 
 
 class BenchError(RuntimeError):
@@ -49,6 +59,28 @@ def raise_interrupt(signum: int, frame) -> None:
 
 
 # ---- code from other rooms ---------------------------------------------------------------------------------
+
+
+def cpu_summary(cpuinfo: str, cores: int = CORES) -> str:
+    """One line naming the CPU and its features, for every printed figure (they hold on that CPU only):
+    `CPU Intel(R) Xeon(R) ..., 2 cores; bf16 yes (avx512_bf16), vnni yes (avx512_vnni), avx2 yes`."""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    features = []
+    for name, names in CPU_FEATURES.items():
+        present = [flag for flag in names if flag in flags]
+        shown = f" ({', '.join(present)})" if present and present != [name] else ""
+        features.append(f"{name} {'yes' if present else 'no'}{shown}")
+    return f"CPU {fields.get('model name', 'unknown')}, {cores} cores; {', '.join(features)}"
+
+
+def cpu_line() -> str:
+    """cpu_summary of this machine (`grep -m1 'model name' /proc/cpuinfo` and its flags)."""
+    try:
+        return cpu_summary(Path("/proc/cpuinfo").read_text())
+    except OSError as error:
+        return f"CPU unknown ({error})"
 
 
 def load_module(name: str, directory: Path) -> ModuleType:
@@ -69,19 +101,17 @@ def load_module(name: str, directory: Path) -> ModuleType:
     return module
 
 
-def step_module(step: str, name: str) -> ModuleType:
-    """A step's own module (e.g. `training` of train/), for a bench that reuses the step's code. A step's
-    modules import their siblings by bare name (the step runs with its directory as working directory):
-    a sibling that is not imported yet is loaded from the same directory first."""
-    directory = REPO_ROOT / step
-    while True:
-        try:
-            return load_module(name, directory)
-        except ModuleNotFoundError as error:
-            missing = error.name
-            if not missing or importlib.machinery.PathFinder.find_spec(missing, [str(directory)]) is None:
-                raise
-            load_module(missing, directory)
+def use_steps(*steps: str) -> None:
+    """Let this bench `import` the named steps' own modules (e.g. `training` of train/) by bare name, as
+    each step imports its siblings (it runs with its directory as working directory). Called before those
+    imports; tests/unit/test_architecture.py checks that a bench imports step modules only of the steps
+    it names here."""
+    for step in steps:
+        directory = REPO_ROOT / step
+        if not (directory / "MLproject").is_file():
+            raise BenchError(f"{step} is no step of this repository (no {directory / 'MLproject'})")
+        if str(directory) not in sys.path:
+            sys.path.insert(1, str(directory))  # after bench/ itself, before the installed packages
 
 
 def server_package() -> ModuleType:

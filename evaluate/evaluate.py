@@ -37,8 +37,16 @@ from docker.models.containers import Container
 
 from sentclf.backbone import token_counts
 from sentclf.containers import docker_client, health_status, run_labels, running_server
+from sentclf.contract import (
+    CHAMPION_ALIAS,
+    GATE_DECISION_TAG,
+    GATE_SUMMARY_TAG,
+    LABEL_AUDIT_ARTIFACT,
+    LABEL_AUDIT_ROWS_METRIC,
+    TEST_MCC_METRIC,
+)
 from sentclf.data import log_split_inputs, read_slice_columns, read_split
-from sentclf.schema import CHAMPION_ALIAS, LABEL_AUDIT_ARTIFACT, LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
 
 import figures
@@ -244,7 +252,7 @@ def judge(
         note = "No champion yet." if champion_version is None else "This version already is the champion."
         decision = decide(config, challenger.mcc.value, served.latency["latency_p99_ms"])
         if champion_version == inputs.version:
-            decision = Decision(False, decision.checks, "kept (this version already is the champion)")
+            decision = Decision(False, decision.checks, "this version already is the champion")
         return found(champion=None, comparison=None, no_comparison=note, decision=decision)
     champion_answers = score_version(inputs.model_name, champion_version, data.texts)
     check_classes(champion_answers, dataclasses.replace(inputs, version=champion_version), data.label_set)
@@ -269,15 +277,15 @@ def log_evaluation(evaluation: Evaluation) -> None:
         mlflow.log_metrics(finite, model_id=model_id)
     mlflow.set_tags(
         {
-            "gate.decision": "promoted" if decision.promote else "kept",
-            "gate.summary": decision.summary,
+            GATE_DECISION_TAG: decision.verdict,
+            GATE_SUMMARY_TAG: decision.summary,
             "promoted_to_champion": str(decision.promote).lower(),
             "champion_before": evaluation.champion.version if evaluation.champion else "-",
         }
         | {f"gate.check.{check.name}": str(check) for check in decision.checks}
     )
     mlflow.MlflowClient().set_model_version_tag(
-        inputs.model_name, inputs.version, "test_mcc", f"{metrics['test_mcc']:.6f}"
+        inputs.model_name, inputs.version, TEST_MCC_METRIC, f"{metrics[TEST_MCC_METRIC]:.6f}"
     )
 
     served = evaluation.served
@@ -346,7 +354,7 @@ def read_label_issues(data_run_id: str, shown: int = LABEL_ISSUES_SHOWN) -> Labe
             return None
         issues = pd.read_csv(path, keep_default_na=False)
     try:
-        audited = int(mlflow.get_run(data_run_id).data.metrics.get("label_audit_rows", 0))
+        audited = int(mlflow.get_run(data_run_id).data.metrics.get(LABEL_AUDIT_ROWS_METRIC, 0))
     except mlflow.exceptions.MlflowException:
         audited = 0
     return LabelIssues(len(issues), audited, tuple(issues.head(shown).to_dict("records")))

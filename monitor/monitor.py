@@ -4,13 +4,15 @@ Reads the window (`since`) of the capture folder, finds the model version (defau
 preprocess run it was trained on and its ONNX files; compares the traffic's sentence features with the
 training split's and its predictions with the version's own on its test split (recomputed here with ONNX
 Runtime); logs each feature's PSI and KS, the verdict tags `drift` (true/false) and `drift.features`,
-monitor/verdict.json and monitor/report.html.
+monitor/verdict.json and monitor/report.html. With `feedback` (a folder of labels that came back), each
+version that answered in the window is judged on live traffic too (monitor/live_traffic.py).
 """
 
 import argparse
 import json
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tokenizers import Tokenizer
 
+from sentclf.contract import DEFAULT_CHAMPION_URI, VERDICT_ARTIFACT, ModelRef, MonitorVerdict
 from sentclf.data import read_split
 from sentclf.schema import TEXT_COLUMN
 from sentclf.tracking import StepInputError, record_inputs, step_run
@@ -26,7 +29,8 @@ from sentclf.traffic import parse_since, read_capture, text_features
 from behaviour import test_probabilities
 from compare import compare, verdict
 from lineage import resolve_model, traffic_folder
-from monitor_report import render
+from live_traffic import judge, log_evidence
+from monitor_report import live_section, render
 
 logger = logging.getLogger("monitor")
 
@@ -34,10 +38,11 @@ logger = logging.getLogger("monitor")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--traffic", required=True)
-    parser.add_argument("--model", default="models:/cola-classifier@champion")
+    parser.add_argument("--model", default=DEFAULT_CHAMPION_URI)
     parser.add_argument("--since", default="24h")
     parser.add_argument("--threshold", type=float, default=0.2)
     parser.add_argument("--min-records", type=int, default=50)
+    parser.add_argument("--feedback", default="", help="a folder of labels that came back; empty: none")
     return parser.parse_args(argv)
 
 
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         model = resolve_model(args.model)
         with model.tmp:
-            record_inputs(model=f"models:/{model.name}/{model.version}", data_run_id=model.data_run_id)
+            record_inputs(model=ModelRef(model.name, model.version).uri, data_run_id=model.data_run_id)
             served = sorted({f"{m} v{v}" for m, v in zip(window["model"], window["version"], strict=True)})
             logger.info(
                 "%d records (%s) against %s v%s", len(window), ", ".join(served), model.name, model.version
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                 window["label"].to_numpy(dtype=np.int64),
             )
             result = verdict(scores, args.threshold)
-        log_result(scores, result, window, model, args)
+            live = judge(args.feedback, folder, window, since is not None, model) if args.feedback else None
+        log_result(scores, result, window, model, args, live)
 
 
 def parse_since_or_fail(since: str):
@@ -116,7 +122,9 @@ def parse_since_or_fail(since: str):
         raise StepInputError(str(error)) from None
 
 
-def log_result(scores, result: dict, window: pd.DataFrame, model, args: argparse.Namespace) -> None:
+def log_result(
+    scores, result: MonitorVerdict, window: pd.DataFrame, model, args: argparse.Namespace, live=None
+) -> None:
     metrics = {"traffic_records": float(len(window))}
     for score in scores:
         metrics[f"{score.name}_psi"] = score.psi
@@ -125,28 +133,26 @@ def log_result(scores, result: dict, window: pd.DataFrame, model, args: argparse
         for key, value in score.extra.items():
             metrics[f"{score.name}_{key}"] = value
     mlflow.log_metrics(metrics)
-    mlflow.set_tags(
-        {
-            "drift": str(result["drift"]).lower(),
-            "drift.features": ",".join(result["features"]) or "none",
-            "model_version": model.version,
-        }
-    )
+    mlflow.set_tags(result.tags() | {"model_version": model.version})
     context = {
         "model": f"{model.name} version {model.version} (trained on preprocess run {model.data_run_id})",
         "traffic": f"{args.traffic}: {len(window)} records, {window['time'].min()} to {window['time'].max()}",
         "window": args.since,
     }
-    summary = result | {"records": len(window), "model": model.name, "version": model.version}
+    if live is not None:
+        log_evidence(live)
+        result = replace(result, live=live.as_dict())
+    summary = result.as_dict() | {"records": len(window), "model": model.name, "version": model.version}
     summary["scores"] = {s.name: {"psi": s.psi, "ks": s.ks} for s in scores}
     with tempfile.TemporaryDirectory(prefix="sentclf-monitor-report-") as tmp:
-        (Path(tmp) / "verdict.json").write_text(json.dumps(summary, indent=2))
-        (Path(tmp) / "report.html").write_text(render(scores, result, context))
-        mlflow.log_artifacts(tmp, "monitor")
-    if result["drift"]:
+        (Path(tmp) / Path(VERDICT_ARTIFACT).name).write_text(json.dumps(summary, indent=2))
+        extra = live_section(live, args.feedback) if live is not None else ""
+        (Path(tmp) / "report.html").write_text(render(scores, result, context, extra))
+        mlflow.log_artifacts(tmp, str(Path(VERDICT_ARTIFACT).parent))
+    if result.drift:
         logger.warning(
             "drift: %s over threshold %s (%s)",
-            ", ".join(result["features"]),
+            ", ".join(result.features),
             args.threshold,
             ", ".join(
                 f"{s.name} PSI {s.psi:.3f}" + ("" if s.ks is None else f" KS {s.ks:.3f}") for s in scores
@@ -158,8 +164,7 @@ def log_result(scores, result: dict, window: pd.DataFrame, model, args: argparse
             args.threshold,
             ", ".join(f"{s.name} PSI {s.psi:.3f}" for s in scores),
         )
-    features = ",".join(result["features"]) or "none"
-    print(f"monitor verdict: drift={str(result['drift']).lower()} features={features}")
+    print(result.line(), flush=True)  # the verdict as JSON on its known line (ops.retrain_when reads it)
 
 
 if __name__ == "__main__":

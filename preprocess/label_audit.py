@@ -24,7 +24,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from sentclf.schema import LABEL_AUDIT_ARTIFACT, LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.contract import LABEL_AUDIT_ARTIFACT, LABEL_AUDIT_ROWS_METRIC
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 
 from validation import ORIGIN_COLUMN
 
@@ -169,7 +170,7 @@ def log_label_audit(
         {
             "label_issues": len(result.issues),
             "label_issues_share": len(result.issues) / max(result.rows, 1),
-            "label_audit_rows": result.rows,
+            LABEL_AUDIT_ROWS_METRIC: result.rows,
             "label_audit_seconds": result.seconds,
         }
     )

@@ -1,5 +1,7 @@
-"""The data contract between steps: column names, split names, the label set, and the names (aliases,
-tags, artifact paths) more than one room reads or writes.
+"""The data contract between steps: column names, split names, the label set, and the artifact paths of
+the data.
+
+The names runs and versions carry across rooms (tags, aliases, metric names) live in sentclf.contract.
 
 The label set is data, not code: preprocess derives it from the labelled files (or takes it from
 `-P labels=...`), stores every split's `label` column as the class index 0..N-1, and records the classes
@@ -11,6 +13,8 @@ names below are only the names of the shipped CoLA data set's two classes.
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from sentclf.contract import LABEL_NAMES_TAG
 
 TEXT_COLUMN = "sentence"
 LABEL_COLUMN = "label"
@@ -26,20 +30,6 @@ DATA_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
 # schema.json's list of the splits' slice columns: kept from the user's files (preprocess's slice_columns,
 # and CoLA's source column), stored as text beside sentence and label; evaluate scores the model per value.
 SLICE_COLUMNS_KEY = "slice_columns"
-# A preprocess run's label audit (preprocess/label_audit.py): the rows whose label looks wrong, most
-# suspect first; evaluate shows the top of it in its report.
-LABEL_AUDIT_ARTIFACT = "label_issues.csv"
-
-# Tags written by one step and read by another (or by the conductor).
-LABEL_NAMES_TAG = "label_names"  # preprocess run and model version: the class names in order, as JSON
-MODEL_VERSION_TAG = "registered_model_version"  # train run: the version it registered
-SERVER_IMAGE_TAG = "server_image"  # building run and model version: the server image of that version
-SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
-TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it
-
-# Registry aliases: train sets `challenger` on each new version; only evaluate's gate moves `champion`.
-CHALLENGER_ALIAS = "challenger"
-CHAMPION_ALIAS = "champion"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,33 @@ from pathlib import Path
 
 import pandas as pd
 
+from sentclf.contract import (
+    MODEL_FIELD,
+    PREDICTED_FIELD,
+    REQUEST_ID_FIELD,
+    ROUTE_FIELD,
+    ROUTES,
+    SENTENCE_INDEX_FIELD,
+    SERVED_FIELD,
+    VERSION_FIELD,
+)
 from sentclf_runtime.features import text_features
 
-__all__ = ["CAPTURE_GLOB", "parse_since", "read_capture", "text_features"]
+# The record fields are the contract's (sentclf.contract), re-exported beside the reader.
+__all__ = [
+    "CAPTURE_GLOB",
+    "MODEL_FIELD",
+    "PREDICTED_FIELD",
+    "REQUEST_ID_FIELD",
+    "ROUTE_FIELD",
+    "ROUTES",
+    "SENTENCE_INDEX_FIELD",
+    "SERVED_FIELD",
+    "VERSION_FIELD",
+    "parse_since",
+    "read_capture",
+    "text_features",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,9 @@ class ServingConfig:
     model_name: str | None = None
     model_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # False for a config written before the label set was data: its class names are a guess (the scorer
+    # names the classes of a graph with another class count by index).
+    labels_given: bool = field(default=True, compare=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = FILE_NAME) -> ServingConfig:
@@ -47,6 +50,7 @@ class ServingConfig:
             model_name=None if name is None else str(name),
             model_version=None if version is None else str(version),
             extra={key: value for key, value in data.items() if key not in known},
+            labels_given="labels" in data,
         )
 
     @classmethod
@@ -64,11 +68,9 @@ class ServingConfig:
         return cls.from_dict(data, str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            **self.extra,
-            "max_seq_length": self.max_seq_length,
-            "labels": list(self.labels),
-        }
+        data: dict[str, Any] = {**self.extra, "max_seq_length": self.max_seq_length}
+        if self.labels_given:
+            data["labels"] = list(self.labels)
         if self.model_name is not None:
             data["model_name"] = self.model_name
         if self.model_version is not None:

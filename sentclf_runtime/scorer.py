@@ -153,8 +153,11 @@ class Scorer:
             raise ModelError(
                 f"model inputs {self.input_names} must be input_ids plus optional {list(KNOWN_INPUTS[1:])}"
             )
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.output_name = LOGITS_OUTPUT if LOGITS_OUTPUT in outputs else outputs[0]
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self.output_name = LOGITS_OUTPUT if LOGITS_OUTPUT in outputs else next(iter(outputs))
+        classes = outputs[self.output_name].shape[-1]
+        if not config.labels_given and isinstance(classes, int) and classes != len(self.labels):
+            self.labels = tuple(str(index) for index in range(classes))
 
     @classmethod
     def from_dir(cls, model_dir: str | os.PathLike, options: ScorerOptions | None = None, **kwargs) -> Scorer:

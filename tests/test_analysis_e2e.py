@@ -1,7 +1,9 @@
-"""A default CoLA pipeline run (issue 35): its evaluate report shows the slice table (CoLA's sources and the
-length buckets, with intervals) and the top of the preprocess run's label audit; the model card has its
-slice lines. Reuses the as-typed store's finished `mlflow run .` (tests/test_commands_as_typed.py), running
-it as typed only when no test has yet."""
+"""Model analysis (issue 35, docs/analysis.md). A default CoLA pipeline run: its evaluate report shows the
+slice table (CoLA's sources and the length buckets, with intervals) and the top of the preprocess run's
+label audit; the model card has its slice lines. Reuses the as-typed store's finished `mlflow run .`
+(tests/test_commands_as_typed.py, the one e2e pipeline that audits its labels), running it as typed only
+when no test has yet. Then the page's blocks as printed: the slices command on a file of the test's own
+(audit off, so it also runs `-P label_audit=false`), the audit's bound, and `make explore`."""
 
 import json
 import os
@@ -15,14 +17,22 @@ from pathlib import Path
 
 import pytest
 
-from sentclf.schema import LABEL_AUDIT_ARTIFACT
-from sentclf.tracking import STEP_TAG
+from sentclf.contract import (
+    DEFAULT_CHAMPION_URI,
+    LABEL_AUDIT_ARTIFACT,
+    LABEL_AUDIT_ROWS_METRIC,
+    MODEL_VERSION_TAG,
+    STEP_TAG,
+)
 
 from .conftest import REPO_ROOT
 from .test_commands_as_typed import run_typed
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 STEPS = ("preprocess", "train", "building", "evaluate")
+# What the slices command gets added (as docs/your-data.md's test does): a tiny run of a model of its own.
+TINY = "-P epochs=1 -P max_train_samples=256 -P registered_model_name=tickets-classifier -P label_audit=false"
 
 
 def cola_pipelines(store) -> list:
@@ -79,9 +89,12 @@ def test_make_explore_as_typed_answers_a_sentence_by_class_name(typed_store):
         if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
         and r.data.tags.get(STEP_TAG) == "train"
     )
-    model = f"models:/cola-classifier/{train.data.tags['registered_model_version']}"
+    block = typed_block("explore")
+    assert f"--model {DEFAULT_CHAMPION_URI}" in make_dry_run(block.line("make explore"))
+    version = train.data.tags[MODEL_VERSION_TAG]
+    line = block.line("make explore MODEL=models:/cola-classifier/3")
     port = free_port()
-    typed = f"make explore MODEL={model} ARGS='--port {port}'"
+    typed = f"{line.replace('cola-classifier/3', f'cola-classifier/{version}')} ARGS='--port {port}'"
     process = subprocess.Popen(
         ["bash", "-c", f"source .venv/bin/activate && exec {typed}"],
         cwd=REPO_ROOT,
@@ -92,7 +105,7 @@ def test_make_explore_as_typed_answers_a_sentence_by_class_name(typed_store):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 600  # the first call installs requirements/explore.txt
+        deadline = time.monotonic() + 600  # indexing the training sentences takes a while on a slow machine
         while True:
             assert process.poll() is None, process.stdout.read()[-5000:]
             try:
@@ -114,6 +127,78 @@ def test_make_explore_as_typed_answers_a_sentence_by_class_name(typed_store):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+def step_runs(store, parent_id: str) -> dict:
+    return {
+        r.data.tags[STEP_TAG]: r for r in store.runs() if r.data.tags.get("mlflow.parentRunId") == parent_id
+    }
+
+
+def write_tickets(path: Path, rows: int = 400) -> None:
+    """A support-ticket file with two slice columns: the topic shows in the words, source and channel vary."""
+    words = {"billing": "my invoice charged the card twice", "shipping": "the parcel has not arrived yet"}
+    lines = ["message,topic,source,channel"]
+    for i in range(rows):
+        topic = ("billing", "shipping")[i % 2]
+        lines.append(f"ticket {i}: {words[topic]} (case {i * 7 % 13}),{topic},{('web', 'app')[i % 3 == 0]},"
+                     f"{('mail', 'chat', 'phone')[i % 5 % 3]}")  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_slices_command_as_typed_on_a_file_of_its_own(typed_store, tmp_path):
+    """docs/analysis.md's slices command: evaluate reports the model per source and per channel; with
+    `-P label_audit=false` preprocess logs no label audit and the report shows none."""
+    tickets = tmp_path / "tickets.csv"
+    write_tickets(tickets)
+    line = typed_block("analysis-slices").line("mlflow run .")
+    result = typed_store.shell(f"{line.replace('/srv/labels/tickets.csv', str(tickets))} {TINY}")
+    assert result.returncode == 0, result.stderr[-5000:]
+    parent = next(
+        r
+        for r in reversed(typed_store.runs())
+        if "mlflow.parentRunId" not in r.data.tags and r.data.params.get("dataset") == str(tickets)
+    )
+    steps = step_runs(typed_store, parent.info.run_id)
+    preprocess, evaluate = steps["preprocess"], steps["evaluate"]
+    client = typed_store.client
+    assert LABEL_AUDIT_ARTIFACT not in [a.path for a in client.list_artifacts(preprocess.info.run_id)]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = json.loads(
+            Path(client.download_artifacts(evaluate.info.run_id, "evaluation/report.json", tmp)).read_text()
+        )
+        html_path = client.download_artifacts(evaluate.info.run_id, "evaluation/report.html", tmp)
+        html = Path(html_path).read_text()
+    dimensions = {(s["dimension"], s["value"]) for s in report["slices"]}
+    assert {("source", "web"), ("source", "app"), ("channel", "mail"), ("channel", "chat")} <= dimensions
+    assert report["label_issues"] is None and "Label audit of the training data" not in html
+
+
+def test_the_audit_bound_as_typed(typed_store):
+    """`mlflow run preprocess -P label_audit_max_rows=1000` audits a seeded sample of 1000 CoLA rows."""
+    (line,) = typed_block("analysis-audit-bound").lines
+    result = typed_store.shell(line)
+    assert result.returncode == 0, result.stderr[-5000:]
+    preprocess = next(
+        r
+        for r in reversed(typed_store.runs())
+        if r.data.tags.get(STEP_TAG) == "preprocess" and r.data.params.get("label_audit_max_rows") == "1000"
+    )
+    assert preprocess.data.metrics[LABEL_AUDIT_ROWS_METRIC] == 1000
+    paths = [a.path for a in typed_store.client.list_artifacts(preprocess.info.run_id)]
+    assert LABEL_AUDIT_ARTIFACT in paths
+
+
+def make_dry_run(line: str) -> str:
+    """What a `make ...` line would run (-n: nothing runs)."""
+    result = subprocess.run(
+        ["bash", "-c", f"{line.replace('make ', 'make --no-print-directory -n ', 1)}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def free_port(first: int = 19500, last: int = 19999) -> int:

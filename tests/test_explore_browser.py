@@ -1,7 +1,7 @@
 """The what-if page (make explore) in a real browser: headless Chromium types a sentence, presses Explain
 and reads back the predicted class, the word attributions and both lists of neighbours; then an empty text
 gets a message. It runs on the server tests' tiny fake model (tests/server/conftest.py) with a few training
-sentences, served by conductor.explore's own app under uvicorn on a loopback port. Screenshots are kept in
+sentences, served by tools.explore's own app under uvicorn on a loopback port. Screenshots are kept in
 test-output/explore/."""
 
 import shutil
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conductor.explore import Explorer, app
 from tests.server.conftest import make_model_dir
+from tools.explore import Explorer, app
 
 from .conftest import TEST_OUTPUT, UNDER_CI
 

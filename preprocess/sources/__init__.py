@@ -13,8 +13,7 @@ A folder is where new batches land: its supported files are read together, excep
 (its name containing test, dev or validation), which becomes the test split.
 
 Every source yields the same frames: sentence, label, the slice columns (see readers), row (1-based data
-row for error messages), as
-parts per split, one per file, so that each problem names its file.
+row for error messages), as parts per split, one per file, so that each problem names its file.
 """
 
 import logging
@@ -32,6 +31,7 @@ from sentclf.dataset_snapshot import (
     data_files,
     download_snapshot,
     is_snapshot_uri,
+    locate_dataset,
 )
 from sentclf.tracking import StepInputError
 
@@ -61,8 +61,10 @@ class Source:
     parts: dict[str, list[tuple[str, pd.DataFrame]]]
     description: str
     lineage: dict[str, object]  # split -> `source` of mlflow.data.from_pandas (a path or a DatasetSource)
-    manifest: Manifest | None = None  # the files' hashes, for a host file or folder
-    data_path: Path | None = None  # where those files are now (a host path, or the downloaded snapshot)
+    manifest: Manifest | None = None  # the files' hashes: a host file or folder, or the shipped CoLA
+    # Where those files are now (a host path, or the downloaded snapshot); None for files that ship with
+    # this step's code (the code commit already pins them: nothing to copy into the run).
+    data_path: Path | None = None
     ignored: list[str] = field(default_factory=list)  # files of a folder that were not read
 
     @property
@@ -97,12 +99,14 @@ def display_path(path: Path) -> str:
 
 def load_cola(directory: Path = SHIPPED_COLA_DIR, slices: tuple[str, ...] = ()) -> Source:
     """The shipped CoLA release: in_domain_train (train + validation) and in_domain_dev (held-out test),
-    with CoLA's source column (and the other columns named in `slices`) kept for sliced metrics."""
+    hashed like host data, so the run (and the model card) name the bytes it learned from; with CoLA's
+    source column (and the other columns named in `slices`) kept for sliced metrics."""
     files = {"train": directory / "in_domain_train.tsv", "test": directory / "in_domain_dev.tsv"}
     return Source(
         parts={split: [(path.name, read_cola_tsv(path, slices))] for split, path in files.items()},
         description=f"cola ({directory.name}: in_domain_train.tsv, in_domain_dev.tsv)",
         lineage={split: display_path(path) for split, path in files.items()},
+        manifest=build_manifest(directory, display_path(directory)),
     )
 
 
@@ -180,22 +184,9 @@ def load_local(path: Path, columns: Columns, manifest: Manifest | None = None) -
 
 
 def local_path(dataset: str) -> Path | None:
-    """The existing file or folder `dataset` names: an absolute host path, else relative to the
-    repository root, else relative to this step's directory; in the container, through the host root."""
-    given = Path(dataset).expanduser()
-    if given.is_absolute():
-        candidates = [given]
-    else:
-        candidates = [repo_dir() / given, STEP_DIR / given]
-        if given.parts and given.parts[0] == STEP_NAME:
-            # `preprocess/data/x.csv` from the repository root means `data/x.csv` inside the container.
-            candidates.append(STEP_DIR.joinpath(*given.parts[1:]))
-    if HOST_ROOT.is_dir():  # inside the step's container: the host's own paths live under the mount
-        candidates = [
-            HOST_ROOT / c.relative_to("/") if c.is_absolute() and not c.is_relative_to(STEP_DIR) else c
-            for c in candidates
-        ]
-    return next((path for path in candidates if path.exists()), None)
+    """The existing file or folder `dataset` names (sentclf.dataset_snapshot.locate_dataset, the walk the
+    conductor takes too); in the container, through the host root."""
+    return locate_dataset(dataset, repo_dir(), STEP_DIR, HOST_ROOT)
 
 
 def looks_like_path(dataset: str) -> bool:

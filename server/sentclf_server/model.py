@@ -38,3 +38,8 @@ class SentenceClassifier(Scorer):
         super().__init__(
             settings.model_path, settings.tokenizer_path, settings.serving, scorer_options(settings), observer
         )
+        if self.labels != settings.labels:  # the server names the classes before the model loads
+            raise ModelError(
+                f"the model has {len(self.labels)} classes, serving_config.json names "
+                f"{len(settings.labels)}: add the class names in order as 'labels'"
+            )

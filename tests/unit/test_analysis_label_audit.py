@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sentclf.contract import LABEL_AUDIT_ARTIFACT, LABEL_AUDIT_ROWS_METRIC
 from sentclf.data import read_split
-from sentclf.schema import LABEL_AUDIT_ARTIFACT, LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from tests.unit import test_preprocess as base
 
 from label_audit import ISSUE_COLUMNS, audit, out_of_fold_probabilities
@@ -110,7 +111,7 @@ def test_the_step_logs_label_issues_by_file_and_row(experiment, tmp_path):
     assert np.isin(audited, top).mean() >= 0.7, issues.head(2 * len(audited))
     metrics = run.data.metrics
     assert metrics["label_issues"] == len(issues) and metrics["label_audit_seconds"] > 0
-    assert metrics["label_audit_rows"] == 216  # 240 rows less the 10% test split
+    assert metrics[LABEL_AUDIT_ROWS_METRIC] == 216  # 240 rows less the 10% test split
     assert run.data.tags["label_audit"] == "done"
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sentclf.contract import LABEL_AUDIT_ROWS_METRIC
 from sentclf.data import read_slice_columns, read_split
 from sentclf.schema import COLA_LABELS, LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from tests.unit import test_evaluate as ev
@@ -189,7 +190,7 @@ def test_the_report_shows_the_top_of_the_datas_label_audit(registry, tmp_path):
         path = tmp_path / "label_issues.csv"
         issues.to_csv(path, index=False)
         mlflow.log_artifact(str(path))
-        mlflow.log_metric("label_audit_rows", 400)
+        mlflow.log_metric(LABEL_AUDIT_ROWS_METRIC, 400)
     inputs = EvaluationInputs("gated", version, f"gated-server:{version}", data_run.info.run_id)
     data = EvaluationData(texts, labels, COLA_LABELS)
     with mlflow.start_run() as run:

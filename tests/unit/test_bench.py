@@ -1,5 +1,5 @@
 """The benchmark scripts' own logic (their figures come from running them, not from tests), and their
-layout: scripts over one shared module, benchlib, with no sys.path edits."""
+layout: scripts over one shared module, benchlib, whose use_steps is the one sys.path edit."""
 
 import ast
 import sys
@@ -12,7 +12,9 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import recipe_sweep  # noqa: E402
+import train_throughput  # noqa: E402
 
+import benchlib  # noqa: E402
 import quantization  # noqa: E402
 
 BENCH = REPO_ROOT / "bench"
@@ -41,10 +43,15 @@ def test_benches_are_scripts_over_benchlib_and_import_no_other_bench():
             assert not (top in ("benchlib", "sentclf") and private), f"{path.name}: {module} {private}"
 
 
-@pytest.mark.parametrize("path", sorted(BENCH.rglob("*.py")), ids=lambda p: str(p.relative_to(BENCH)))
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in BENCH.rglob("*.py") if p.name != "benchlib.py"),
+    ids=lambda p: str(p.relative_to(BENCH)),
+)
 def test_no_bench_file_edits_sys_path(path):
-    """Scripts find benchlib because bench/ is their own directory, sentclf because it is installed, and
-    other rooms' code through benchlib.load_module; the peers through their PYTHONPATH."""
+    """Scripts find benchlib because bench/ is their own directory, sentclf because it is installed, a
+    step's modules through benchlib.use_steps (read by tests/unit/test_architecture.py), the server
+    package through benchlib.load_module; the peers through their PYTHONPATH."""
     tree = ast.parse(path.read_text())
     uses = [
         node.lineno
@@ -114,16 +121,62 @@ def test_quantization_meets_the_target_only_within_001_both_ways_and_15x(capsys)
     assert last.startswith("best=good ") and "meets_target=true" in last and "speedup=1.60" in last
 
 
-def test_benchlib_loads_a_steps_module_with_its_bare_name_siblings_without_touching_sys_path(monkeypatch):
+def test_benchlib_lets_a_bench_import_a_steps_modules_by_their_bare_names(monkeypatch):
+    import importlib
+
     import benchlib
 
-    before = list(sys.path)
     for name in ("validation", "splitting"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if not p.endswith("preprocess")])
-    splitting = benchlib.step_module("preprocess", "splitting")  # imports `validation` by bare name
+    benchlib.use_steps("preprocess")
+    benchlib.use_steps("preprocess")  # once on the path, however often named
+    assert sys.path.count(str(REPO_ROOT / "preprocess")) == 1
+    splitting = importlib.import_module("splitting")  # imports `validation` by bare name, as in the step
     assert splitting.__file__ == str(REPO_ROOT / "preprocess" / "splitting.py")
     assert sys.modules["validation"].__file__ == str(REPO_ROOT / "preprocess" / "validation.py")
-    assert sys.path == [p for p in before if not p.endswith("preprocess")]
-    with pytest.raises(benchlib.BenchError, match="no module nothing_here"):
-        benchlib.step_module("preprocess", "nothing_here")
+    with pytest.raises(benchlib.BenchError, match="no step"):
+        benchlib.use_steps("bench")
+
+
+# /proc/cpuinfo (cut short) of a CPU with AVX2 and AVX-VNNI but no AVX-512, so no native bf16.
+NO_BF16_CPUINFO = """processor\t: 0
+model name\t: Intel(R) Core(TM) i7-12700H
+flags\t\t: fpu sse2 avx avx2 fma avx_vnni sha_ni
+processor\t: 1
+model name\t: Intel(R) Core(TM) i7-12700H
+flags\t\t: fpu sse2 avx avx2 fma avx_vnni sha_ni
+"""
+BF16_FLAGS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
+
+
+def test_every_bench_figure_can_name_its_cpu_and_the_flags_it_depends_on():
+    line = benchlib.cpu_summary(NO_BF16_CPUINFO, cores=2)
+    assert line == "CPU Intel(R) Core(TM) i7-12700H, 2 cores; bf16 no, vnni yes (avx_vnni), avx2 yes"
+    bf16 = benchlib.cpu_summary("model name: X\nflags: " + " ".join(sorted(BF16_FLAGS)), cores=4)
+    assert bf16.endswith("bf16 yes (avx512_bf16), vnni yes (avx512_vnni), avx2 yes")
+    assert benchlib.cpu_summary("") == f"CPU unknown, {benchlib.CORES} cores; bf16 no, vnni no, avx2 no"
+
+
+def test_without_native_bf16_the_training_bench_compares_fp32_with_the_trainers_fp32():
+    flags = set(NO_BF16_CPUINFO.split("flags\t\t: ")[1].split("\n")[0].split())
+    assert [name for name, _, _ in train_throughput.plan(flags)] == ["ours fp32", "trainer fp32"]
+    assert train_throughput.plan(flags) == [
+        ("ours fp32", "ours", "fp32"),
+        ("trainer fp32", "trainer", "fp32"),
+    ]
+    speed = {"ours fp32": 150.0, "trainer fp32": 100.0}
+    assert train_throughput.result_line(False, speed, None) == "native_bf16=false fp32_over_trainer=1.50"
+
+
+def test_with_native_bf16_it_keeps_the_bf16_comparisons_and_adds_the_fp32_one():
+    runs = train_throughput.plan(BF16_FLAGS)
+    assert [name for name, _, _ in runs] == ["ours fp32", "ours bf16", "trainer fp32", "trainer bf16"]
+    assert train_throughput.plan({"amx_bf16"})[1] == ("ours bf16", "ours", "bf16")
+    assert len(train_throughput.plan(BF16_FLAGS, fp32_only=True)) == 2
+    speed = {"ours fp32": 150.0, "ours bf16": 210.0, "trainer fp32": 100.0, "trainer bf16": 120.0}
+    line = train_throughput.result_line(True, speed, (0.01, -0.02, 0.04))
+    assert line == (
+        "native_bf16=true fp32_over_trainer=1.50 bf16_over_fp32=1.40 bf16_over_trainer_bf16=1.75 "
+        "delta_mcc=0.0100 delta_mcc_low=-0.0200 delta_mcc_high=0.0400"
+    )

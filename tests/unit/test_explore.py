@@ -9,7 +9,8 @@ import onnx
 import pytest
 from starlette.testclient import TestClient
 
-from conductor.explore import (
+from tests.server.conftest import TICKET_LABELS, make_model_dir
+from tools.explore import (
     EMBEDDING_OUTPUT,
     MAX_CHARS,
     ExploreInputError,
@@ -19,7 +20,6 @@ from conductor.explore import (
     expose_embedding,
     occlusion,
 )
-from tests.server.conftest import TICKET_LABELS, make_model_dir
 
 TRAINING = [
     ("the cat sat on the mat", 1),
@@ -136,8 +136,8 @@ def test_a_registered_alias_loads_with_its_own_training_sentences(tracking_store
     import mlflow.onnx
     import pandas as pd
 
-    from conductor.explore import load_version
     from sentclf.schema import split_artifact_path
+    from tools.explore import load_version
 
     data = tmp_path / "data"
     data.mkdir()

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from conductor.kube.manifests import ManifestError
-from conductor.kube.serving import ServedVersion, memory_quantities, render_serving, serving_manifests
 from conductor.kube.settings import KubeSettings
 from tests.conftest import REPO_ROOT
+from tools.serving_manifests import ServedVersion, memory_quantities, render_serving, serving_manifests
 
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 KSERVE_SCHEMA = Path(__file__).parent / "schemas" / "kserve-inferenceservice-v1beta1.schema.json.gz"
@@ -115,7 +115,7 @@ def test_manifests_of_a_registered_version_use_its_evaluate_run(tmp_path, monkey
     assert container["resources"]["requests"]["memory"] == "384Mi"
     # the command line prints the same four documents
     printed = subprocess.run(
-        [sys.executable, "-m", "conductor.kube", "serve-manifests", "models:/cola-classifier/1"],
+        [sys.executable, "-m", "tools.serving_manifests", "models:/cola-classifier/1"],
         cwd=REPO_ROOT,
         env={**os.environ, "SENTCLF_REGISTRY": "registry.example.com/sentclf"},
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The label audit's recall and cost: `python bench/label_audit.py [--dataset cola] [--flip 0.02]`.
+"""The label audit's recall and cost: `python bench/label_audit_recall.py [--dataset cola] [--flip 0.02]`.
 
 Plants flipped labels into the training pool a default run audits (CoLA: in_domain_train.tsv less the
 validation split; a host file: its rows) and runs preprocess/label_audit.py's `audit` on it, in this
@@ -8,17 +8,16 @@ process, on this machine's cores. Printed: the rows, the flipped rows, how many 
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "preprocess"))
-sys.path.insert(0, str(REPO))
+from sentclf.schema import LABEL_COLUMN
 
-from sentclf.schema import LABEL_COLUMN  # noqa: E402
+import benchlib
 
+# The preprocess step's own reading, validation, split and audit, as the step runs them.
+benchlib.use_steps("preprocess")
 from label_audit import audit  # noqa: E402
 from labels import encode  # noqa: E402
 from sources import Columns, load_source  # noqa: E402

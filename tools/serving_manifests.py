@@ -1,6 +1,10 @@
 """A registered version served in a cluster: Deployment, Service, HorizontalPodAutoscaler and a KServe
 InferenceService, rendered from kubernetes/templates/serving.yaml without a cluster.
 
+    python -m tools.serving_manifests [models:/<name>@<alias> | models:/<name>/<version>] [--memory-mb N]
+
+prints them as YAML (with the same SENTCLF_* variables as the pipeline's Kubernetes backend).
+
 The image is the one the building step tagged the version with (`server_image`; one built outside the
 registry is named under SENTCLF_REGISTRY, where `docker tag` + `docker push` put it). The memory request is
 what the version's evaluate run measured its server using at peak under load (`server_memory_peak_mb`),
@@ -9,8 +13,10 @@ with headroom; the limit is twice the request.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +25,11 @@ import yaml
 
 from conductor.kube.manifests import PART_OF, ManifestError
 from conductor.kube.settings import TEMPLATE_DIR, KubeSettings
-from conductor.serve import ServeError, resolve_image
+from sentclf.contract import DEFAULT_CHAMPION_URI, INPUT_SERVER_IMAGE_TAG, SERVER_MEMORY_METRIC
+from sentclf.tracking import configure_logging
+from tools.serve import ServeError, resolve_image
 
 TEMPLATE = "serving.yaml"
-MEMORY_METRIC = "server_memory_peak_mb"
 # Request = measured peak x headroom, rounded up to 16 MiB; limit = LIMIT_FACTOR x request.
 HEADROOM = 1.5
 LIMIT_FACTOR = 2
@@ -61,16 +68,16 @@ def measured_memory_mb(image: str, client: mlflow.MlflowClient | None = None) ->
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(
         experiments,
-        filter_string=f"tags.`input.server_image` = '{image}' and metrics.{MEMORY_METRIC} > 0",
+        filter_string=(f"tags.`{INPUT_SERVER_IMAGE_TAG}` = '{image}' and metrics.{SERVER_MEMORY_METRIC} > 0"),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not runs:
         raise ManifestError(
-            f"no evaluate run measured {image} ({MEMORY_METRIC}): run "
+            f"no evaluate run measured {image} ({SERVER_MEMORY_METRIC}): run "
             "`mlflow run evaluate -P model_version=<version>`, or give --memory-mb"
         )
-    return float(runs[0].data.metrics[MEMORY_METRIC])
+    return float(runs[0].data.metrics[SERVER_MEMORY_METRIC])
 
 
 def memory_quantities(peak_mb: float) -> tuple[str, str]:
@@ -134,3 +141,18 @@ def serving_manifests(model_uri: str, settings: KubeSettings, memory_mb: float |
     name, version, image = resolve_version(model_uri)
     peak = memory_mb if memory_mb is not None else measured_memory_mb(image)
     return render_serving(ServedVersion(name, version, image, peak), settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.serving_manifests", description=__doc__)
+    parser.add_argument("model_uri", nargs="?", default=DEFAULT_CHAMPION_URI)
+    parser.add_argument("--memory-mb", type=float, help="peak memory (default: its evaluate run's)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    docs = serving_manifests(args.model_uri, KubeSettings.from_env(), args.memory_mb)
+    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

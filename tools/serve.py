@@ -1,32 +1,33 @@
 """`make serve`: a registered version's server image on this machine, in the foreground.
 
-    python -m conductor.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
+    python -m tools.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
 
 The model URI names a version (`models:/<name>/<version>`) or an alias (`models:/<name>@<alias>`); the
 image is the one the building step tagged that version with (`server_image`). The container runs on the
 host network with the three ports printed, its log follows on stdout, and Ctrl-C (or SIGTERM) stops it
-with the server's own drain and removes it.
+with the server's own drain and removes it. `--capture-dir <folder>` (`make serve CAPTURE=<folder>`) mounts
+that folder and turns the server's capture on, so `mlflow run monitor -P traffic=<folder>` has traffic.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import signal
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import docker
 import docker.errors
 import mlflow
 
-from sentclf.schema import SERVER_IMAGE_TAG
+from sentclf.containers import checkout_labels
+from sentclf.contract import DEFAULT_CHAMPION_URI, SERVER_IMAGE_TAG, ModelRef, parse_model_uri
 from sentclf.server_images import recorded_served_name
 
-DEFAULT_MODEL = "models:/cola-classifier@champion"
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+DEFAULT_MODEL = DEFAULT_CHAMPION_URI
 CONTAINER_LABEL = "sentclf.serve"
 
 
@@ -36,16 +37,17 @@ class ServeError(RuntimeError):
 
 def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> tuple[str, str, str]:
     """(model name, version, server image) of a `models:/name/version` or `models:/name@alias` URI."""
-    match = _URI.match(model_uri)
-    if not match:
-        raise ServeError(f"{model_uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
-    client = client or mlflow.MlflowClient()
-    name = match["name"]
     try:
-        if match["alias"]:
-            version = client.get_model_version_by_alias(name, match["alias"])
+        ref = parse_model_uri(model_uri)
+    except ValueError as error:
+        raise ServeError(str(error)) from None
+    client = client or mlflow.MlflowClient()
+    name = ref.name
+    try:
+        if ref.alias:
+            version = client.get_model_version_by_alias(name, ref.alias)
         else:
-            version = client.get_model_version(name, match["version"])
+            version = client.get_model_version(name, ref.version)
     except mlflow.exceptions.MlflowException as exc:
         raise ServeError(
             f"{model_uri}: no such version in {mlflow.get_tracking_uri()} ({exc.message}); "
@@ -55,13 +57,25 @@ def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> 
     if not image:
         raise ServeError(
             f"{model_uri} (version {version.version}) has no server image; build it with "
-            f"`mlflow run building -P model_uri=models:/{name}/{version.version}`"
+            f"`mlflow run building -P model_uri={ModelRef(name, str(version.version)).uri}`"
         )
     return name, str(version.version), image
 
 
-def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> int:
+def capture_volume(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The server's environment and volume for capturing into `folder` (it must exist: the server runs as
+    uid 10001 and writes there, so its owner decides who may, e.g. `chmod 777`)."""
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise ServeError(f"capture folder {folder} does not exist: mkdir -p {folder} && chmod 777 {folder}")
+    return {"CAPTURE_DIR": "/traffic"}, {str(folder): {"bind": "/traffic", "mode": "rw"}}
+
+
+def serve(
+    model_uri: str, http_port: int, grpc_port: int, metrics_port: int, capture_dir: Path | None = None
+) -> int:
     name, version, image = resolve_image(model_uri)
+    capture_env, volumes = capture_volume(capture_dir) if capture_dir else ({}, {})
     served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
     engine = docker.from_env()
     try:
@@ -69,7 +83,7 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
     except docker.errors.ImageNotFound:
         raise ServeError(
             f"image {image} of {name} version {version} is not on this machine; rebuild it with "
-            f"`mlflow run building -P model_uri=models:/{name}/{version}`"
+            f"`mlflow run building -P model_uri={ModelRef(name, version).uri}`"
         ) from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,8 +97,10 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
             "HTTP_PORT": str(http_port),
             "GRPC_PORT": str(grpc_port),
             "METRICS_PORT": str(metrics_port),
+            **capture_env,
         },
-        labels={CONTAINER_LABEL: "1"},
+        volumes=volumes,
+        labels={CONTAINER_LABEL: "1"} | checkout_labels(),
     )
     try:
         print(f"serving {name} version {version} from {image} (container {container.name})", flush=True)
@@ -92,6 +108,8 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
         print(f"  HTTP     http://127.0.0.1:{http_port}  ({routes})", flush=True)
         print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
         print(f"  metrics  http://127.0.0.1:{metrics_port}/metrics", flush=True)
+        if capture_dir:
+            print(f"  capture  every answered request into {next(iter(volumes))}", flush=True)
         print("Ctrl-C stops and removes it.", flush=True)
         follower = threading.Thread(target=_follow, args=(container,), daemon=True)
         follower.start()
@@ -120,14 +138,15 @@ def _follow(container: docker.models.containers.Container) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conductor.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--capture-dir", type=Path, help="capture every answered request into this folder")
     args = parser.parse_args(argv)
     try:
-        return serve(args.model, args.http_port, args.grpc_port, args.metrics_port)
+        return serve(args.model, args.http_port, args.grpc_port, args.metrics_port, args.capture_dir)
     except ServeError as exc:
         print(f"make serve: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """`make explore`: a what-if page for one registered version, on this machine, offline.
 
-    python -m conductor.explore [--model models:/cola-classifier@champion] [--port 8502]
+    python -m tools.explore [--model models:/cola-classifier@champion] [--port 8502]
 
 A person types or edits a sentence and sees, from the version's own files (its ONNX model, tokenizer and
 serving config, scored by sentclf_runtime's Scorer: no torch, no server):
@@ -34,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sentclf.contract import DEFAULT_CHAMPION_URI, MODEL_URI_FORMS, model_uri, parse_model_uri
+
 logger = logging.getLogger("explore")
 
-DEFAULT_MODEL = "models:/cola-classifier@champion"
+DEFAULT_MODEL = DEFAULT_CHAMPION_URI
 DEFAULT_PORT = 8502
 MAX_CHARS = 1000  # a sentence classifier reads one sentence; the model truncates long text anyway
 MAX_WORDS = 120  # occlusion scores one variant per word
@@ -235,33 +237,33 @@ def app(explorer: Explorer):
     )
 
 
-def load_version(model_uri: str, max_rows: int, work_dir: Path, seed: int = 0) -> Explorer:
+def load_version(uri: str, max_rows: int, work_dir: Path, seed: int = 0) -> Explorer:
     """An Explorer of a registered version and its training sentences (its preprocess run's train split)."""
     import mlflow
 
-    from conductor.serve import _URI
     from sentclf.data import read_split
     from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
     from sentclf.tracking import version_data_run_id
 
-    match = _URI.match(model_uri)
-    if not match:
-        raise SystemExit(f"{model_uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+    try:
+        ref = parse_model_uri(uri)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     client = mlflow.MlflowClient()
     try:
         version = (
-            client.get_model_version_by_alias(match["name"], match["alias"])
-            if match["alias"]
-            else client.get_model_version(match["name"], match["version"])
+            client.get_model_version_by_alias(ref.name, ref.alias)
+            if ref.alias
+            else client.get_model_version(ref.name, ref.version)
         )
     except mlflow.exceptions.MlflowException as error:
         raise SystemExit(
-            f"{model_uri}: no such version in {mlflow.get_tracking_uri()} ({error.message}); `make run` "
+            f"{uri}: no such version in {mlflow.get_tracking_uri()} ({error.message}); `make run` "
             "registers versions, the gate moves `champion`"
         ) from None
-    name, number = match["name"], str(version.version)
+    name, number = ref.name, str(version.version)
     model_dir = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{name}/{number}", dst_path=str(work_dir / "model"))
+        mlflow.artifacts.download_artifacts(model_uri(name, number), dst_path=str(work_dir / "model"))
     )
     texts, labels, source = [], [], "no training data found: neighbours are not shown"
     data_run_id = version_data_run_id(name, number)
@@ -281,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="models:/<name>/<version> or models:/<name>@<alias>"
-    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_URI_FORMS)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument(
         "--max-index", type=int, default=MAX_INDEX_ROWS, help="training sentences indexed at most"
