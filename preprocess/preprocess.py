@@ -48,13 +48,17 @@ from validation import ORIGIN_COLUMN, ValidationReport, validate_parts
 logger = logging.getLogger("preprocess")
 
 OVERLAP_POLICIES = ("keep", "drop")
+# slice_columns' default: no slice columns (an empty default would reach a Kubernetes Job with its quotes).
+NO_SLICE_COLUMNS = "none"
 # Columns of the step's own frames, which a slice column must not be named like.
 OWN_COLUMNS = (TEXT_COLUMN, LABEL_COLUMN, "row", ORIGIN_COLUMN)
 
 
 def parse_slice_columns(text: str, text_column: str, label_column: str) -> tuple[str, ...]:
-    """`source,channel` -> ("source", "channel"); empty -> (). A name may not be the text or label
-    column, nor one of the step's own column names."""
+    """`source,channel` -> ("source", "channel"); `none` (the default) or empty -> (). A name may not be
+    the text or label column, nor one of the step's own column names."""
+    if text.strip() == NO_SLICE_COLUMNS:
+        return ()
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     clashes = [name for name in names if name in (text_column, label_column, *OWN_COLUMNS)]
     if clashes:
@@ -95,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--slice-columns",
         required=True,
-        help="columns of the files kept for sliced metrics, comma separated (empty: none; CoLA's files "
+        help="columns of the files kept for sliced metrics, comma separated (none: none; CoLA's files "
         "always keep their source column)",
     )
     args = parser.parse_args(argv)

@@ -115,6 +115,13 @@ def test_a_missing_slice_column_names_the_parameter(experiment, tmp_path):
     base.assert_fails_without_data(experiment, "slice_columns", dataset=str(path), slice_columns="channel")
 
 
+def test_no_slice_columns_is_the_word_none_not_an_empty_string():
+    """An empty default would reach a Kubernetes Job with its quotes (conductor.kube.manifests refuses it)."""
+    assert preprocess.parse_args(base.step_argv()).slices == ()
+    named = preprocess.parse_args(base.step_argv(slice_columns="source, channel"))
+    assert named.slices == ("source", "channel")
+
+
 @pytest.mark.parametrize("bad", ["sentence", "label", "row,channel"])
 def test_a_slice_column_may_not_be_the_text_or_label_column(bad, capsys):
     with pytest.raises(SystemExit):
