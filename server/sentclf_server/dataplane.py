@@ -21,6 +21,7 @@ from .config import Settings
 from .limits import LimitExceeded, RequestLimits
 from .metrics import ModelMetrics
 from .outputs import output_metadata
+from .refusals import log_refusal
 
 INPUT_NAME = "text"
 PLATFORM = "onnxruntime_onnx"
@@ -52,6 +53,7 @@ class RequestOutcome:
     """What the shells report back about a request while it is inside DataPlane.track()."""
 
     code: str = "OK"
+    message: str = ""  # what the caller was told, for the refusal's log line
 
 
 @dataclass
@@ -122,7 +124,8 @@ class DataPlane:
 
     @contextmanager
     def track(self, protocol: str) -> Iterator[RequestOutcome]:
-        """Around one inference request: in flight while inside; its status and duration counted after."""
+        """Around one inference request: in flight while inside; its status and duration counted after,
+        and a refusal's one (rate-limited) log line."""
         outcome = RequestOutcome()
         metrics = self.metrics
         metrics.in_flight.inc()
@@ -130,15 +133,17 @@ class DataPlane:
         try:
             yield outcome
         except InferenceError as err:
-            outcome.code = err.code
+            outcome.code, outcome.message = err.code, err.message
             raise
-        except Exception:
+        except Exception as exc:
             if outcome.code == "OK":
-                outcome.code = "INTERNAL"
+                outcome.code, outcome.message = "INTERNAL", repr(exc)
             raise
         finally:
             metrics.in_flight.dec()
             metrics.observe_request(protocol, outcome.code, time.perf_counter() - began)
+            if outcome.code != "OK":
+                log_refusal(protocol, "infer", outcome.code, outcome.message)
 
     def infer(
         self, texts: list[str], on_cancel: Callable[[Callable[[], None]], bool] | None = None
@@ -148,8 +153,11 @@ class DataPlane:
         # Still served while draining: a client that has not yet seen NOT_SERVING should not fail.
         if batcher is None:
             raise InferenceError("UNAVAILABLE", "model is still loading; retry when SERVING")
+        if not texts:  # shape [0]: empty outputs, nothing for the batcher
+            return np.zeros((0, len(self.settings.labels)), dtype=np.float32)
         sent = texts
         texts = self.limits.cut(texts, self.metrics.truncated.inc)
+        check_text(texts)  # what the tokenizer will read
         try:
             probs, queue_s, compute_s = batcher.submit_timed(texts, on_cancel)
         except BatcherStopped as exc:
@@ -161,3 +169,19 @@ class DataPlane:
         if self.capture is not None:
             self.capture.offer(sent, probs)  # a queue put: the writer thread does the rest
         return probs
+
+
+def check_text(texts: list[str]) -> None:
+    """Refuse a request whose text the tokenizer cannot take (a lone surrogate such as JSON's "\\ud800",
+    which has no UTF-8 form) before it joins a batch, where it would fail its batch-mates too."""
+    for index, text in enumerate(texts):
+        if text.isascii():  # O(1) for a str: CPython keeps the flag
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InferenceError(
+                "INVALID_ARGUMENT",
+                f"input '{INPUT_NAME}' element {index} is not valid Unicode text ({exc.reason} at character "
+                f"{exc.start}); send UTF-8 text without lone surrogates",
+            ) from None

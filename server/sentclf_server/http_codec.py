@@ -53,6 +53,10 @@ def _header(body: bytes, header_length: int | None) -> tuple[dict, bytes]:
         return _object(json.loads(json_part), "the request body"), binary
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"malformed JSON in the request body: {exc}") from None
+    except RecursionError:
+        # The C parser counts its depth against the recursion limit and stops there, before the nesting
+        # has cost more than the (size-limited) body itself.
+        raise BadRequest("the request body's JSON is nested too deep; an infer request is 3 levels") from None
 
 
 def _text_tensor(request: dict) -> dict:
@@ -135,9 +139,10 @@ def _outputs(request: dict) -> tuple[list[str], dict[str, bool]]:
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in out_params]
         if unsupported:
             raise BadRequest(f"output '{name}': parameters {unsupported} not supported")
-        if name not in names:
-            names.append(name)
-            binary[name] = bool(out_params.get("binary_data", default_binary))
+        if name in names:
+            raise BadRequest(f"output '{name}' requested twice; name each output once")
+        names.append(name)
+        binary[name] = bool(out_params.get("binary_data", default_binary))
     return names, binary
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics, and the HTTP server that exposes them on METRICS_PORT (`/metrics`, 404 elsewhere).
+"""Prometheus metrics (exposed on METRICS_PORT by http_server.metrics_app: `/metrics`, 404 elsewhere).
 
 Names follow Prometheus conventions (base units: seconds; counters end in `_total`) and carry the model's
 name and version, like Triton's `nv_inference_*` and KServe's metrics; the server README maps one to the
@@ -10,19 +10,9 @@ path this server does not have), is counted in `sentclf_requests_total`.
 
 from __future__ import annotations
 
-import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 if TYPE_CHECKING:
     from .capture import CaptureCounters
@@ -163,39 +153,3 @@ def observe_model(stats: BatchStats) -> None:
     _PADDING_TOKENS.inc(stats.padded_tokens - stats.tokens)
     _TOKENIZE_SECONDS.inc(stats.tokenize_s)
     _MODEL_SECONDS.inc(stats.model_s)
-
-
-class _MetricsHandler(BaseHTTPRequestHandler):
-    """GET/HEAD /metrics: the exposition; any other path 404, so a probe aimed at this port fails."""
-
-    server_version = "sentclf-metrics"
-    timeout = 30
-
-    def _answer(self, head: bool) -> None:
-        if self.path.split("?", 1)[0] != "/metrics":
-            body, status, kind = b"not found: metrics are at /metrics\n", HTTPStatus.NOT_FOUND, "text/plain"
-        else:
-            body, status, kind = generate_latest(), HTTPStatus.OK, CONTENT_TYPE_LATEST
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._answer(head=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._answer(head=True)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        """Quiet: scrapes every few seconds would flood the log."""
-
-
-def start_metrics_server(address: str, port: int) -> ThreadingHTTPServer:
-    """Serve /metrics from a daemon thread; returns the server (its port, when `port` was 0)."""
-    server = ThreadingHTTPServer((address, port), _MetricsHandler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server

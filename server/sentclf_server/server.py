@@ -8,7 +8,9 @@ a quarter of the gRPC CPU per RPC.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import resource
 import signal
 import threading
 import time
@@ -24,8 +26,8 @@ from .capture import Capture, CaptureSettings
 from .config import Settings
 from .dataplane import DataPlane
 from .grpc_guard import GuardInterceptor, core_receive_limit
-from .http_server import HttpServer
-from .metrics import observe_model, start_metrics_server
+from .http_server import HttpServers
+from .metrics import observe_model
 from .service import SERVICE_NAME, InferenceServicer
 
 if TYPE_CHECKING:
@@ -84,6 +86,17 @@ def start_capture(settings: Settings, state: DataPlane) -> Capture | None:
     return capture
 
 
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one: each idle HTTP connection holds a descriptor,
+    and a soft limit of 1024 (a shell's default) would refuse new callers while a thousand sit idle."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard)
+            )
+
+
 def _set_health(servicer: health.HealthServicer, status: int) -> None:
     for service in _HEALTH_SERVICES:
         servicer.set(service, status)
@@ -129,22 +142,21 @@ def serve(settings: Settings) -> None:
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{settings.bind_address}:{settings.grpc_port}")
-    http: HttpServer | None = None
+    raise_open_files_limit()
+    http = HttpServers(state, settings.bind_address, settings.http_port, settings.metrics_port)
+    http.bind(bool(settings.http_port))
     server.start()
     try:
-        if settings.http_port:
-            http = HttpServer(state, settings.bind_address, settings.http_port, settings.max_http_connections)
-            http.start()
-        start_metrics_server(settings.bind_address, settings.metrics_port)
+        http.start()
         log.info(
             "starting sentclf-server: model=%s version=%s grpc=%s:%d http=%s metrics=%s:%d model_dir=%s",
             settings.model_name,
             settings.model_version,
             settings.bind_address,
             port,
-            f"{settings.bind_address}:{http.port}" if http else "off",
+            f"{settings.bind_address}:{http.port}" if http.port else "off",
             settings.bind_address,
-            settings.metrics_port,
+            http.metrics_port,
             settings.model_dir,
         )
         started = time.perf_counter()
@@ -177,7 +189,7 @@ def _drain(
     state: DataPlane,
     servicer: health.HealthServicer,
     server: grpc.Server,
-    http: HttpServer | None,
+    http: HttpServers,
     settings: Settings,
 ) -> None:
     grace = settings.grace_period_s
@@ -191,8 +203,7 @@ def _drain(
         time.sleep(settings.drain_delay_s)
     # Rejects new RPCs and HTTP requests at once; in-flight ones (and their batches) get `grace` seconds.
     stopped = server.stop(grace)
-    if http is not None:
-        http.stop(grace)
+    http.stop(grace)
     stopped.wait()
     if state.batcher is not None:
         state.batcher.stop()

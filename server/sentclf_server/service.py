@@ -115,8 +115,9 @@ def requested_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in output.parameters]
         if unsupported:
             raise RequestError(_INVALID, f"output '{output.name}': parameters {unsupported} not supported")
-        if output.name not in names:
-            names.append(output.name)
+        if output.name in names:
+            raise RequestError(_INVALID, f"output '{output.name}' requested twice; name each output once")
+        names.append(output.name)
     return names
 
 
@@ -256,9 +257,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 return self._infer(request, context)
             except RequestError as err:
                 outcome.code, message = err.code.name, err.message
-            except Exception:
-                log.exception("ModelInfer failed")
+                outcome.message = message
+            except Exception as exc:
+                # track() logs it (rate-limited); a model failure's traceback is logged by the batcher
                 outcome.code, message = "INTERNAL", "internal error during inference; see server log"
+                outcome.message = repr(exc)
         # Aborted outside track(): context.abort raises, which track() would count as INTERNAL.
         context.abort(grpc.StatusCode[outcome.code], message)
 

@@ -306,7 +306,6 @@ def test_parse_text_input_accepts_raw_and_typed(raw: bool) -> None:
         (_request([b"a"], True, datatype="FP32"), "must be BYTES"),
         (_request([b"a"], True, shape=[1, 1]), r"shape \[batch\]"),
         (_request([b"a", b"b"], True, shape=[3]), r"shape \[3\] but 2 elements"),
-        (_request([], False), "empty batch"),
         (_request([b"\xc3\x28"], False), "element 0 is not valid UTF-8"),
         (_request([b"a"] * 9, True), "exceeds MAX_REQUEST_BATCH=8"),
     ],
@@ -323,11 +322,20 @@ def test_requested_outputs_default_and_validation() -> None:
     request.outputs.add(name="probabilities")
     assert requested_outputs(request) == ["probabilities"]
     request.outputs.add(name="label_name")
-    request.outputs.add(name="probabilities")
     assert requested_outputs(request) == ["probabilities", "label_name"]
     request.outputs.add(name="logits")
     with pytest.raises(RequestError, match="unknown output 'logits'"):
         requested_outputs(request)
+    repeated = service_pb2.ModelInferRequest()
+    repeated.outputs.add(name="probabilities")
+    repeated.outputs.add(name="probabilities")
+    with pytest.raises(RequestError, match="'probabilities' requested twice") as info:
+        requested_outputs(repeated)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_parse_text_input_takes_an_empty_batch() -> None:
+    assert parse_text_input(_request([], False), 8) == []
 
 
 # --- outputs: label, probabilities, label_name ------------------------------------------------------
