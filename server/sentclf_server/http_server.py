@@ -46,6 +46,7 @@ from .dataplane import HTTP_STATUS, DataPlane, InferenceError, RequestOutcome
 from .http_codec import HEADER_LENGTH, BadRequest, encode_infer_response, error_body, parse_infer_request
 from .metrics import count_request
 from .outputs import LABEL_NAMES_PARAMETER, encode_outputs, label_names_json, output_metadata
+from .refusals import RateLimitFilter
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,9 @@ class HttpServers:
 
     def _run(self) -> None:
         # uvicorn's start and stop lines say nothing the server's own log does not
-        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.setLevel(logging.WARNING)
+        uvicorn_log.addFilter(RateLimitFilter())  # its one line per garbage request, rate-limited
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:

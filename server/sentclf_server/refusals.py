@@ -49,6 +49,27 @@ class RateLimitedLog:
         return True
 
 
+class RateLimitFilter(logging.Filter):
+    """A logging filter with its own bucket, for another library's refusal lines (uvicorn's "Invalid HTTP
+    request received." for a garbage request line): the lines beyond the rate are dropped."""
+
+    def __init__(self, per_second: float = 5.0, burst: int = 20, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._rate, self._burst, self._clock = per_second, float(burst), clock
+        self._tokens, self._stamp = float(burst), clock()
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+
 REFUSALS = RateLimitedLog()
 
 

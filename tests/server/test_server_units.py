@@ -146,6 +146,40 @@ def test_batcher_failure_reaches_every_waiter() -> None:
     assert all(isinstance(r, RuntimeError) and str(r) == "boom" for r in results)
 
 
+def test_batcher_fails_only_the_request_that_breaks_the_model() -> None:
+    """A batch that fails is run again one request at a time: the poisoned request (text the fake model
+    cannot read) fails alone, its batch-mates are answered."""
+    model = FakeModel(delay_s=0.02)
+    requests = [["1"], ["2", "3"], ["poison"], ["4"], ["5", "6"], ["poison", "7"], ["8"]]
+    results = run_batcher(model, requests, max_batch_size=32, max_delay_s=0.01)
+    for request, result in zip(requests, results, strict=True):
+        if any(text == "poison" for text in request):
+            assert isinstance(result, ValueError), result
+        else:
+            expected = np.array([[float(t), -float(t)] for t in request], dtype=np.float32)
+            np.testing.assert_array_equal(result, expected)
+    shared = [b for b in model.batches if "poison" in b and len(b) > 2]
+    assert shared, model.batches  # the poison did share a batch with good requests
+
+
+def test_rate_limited_log_writes_a_burst_then_counts() -> None:
+    from sentclf_server.refusals import RateLimitedLog
+
+    lines: list[str] = []
+
+    class Sink:
+        def log(self, level: int, message: str, *args: object, exc_info: bool = False) -> None:
+            lines.append(message % args)
+
+    now = [0.0]
+    limited = RateLimitedLog(Sink(), per_second=1.0, burst=3, clock=lambda: now[0])
+    written = [limited.log(20, "refused %d", i) for i in range(10)]
+    assert written == [True] * 3 + [False] * 7
+    now[0] = 1.0
+    assert limited.log(20, "refused %d", 10)
+    assert lines[-1] == "refused 10 (7 more lines like this suppressed)"
+
+
 class GatedModel(FakeModel):
     """The first call blocks until `release` is set; counts how many calls run at once."""
 
