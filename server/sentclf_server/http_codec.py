@@ -34,6 +34,7 @@ class InferRequest:
     outputs: list[str]
     binary: dict[str, bool]  # output name -> sent as binary data
     id: str | None
+    routing_key: str | None = None  # parameters.routing_key: the caller's key for a split route
 
 
 def _object(value: object, what: str) -> dict:
@@ -157,7 +158,10 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")
-    return InferRequest(texts, outputs, binary_outputs, request_id)
+    routing_key = _object(request.get("parameters", {}), "'parameters'").get("routing_key")
+    if routing_key is not None and not isinstance(routing_key, str):
+        raise BadRequest("parameters.routing_key must be a string (the caller's key for a split route)")
+    return InferRequest(texts, outputs, binary_outputs, request_id, routing_key)
 
 
 def _json_data(tensor: OutputTensor) -> list:
@@ -186,7 +190,7 @@ def encode_infer_response(
             entry["data"] = _json_data(tensor)
         outputs.append(entry)
     response: dict = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
-    if request_id is not None:
+    if request_id:
         response["id"] = request_id
     header = json.dumps(response, separators=(",", ":")).encode()
     if not blobs:

@@ -43,10 +43,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .dataplane import HTTP_STATUS, DataPlane, InferenceError, RequestOutcome
+from .feedback import FeedbackError, parse_feedback
 from .http_codec import HEADER_LENGTH, BadRequest, encode_infer_response, error_body, parse_infer_request
 from .metrics import count_request
 from .outputs import LABEL_NAMES_PARAMETER, encode_outputs, label_names_json, output_metadata
-from .refusals import RateLimitFilter
+from .refusals import RateLimitFilter, log_refusal
+from .versions import ROUTING_KEY_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ class InferenceApp:
                 Route(f"{base}/config", self.model_config, methods=["GET"]),
                 Route(f"{base}/infer", self.infer, methods=["POST"]),
             ]
+        routes.append(Route("/v2/models/{model}/feedback", self.feedback, methods=["POST"]))
         self.app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
 
     async def _http_error(self, request: Request, exc: HTTPException) -> Response:
@@ -194,9 +197,10 @@ class InferenceApp:
             outcome.code, outcome.message = "CANCELLED", "the caller went away before its body arrived"
             return Response(status_code=499)
         header_length = request.headers.get(HEADER_LENGTH)
+        routing_key = request.headers.get(ROUTING_KEY_HEADER)
         try:
             status, payload, extra = await anyio.to_thread.run_sync(
-                self._answer, body, header_length, limiter=self.limiter
+                self._answer, body, header_length, version, routing_key, outcome, limiter=self.limiter
             )
         except InferenceError as err:
             outcome.code, outcome.message = err.code, err.message
@@ -205,6 +209,53 @@ class InferenceApp:
             outcome.code, outcome.message = "INTERNAL", repr(exc)
             return _error(500, "internal error during inference; see server log")
         return Response(payload, status, extra, _JSON)
+
+    # -- feedback -------------------------------------------------------------------------------------
+
+    async def feedback(self, request: Request) -> Response:
+        """Labels of served requests, appended to FEEDBACK_DIR (feedback.py)."""
+        plane = self.plane
+        code, response = "OK", None
+        length = _content_length(request)
+        try:
+            plane.check_model(request.path_params["model"], None)
+            if plane.feedback is None:
+                raise InferenceError("NOT_FOUND", "feedback is off: start the server with FEEDBACK_DIR set")
+            if length is None:
+                raise InferenceError("INVALID_ARGUMENT", "a feedback request needs a Content-Length")
+            plane.check_size(length)
+        except InferenceError as err:
+            code = err.code
+            status = 411 if length is None and err.code == "INVALID_ARGUMENT" else HTTP_STATUS[err.code]
+            response = await self._refuse_unread(request, length or 0, status, err.message)
+        if response is None:
+            body = await request.body()
+            try:
+                accepted = await anyio.to_thread.run_sync(self._store_feedback, body, limiter=self.limiter)
+                response = _json(200, {"accepted": accepted})
+            except InferenceError as err:
+                code, response = err.code, _error(HTTP_STATUS[err.code], err.message)
+        count_request("http", "model_feedback", code)
+        if code != "OK":
+            log_refusal("http", "feedback", code, json.loads(response.body)["error"])
+        return response
+
+    def _store_feedback(self, body: bytes) -> int:
+        plane = self.plane
+        try:
+            items = parse_feedback(json.loads(body), plane.settings.labels)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise InferenceError("INVALID_ARGUMENT", f"malformed JSON in the feedback body: {exc}") from None
+        except FeedbackError as exc:
+            raise InferenceError("INVALID_ARGUMENT", str(exc)) from None
+        try:
+            plane.feedback.append(items)
+        except OSError as exc:
+            raise InferenceError(
+                "UNAVAILABLE", f"cannot store feedback in FEEDBACK_DIR ({exc}); retry"
+            ) from None
+        plane.metrics.feedback.inc(len(items))
+        return len(items)
 
     async def _refuse_unread(self, request: Request, length: int, status: int, message: str) -> Response:
         """Answer without using the body: thrown away up to _DRAIN_LIMIT, else the connection closed. A
@@ -215,19 +266,32 @@ class InferenceApp:
             pass
         return _error(status, message)
 
-    def _answer(self, body: bytes, header_length: str | None) -> tuple[int, bytes, dict[str, str] | None]:
-        """In a worker thread: parse, infer (in the batcher), encode."""
+    def _answer(
+        self,
+        body: bytes,
+        header_length: str | None,
+        version: str | None,
+        routing_key: str | None,
+        outcome: RequestOutcome,
+    ) -> tuple[int, bytes, dict[str, str] | None]:
+        """In a worker thread: parse, infer (in the chosen version's batcher), encode."""
         plane = self.plane
         try:
             request = parse_infer_request(body, int(header_length) if header_length is not None else None)
         except (BadRequest, ValueError) as exc:
             raise InferenceError("INVALID_ARGUMENT", str(exc)) from None
         plane.check_count(len(request.texts))
-        probs = plane.infer(request.texts)
+        answer = plane.infer(
+            request.texts,
+            version=version,
+            request_id=request.id,
+            routing_key=request.routing_key or routing_key,
+            outcome=outcome,
+        )
         settings = plane.settings
-        tensors = encode_outputs(probs, settings.labels, request.outputs)
+        tensors = encode_outputs(answer.probs, settings.labels, request.outputs)
         payload, json_length = encode_infer_response(
-            settings.model_name, settings.model_version, request.id, tensors, request.binary
+            settings.model_name, answer.version, answer.id, tensors, request.binary
         )
         if json_length is None:
             return 200, payload, None

@@ -81,6 +81,31 @@ CAPTURE_RECORDS = Counter(
     [*_MODEL, "outcome"],
 )
 
+ROUTED = Counter(
+    "sentclf_routed_requests",
+    "Inference requests answered by each version, by route: champion, challenger (split), direct (the "
+    "request named the version) or shadow (the challenger's off-path copy of a champion-answered request).",
+    [*_MODEL, "route"],
+)
+SHADOW = Counter(
+    "sentclf_shadow_requests",
+    "Shadow copies of champion-answered requests for the challenger, by outcome: done (scored), dropped (the "
+    "shadow queue was full: the machine was busy with callers) or failed.",
+    [*_MODEL, "outcome"],
+)
+SHADOW_DURATION = Histogram(
+    "sentclf_shadow_compute_duration_seconds",
+    "Time of one shadow scoring run of the challenger (several queued requests at once).",
+    _MODEL,
+    buckets=_SECONDS,
+)
+
+FEEDBACK = Counter(
+    "sentclf_feedback_labels",
+    "Labels of served requests accepted by the feedback endpoint and written to FEEDBACK_DIR.",
+    ["model"],
+)
+
 MODEL_RUNS = Counter("sentclf_model_runs", "ORT calls (a batch runs as one call per length bucket).")
 MODEL_TOKENS = Counter(
     "sentclf_model_tokens",
@@ -109,6 +134,7 @@ class ModelMetrics:
         self.compute = COMPUTE_DURATION.labels(model, version)
         self.batch = BATCH_SIZE.labels(model, version)
         self.truncated = TRUNCATED.labels(model, version)
+        self.feedback = FEEDBACK.labels(model)
         self._success = {p: INFER_SUCCESS.labels(model, version, p) for p in ("grpc", "http")}
         self._duration = {p: REQUEST_DURATION.labels(model, version, p) for p in ("grpc", "http")}
         # Pre-create the usual series so dashboards see zeros, not gaps.
@@ -139,6 +165,16 @@ class ModelMetrics:
     def observe_batch(self, size: int) -> None:
         """Record the size of one model run."""
         self.batch.observe(size)
+
+
+def count_routed(model: str, version: str, route: str) -> None:
+    """One answered request (or shadow copy) of a version, by the route that chose it."""
+    ROUTED.labels(model, version, route).inc()
+
+
+def shadow_counters(model: str, version: str) -> dict[str, Counter]:
+    """The challenger's shadow done / dropped / failed counters (zeros shown from the start)."""
+    return {outcome: SHADOW.labels(model, version, outcome) for outcome in ("done", "dropped", "failed")}
 
 
 def count_request(protocol: str, endpoint: str, code: str) -> None:

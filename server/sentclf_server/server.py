@@ -9,7 +9,9 @@ a quarter of the gRPC CPU per RPC.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 import resource
 import signal
 import threading
@@ -24,11 +26,14 @@ from tritonclient.grpc import service_pb2_grpc
 from .batcher import DynamicBatcher
 from .capture import Capture, CaptureSettings
 from .config import Settings
-from .dataplane import DataPlane
+from .dataplane import DataPlane, ServedVersion
+from .feedback import feedback_from_env
 from .grpc_guard import GuardInterceptor, core_receive_limit
 from .http_server import HttpServers
-from .metrics import observe_model
+from .metrics import SHADOW_DURATION, observe_model, shadow_counters
 from .service import SERVICE_NAME, InferenceServicer
+from .shadow import ShadowScorer
+from .versions import ROUTE_SHADOW, Versions
 
 if TYPE_CHECKING:
     from .model import SentenceClassifier
@@ -47,6 +52,12 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         # silently and steal half the traffic; fail loudly instead.
         ("grpc.so_reuseport", 0),
     ]
+
+
+def shadow_settings(settings: Settings) -> Settings:
+    """A shadow challenger's settings: its ORT session computes in the calling thread only, so all of its
+    work runs in the shadow thread at the lowest priority (shadow.py)."""
+    return dataclasses.replace(settings, ort_intra_op_threads=1)
 
 
 def load_model(settings: Settings) -> SentenceClassifier:
@@ -107,14 +118,14 @@ def _install_signal_handlers(stop: threading.Event) -> None:
         signal.signal(sig, lambda signum, frame: stop.set())
 
 
-def _load(settings: Settings, stop: threading.Event) -> SentenceClassifier | None:
-    """Load the model in a background thread; None if a stop signal came first."""
+def _load(versions: list[Settings], stop: threading.Event) -> list[SentenceClassifier] | None:
+    """Load each version's model in a background thread; None if a stop signal came first."""
     outcome: dict[str, object] = {}
     loaded = threading.Event()
 
     def target() -> None:
         try:
-            outcome["model"] = load_model(settings)
+            outcome["models"] = [load_model(settings) for settings in versions]
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
         finally:
@@ -126,14 +137,44 @@ def _load(settings: Settings, stop: threading.Event) -> SentenceClassifier | Non
             return None
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["model"]
+    return outcome["models"]
 
 
-def serve(settings: Settings) -> None:
+def _batcher(model: SentenceClassifier, settings: Settings, version: ServedVersion) -> DynamicBatcher:
+    return DynamicBatcher(
+        model.predict,
+        settings.max_batch_size,
+        settings.max_batch_delay_s,
+        settings.max_concurrent_batches,
+        version.metrics.observe_batch,
+    )
+
+
+def _start_versions(state: DataPlane, models: list[SentenceClassifier]) -> None:
+    """Batchers for the loaded versions, the shadow scorer (ROUTE=shadow), capture and feedback."""
+    settings = state.settings
+    state.champion.batcher = _batcher(models[0], settings, state.champion)
+    state.batcher = state.champion.batcher
+    if state.challenger is not None:
+        state.challenger.batcher = _batcher(models[1], settings, state.challenger)
+        if state.route.mode == ROUTE_SHADOW:
+            challenger = state.challenger
+            state.shadow = ShadowScorer(
+                models[1].predict,
+                state.shadow_scored,
+                shadow_counters(settings.model_name, challenger.version),
+                settings.max_batch_size,
+                observe_seconds=SHADOW_DURATION.labels(settings.model_name, challenger.version).observe,
+            )
+    state.capture = start_capture(settings, state)
+    state.feedback = feedback_from_env(os.environ, settings.model_name)
+
+
+def serve(settings: Settings, versions: Versions | None = None) -> None:
     """Run the server until SIGTERM/SIGINT, then drain in-flight requests within the grace period."""
     stop = threading.Event()
     _install_signal_handlers(stop)
-    state = DataPlane(settings)
+    state = DataPlane(settings, versions=versions)
     health_servicer = health.HealthServicer()
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)  # until warmed up
 
@@ -160,22 +201,20 @@ def serve(settings: Settings) -> None:
             settings.model_dir,
         )
         started = time.perf_counter()
-        model = _load(settings, stop)
-        if model is not None:
-            state.batcher = DynamicBatcher(
-                model.predict,
-                settings.max_batch_size,
-                settings.max_batch_delay_s,
-                settings.max_concurrent_batches,
-                state.metrics.observe_batch,
-            )
-            state.capture = start_capture(settings, state)
+        loading = [settings]
+        if state.challenger is not None:
+            challenger = state.challenger.settings
+            loading.append(shadow_settings(challenger) if state.route.mode == ROUTE_SHADOW else challenger)
+        models = _load(loading, stop)
+        if models is not None:
+            _start_versions(state, models)
             _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
             log.info(
-                "model %s version %s loaded and warmed up in %.2fs; SERVING on port %d",
+                "model %s version(s) %s loaded and warmed up in %.2fs (route %s); SERVING on port %d",
                 settings.model_name,
-                settings.model_version,
+                ", ".join(v.version for v in state.served),
                 time.perf_counter() - started,
+                state.route.mode if state.route.mode != "split" else f"split:{state.route.percent:g}",
                 port,
             )
             stop.wait()
@@ -205,8 +244,13 @@ def _drain(
     stopped = server.stop(grace)
     http.stop(grace)
     stopped.wait()
-    if state.batcher is not None:
-        state.batcher.stop()
+    for version in state.served:
+        if version.batcher is not None:
+            version.batcher.stop()
+    if state.shadow is not None:
+        state.shadow.close()
     if state.capture is not None:
         state.capture.close()
+    if state.feedback is not None:
+        state.feedback.close()
     log.info("drained; exiting")
