@@ -147,7 +147,7 @@ def _routing_key(request: service_pb2.ModelInferRequest, context: Context | None
     """The caller's key for a split route: the request parameter `routing_key`, else the metadata
     `x-routing-key`; None: the request id decides."""
     if ROUTING_KEY_PARAMETER in request.parameters:
-        return request.parameters[ROUTING_KEY_PARAMETER].string_value or None
+        return request.parameters[ROUTING_KEY_PARAMETER].string_param or None
     if context is not None:
         for key, value in context.invocation_metadata() or ():
             if key == ROUTING_KEY_HEADER:
