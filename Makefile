@@ -25,10 +25,13 @@ run: images
 	    --storage-dir "$$storage" $(ARGS)
 
 ## serve: a registered version's server image in the foreground, HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C
-## stops and removes it (MODEL=models:/cola-classifier/3 for a version; default: the champion)
+## stops and removes it (MODEL=models:/cola-classifier/3 for a version; default: the champion). With
+## CHALLENGER=models:/cola-classifier@challenger ROUTE=shadow|split:10, one server holds both versions
 MODEL ?= models:/cola-classifier@champion
+CHALLENGER ?=
+ROUTE ?= shadow
 serve: venv
-	$(PYTHON) -m conductor.serve --model "$(MODEL)"
+	$(PYTHON) -m conductor.serve --model "$(MODEL)" --challenger "$(CHALLENGER)" --route "$(ROUTE)"
 
 ## test: the unit tests and small end-to-end runs of the real pipeline, the commands as typed, a real browser
 test: dev-venv images browser

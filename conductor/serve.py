@@ -1,17 +1,26 @@
-"""`make serve`: a registered version's server image on this machine, in the foreground.
+"""`make serve`: a registered version's server image on this machine, in the foreground; with a challenger,
+one server holding both versions.
 
     python -m conductor.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
+    python -m conductor.serve --model models:/cola-classifier@champion \
+        --challenger models:/cola-classifier@challenger --route shadow|split:10
 
 The model URI names a version (`models:/<name>/<version>`) or an alias (`models:/<name>@<alias>`); the
 image is the one the building step tagged that version with (`server_image`). The container runs on the
 host network with the three ports printed, its log follows on stdout, and Ctrl-C (or SIGTERM) stops it
 with the server's own drain and removes it.
+
+With --challenger, one image holds both versions' files: the champion's server image with the challenger's
+model directory copied in from its own server image (`<champion image>-with-v<challenger version>`, built
+here from a two-line Dockerfile, nothing else rebuilt), run with CHALLENGER_DIR and ROUTE (server/README.md,
+"Two versions": why one server holds both).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import re
 import signal
 import sys
@@ -26,6 +35,8 @@ from sentclf.schema import SERVER_IMAGE_TAG
 from sentclf.server_images import recorded_served_name
 
 DEFAULT_MODEL = "models:/cola-classifier@champion"
+CHALLENGER_MODEL_DIR = "/models/challenger"
+_ROUTE = re.compile(r"^(?:shadow|split:(?P<percent>\d+(?:\.\d+)?))$")
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 CONTAINER_LABEL = "sentclf.serve"
 
@@ -60,10 +71,15 @@ def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> 
     return name, str(version.version), image
 
 
-def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> int:
-    name, version, image = resolve_image(model_uri)
-    served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
-    engine = docker.from_env()
+def check_route(route: str) -> str:
+    """ROUTE as the server takes it: `shadow` or `split:<percent 0-100>`; ServeError otherwise."""
+    match = _ROUTE.match(route.strip().lower())
+    if not match or (match["percent"] is not None and float(match["percent"]) > 100):
+        raise ServeError(f"ROUTE={route!r}: use shadow, or split:<percent of callers 0-100>, e.g. split:10")
+    return route.strip().lower()
+
+
+def _local_image(engine: docker.DockerClient, image: str, name: str, version: str) -> None:
     try:
         engine.images.get(image)
     except docker.errors.ImageNotFound:
@@ -71,6 +87,57 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
             f"image {image} of {name} version {version} is not on this machine; rebuild it with "
             f"`mlflow run building -P model_uri=models:/{name}/{version}`"
         ) from None
+
+
+def both_versions_dockerfile(champion_image: str, challenger_image: str) -> str:
+    """The champion's server image plus the challenger's model directory, copied from its server image."""
+    return (
+        f"FROM {champion_image}\n"
+        f"COPY --from={challenger_image} /models/model {CHALLENGER_MODEL_DIR}\n"
+        f"ENV CHALLENGER_DIR={CHALLENGER_MODEL_DIR}\n"
+    )
+
+
+def both_versions_image(
+    engine: docker.DockerClient, champion_image: str, challenger_image: str, challenger_version: str
+) -> str:
+    """Build (or reuse) the image holding both versions; its tag names the challenger's version."""
+    tag = f"{champion_image}-with-v{challenger_version}"
+    dockerfile = both_versions_dockerfile(champion_image, challenger_image).encode()
+    try:
+        engine.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True, forcerm=True, pull=False)
+    except (docker.errors.BuildError, docker.errors.APIError) as exc:
+        raise ServeError(f"cannot build {tag} from {champion_image} and {challenger_image}: {exc}") from None
+    return tag
+
+
+def serve(
+    model_uri: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    challenger_uri: str | None = None,
+    route: str = "shadow",
+) -> int:
+    name, version, image = resolve_image(model_uri)
+    served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
+    engine = docker.from_env()
+    _local_image(engine, image, name, version)
+    environment = {
+        "HTTP_PORT": str(http_port),
+        "GRPC_PORT": str(grpc_port),
+        "METRICS_PORT": str(metrics_port),
+    }
+    described = f"{name} version {version}"
+    if challenger_uri:
+        route = check_route(route)
+        challenger_name, challenger_version, challenger_image = resolve_image(challenger_uri)
+        if (challenger_name, challenger_version) == (name, version):
+            raise ServeError(f"{model_uri} and {challenger_uri} are the same version ({version}); name two")
+        _local_image(engine, challenger_image, challenger_name, challenger_version)
+        image = both_versions_image(engine, image, challenger_image, challenger_version)
+        environment |= {"CHALLENGER_DIR": CHALLENGER_MODEL_DIR, "ROUTE": route}
+        described += f" with challenger {challenger_name} version {challenger_version} ({route})"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
@@ -79,15 +146,11 @@ def serve(model_uri: str, http_port: int, grpc_port: int, metrics_port: int) -> 
         detach=True,
         name=f"sentclf-serve-{name}-{version}-{uuid.uuid4().hex[:6]}",
         network_mode="host",
-        environment={
-            "HTTP_PORT": str(http_port),
-            "GRPC_PORT": str(grpc_port),
-            "METRICS_PORT": str(metrics_port),
-        },
+        environment=environment,
         labels={CONTAINER_LABEL: "1"},
     )
     try:
-        print(f"serving {name} version {version} from {image} (container {container.name})", flush=True)
+        print(f"serving {described} from {image} (container {container.name})", flush=True)
         routes = f"/v2/health/ready, /v2/models/{served}/infer"
         print(f"  HTTP     http://127.0.0.1:{http_port}  ({routes})", flush=True)
         print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
@@ -125,9 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
+    parser.add_argument("--route", default="shadow", help="with --challenger: shadow or split:<percent>")
     args = parser.parse_args(argv)
     try:
-        return serve(args.model, args.http_port, args.grpc_port, args.metrics_port)
+        return serve(
+            args.model, args.http_port, args.grpc_port, args.metrics_port, args.challenger or None, args.route
+        )
     except ServeError as exc:
         print(f"make serve: {exc}", file=sys.stderr)
         return 2

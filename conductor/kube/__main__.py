@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     serving.add_argument("model_uri", nargs="?", default="models:/cola-classifier@champion")
     serving.add_argument("--memory-mb", type=float, help="peak memory (default: its evaluate run's)")
+    serving.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
+    serving.add_argument("--route", default="shadow", help="with --challenger: shadow or split:<percent>")
 
     delete = commands.add_parser("delete", help="delete every Job (and pod) of one pipeline")
     delete.add_argument("pipeline_run_id")
@@ -61,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         docs = backend.render_step(args.step, parameters, args.run_id, args.experiment_id)
         yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
     elif args.command == "serve-manifests":
-        docs = serving_manifests(args.model_uri, settings, args.memory_mb)
+        docs = serving_manifests(
+            args.model_uri, settings, args.memory_mb, args.challenger or None, args.route
+        )
         yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
     else:
         JobClient.connect(settings.kube_context, settings.namespace).delete_labelled(
