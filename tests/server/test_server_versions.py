@@ -288,3 +288,31 @@ def test_split_answers_ten_percent_of_callers_from_the_challenger_sticky(
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+@pytest.mark.docker
+def test_one_image_holds_both_versions(server_image, image_factory) -> None:
+    """make serve's image for a champion and a challenger: the champion's server image with the
+    challenger's model copied from its image (here the same image, the challenger named version 2)."""
+    import docker
+
+    from conductor.serve import CHALLENGER_MODEL_DIR, both_versions_image
+
+    engine = docker.from_env()
+    tag = both_versions_image(engine, server_image, server_image, "2")
+    try:
+        server = image_factory(
+            tag, CHALLENGER_DIR=CHALLENGER_MODEL_DIR, CHALLENGER_VERSION="2", ROUTE="split:50"
+        )
+        try:
+            versions = set()
+            with triton_http.InferenceServerClient(server.http_url) as client:
+                assert client.get_model_metadata("cola")["versions"] == ["1", "2"]
+                for i in range(40):
+                    result = client.infer("cola", [_http_input(["dog"])], parameters={"routing_key": f"k{i}"})
+                    versions.add(result.get_response()["model_version"])
+            assert versions == {"1", "2"}
+        finally:
+            server.stop()
+    finally:
+        engine.images.remove(tag, force=True)
