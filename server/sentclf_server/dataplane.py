@@ -9,6 +9,7 @@ is decided here once, for both.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from .limits import LimitExceeded, RequestLimits
 from .metrics import ModelMetrics, count_routed
 from .outputs import output_metadata
 from .refusals import log_refusal
-from .shadow import ShadowScorer
+from .shadow import SHADOW_MAX_IN_FLIGHT, ShadowScorer
 from .versions import ROUTE_CHALLENGER, ROUTE_CHAMPION, ROUTE_DIRECT, ROUTE_SHADOW, Route, Versions
 
 INPUT_NAME = "text"
@@ -106,6 +107,8 @@ class DataPlane:
         if self.versions is None:
             self.versions = Versions(s, None, Route("single"))
         self.route = self.versions.route
+        self.active = 0  # inference requests inside the server now (shadow work waits for a quiet moment)
+        self._active_lock = threading.Lock()
         self.champion = ServedVersion(s, self.metrics)
         challenger = self.versions.challenger
         self.challenger = (
@@ -187,6 +190,8 @@ class DataPlane:
         and a refusal's one (rate-limited) log line."""
         outcome = RequestOutcome()
         self.metrics.in_flight.inc()  # the deployment's: on the champion's series
+        with self._active_lock:
+            self.active += 1
         began = time.perf_counter()
         try:
             yield outcome
@@ -199,6 +204,8 @@ class DataPlane:
             raise
         finally:
             self.metrics.in_flight.dec()
+            with self._active_lock:
+                self.active -= 1
             answered = self.find_version(outcome.version) if outcome.version else None
             metrics = (answered or self.champion).metrics
             metrics.observe_request(protocol, outcome.code, time.perf_counter() - began)
@@ -245,6 +252,10 @@ class DataPlane:
         if self.shadow is not None and route == ROUTE_CHAMPION:
             self.shadow.offer(texts, (request_id, sent))  # a queue put: the challenger scores it later
         return Answer(probs, target.version, route, request_id)
+
+    def busy(self) -> bool:
+        """More inference requests inside the server than shadow work may run beside (shadow.py)."""
+        return self.active > SHADOW_MAX_IN_FLIGHT
 
     def shadow_scored(self, texts: list[str], probs: np.ndarray, tag: object) -> None:
         """The challenger's shadow answer to a request (in the shadow thread): captured, never returned."""

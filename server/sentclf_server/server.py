@@ -165,6 +165,7 @@ def _start_versions(state: DataPlane, models: list[SentenceClassifier]) -> None:
                 shadow_counters(settings.model_name, challenger.version),
                 settings.max_batch_size,
                 observe_seconds=SHADOW_DURATION.labels(settings.model_name, challenger.version).observe,
+                busy=state.busy,
             )
     state.capture = start_capture(settings, state)
     state.feedback = feedback_from_env(os.environ, settings.model_name)
