@@ -119,6 +119,8 @@ def serve(
     challenger_uri: str | None = None,
     route: str = "shadow",
 ) -> int:
+    if challenger_uri:
+        route = check_route(route)  # before anything is looked up
     name, version, image = resolve_image(model_uri)
     served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
     engine = docker.from_env()
@@ -130,7 +132,6 @@ def serve(
     }
     described = f"{name} version {version}"
     if challenger_uri:
-        route = check_route(route)
         challenger_name, challenger_version, challenger_image = resolve_image(challenger_uri)
         if (challenger_name, challenger_version) == (name, version):
             raise ServeError(f"{model_uri} and {challenger_uri} are the same version ({version}); name two")
