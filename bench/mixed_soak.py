@@ -292,18 +292,19 @@ def run_soak(
     max_requests: int = 10**9,
     idle: int = 1000,
     slow: int = 50,
-    warm_up_requests: int = 200,
+    warm_up_requests: int = 4000,
     on_progress: Callable[[str], None] | None = None,
 ) -> SoakResult:
     """The mixed soak against a running server (its pid for memory); see the module's docstring."""
     run = _Run(host, http_port, grpc_port, max_message_bytes)
-    # Warm-up: every path once (good and bad) so the steady state includes what the soak allocates.
+    # Warm-up: the soak's own mix from all its callers (good and bad, every path), so that the steady state
+    # holds what that concurrency allocates once (threads, their stacks and malloc arenas, ORT's buffers).
     warm_budget = [warm_up_requests]
     threads = [
         threading.Thread(
             target=_caller, args=(run, ("http", "grpc")[i % 2], i, time.monotonic() + 60, warm_budget)
         )
-        for i in range(min(callers, 8))
+        for i in range(callers)
     ]
     for thread in threads:
         thread.start()
@@ -370,6 +371,10 @@ def main() -> int:
         "MODEL_DIR": str(args.model_dir),
         "BIND_ADDRESS": "127.0.0.1",
         "MAX_MESSAGE_BYTES": str(args.max_message_bytes),
+        # glibc malloc as the image runs it (server/Dockerfile): two arenas, big buffers mmap-ed
+        "MALLOC_ARENA_MAX": "2",
+        "MALLOC_MMAP_THRESHOLD_": "131072",
+        "MALLOC_TRIM_THRESHOLD_": "131072",
         **{key: str(value) for key, value in ports.items()},
     }
     server = subprocess.Popen([sys.executable, "-m", "sentclf_server"], env=env)
