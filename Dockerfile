@@ -27,7 +27,9 @@ COPY --from=builder /opt/venv /opt/venv
 # The shared package last and as plain source on PYTHONPATH: a change to it rebuilds only this small
 # layer, not the 2 GB environment above.
 COPY sentclf/ /opt/sentclf/sentclf/
-# The inference server's sources: the building step puts them into each server image's build context.
+# The model's runtime (the pyfunc's and the server's scorer) and the inference server's sources: the building
+# step puts both into each server image's build context.
+COPY sentclf_runtime/ /opt/sentclf/sentclf_runtime/
 COPY server/ /opt/sentclf/server/
 # A step that is its container's PID 1 exits on SIGTERM even before it has set up its own handler.
 COPY sentclf/_pid1.py /opt/sentclf/sitecustomize.py

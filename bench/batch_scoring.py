@@ -135,7 +135,7 @@ def main() -> None:
     engine = docker_client()
     image = args.server_image or benchlib.newest_server_image(engine)
     if not engine.images.list(name=SCORE_IMAGE):
-        raise benchlib.BenchError(f"no {SCORE_IMAGE}: run `make images` first")
+        raise benchlib.BenchError(f"no {SCORE_IMAGE}: run `make score-image` first")
     cola = benchlib.load_sentences(benchlib.DEFAULT_SENTENCES, seed=0)
     texts = [cola[i % len(cola)] for i in range(args.sentences)]
     tag = uuid.uuid4().hex[:8]

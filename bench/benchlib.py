@@ -36,6 +36,14 @@ SERVER_SRC = REPO_ROOT / "server"
 CORES = os.cpu_count() or 1
 DEFAULT_SENTENCES = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
 CONTAINER_PREFIX = "sentclf-bench"
+# The CPU features a figure depends on, by the flags /proc/cpuinfo lists for them: native bfloat16 (bf16
+# training and inference pay off, else they are emulated), int8 dot products (dynamic int8 quantization),
+# AVX2 (the floor every kernel here assumes).
+CPU_FEATURES = {
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "vnni": ("avx512_vnni", "avx_vnni"),
+    "avx2": ("avx2",),
+}
 
 
 class BenchError(RuntimeError):
@@ -49,6 +57,28 @@ def raise_interrupt(signum: int, frame) -> None:
 
 
 # ---- code from other rooms ---------------------------------------------------------------------------------
+
+
+def cpu_summary(cpuinfo: str, cores: int = CORES) -> str:
+    """One line naming the CPU and its features, for every printed figure (they hold on that CPU only):
+    `CPU Intel(R) Xeon(R) ..., 2 cores; bf16 yes (avx512_bf16), vnni yes (avx512_vnni), avx2 yes`."""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    features = []
+    for name, names in CPU_FEATURES.items():
+        present = [flag for flag in names if flag in flags]
+        shown = f" ({', '.join(present)})" if present and present != [name] else ""
+        features.append(f"{name} {'yes' if present else 'no'}{shown}")
+    return f"CPU {fields.get('model name', 'unknown')}, {cores} cores; {', '.join(features)}"
+
+
+def cpu_line() -> str:
+    """cpu_summary of this machine (`grep -m1 'model name' /proc/cpuinfo` and its flags)."""
+    try:
+        return cpu_summary(Path("/proc/cpuinfo").read_text())
+    except OSError as error:
+        return f"CPU unknown ({error})"
 
 
 def load_module(name: str, directory: Path) -> ModuleType:

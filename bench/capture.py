@@ -22,6 +22,7 @@ from sentclf import loadgen
 from sentclf.containers import free_port
 from sentclf.engine import docker_client
 from sentclf.kserve_client import connect
+from sentclf.server_images import SERVER_PYTHONPATH
 
 import benchlib
 
@@ -32,7 +33,7 @@ def start_server(model_dir: Path, log: Path, capture_dir: Path | None) -> tuple[
     port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": str(benchlib.SERVER_SRC),
+        "PYTHONPATH": SERVER_PYTHONPATH,
         "MODEL_DIR": str(model_dir),
         "BIND_ADDRESS": "127.0.0.1",
         "GRPC_PORT": str(port),

@@ -11,7 +11,8 @@ memory is sampled: its steady state is taken after a warm-up of good requests, a
 must be within `--max-memory-ratio` of it. Loopback only.
 
 `run_soak` is what tests/server/test_server_soak.py runs in a short version; this script runs the full one
-against `python -m sentclf_server` (PYTHONPATH=server) on the model directory given:
+against `python -m sentclf_server` (its PYTHONPATH: the server and the model's runtime,
+sentclf.server_images.SERVER_PYTHONPATH) on the model directory given:
     python bench/mixed_soak.py --model-dir /path/to/model [--callers 64 --duration-s 60 --idle 1000]
 The last line reads `failed_good=<n> good=<n> bad=<n> memory_ratio=<x> verdict=<pass|fail>`.
 """
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from sentclf.server_images import SERVER_PYTHONPATH
 
 SENTENCES = ["the cat sat on the mat", "dog", "colorless green ideas sleep furiously", "héllo wörld"]
 
@@ -363,11 +366,10 @@ def main() -> int:
     parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--max-memory-ratio", type=float, default=1.2)
     args = parser.parse_args()
-    repo = Path(__file__).resolve().parents[1]
     ports = {"HTTP_PORT": _free_port(), "GRPC_PORT": _free_port(), "METRICS_PORT": _free_port()}
     env = {
         **os.environ,
-        "PYTHONPATH": str(repo / "server"),
+        "PYTHONPATH": SERVER_PYTHONPATH,
         "MODEL_DIR": str(args.model_dir),
         "BIND_ADDRESS": "127.0.0.1",
         "MAX_MESSAGE_BYTES": str(args.max_message_bytes),

@@ -45,6 +45,9 @@ from sentclf.engine import docker_client
 from sentclf.images import STEP_IMAGE
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
 from sentclf.metrics import percentile_ms
+from sentclf.server_images import SERVER_PYTHONPATH
+from sentclf_runtime.config import ServingConfig
+from sentclf_runtime.names import LEGACY_SERVED_NAME
 
 import benchlib
 from benchlib import CORES, BenchError
@@ -176,7 +179,7 @@ def running_peer(
 def peer_env(model_dir: Path, model: str) -> dict[str, str]:
     return {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(PEERS_DIR), str(benchlib.SERVER_SRC)]),  # peer_common's imports
+        "PYTHONPATH": os.pathsep.join([str(PEERS_DIR), SERVER_PYTHONPATH]),  # peer_common's imports
         "PYTHONUNBUFFERED": "1",
         "BENCH_MODEL_DIR": str(model_dir),
         "BENCH_MODEL_NAME": model,
@@ -356,9 +359,8 @@ def measure_all(starters: list[tuple[str, Callable]], args, sentences, reference
 
 
 def peer_common():
-    """The peers' shared code (serving_peers/peer_common.py): the server's tokenizer + ONNX Runtime with
+    """The peers' shared code (serving_peers/peer_common.py): the model's runtime (our server's scorer) with
     the peers' settings, run here in-process as raw ORT."""
-    benchlib.server_package()
     return benchlib.load_module("peer_common", PEERS_DIR)
 
 
@@ -616,8 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
             workdir = Path(tmp)
             model_dir = benchlib.extract_model(client, args.server_image, workdir)
-            config = json.loads((model_dir / "serving_config.json").read_text())
-            args.model = str(config.get("model_name", "cola"))
+            args.model = ServingConfig.read(model_dir).model_name or LEGACY_SERVED_NAME
             log.info("model '%s' from %s in %s", args.model, args.server_image, model_dir)
             starters = contenders(args, model_dir, workdir)
             log.info("raw ORT in-process (before the servers start)")

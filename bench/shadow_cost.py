@@ -1,9 +1,9 @@
 """Shadow mode's cost to callers: one version alone against a champion with a shadow challenger.
 
-Starts `python -m sentclf_server` (PYTHONPATH=server) twice on the model directory given: alone, then with
-a copy of it as the challenger (version 2, ROUTE=shadow). Each time, single-sentence gRPC requests
-(tritonclient) from 1, 16 and 64 callers: p50 at one caller, throughput at 16, and from the server's
-metrics the share of shadow copies done and dropped at each level. Loopback only.
+Starts `python -m sentclf_server` (PYTHONPATH: sentclf.server_images.SERVER_PYTHONPATH) twice on the model
+directory given: alone, then with a copy of it as the challenger (version 2, ROUTE=shadow). Each time,
+single-sentence gRPC requests (tritonclient) from 1, 16 and 64 callers: p50 at one caller, throughput at
+16, and from the server's metrics the share of shadow copies done and dropped at each level. Loopback only.
     python bench/shadow_cost.py --model-dir /path/to/model [--requests 2000]
 The last line reads `p50_c1_ratio=<x> throughput_c16_ratio=<y> shadow_done_c16=<a> shadow_done_c64=<b>`.
 """
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as triton
+
+from sentclf.server_images import SERVER_PYTHONPATH
 
 SENTENCES = ["the cat sat on the mat", "dog", "colorless green ideas sleep furiously", "the book was read"]
 
@@ -86,7 +88,7 @@ def _run(model_dir: Path, challenger: Path | None, requests: int) -> dict:
     grpc_port, metrics_port = _free_port(), _free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "server"),
+        "PYTHONPATH": SERVER_PYTHONPATH,
         "MODEL_DIR": str(model_dir),
         "BIND_ADDRESS": "127.0.0.1",
         "GRPC_PORT": str(grpc_port),

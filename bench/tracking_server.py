@@ -3,7 +3,7 @@
 server (every parameter, metric and artifact over HTTP, no host mount of mlruns) is a ratio measured side
 by side rather than two figures from different days.
 
-Each run is the README's command, `make run ARGS='...'` with the cache off, in a store of its own: a
+Each run is the docs' command, `make run ARGS='...'` with the cache off, in a store of its own: a
 SQLite file in a temporary directory, or the server (its cluster and artifacts in a temporary directory,
 its own ports). Everything is removed afterwards: the server, the stores, the runs' server images.
 

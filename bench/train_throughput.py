@@ -1,13 +1,18 @@
-"""Training speed and quality by precision: this project's loop (train/training.py) in fp32 and in bf16
-(a bf16 working copy with fp32 master weights, train/precision.py), and Hugging Face `Trainer` with its own
-`bf16=True` (autocast), side by side in one run on the same model (the train step's mean-pooling
-classifier), recipe (the train step's defaults), data, seed, batch size, sequence length and thread count.
+"""Training speed and quality by precision: this project's loop (train/training.py) against Hugging Face
+`Trainer`, side by side in one run on the same model (the train step's mean-pooling classifier), recipe (the
+train step's defaults), data, seed, batch size, sequence length and thread count.
 
-Prints samples/s (training only, no validation) and peak RSS for each, the ratios bf16/fp32 (ours) and
-ours-bf16/Trainer-bf16, and the validation MCC of our two precisions with a paired bootstrap interval of
-their difference (the same validation rows, resampled together). The last line is machine-readable:
+On every CPU: our loop in fp32 against Trainer in fp32. On a CPU with native bf16 (avx512_bf16 or amx_bf16:
+what `precision=auto` trains in there) also our bf16 (a bf16 working copy with fp32 master weights,
+train/precision.py) against our fp32 and against Trainer's own `bf16=True` (autocast); without native bf16,
+bf16 would be emulated, slower than fp32, so it is not run (`--fp32-only` skips it anywhere).
+
+Prints the CPU model and flags (bf16, vnni, avx2), samples/s (training only, no validation) and peak RSS
+for each, the ratios, our fp32 validation MCC, and where bf16 ran, the validation MCC of our two precisions
+with a paired bootstrap interval of their difference (the same validation rows, resampled together). The
+last line is machine-readable: `native_bf16=<true|false> fp32_over_trainer=<x>`, and where bf16 ran,
 `bf16_over_fp32=<x> bf16_over_trainer_bf16=<y> delta_mcc=<d> delta_mcc_low=<l> delta_mcc_high=<h>`.
-Usage: python bench/train_throughput.py [--samples 4000] [--epochs 3] [--threads 2]
+Usage: python bench/train_throughput.py [--samples 4000] [--epochs 3] [--threads 2] [--fp32-only]
 """
 
 import argparse
@@ -92,8 +97,32 @@ class _Rows(torch.utils.data.Dataset):
         }
 
 
-def run_trainer(source, tokenizer, frame, args) -> float:
-    """Trainer with bf16=True, length-grouped batches (its faster sampler here), no evaluation."""
+def plan(flags: set[str], fp32_only: bool = False) -> list[tuple[str, str, str]]:
+    """(name, loop, precision) of each training run, for a CPU with these /proc/cpuinfo flags: fp32 ours
+    and Trainer's everywhere; bf16 of both only with native bf16 (emulated, it would only be slower)."""
+    runs = [("ours fp32", "ours", "fp32"), ("trainer fp32", "trainer", "fp32")]
+    if precision.flags_have_native_bf16(flags) and not fp32_only:
+        runs[1:1] = [("ours bf16", "ours", "bf16")]
+        runs.append(("trainer bf16", "trainer", "bf16"))
+    return runs
+
+
+def result_line(native_bf16: bool, speed: dict[str, float], delta: tuple[float, float, float] | None) -> str:
+    """The machine-readable last line: the ratios of what ran (bf16's only where it ran)."""
+    fp32_over_trainer = speed["ours fp32"] / speed["trainer fp32"]
+    line = f"native_bf16={str(native_bf16).lower()} fp32_over_trainer={fp32_over_trainer:.2f}"
+    if "ours bf16" in speed and delta is not None:
+        line += (
+            f" bf16_over_fp32={speed['ours bf16'] / speed['ours fp32']:.2f}"
+            f" bf16_over_trainer_bf16={speed['ours bf16'] / speed['trainer bf16']:.2f}"
+            f" delta_mcc={delta[0]:.4f} delta_mcc_low={delta[1]:.4f} delta_mcc_high={delta[2]:.4f}"
+        )
+    return line
+
+
+def run_trainer(source, tokenizer, frame, args, mode: str) -> float:
+    """Trainer in fp32 or with bf16=True (`mode`), length-grouped batches (its faster sampler here), no
+    evaluation."""
     encodings = tokenizer(frame[TEXT_COLUMN].tolist(), truncation=True, max_length=args.max_seq_length)
     dataset = _Rows(encodings, frame[LABEL_COLUMN].to_numpy())
     model = fresh_model(source, args.seed)
@@ -107,7 +136,7 @@ def run_trainer(source, tokenizer, frame, args) -> float:
             weight_decay=RECIPE["weight_decay"],
             max_grad_norm=1.0,
             seed=args.seed,
-            bf16=True,
+            bf16=mode == "bf16",
             logging_strategy="no",
             save_strategy="no",
             report_to=[],
@@ -144,10 +173,19 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=RECIPE["max_seq_length"])
     parser.add_argument("--seed", type=int, default=RECIPE["seed"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--fp32-only", action="store_true", help="only the fp32 runs (what a CPU without native bf16 runs)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not precision.cpu_has_native_bf16():
-        raise SystemExit("this CPU has no native bf16 (avx512_bf16/amx_bf16): nothing to compare")
+    print(benchlib.cpu_line())
+    flags = precision.cpu_flags()
+    if not precision.cpu_has_native_bf16():  # oneDNN's own check can deny what the flags claim
+        flags -= precision.NATIVE_BF16_FLAGS
+    native = precision.flags_have_native_bf16(flags)
+    runs = plan(flags, args.fp32_only)
+    if not native:
+        print("no native bf16 here (emulated bf16 is slower than fp32): comparing fp32 with Trainer's fp32")
     source = resolve_backbone("bundled")
     tokenizer = AutoTokenizer.from_pretrained(source)
     rows = sources.load_cola().frames["train"].sample(frac=1.0, random_state=args.seed).reset_index(drop=True)
@@ -161,29 +199,30 @@ def main() -> None:
     )
 
     speed, predictions = {}, {}
-    for name, mode in [("ours fp32", "fp32"), ("ours bf16", "bf16")]:
+    for name, loop, mode in runs:
         gc.collect()
-        speed[name], predictions[name] = run_ours(
-            source, tokenizer, train_frame, validation_frame, args, mode
-        )
+        if loop == "ours":
+            speed[name], predictions[name] = run_ours(
+                source, tokenizer, train_frame, validation_frame, args, mode
+            )
+        else:
+            speed[name] = run_trainer(source, tokenizer, train_frame, args, mode)
         report(name, speed[name])
-    gc.collect()
-    speed["trainer bf16"] = run_trainer(source, tokenizer, train_frame, args)
-    report("trainer bf16", speed["trainer bf16"])
 
     labels = validation_frame[LABEL_COLUMN].to_numpy()
     mcc = {name: matthews_corrcoef(labels, predictions[name], 2) for name in predictions}
-    delta, low, high = paired_delta(labels, predictions["ours fp32"], predictions["ours bf16"], args.seed)
-    agreement = float(np.mean(predictions["ours fp32"] == predictions["ours bf16"]))
-    print(
-        f"validation MCC: fp32 {mcc['ours fp32']:.4f}, bf16 {mcc['ours bf16']:.4f}; bf16 - fp32 {delta:+.4f} "
-        f"[{low:+.4f}, {high:+.4f}] (95%, {RESAMPLES} paired resamples); label agreement {agreement:.3f}"
-    )
-    print(
-        f"bf16_over_fp32={speed['ours bf16'] / speed['ours fp32']:.2f} "
-        f"bf16_over_trainer_bf16={speed['ours bf16'] / speed['trainer bf16']:.2f} "
-        f"delta_mcc={delta:.4f} delta_mcc_low={low:.4f} delta_mcc_high={high:.4f}"
-    )
+    delta = None
+    if "ours bf16" in predictions:
+        delta = paired_delta(labels, predictions["ours fp32"], predictions["ours bf16"], args.seed)
+        agreement = float(np.mean(predictions["ours fp32"] == predictions["ours bf16"]))
+        print(
+            f"validation MCC: fp32 {mcc['ours fp32']:.4f}, bf16 {mcc['ours bf16']:.4f}; bf16 - fp32 "
+            f"{delta[0]:+.4f} [{delta[1]:+.4f}, {delta[2]:+.4f}] (95%, {RESAMPLES} paired resamples); "
+            f"label agreement {agreement:.3f}"
+        )
+    else:
+        print(f"validation MCC: fp32 {mcc['ours fp32']:.4f}")
+    print(result_line(native, speed, delta))
 
 
 if __name__ == "__main__":

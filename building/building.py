@@ -1,6 +1,7 @@
 """Building step: put a registered ONNX model and its tokenizer into the inference-server image.
 
-The image (the `server/` room, baked into the step image beside `sentclf`: ONNX Runtime + tokenizers behind the KServe v2 gRPC protocol, no PyTorch)
+The image (the `server/` room and the model's runtime `sentclf_runtime/`, both baked into the step image
+beside `sentclf`: ONNX Runtime + tokenizers behind the KServe v2 gRPC protocol, no PyTorch)
 is built on the host's engine, tagged `<registered model>-server:<version>-<hash>` (unique per store and
 content, see sentclf.server_images; an image of the same content is reused, never retagged),
 smoke-tested (start, health SERVING, one inference, remove), and recorded as the run tag `server_image`
@@ -9,7 +10,6 @@ registered name without `-classifier`, so `cola-classifier` serves `cola` and `t
 """
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -32,15 +32,15 @@ from sentclf.images import (
 from sentclf.kserve_client import classify, connect
 from sentclf.schema import SERVED_NAME_TAG, SERVER_IMAGE_TAG
 from sentclf.server_images import (
-    SERVER_DIR,
     SERVER_SOURCES,
     image_labels,
     image_namespace,
     served_model_name,
     server_image_tag,
 )
-from sentclf.text_model import model_files
 from sentclf.tracking import StepInputError, step_run
+from sentclf_runtime.config import ServingConfig
+from sentclf_runtime.files import model_files
 
 logger = logging.getLogger("building")
 
@@ -92,8 +92,7 @@ def resolve_model_version(model_uri: str) -> tuple[str, str]:
 
 def assemble_context(model_uri: str, context: Path) -> None:
     """Server sources, optional build inputs, and model/ (model.onnx, tokenizer.json, serving_config.json)."""
-    for name in SERVER_SOURCES:
-        source = SERVER_DIR / name
+    for name, source in SERVER_SOURCES.items():
         if source.is_dir():
             shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
@@ -168,9 +167,8 @@ def record_image(name: str, version: str, image: str, served: str) -> None:
 def prepare_context(args: argparse.Namespace, name: str, version: str, context: Path) -> None:
     """Server sources, build inputs and the version's model, with its serving name and version set."""
     assemble_context(f"models:/{name}/{version}", context)
-    serving_config = json.loads((context / "model" / "serving_config.json").read_text())
-    serving_config.update(model_name=served_name(args, name), model_version=version)
-    (context / "model" / "serving_config.json").write_text(json.dumps(serving_config, indent=2))
+    config = ServingConfig.read(context / "model")
+    config.served_as(served_name(args, name), version).write(context / "model")
 
 
 def prepare_for_cluster(args: argparse.Namespace, name: str, version: str, context: Path) -> None:
@@ -199,7 +197,7 @@ def record_pushed_image(name: str, version: str, context: Path) -> None:
                 f"{path} is missing or empty: the image builder did not push the server image"
             )
     image = f"{values['destination']}@{values['digest']}"
-    served = json.loads((context / "model" / "serving_config.json").read_text())["model_name"]
+    served = ServingConfig.read(context / "model").model_name
     record_image(name, version, image, served)
     logger.info("recorded the pushed image %s (serves the model name %r)", image, served)
 

@@ -9,7 +9,6 @@ One pipeline at a time per checkout (conductor.pipeline_lock).
 
 import argparse
 import contextlib
-import datetime
 import logging
 import os
 from collections.abc import Callable
@@ -24,7 +23,13 @@ from conductor.backends import Backend, StepFailed, make_backend
 from conductor.host_data import host_data_path
 from conductor.image_gc import collect_server_images
 from conductor.outcome import write_outcome
-from conductor.parameters import PROJECT_DIR, step_parameter_names
+from conductor.parameters import (
+    PROJECT_DIR,
+    conductor_parameter_names,
+    root_parameters,
+    step_parameter_names,
+    typed_default,
+)
 from conductor.pipeline_lock import pipeline_lock
 from conductor.step_cache import code_fingerprint, find_cached_run, mark, step_key
 from conductor.step_image import ensure_step_image
@@ -32,7 +37,18 @@ from conductor.ui_links import DEFAULT_UI, run_link
 from sentclf.dataset_snapshot import build_manifest, log_snapshot
 from sentclf.engine import docker_client
 from sentclf.images import STEP_IMAGE
-from sentclf.schema import CHAMPION_ALIAS, MODEL_VERSION_TAG, SERVER_IMAGE_TAG
+from sentclf.schema import (
+    CHAMPION_ALIAS,
+    GATE_DECISION_TAG,
+    GATE_METRIC,
+    GATE_METRIC_HIGH,
+    GATE_METRIC_LOW,
+    GATE_SUMMARY_TAG,
+    HEADLINE_PROMOTED_METRIC,
+    HEADLINE_VERSION_METRIC,
+    MODEL_VERSION_TAG,
+    SERVER_IMAGE_TAG,
+)
 from sentclf.tracking import RUN_NAME_TAG, StepCancelled, mark_ml_experiment
 
 logger = logging.getLogger("main")
@@ -46,18 +62,61 @@ def step_parameters(step: str, args: argparse.Namespace, **handed_on: str) -> di
     return {name: getattr(args, name) for name in step_parameter_names()[step]} | handed_on
 
 
+# A run name stays readable in the run list: each changed parameter's value is cut to this many characters.
+NAME_VALUE_CHARS = 24
+
+
+def dataset_label(dataset: str) -> str:
+    """The data set as a run name shows it: a host file's or folder's own name, else `dataset` as given
+    (`cola`, a hub id, a snapshot URI)."""
+    path = host_data_path(dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+    return path.name if path else dataset
+
+
+def _as_declared(value: object, spec: dict) -> object:
+    """A parameter's value as its declared type reads it, so `0.0002` and the default `2e-4` are equal."""
+    try:
+        return typed_default({**spec, "default": value})
+    except ValueError:
+        return str(value)
+
+
+def changed_parameters(args: argparse.Namespace) -> dict[str, str]:
+    """The parameters the steps take whose values differ from the root MLproject's defaults, in its order
+    (the data set aside, and the conductor's own: cache, backend and images change how, not what)."""
+    skipped = {"dataset", *conductor_parameter_names()}
+    return {
+        name: str(getattr(args, name))
+        for name, spec in root_parameters().items()
+        if name not in skipped and _as_declared(getattr(args, name), spec) != typed_default(spec)
+    }
+
+
+def run_name(args: argparse.Namespace, version: str | None = None, decision: str | None = None) -> str:
+    """What tells pipeline runs apart in the run list, most telling first (the list cuts long names):
+    `v3 promoted · cola · epochs=1 seed=7` once the gate decided, `cola · epochs=1 seed=7` before."""
+    changed = " ".join(
+        f"{name}={value if len(value) <= NAME_VALUE_CHARS else value[: NAME_VALUE_CHARS - 1] + '…'}"
+        for name, value in changed_parameters(args).items()
+    )
+    parts = [f"v{version} {decision}" if version else "", dataset_label(args.dataset), changed]
+    return " · ".join(part for part in parts if part)
+
+
 def describe_parent(parent: Run, args: argparse.Namespace) -> None:
-    """A readable name and a description, so `mlflow ui` shows what this run is at a glance."""
-    started = datetime.datetime.fromtimestamp(parent.info.start_time / 1000, datetime.UTC)
+    """A name that tells this run from the others and a description, so `mlflow ui` shows what this run
+    is at a glance; the name gains the registered version and the gate's decision at the end."""
     mlflow.set_tags(
         {
-            RUN_NAME_TAG: f"pipeline {started:%Y-%m-%d %H:%M:%S} UTC",
+            RUN_NAME_TAG: run_name(args),
             DESCRIPTION_TAG: (
                 f"Pipeline run: preprocess -> train -> building -> evaluate on `{args.dataset}`, model "
                 f"`{args.registered_model_name}`. Each step that ran is a child run below; a step reused "
                 "from an earlier pipeline (same code, parameters and inputs) is named in the tag "
-                "`cache.<step>`. The headline test metrics are copied here; `run_id.<step>` names every "
-                "step's run."
+                f"`cache.<step>`. The headline is copied here: the metrics `{HEADLINE_VERSION_METRIC}`, "
+                f"`{GATE_METRIC}` with `{GATE_METRIC_LOW}`/`{GATE_METRIC_HIGH}` (95% interval) and "
+                f"`{HEADLINE_PROMOTED_METRIC}` (1 promoted, 0 kept), the tags `{GATE_DECISION_TAG}` and "
+                "`summary`; `run_id.<step>` names every step's run."
             ),
         }
     )
@@ -185,25 +244,35 @@ class Pipeline:
         version: str,
     ) -> None:
         metrics = evaluate.run.data.metrics
-        mlflow.set_tags({"registered_model_version": version, "server_image": building.tag(SERVER_IMAGE_TAG)})
-        # The headline figures on the parent too, so the runs table compares pipelines at a glance.
-        mlflow.log_metrics(
-            {k: v for k, v in metrics.items() if k.startswith(("test_", "latency_", "throughput_"))}
+        decision = evaluate.run.data.tags.get(GATE_DECISION_TAG, "kept")
+        # The headline on the parent, read from the child runs through MLflow: the run list shows these
+        # metrics and tags as columns, so pipelines compare at a glance without opening each.
+        mlflow.set_tags(
+            {
+                MODEL_VERSION_TAG: version,
+                SERVER_IMAGE_TAG: building.tag(SERVER_IMAGE_TAG),
+                GATE_DECISION_TAG: decision,
+                RUN_NAME_TAG: run_name(self.args, version, decision),
+            }
         )
+        headline = {k: v for k, v in metrics.items() if k.startswith(("test_", "latency_", "throughput_"))}
+        headline[HEADLINE_VERSION_METRIC] = float(version)
+        headline[HEADLINE_PROMOTED_METRIC] = float(decision == "promoted")
+        mlflow.log_metrics(headline)
         interval = (
-            f" [{metrics['test_mcc_low']:.4f}, {metrics['test_mcc_high']:.4f}]"
-            if "test_mcc_low" in metrics
+            f" [{metrics[GATE_METRIC_LOW]:.4f}, {metrics[GATE_METRIC_HIGH]:.4f}]"
+            if GATE_METRIC_LOW in metrics and GATE_METRIC_HIGH in metrics
             else ""
         )
-        decision = evaluate.run.data.tags.get("gate.summary", "no gate decision recorded")
-        summary = f"version {version}, test MCC {metrics['test_mcc']:.4f}{interval}, {decision}"
+        reasons = evaluate.run.data.tags.get(GATE_SUMMARY_TAG, "no gate decision recorded")
+        summary = f"version {version}, test MCC {metrics[GATE_METRIC]:.4f}{interval}, {reasons}"
         mlflow.set_tag("summary", summary)
         logger.info("pipeline finished: parent run %s: %s", self.parent.info.run_id, summary)
         link = run_link(DEFAULT_UI, self.parent.info.experiment_id, self.parent.info.run_id)
         logger.info("see it in the UI (`make ui`): %s", link)
         write_outcome(
             summary,
-            evaluate.run.data.tags.get("gate.decision", "kept"),
+            decision,
             version=version,
             reused=len(self.reused),
         )

@@ -8,7 +8,8 @@ one server holding both versions.
 The model URI names a version (`models:/<name>/<version>`) or an alias (`models:/<name>@<alias>`); the
 image is the one the building step tagged that version with (`server_image`). The container runs on the
 host network with the three ports printed, its log follows on stdout, and Ctrl-C (or SIGTERM) stops it
-with the server's own drain and removes it.
+with the server's own drain and removes it. `--capture-dir <folder>` (`make serve CAPTURE=<folder>`) mounts
+that folder and turns the server's capture on, so `mlflow run monitor -P traffic=<folder>` has traffic.
 
 With --challenger, one image holds both versions' files: the champion's server image with the challenger's
 model directory copied in from its own server image (`<champion image>-with-v<challenger version>`, built
@@ -26,6 +27,7 @@ import signal
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -79,6 +81,15 @@ def check_route(route: str) -> str:
     return route.strip().lower()
 
 
+def capture_volume(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The server's environment and volume for capturing into `folder` (it must exist: the server runs as
+    uid 10001 and writes there, so its owner decides who may, e.g. `chmod 777`)."""
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise ServeError(f"capture folder {folder} does not exist: mkdir -p {folder} && chmod 777 {folder}")
+    return {"CAPTURE_DIR": "/traffic"}, {str(folder): {"bind": "/traffic", "mode": "rw"}}
+
+
 def _local_image(engine: docker.DockerClient, image: str, name: str, version: str) -> None:
     try:
         engine.images.get(image)
@@ -116,11 +127,13 @@ def serve(
     http_port: int,
     grpc_port: int,
     metrics_port: int,
+    capture_dir: Path | None = None,
     challenger_uri: str | None = None,
     route: str = "shadow",
 ) -> int:
     if challenger_uri:
         route = check_route(route)  # before anything is looked up
+    capture_env, volumes = capture_volume(capture_dir) if capture_dir else ({}, {})
     name, version, image = resolve_image(model_uri)
     served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
     engine = docker.from_env()
@@ -129,6 +142,7 @@ def serve(
         "HTTP_PORT": str(http_port),
         "GRPC_PORT": str(grpc_port),
         "METRICS_PORT": str(metrics_port),
+        **capture_env,
     }
     described = f"{name} version {version}"
     if challenger_uri:
@@ -148,6 +162,7 @@ def serve(
         name=f"sentclf-serve-{name}-{version}-{uuid.uuid4().hex[:6]}",
         network_mode="host",
         environment=environment,
+        volumes=volumes,
         labels={CONTAINER_LABEL: "1"},
     )
     try:
@@ -156,6 +171,8 @@ def serve(
         print(f"  HTTP     http://127.0.0.1:{http_port}  ({routes})", flush=True)
         print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
         print(f"  metrics  http://127.0.0.1:{metrics_port}/metrics", flush=True)
+        if capture_dir:
+            print(f"  capture  every answered request into {next(iter(volumes))}", flush=True)
         print("Ctrl-C stops and removes it.", flush=True)
         follower = threading.Thread(target=_follow, args=(container,), daemon=True)
         follower.start()
@@ -189,12 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--capture-dir", type=Path, help="capture every answered request into this folder")
     parser.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
     parser.add_argument("--route", default="shadow", help="with --challenger: shadow or split:<percent>")
     args = parser.parse_args(argv)
     try:
         return serve(
-            args.model, args.http_port, args.grpc_port, args.metrics_port, args.challenger or None, args.route
+            args.model,
+            args.http_port,
+            args.grpc_port,
+            args.metrics_port,
+            capture_dir=args.capture_dir,
+            challenger_uri=args.challenger or None,
+            route=args.route,
         )
     except ServeError as exc:
         print(f"make serve: {exc}", file=sys.stderr)

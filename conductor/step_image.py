@@ -1,8 +1,8 @@
 """The step image every step runs in, kept up to date by the conductor: built from the Dockerfile, the step
-requirements and the shared package `sentclf` (and nothing else, so a change to the conductor rebuilds no
-image and reruns no step). Run as `python -m conductor.step_image {ensure-base,ensure-step,ensure-score,
-lock-step}` (`make images`; ensure-score builds the score sub-project's image FROM it; lock-step rewrites
-requirements/step.lock: `make step-lock`)."""
+requirements, the shared package `sentclf` and the server's sources `server/` (and nothing else, so a
+change to the conductor rebuilds no image and reruns no step). Run as `python -m conductor.step_image
+{ensure-base,ensure-step,ensure-score,lock-step}` (`make step-image`, `make score-image`; ensure-score
+builds the score sub-project's image FROM it; lock-step rewrites requirements/step.lock: `make step-lock`)."""
 
 import argparse
 import contextlib
@@ -36,6 +36,7 @@ STEP_IMAGE_SOURCES = (
     "requirements/step.txt",
     "requirements/step.lock",
     "sentclf",
+    "sentclf_runtime",
     "server",
 )
 

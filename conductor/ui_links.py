@@ -13,8 +13,19 @@ import urllib.parse
 
 import mlflow
 
-DEFAULT_UI = "http://127.0.0.1:5000"
 ML_VIEW = "workflowType=machine_learning"
+
+
+def default_ui() -> str:
+    """Where a person opens the runs: a tracking server is its own UI; otherwise `make ui`'s address
+    (127.0.0.1:5000, or UI_PORT's port)."""
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if tracking.startswith(("http://", "https://")):
+        return tracking.rstrip("/")
+    return f"http://127.0.0.1:{os.environ.get('UI_PORT', '5000')}"
+
+
+DEFAULT_UI = default_ui()
 
 
 def runs_link(ui: str, experiment_id: str) -> str:

@@ -32,7 +32,14 @@ from docker.models.containers import Container
 
 from sentclf.containers import docker_client, health_status, run_labels, running_server
 from sentclf.data import log_split_inputs, read_split
-from sentclf.schema import CHAMPION_ALIAS, LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import (
+    CHAMPION_ALIAS,
+    GATE_DECISION_TAG,
+    GATE_SUMMARY_TAG,
+    LABEL_COLUMN,
+    TEXT_COLUMN,
+    LabelSet,
+)
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
 
 import figures
@@ -228,7 +235,7 @@ def judge(
         note = "No champion yet." if champion_version is None else "This version already is the champion."
         decision = decide(config, challenger.mcc.value, served.latency["latency_p99_ms"])
         if champion_version == inputs.version:
-            decision = Decision(False, decision.checks, "kept (this version already is the champion)")
+            decision = Decision(False, decision.checks, "this version already is the champion")
         return found(champion=None, comparison=None, no_comparison=note, decision=decision)
     champion_answers = score_version(inputs.model_name, champion_version, data.texts)
     check_classes(champion_answers, dataclasses.replace(inputs, version=champion_version), data.label_set)
@@ -253,8 +260,8 @@ def log_evaluation(evaluation: Evaluation) -> None:
         mlflow.log_metrics(finite, model_id=model_id)
     mlflow.set_tags(
         {
-            "gate.decision": "promoted" if decision.promote else "kept",
-            "gate.summary": decision.summary,
+            GATE_DECISION_TAG: decision.verdict,
+            GATE_SUMMARY_TAG: decision.summary,
             "promoted_to_champion": str(decision.promote).lower(),
             "champion_before": evaluation.champion.version if evaluation.champion else "-",
         }

@@ -48,7 +48,16 @@ class Check:
 class Decision:
     promote: bool
     checks: tuple[Check, ...]
-    summary: str  # one line, for logs, tags and the retrain summary
+    reasons: str  # why, without the verdict: `no champion yet; every check passed`
+
+    @property
+    def verdict(self) -> str:
+        return "promoted" if self.promote else "kept"
+
+    @property
+    def summary(self) -> str:
+        """One line, for logs, tags and the retrain summary: `promoted (no champion yet; ...)`."""
+        return f"{self.verdict} ({self.reasons})"
 
 
 def current_champion(name: str) -> str | None:
@@ -121,10 +130,8 @@ def decide(
     promote = all(check.passed for check in checks)
     failed = [str(check) for check in checks if not check.passed]
     against = "no champion yet" if champion_mcc is None else f"champion MCC {champion_mcc:.4f}"
-    summary = (
-        f"promoted ({against}; every check passed)" if promote else f"kept ({against}; {'; '.join(failed)})"
-    )
-    return Decision(promote, tuple(checks), summary)
+    reasons = f"{against}; every check passed" if promote else f"{against}; {'; '.join(failed)}"
+    return Decision(promote, tuple(checks), reasons)
 
 
 def apply(decision: Decision, name: str, version: str) -> None:

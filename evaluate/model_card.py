@@ -6,6 +6,7 @@ in the registry (what `mlflow ui` shows on the version's page) and the artifact 
 
 import json
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import mlflow
 import numpy as np
 
 from sentclf.data import read_split
-from sentclf.schema import LABEL_COLUMN
+from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR
+from sentclf.schema import (
+    DATASET_SHA256_TAG,
+    DATASET_SNAPSHOT_TAG,
+    DATASET_TAG,
+    LABEL_COLUMN,
+    PRECISION_USED_TAG,
+)
 from sentclf.tracking import StepInputError
 
 from results import Evaluation
@@ -21,6 +29,8 @@ from results import Evaluation
 CARD_ARTIFACT = "model_card.md"
 # Per-class figures on fewer test rows than this are called out as unreliable.
 FEW_ROWS = 30
+# Label sets up to this size are listed on one line of the card; larger ones only in the per-class table.
+LISTED_CLASSES = 8
 
 
 @dataclass(frozen=True)
@@ -48,11 +58,11 @@ def provenance(evaluation: Evaluation) -> Provenance:
     with tempfile.TemporaryDirectory(prefix="sentclf-card-") as tmp:
         try:
             manifest = mlflow.artifacts.download_artifacts(
-                run_id=inputs.data_run_id, artifact_path="dataset/manifest.json", dst_path=tmp
+                run_id=inputs.data_run_id, artifact_path=f"{SNAPSHOT_DIR}/{MANIFEST}", dst_path=tmp
             )
             files = json.loads(Path(manifest).read_text()).get("files", [])
         except (OSError, mlflow.exceptions.MlflowException):
-            pass  # data that did not come from host files (a hub id) has no snapshot
+            pass  # data from a hub has no manifest
     size = evaluation.label_set.size
     rows = {}
     for split in ("train", "validation"):
@@ -65,90 +75,158 @@ def provenance(evaluation: Evaluation) -> Provenance:
     return Provenance(data_run, _run(version.run_id) if version.run_id else None, files, rows)
 
 
-def _figure(interval) -> str:
-    return f"{interval.value:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+def _cell(value: object) -> str:
+    """A table cell: a `|` or a line break in a class name or a parameter would end the cell or the row."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], numeric_from: int = 1) -> list[str]:
+    """A Markdown table as MLflow's UI renders a version's description (showdown, GitHub flavour): one
+    row per line, the columns from `numeric_from` on right-aligned. Tables grow down (one row per class,
+    per parameter, per metric), never sideways, so a wide label set still fits the version page."""
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def _value(interval) -> str:
+    return f"{interval.value:.4f}"
+
+
+def _range(interval) -> str:
+    return f"[{interval.low:.4f}, {interval.high:.4f}]"
+
+
+def _data_lines(data_tags: dict, data_params: dict, files: list[dict]) -> list[str]:
+    sha256 = data_tags.get(DATASET_SHA256_TAG)
+    if sha256 is None:
+        hashed = "none recorded (data from a hub has no files to hash)"
+    elif DATASET_SNAPSHOT_TAG in data_tags:
+        hashed = f"`{sha256}` (over the files below, snapshotted into the pipeline run)"
+    else:
+        hashed = f"`{sha256}` (over the files below)"
+    lines = [
+        f"- source: `{data_tags.get(DATASET_TAG, data_params.get('source', 'unknown'))}`",
+        f"- held-out test data: `{data_params.get('test_source', 'unknown')}`",
+        f"- data sha256: {hashed}",
+    ]
+    return lines + [f"  - `{f['name']}`: `{f['sha256']}`" for f in files if "name" in f and "sha256" in f]
+
+
+def _label_set_line(names: Sequence[str]) -> str:
+    """A few classes by index on one line; a larger label set in the per-class table (one row each)."""
+    if len(names) > LISTED_CLASSES:
+        return f"- label set: {len(names)} classes, in index order (0 first) in the per-class table below"
+    return "- label set: " + ", ".join(f"{i} = `{n}`" for i, n in enumerate(names))
+
+
+def _precision_line(train_tags: dict, train_params: dict) -> str:
+    """The precision that ran (train's PRECISION_USED_TAG), with the one asked for when they differ."""
+    asked, ran = train_params.get("precision"), train_tags.get(PRECISION_USED_TAG)
+    if ran is None:
+        return f"- precision: `{asked or 'unknown'}` asked (the train run did not record what ran)"
+    return f"- precision: `{ran}`" + (f" (asked: `{asked}`)" if asked and asked != ran else "")
+
+
+def _metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str]]:
+    challenger, served = evaluation.challenger, evaluation.served
+    rows = [
+        ("MCC (`test_mcc`)", _value(challenger.mcc), _range(challenger.mcc)),
+        ("accuracy (`test_accuracy`)", _value(challenger.accuracy), _range(challenger.accuracy)),
+        ("macro F1 (`test_f1_macro`)", _value(challenger.f1_macro), _range(challenger.f1_macro)),
+        ("weighted F1 (`test_f1_weighted`)", _value(challenger.f1_weighted), _range(challenger.f1_weighted)),
+        ("latency p50, ms (`latency_p50_ms`)", f"{served.latency['latency_p50_ms']:.2f}", ""),
+        ("latency p99, ms (`latency_p99_ms`)", f"{served.latency['latency_p99_ms']:.2f}", ""),
+        ("served = registered (`parity_served_agreement`)", f"{evaluation.parity.agreement:.4f}", ""),
+    ]
+    champion, comparison = evaluation.champion, evaluation.comparison
+    if champion is not None and comparison is not None:
+        rows += [
+            (f"champion (version {champion.version}) MCC", _value(champion.mcc), _range(champion.mcc)),
+            (
+                "MCC gain over the champion (`delta_mcc`)",
+                _value(comparison.delta_mcc),
+                _range(comparison.delta_mcc),
+            ),
+            ("resamples where this version is better", f"{comparison.share_better:.4f}", ""),
+        ]
+    return rows
 
 
 def render(evaluation: Evaluation, facts: Provenance) -> str:
+    """The card as Markdown. MLflow shows it with single line breaks kept: one statement per line."""
     inputs, decision, challenger = evaluation.inputs, evaluation.decision, evaluation.challenger
     data_tags = facts.data_run.data.tags if facts.data_run else {}
     data_params = facts.data_run.data.params if facts.data_run else {}
     train_id = facts.train_run.info.run_id if facts.train_run else "unknown"
     train_tags = facts.train_run.data.tags if facts.train_run else {}
     train_params = facts.train_run.data.params if facts.train_run else {}
-    names = evaluation.label_set.names
+    verdict = "promoted to champion" if decision.promote else "not promoted"
     lines = [
         f"# Model card: {inputs.model_name} version {inputs.version}",
         "",
-        f"**Gate decision: {'promoted to champion' if decision.promote else 'kept'}** ({decision.summary})",
+        f"**Gate decision: {verdict}** ({decision.reasons})",
         "",
         "## Data",
         f"- preprocess run: `{inputs.data_run_id}`{'' if facts.data_run else ' (not found)'}",
-        f"- source: `{data_tags.get('input.dataset', data_params.get('source', 'unknown'))}`",
-        f"- held-out test data: `{data_params.get('test_source', 'unknown')}`",
-        f"- snapshot sha256: `{data_tags.get('input.dataset_sha256', 'none (no host snapshot)')}`",
-    ]
-    lines += [f"  - `{f['name']}`: `{f['sha256']}`" for f in facts.files if "name" in f and "sha256" in f]
-    lines += [
-        "- label set: " + ", ".join(f"{i} = `{n}`" for i, n in enumerate(names)),
-        "",
-        "| rows per class | " + " | ".join(names) + " | total |",
-        "| --- | " + " | ".join("---" for _ in names) + " | --- |",
-    ]
-    for split, counts in facts.rows_per_class.items():
-        lines.append(f"| {split} | " + " | ".join(str(c) for c in counts) + f" | {sum(counts)} |")
-    lines += [
+        *_data_lines(data_tags, data_params, facts.files),
+        _label_set_line(evaluation.label_set.names),
         "",
         "## Recipe",
         f"- train run: `{train_id}`",
         f"- code commit: `{train_tags.get('mlflow.source.git.commit', 'unknown')}`",
-        "- parameters: " + (", ".join(f"`{k}={v}`" for k, v in sorted(train_params.items())) or "unknown"),
+        _precision_line(train_tags, train_params),
+        "",
+        *table(
+            ["parameter", "value"],
+            [(f"`{k}`", f"`{v}`") for k, v in sorted(train_params.items()) if k != "precision"]
+            or [("unknown", "")],
+            numeric_from=2,
+        ),
         "",
         "## Metrics (test rows, 95% bootstrap intervals)",
         f"{evaluation.rows} test rows, {evaluation.resamples} resamples; the served model (its image "
         f"`{inputs.server_image}`) over gRPC.",
         "",
-        "| metric | value [95% interval] |",
-        "| --- | --- |",
-        f"| test_mcc | {_figure(challenger.mcc)} |",
-        f"| test_accuracy | {_figure(challenger.accuracy)} |",
-        f"| test_f1_macro | {_figure(challenger.f1_macro)} |",
-        f"| test_f1_weighted | {_figure(challenger.f1_weighted)} |",
-        f"| latency_p50_ms | {evaluation.served.latency['latency_p50_ms']:.2f} |",
-        f"| latency_p99_ms | {evaluation.served.latency['latency_p99_ms']:.2f} |",
-        f"| parity_served_agreement | {evaluation.parity.agreement:.4f} |",
-    ]
-    if evaluation.champion is not None and evaluation.comparison is not None:
-        lines += [
-            f"| champion_test_mcc (version {evaluation.champion.version}) | "
-            f"{_figure(evaluation.champion.mcc)} |",
-            f"| delta_mcc | {_figure(evaluation.comparison.delta_mcc)} |",
-            f"| share_resamples_challenger_better | {evaluation.comparison.share_better:.4f} |",
-        ]
-    lines += [
+        *table(["metric", "value", "95% interval"], _metric_rows(evaluation)),
         "",
-        "| class | test rows | precision | recall | F1 |",
-        "| --- | --- | --- | --- | --- |",
+        "## Per class",
+        "",
     ]
-    lines += [
-        f"| {c.name} | {c.support} | {c.precision:.4f} | {c.recall:.4f} | {c.f1:.4f} |"
-        for c in challenger.classes
-    ]
+    splits = [split for split in ("train", "validation") if split in facts.rows_per_class]
+    lines += table(
+        ["class", *(f"{split} rows" for split in splits), "test rows", "precision", "recall", "F1"],
+        [
+            (
+                c.name,
+                *(facts.rows_per_class[split][index] for split in splits),
+                c.support,
+                f"{c.precision:.4f}",
+                f"{c.recall:.4f}",
+                f"{c.f1:.4f}",
+            )
+            for index, c in enumerate(challenger.classes)
+        ],
+    )
     width = challenger.mcc.high - challenger.mcc.low
     few = [c.name for c in challenger.classes if c.support < FEW_ROWS]
     lines += [
         "",
         "## Limits",
         f"- The figures hold for data like the {evaluation.rows} held-out test rows (same source, same class "
-        f"mix); the MCC interval is {width:.4f} wide, so differences smaller than that are not shown here.",
+        f"mix); the MCC interval is {width:.4f} wide, so smaller differences are not shown here.",
         "- Nothing here measures data from elsewhere or later: a new source, new topics or a shifted class "
         "mix (the preprocess step's drift check compares each new batch with the champion's data).",
         "- Latency was measured on the machine that ran this evaluation, one request at a time and under "
         "load.",
     ]
     if few:
-        lines.append(f"- Per-class figures rest on fewer than {FEW_ROWS} test rows for: {', '.join(few)}.")
-    lines += ["", "## Gate", f"- decision: {'promoted' if decision.promote else 'kept'}: {decision.summary}"]
+        named = ", ".join(few[:LISTED_CLASSES]) + (
+            f" and {len(few) - LISTED_CLASSES} more" if len(few) > LISTED_CLASSES else ""
+        )
+        lines.append(f"- Per-class figures rest on fewer than {FEW_ROWS} test rows for: {named}.")
+    lines += ["", "## Gate", f"- decision: {decision.summary}"]
     lines += [f"- {check}" for check in decision.checks]
     return "\n".join(lines) + "\n"
 

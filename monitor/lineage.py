@@ -1,6 +1,5 @@
 """What the monitor reads: the capture folder on the host, and the model version with its lineage."""
 
-import json
 import os
 import re
 import tempfile
@@ -10,8 +9,9 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from sentclf.text_model import model_files
 from sentclf.tracking import StepInputError, version_data_run_id
+from sentclf_runtime.config import ServingConfig
+from sentclf_runtime.files import model_files
 
 # Inside the step's container: the host's root, mounted read-only, and the repository's host path.
 HOST_ROOT = Path(os.environ.get("SENTCLF_HOST_ROOT", "/mlflow/host"))
@@ -23,18 +23,30 @@ def repo_dir() -> Path:
     return Path(os.environ.get("SENTCLF_HOST_REPO") or STEP_DIR.parent)
 
 
-def traffic_folder(traffic: str) -> Path:
-    """The capture folder `traffic` names (absolute, or relative to the repository root), read through the
+def host_folder(value: str, parameter: str, hint: str) -> Path:
+    """The host folder `value` names (absolute, or relative to the repository root), read through the
     host-root mount inside the container."""
-    given = Path(traffic).expanduser()
+    given = Path(value).expanduser()
     host_path = given if given.is_absolute() else repo_dir() / given
     path = HOST_ROOT / host_path.relative_to("/") if HOST_ROOT.is_dir() else host_path
     if not path.is_dir():
-        raise StepInputError(
-            f"traffic={traffic!r}: no folder {host_path} on this machine; give the folder the server's "
-            "CAPTURE_DIR is mounted from"
-        )
+        raise StepInputError(f"{parameter}={value!r}: no folder {host_path} on this machine; {hint}")
     return path
+
+
+def traffic_folder(traffic: str) -> Path:
+    """The capture folder `traffic` names."""
+    return host_folder(traffic, "traffic", "give the folder the server's CAPTURE_DIR is mounted from")
+
+
+def feedback_folder(feedback: str) -> Path:
+    """The folder of labels `feedback` names."""
+    return host_folder(
+        feedback,
+        "feedback",
+        "give the folder the labels are written to (the server's feedback folder, or a labelling team's "
+        "CSV / JSON lines files with `id` and `label` columns)",
+    )
 
 
 @dataclass
@@ -47,8 +59,7 @@ class ModelInputs:
 
     @property
     def labels(self) -> list[str]:
-        config = json.loads((self.model_dir / "serving_config.json").read_text())
-        return list(config.get("labels", ["unacceptable", "acceptable"]))
+        return list(ServingConfig.read(self.model_dir).labels)
 
 
 def resolve_model(uri: str) -> ModelInputs:

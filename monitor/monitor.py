@@ -4,7 +4,8 @@ Reads the window (`since`) of the capture folder, finds the model version (defau
 preprocess run it was trained on and its ONNX files; compares the traffic's sentence features with the
 training split's and its predictions with the version's own on its test split (recomputed here with ONNX
 Runtime); logs each feature's PSI and KS, the verdict tags `drift` (true/false) and `drift.features`,
-monitor/verdict.json and monitor/report.html.
+monitor/verdict.json and monitor/report.html. With `feedback` (a folder of labels that came back), each
+version that answered in the window is judged on live traffic too (monitor/live_traffic.py).
 """
 
 import argparse
@@ -21,12 +22,13 @@ from tokenizers import Tokenizer
 from sentclf.data import read_split
 from sentclf.schema import TEXT_COLUMN
 from sentclf.tracking import StepInputError, record_inputs, step_run
-from sentclf.traffic import parse_since, read_capture, text_features
+from sentclf.traffic import parse_since, read_capture, served_records, text_features
 
 from behaviour import test_probabilities
 from compare import compare, verdict
 from lineage import resolve_model, traffic_folder
-from monitor_report import render
+from live_traffic import judge, log_evidence
+from monitor_report import live_section, render
 
 logger = logging.getLogger("monitor")
 
@@ -38,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--since", default="24h")
     parser.add_argument("--threshold", type=float, default=0.2)
     parser.add_argument("--min-records", type=int, default=50)
+    parser.add_argument("--feedback", default="", help="a folder of labels that came back; empty: none")
     return parser.parse_args(argv)
 
 
@@ -79,17 +82,26 @@ def main(argv: list[str] | None = None) -> None:
         since = parse_since_or_fail(args.since)
         folder = traffic_folder(args.traffic)
         window = read_capture(folder, since)
-        if len(window) < args.min_records:
+        # Drift is about what callers sent: each sentence once, as its served record has it; a challenger's
+        # shadow answers to the same sentences are judged on live traffic (judge), never counted twice here.
+        traffic = served_records(window)
+        if len(traffic) < args.min_records:
             raise StepInputError(
-                f"{len(window)} captured records in {args.traffic} within since={args.since}, fewer than "
-                f"min_records={args.min_records}: nothing to judge (is the server's CAPTURE_DIR this folder?)"
+                f"{len(traffic)} served records in {args.traffic} within since={args.since} (shadow answers "
+                f"not counted), fewer than min_records={args.min_records}: nothing to judge (is the "
+                "server's CAPTURE_DIR this folder?)"
             )
         model = resolve_model(args.model)
         with model.tmp:
             record_inputs(model=f"models:/{model.name}/{model.version}", data_run_id=model.data_run_id)
-            served = sorted({f"{m} v{v}" for m, v in zip(window["model"], window["version"], strict=True)})
+            served = sorted({f"{m} v{v}" for m, v in zip(traffic["model"], traffic["version"], strict=True)})
             logger.info(
-                "%d records (%s) against %s v%s", len(window), ", ".join(served), model.name, model.version
+                "%d served records (%s; %d shadow answers left out) against %s v%s",
+                len(traffic),
+                ", ".join(served),
+                len(window) - len(traffic),
+                model.name,
+                model.version,
             )
             tokenizer = load_tokenizer(model.model_dir / "tokenizer.json")
             train = read_split(model.data_run_id, "train")
@@ -97,16 +109,17 @@ def main(argv: list[str] | None = None) -> None:
             reference = text_columns(train[TEXT_COLUMN].tolist(), tokenizer)
             test_probs = test_probabilities(model.model_dir, test[TEXT_COLUMN].tolist())
             reference["confidence"] = test_probs.max(axis=1)
-            current = traffic_columns(window, tokenizer)
+            current = traffic_columns(traffic, tokenizer)
             scores = compare(
                 reference,
                 current,
                 model.labels,
                 test_probs.argmax(axis=1),
-                window["label"].to_numpy(dtype=np.int64),
+                traffic["label"].to_numpy(dtype=np.int64),
             )
             result = verdict(scores, args.threshold)
-        log_result(scores, result, window, model, args)
+            live = judge(args.feedback, folder, window, since is not None, model) if args.feedback else None
+        log_result(scores, result, traffic, model, args, live, shadow=len(window) - len(traffic))
 
 
 def parse_since_or_fail(since: str):
@@ -116,8 +129,11 @@ def parse_since_or_fail(since: str):
         raise StepInputError(str(error)) from None
 
 
-def log_result(scores, result: dict, window: pd.DataFrame, model, args: argparse.Namespace) -> None:
-    metrics = {"traffic_records": float(len(window))}
+def log_result(
+    scores, result: dict, window: pd.DataFrame, model, args: argparse.Namespace, live=None, shadow: int = 0
+) -> None:
+    """`window`: the served records the drift was computed on; `shadow`: the shadow answers left out."""
+    metrics = {"traffic_records": float(len(window)), "traffic_shadow_records": float(shadow)}
     for score in scores:
         metrics[f"{score.name}_psi"] = score.psi
         if score.ks is not None:
@@ -139,9 +155,13 @@ def log_result(scores, result: dict, window: pd.DataFrame, model, args: argparse
     }
     summary = result | {"records": len(window), "model": model.name, "version": model.version}
     summary["scores"] = {s.name: {"psi": s.psi, "ks": s.ks} for s in scores}
+    if live is not None:
+        log_evidence(live)
+        summary["live"] = live.as_dict()
     with tempfile.TemporaryDirectory(prefix="sentclf-monitor-report-") as tmp:
         (Path(tmp) / "verdict.json").write_text(json.dumps(summary, indent=2))
-        (Path(tmp) / "report.html").write_text(render(scores, result, context))
+        extra = live_section(live, args.feedback) if live is not None else ""
+        (Path(tmp) / "report.html").write_text(render(scores, result, context, extra))
         mlflow.log_artifacts(tmp, "monitor")
     if result["drift"]:
         logger.warning(

@@ -11,6 +11,13 @@
   `retrain-latest.log` link, and old logs pruned to RETRAIN_KEEP_LOGS.
 - notifications (ops.notify): a failed, timed-out or cancelled night always, a promotion always, a kept
   or unchanged night only with RETRAIN_NOTIFY_ON=all; they say how many scheduled nights were missed.
+- live promotion, with RETRAIN_LIVE_FEEDBACK (the folder of labels that came back) and RETRAIN_TRAFFIC (the
+  server's capture folder): before the pipeline (which may register a new challenger), `python -m
+  ops.promote_live` judges the champion and the challenger on the labelled live traffic and moves
+  `champion` when the paired comparison passes the gate (RETRAIN_LIVE_MIN_LABELS, default 200, labelled
+  requests at least). Its summary ends the night's line (`; live: ...`), each version's live figures go
+  into the notification, and a live promotion or a failed live step is always notified. It runs on a night
+  RETRAIN_WHEN skips too (scripts/retrain.sh hands the skip over with --skipped).
 
 `python -m ops.nightly status` is `make retrain-status` (ops.schedule).
 """
@@ -41,6 +48,9 @@ CANCELLED = 143
 # After SIGTERM, how long the pipeline gets to cancel its step (the conductor's own grace is 20 s).
 STOP_GRACE_S = 90.0
 LOG_TAIL_LINES = 40
+LIVE_FEEDBACK_ENV = "RETRAIN_LIVE_FEEDBACK"
+LIVE_MIN_LABELS_ENV = "RETRAIN_LIVE_MIN_LABELS"
+TRAFFIC_ENV = "RETRAIN_TRAFFIC"
 # Test hook: the first attempt talks to this engine instead (a socket nothing answers on: an engine that
 # is down for the first attempt only), without stopping the machine's real engine.
 FIRST_ATTEMPT_DOCKER_HOST_ENV = "SENTCLF_TEST_FIRST_ATTEMPT_DOCKER_HOST"
@@ -213,6 +223,53 @@ class Night:
             time.sleep(0.2)
 
 
+@dataclass
+class Live:
+    """What the live promotion said: its one-line summary and each version's live figures."""
+
+    promoted: bool
+    summary: str
+    lines: list[str]
+    failed: bool = False
+
+
+def live_promotion(args: list[str], log: Path, environ=os.environ) -> Live | None:
+    """`python -m ops.promote_live` on RETRAIN_TRAFFIC and RETRAIN_LIVE_FEEDBACK for the pipeline's
+    registered model, its output in the night's log; None when no feedback folder is set."""
+    feedback = environ.get(LIVE_FEEDBACK_ENV, "")
+    if not feedback:
+        return None
+    traffic = environ.get(TRAFFIC_ENV, "")
+    if not traffic:
+        return Live(False, f"{LIVE_FEEDBACK_ENV} needs {TRAFFIC_ENV}, the server's capture folder", [], True)
+    from ops.retrain_when import pipeline_parameter
+
+    model = pipeline_parameter(args, "registered_model_name", "cola-classifier")
+    fd, summary_file = tempfile.mkstemp(prefix="sentclf-live-summary-")
+    os.close(fd)
+    command = [sys.executable, "-m", "ops.promote_live", "--traffic", traffic, "--feedback", feedback]
+    command += ["--model", model, "--summary-file", summary_file]
+    if environ.get(LIVE_MIN_LABELS_ENV):
+        command += ["--min-labels", environ[LIVE_MIN_LABELS_ENV]]
+    env = {k: v for k, v in environ.items() if k not in (notify.NOTIFY_ENV, notify.NOTIFY_FILE_ENV)}
+    logger.info("live promotion: %s", " ".join(command[1:]))
+    try:
+        with log.open("a") as out:
+            status = subprocess.run(
+                command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+            ).returncode
+        text = Path(summary_file).read_text()
+    finally:
+        Path(summary_file).unlink(missing_ok=True)
+    try:
+        result = json.loads(text)
+    except ValueError:
+        result = None
+    if status != 0 or not result:
+        return Live(False, f"live promotion failed (exit {status}; see the log)", [], True)
+    return Live(bool(result["promoted"]), result["summary"], list(result["lines"]))
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any live (not zombie) process is left in the process group."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -247,8 +304,9 @@ def finish(log: Path, line: str, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def should_notify(status: int, record: dict, settings: Settings) -> bool:
-    return status != 0 or record.get("outcome") == "promoted" or settings.notify_on == "all"
+def should_notify(status: int, record: dict, settings: Settings, live: Live | None = None) -> bool:
+    live_news = live is not None and (live.promoted or live.failed)
+    return status != 0 or record.get("outcome") == "promoted" or settings.notify_on == "all" or live_news
 
 
 def event_of(status: int, record: dict) -> str:
@@ -259,10 +317,18 @@ def event_of(status: int, record: dict) -> str:
     return record.get("outcome", "failed")
 
 
-def message(line: str, status: int, record: dict, log: Path, missed: int) -> tuple[str, str]:
+def message(
+    line: str, status: int, record: dict, log: Path, missed: int, live: Live | None = None
+) -> tuple[str, str]:
     event = event_of(status, record)
+    if live is not None and live.promoted:
+        event += ", champion promoted on live traffic"
+    elif live is not None and live.failed:
+        event += ", live promotion failed"
     title = f"sentclf retrain on {socket.gethostname()}: {event}"
     facts = [line]
+    if live is not None and live.lines:
+        facts += ["live traffic:", *(f"  {figures}" for figures in live.lines)]
     if step := record.get("step"):
         facts.append(f"failing step: {step}" if status else f"step: {step}")
     if kind := record.get("kind"):
@@ -294,6 +360,7 @@ def run_night(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ops.nightly run")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--stamp", required=True)
+    parser.add_argument("--skipped", default="", help="RETRAIN_WHEN skipped the pipeline: this is why")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     options = parser.parse_args(argv)
     handler = logging.FileHandler(options.log)
@@ -322,18 +389,25 @@ def run_night(argv: list[str]) -> int:
         len(urls),
         f" ({', '.join(notify.masked(u) for u in urls)})" if urls else "",
     )
-    night = Night(args, options.log, options.stamp, settings)
+    # Before the pipeline: a new version it registers takes the `challenger` alias from the one served.
+    live = live_promotion(args, options.log)
+    if live is not None:
+        logger.info("live: %s", live.summary)
+    if options.skipped:
+        status, summary, record = 0, options.skipped, {"outcome": "skipped"}
+    else:
+        night = Night(args, options.log, options.stamp, settings)
 
-    def cancel(signum: int, frame: object) -> None:
-        night.cancel_signal = signum
+        def cancel(signum: int, frame: object) -> None:
+            night.cancel_signal = signum
 
-    signal.signal(signal.SIGTERM, cancel)
-    signal.signal(signal.SIGINT, cancel)
-    status, summary, record = night.run()
+        signal.signal(signal.SIGTERM, cancel)
+        signal.signal(signal.SIGINT, cancel)
+        status, summary, record = night.run()
     # Notified first, so that the summary line stays the log's last line.
-    line = f"retrain {options.stamp}: exit {status}: {summary}"
-    if should_notify(status, record, settings):
-        notify.send(urls, *message(line, status, record, options.log, missed))
+    line = f"retrain {options.stamp}: exit {status}: {summary}" + (f"; live: {live.summary}" if live else "")
+    if should_notify(status, record, settings, live):
+        notify.send(urls, *message(line, status, record, options.log, missed, live))
     finish(options.log, line, settings.keep_logs)
     return status
 

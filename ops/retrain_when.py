@@ -1,6 +1,7 @@
 """RETRAIN_WHEN for scripts/retrain.sh: whether tonight's retrain runs.
 
-    python -m ops.retrain_when --when {new-data,drift,always} [--traffic DIR] [--model URI] -- ARGS
+    python -m ops.retrain_when --when {new-data,drift,always} [--traffic DIR] [--model URI]
+                               [--feedback DIR] -- ARGS
 
 ARGS are the pipeline's (`-P dataset=...`). Prints one line, the night's summary, and exits:
   0   retrain (new-data; always; drift with new data)
@@ -9,8 +10,9 @@ ARGS are the pipeline's (`-P dataset=...`). Prints one line, the night's summary
   1   cannot decide: no RETRAIN_TRAFFIC, the monitor failed (its output is on stderr)
 
 "New data" means the data set's files hash (sha256 manifest) to something else than the data the champion's
-preprocess run recorded (tag input.dataset_sha256); the shipped CoLA, which records no manifest, is new
-only when the champion was trained on something else.
+preprocess run recorded (tag input.dataset_sha256); the shipped CoLA is hashed the same way (a champion
+from before it was, with no hash recorded, counts as trained on it); a hub id is new only when the champion
+was trained on files.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import mlflow
 
 from conductor.host_data import host_data_path
 from sentclf.dataset_snapshot import build_manifest
+from sentclf.schema import DATASET_SHA256_TAG
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The shipped CoLA's files (preprocess/sources' SHIPPED_COLA_DIR): preprocess records their manifest's hash.
+SHIPPED_COLA_DIR = PROJECT_DIR / "preprocess" / "data" / "cola"
 RETRAIN, NO_DRIFT, NEEDS_LABELS, FAILED = 0, 10, 11, 1
 _VERDICT = re.compile(r"monitor verdict: drift=(?P<drift>true|false) features=(?P<features>\S+)")
 
@@ -41,8 +46,9 @@ def pipeline_parameter(args: list[str], name: str, default: str) -> str:
     return value
 
 
-def run_monitor(traffic: str, model: str) -> tuple[bool, str]:
-    """(drift, features) from `mlflow run monitor`; its output goes to stderr (the retrain log)."""
+def run_monitor(traffic: str, model: str, feedback: str = "") -> tuple[bool, str]:
+    """(drift, features) from `mlflow run monitor` (with `feedback`, each served version's live figures too);
+    its output goes to stderr (the retrain log)."""
     command = [
         "mlflow",
         "run",
@@ -52,6 +58,8 @@ def run_monitor(traffic: str, model: str) -> tuple[bool, str]:
         "-P",
         f"model={model}",
     ]
+    if feedback:
+        command += ["-P", f"feedback={feedback}"]
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
     sys.stderr.write(result.stdout + result.stderr)
     found = _VERDICT.search(result.stdout + result.stderr)
@@ -74,14 +82,18 @@ def has_new_data(dataset: str, model: str) -> bool:
     if not data_run_id:
         return True
     tags = client.get_run(data_run_id).data.tags
-    trained_on = tags.get("input.dataset_sha256")
+    trained_on = tags.get(DATASET_SHA256_TAG)
     path = host_data_path(dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
-    if path is None:  # the shipped CoLA (or a hub id): new only if the champion had host data
+    if dataset == "cola":
+        return trained_on is not None and trained_on != build_manifest(SHIPPED_COLA_DIR).sha256
+    if path is None:  # a hub id: no hashes; new only if the champion was trained on files
         return trained_on is not None
     return build_manifest(path).sha256 != trained_on
 
 
-def decide(when: str, traffic: str, model: str, pipeline_args: list[str]) -> tuple[int, str]:
+def decide(
+    when: str, traffic: str, model: str, pipeline_args: list[str], feedback: str = ""
+) -> tuple[int, str]:
     if when == "new-data":
         return RETRAIN, "retraining when the data changed (RETRAIN_WHEN=new-data)"
     if when == "always":
@@ -91,7 +103,7 @@ def decide(when: str, traffic: str, model: str, pipeline_args: list[str]) -> tup
     name = pipeline_parameter(pipeline_args, "registered_model_name", "cola-classifier")
     model = model or f"models:/{name}@champion"
     try:
-        drift, features = run_monitor(traffic, model)
+        drift, features = run_monitor(traffic, model, feedback)
     except RuntimeError as error:
         return FAILED, f"RETRAIN_WHEN=drift: {error}"
     if not drift:
@@ -112,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--when", choices=["new-data", "drift", "always"], default="new-data")
     parser.add_argument("--traffic", default="")
     parser.add_argument("--model", default="")
+    parser.add_argument("--feedback", default="", help="labels that came back: the monitor's live figures")
     parser.add_argument("pipeline_args", nargs="*")
     args = parser.parse_args(argv)
-    status, line = decide(args.when, args.traffic, args.model, args.pipeline_args)
+    status, line = decide(args.when, args.traffic, args.model, args.pipeline_args, args.feedback)
     print(line, flush=True)
     return status
 

@@ -6,8 +6,9 @@ comes from the training data, or from `labels` (see labels.py). Artifacts:
 data/{train,validation,test}.parquet (columns sentence, label: the class index 0..N-1), schema.json (with
 the label set, also in the run tag `label_names`), validation_report.json,
 profile.json, a length histogram and drift_report.json; each split is also logged as an MLflow dataset
-input (digest, source). Host data leaves its sha256 manifest in the lineage (tags input.dataset*), and
-a snapshot of its files when this step read them itself. A blocking validation problem, or drift with
+input (digest, source). Host data and the shipped CoLA leave their sha256 manifest in the lineage (tags
+input.dataset*, dataset/manifest.json), host data also a snapshot of its files when this step read them
+itself. A blocking validation problem, or drift with
 fail_on_drift, fails the run before anything under data/ is logged, so no later step can take it for
 valid data.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sentclf.cli import parse_bool
-from sentclf.dataset_snapshot import is_snapshot_uri, log_snapshot
+from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR, is_snapshot_uri, log_snapshot
 from sentclf.schema import (
     DATA_ARTIFACT_DIR,
     LABEL_COLUMN,
@@ -182,14 +183,16 @@ def log_lineage(splits: dict[str, pd.DataFrame], source: Source) -> None:
 
 
 def record_host_data(source: Source, dataset: str) -> None:
-    """The lineage of host data: its manifest, and the files themselves unless the conductor already
-    logged them (a snapshot URI), so that the run alone tells what it was trained from, byte for byte."""
+    """The lineage of the data's files: their manifest, and the files themselves unless the conductor
+    already logged them (a snapshot URI) or they ship with this step (the shipped CoLA: the code commit
+    pins them), so that the run alone tells what it was trained from, byte for byte. Hub data has none."""
     if source.manifest is None:
         return
     record_inputs(dataset=source.manifest.source, dataset_sha256=source.manifest.sha256)
     if is_snapshot_uri(dataset):
         record_inputs(dataset_snapshot=dataset)
-        mlflow.log_dict(source.manifest.as_dict(), "dataset/manifest.json")
+    if is_snapshot_uri(dataset) or source.data_path is None:
+        mlflow.log_dict(source.manifest.as_dict(), f"{SNAPSHOT_DIR}/{MANIFEST}")
     else:
         record_inputs(dataset_snapshot=log_snapshot(source.data_path, source.manifest))
 

@@ -58,13 +58,21 @@ fi
 # RETRAIN_WHEN: new-data (default: the cache retrains only on changed data), drift (the monitor on
 # RETRAIN_TRAFFIC first: no drift skips the night, drift without new data says labels are needed; both exit
 # 0), always (use_cache=false). ops/retrain_when.py decides; a monitor that fails fails the night.
+# RETRAIN_LIVE_FEEDBACK (with RETRAIN_TRAFFIC): the folder of labels that came back; the monitor judges each
+# served version on them, and ops/nightly.py runs the live promotion (ops/promote_live.py) before the pipeline.
 when=${RETRAIN_WHEN:-new-data}
 if [ "$when" != new-data ]; then
   decision=$(.venv/bin/python -m ops.retrain_when --when "$when" --traffic "${RETRAIN_TRAFFIC:-}" \
-    --model "${RETRAIN_MODEL:-}" -- "$@" 2>>"$log")
+    --model "${RETRAIN_MODEL:-}" --feedback "${RETRAIN_LIVE_FEEDBACK:-}" -- "$@" 2>>"$log")
   case $? in
     0) echo "$decision" >>"$log" ;;
-    10 | 11) echo "$decision"; finish 0 "$decision" ;;
+    10 | 11)
+      echo "$decision"
+      # A night with live promotion still judges the served challenger (ops/nightly.py, --skipped).
+      if [ -n "${RETRAIN_LIVE_FEEDBACK:-}" ]; then
+        exec "$repo/.venv/bin/python" -m ops.nightly run --log "$log" --stamp "$stamp" --skipped "$decision" -- "$@"
+      fi
+      finish 0 "$decision" ;;
     *) finish 1 "${decision:-RETRAIN_WHEN=$when failed (see the log)}" ;;
   esac
   if [ "$when" = always ]; then set -- "$@" -P use_cache=false; fi

@@ -4,7 +4,7 @@
 # Usage: scripts/tracking-server.sh start | stop | status
 #   TRACKING_DIR   where the database cluster, the artifacts and the logs live (default .build/tracking)
 #   TRACKING_HOST  the address clients reach it on (default 127.0.0.1: this machine only)
-#   TRACKING_PORT  the port clients use (default 5000); PG_PORT PostgreSQL's (default 5433)
+#   TRACKING_PORT  the port clients use (default 5050: `make ui` keeps 5000); PG_PORT PostgreSQL's (default 5433)
 # Beyond loopback (TRACKING_HOST=0.0.0.0, a LAN address) a team shares it, and then it always has:
 #   - a login: MLflow's basic-auth app, its users and permissions in a second database of the same
 #     PostgreSQL; the admin's password comes from TRACKING_ADMIN_PASSWORD or TRACKING_ADMIN_PASSWORD_FILE
@@ -22,7 +22,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
 dir=$(mkdir -p "${TRACKING_DIR:-$repo/.build/tracking}" && cd "${TRACKING_DIR:-$repo/.build/tracking}" && pwd -P)
 host=${TRACKING_HOST:-127.0.0.1}
-port=${TRACKING_PORT:-5000}
+port=${TRACKING_PORT:-5050}
 pg_port=${PG_PORT:-5433}
 secrets="$dir/secrets"          # only the invoking user reads it: PostgreSQL's password, the auth config
 auth_ini="$secrets/basic-auth.ini"

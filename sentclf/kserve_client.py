@@ -4,12 +4,11 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from sentclf.containers import LOOPBACK
+from sentclf_runtime.outputs import LABEL_NAME_OUTPUT, LABEL_OUTPUT, TEXT_INPUT
+from sentclf_runtime.outputs import PROBS_OUTPUT as PROBABILITIES_OUTPUT
 
-TEXT_INPUT = "text"
-LABEL_OUTPUT = "label"
-PROBABILITIES_OUTPUT = "probabilities"
-# The class name of `label` (servers built since label sets are data; older ones answer only the two above).
-LABEL_NAME_OUTPUT = "label_name"
+# `label_name` is answered by servers built since label sets are data; older ones answer only the other two.
+__all__ = ["LABEL_NAME_OUTPUT", "LABEL_OUTPUT", "PROBABILITIES_OUTPUT", "TEXT_INPUT", "classify", "connect"]
 
 
 def connect(port: int) -> grpcclient.InferenceServerClient:

@@ -30,6 +30,23 @@ MODEL_VERSION_TAG = "registered_model_version"  # train run: the version it regi
 SERVER_IMAGE_TAG = "server_image"  # building run and model version: the server image of that version
 SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
 TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it
+PRECISION_USED_TAG = "precision_used"  # train run: the precision that ran (bf16|fp32), not the one asked
+# preprocess run (sentclf.tracking.record_inputs, prefix `input.`): the data's name, the sha256 of its
+# manifest (host files and the shipped CoLA; none for hub data) and the snapshot's URI (host files only).
+DATASET_TAG = "input.dataset"
+DATASET_SHA256_TAG = "input.dataset_sha256"
+DATASET_SNAPSHOT_TAG = "input.dataset_snapshot"
+GATE_DECISION_TAG = "gate.decision"  # evaluate run and pipeline run: `promoted` or `kept`
+GATE_SUMMARY_TAG = "gate.summary"  # evaluate run: the gate's one-line decision and its reasons
+
+# The gate's metric on the test rows, with its 95% interval: evaluate logs them, the pipeline run copies them.
+GATE_METRIC = "test_mcc"
+GATE_METRIC_LOW, GATE_METRIC_HIGH = f"{GATE_METRIC}_low", f"{GATE_METRIC}_high"
+# The pipeline (parent) run's headline besides those, as metrics the run list can show as columns and sort
+# by: the version it registered and whether the gate promoted it (1) or kept the champion (0). Read by the
+# docs and whoever compares pipelines, not by a step.
+HEADLINE_VERSION_METRIC = "registered_model_version"
+HEADLINE_PROMOTED_METRIC = "gate_promoted"
 
 # Registry aliases: train sets `challenger` on each new version; only evaluate's gate moves `champion`.
 CHALLENGER_ALIAS = "challenger"

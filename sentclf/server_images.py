@@ -11,7 +11,7 @@ other content gets another tag. Nightly retraining adds an image per night: the 
 """
 
 import hashlib
-import re
+import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,25 +19,29 @@ from pathlib import Path
 import mlflow
 
 from sentclf.schema import SERVED_NAME_TAG
+from sentclf_runtime.names import LEGACY_SERVED_NAME, served_model_name
+
+__all__ = ["LEGACY_SERVED_NAME", "served_model_name"]  # the runtime's rule, re-exported for the rooms
 
 NAMESPACE_TAG = "sentclf.image_namespace"
 MODEL_NAME_LABEL = "sentclf.model_name"
 MODEL_VERSION_LABEL = "sentclf.model_version"
 NAMESPACE_LABEL = "sentclf.image_namespace"
-# The inference server's room: the repository's `server/` on the host, `/opt/sentclf/server` in the step image
-# (the Dockerfile copies it beside this package), and what of it goes into a server image's build context.
+# The inference server's room and the model's runtime: the repository's `server/` and `sentclf_runtime/`
+# on the host, under /opt/sentclf in the step image (the Dockerfile copies them beside this package).
 SERVER_DIR = Path(__file__).resolve().parent.parent / "server"
-SERVER_SOURCES = ("Dockerfile", ".dockerignore", "requirements.txt", "slim_rootfs.py", "sentclf_server")
-# What every image built before the served name followed the registered model answered to.
-LEGACY_SERVED_NAME = "cola"
-
-
-def served_model_name(registered_name: str) -> str:
-    """The model name the server answers to (`/v2/models/<name>/infer`): the registered name without its
-    `-classifier`, kept to characters a URL path takes as they are: `cola-classifier` -> `cola`,
-    `Support Tickets-classifier` -> `support-tickets`."""
-    base = registered_name.lower().removesuffix("-classifier")
-    return re.sub(r"[^a-z0-9_.-]+", "-", base).strip("-.") or "model"
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "sentclf_runtime"
+# What a server process run from this checkout needs on its PYTHONPATH (tests, benches; an image has /app).
+SERVER_PYTHONPATH = os.pathsep.join([str(SERVER_DIR), str(RUNTIME_DIR.parent)])
+# A server image's build context, by name: the server room's files and the model's runtime it imports.
+SERVER_SOURCES = {
+    **{
+        name: SERVER_DIR / name
+        for name in ("Dockerfile", ".dockerignore", "requirements.txt", "slim_rootfs.py")
+    },
+    "sentclf_server": SERVER_DIR / "sentclf_server",
+    "sentclf_runtime": RUNTIME_DIR,
+}
 
 
 def recorded_served_name(version_tags: Mapping[str, str]) -> str:

@@ -127,8 +127,11 @@ def remove_store_images(client: mlflow.MlflowClient) -> None:
 @pytest.fixture(scope="session")
 def typed_store(tmp_path_factory) -> Iterator[TypedStore]:
     """An empty store for the as-typed commands; its artifacts live under <repo>/mlruns (the root the
-    steps mount) in a folder of their own, removed afterwards with the store's server images."""
+    steps mount) in a folder of their own, removed afterwards with the store's server images. The commands
+    run in the venv `make run` makes (.venv), never the development venv the tests run in (.venv-dev)."""
     require_docker()
+    if not (REPO_ROOT / ".venv" / "bin" / "activate").exists():
+        pytest.fail("the docs' commands run in the venv `make run` makes: `make venv` first (make test does)")
     tag = uuid.uuid4().hex[:8]
     root = tmp_path_factory.mktemp("typed-store")
     uri = f"sqlite:///{root}/mlflow.db"

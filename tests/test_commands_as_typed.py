@@ -1,8 +1,10 @@
-"""The README's commands, run in a shell exactly as printed (tiny parameters added), from the state a
-user is in: the venv activated, and a store that already holds an earlier run. Real MLflow store and
-registry, real step containers, real server images and gRPC traffic.
+"""The getting-started page's commands (docs/getting-started.md, block `pipeline`), run in a shell exactly
+as printed (tiny parameters added), from the state a user is in: the venv `make run` makes activated, and a
+store that already holds an earlier run. Real MLflow store and registry, real step containers, real server
+images and gRPC traffic; then the serving page's block (docs/serving.md, `serving`).
 
-The commands come from the README's marked block, so the README and what is tested cannot drift apart.
+The commands come from the pages' marked blocks (tests/typed_blocks.py), so the docs and what is tested
+cannot drift apart.
 Each command's wall time goes to test-output/commands-as-typed.json. Order matters: the whole pipeline
 runs first, and each step alone then works on what it left, as a user's would.
 """
@@ -26,7 +28,8 @@ from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
 from sentclf.images import STEP_IMAGE
 from sentclf.tracking import STEP_TAG
 
-from .conftest import README, REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker
+from .conftest import REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -44,24 +47,19 @@ TIMINGS: dict[str, float] = {}
 
 
 def readme_commands() -> list[str]:
-    """The lines of the README's as-typed block, comments stripped."""
-    text = README.read_text()
-    block = text[text.index("<!-- commands-as-typed") :]
-    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
-    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
+    """The lines of the getting-started page's as-typed block, comments stripped."""
+    return list(typed_block("pipeline").lines)
 
 
 def typed(prefix: str) -> str:
-    """The README's command that starts with `prefix`, as printed."""
-    matches = [command for command in readme_commands() if re.match(re.escape(prefix) + r"( |$)", command)]
-    assert len(matches) == 1, f"the README's as-typed block has {matches} for {prefix!r}"
-    return matches[0]
+    """The page's command that starts with `prefix`, as printed."""
+    return typed_block("pipeline").line(prefix)
 
 
 def run_typed(
     store, prefix: str, tiny: str | None = None, timeout_s: float = 1800
 ) -> subprocess.CompletedProcess:
-    """The README's command with the tiny parameters added (TINY's, or `tiny`), in a user's shell."""
+    """The page's command with the tiny parameters added (TINY's, or `tiny`), in a user's shell."""
     command = f"{typed(prefix)} {TINY[prefix] if tiny is None else tiny}".strip()
     started = time.monotonic()
     result = store.shell(command, timeout_s=timeout_s)
@@ -83,7 +81,7 @@ def leftover_containers() -> list:
     return servers + steps
 
 
-def test_the_readme_block_is_what_these_tests_run():
+def test_the_docs_block_is_what_these_tests_run():
     commands = readme_commands()
     assert commands[0] == "source .venv/bin/activate"
     assert [next(p for p in TINY if c.startswith(p)) for c in commands[1:]] == list(TINY)
@@ -99,7 +97,16 @@ def test_the_pipeline_as_typed(typed_store):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    assert re.fullmatch(r"pipeline \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", parent.info.run_name)
+    # The run list tells pipelines apart: the name, and the headline as metrics (sentclf.schema).
+    version, decision = parent.data.tags["registered_model_version"], parent.data.tags["gate.decision"]
+    assert parent.info.run_name == f"v{version} {decision} · cola · epochs=1 max_train_samples=256"
+    assert parent.data.metrics["registered_model_version"] == float(version)
+    assert parent.data.metrics["gate_promoted"] == float(decision == "promoted")
+    assert (
+        parent.data.metrics["test_mcc_low"]
+        < parent.data.metrics["test_mcc"]
+        < parent.data.metrics["test_mcc_high"]
+    )
     assert "preprocess -> train -> building -> evaluate" in parent.data.tags["mlflow.note.content"]
     experiment = client.get_experiment(typed_store.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -211,17 +218,18 @@ def test_a_failing_step_fails_the_pipeline_with_a_clear_message(typed_store):
 
 
 @pytest.mark.skipif(bool(os.environ.get("CONDA_EXE")), reason="conda is installed: the bare command works")
-def test_bare_mlflow_run_without_conda_fails_as_the_readme_says(typed_store):
+def test_bare_mlflow_run_without_conda_fails_as_the_docs_say(typed_store):
     before = {r.info.run_id for r in typed_store.runs()}
     result = typed_store.shell("mlflow run . -P epochs=1", timeout_s=120)
     assert result.returncode != 0
     assert "Could not find Conda executable" in output(result)
-    assert "--env-manager local" in README.read_text()
-    # MLflow created its run before it looked for conda: it stays RUNNING, as the README says, and the
-    # README's remedy removes it (the later tests check that no pipeline is left RUNNING).
+    page = typed_block("pipeline").page.read_text()
+    assert "--env-manager local" in page
+    # MLflow created its run before it looked for conda: it stays RUNNING, as the page says, and the
+    # page's remedy removes it (the later tests check that no pipeline is left RUNNING).
     (stuck,) = [r for r in typed_store.runs() if r.info.run_id not in before]
     assert stuck.info.status == "RUNNING"
-    assert "mlflow runs delete --run-id <id>" in README.read_text()
+    assert "mlflow runs delete --run-id <id>" in page
     removed = typed_store.shell(f"mlflow runs delete --run-id {stuck.info.run_id}", timeout_s=60)
     assert removed.returncode == 0, output(removed)
     assert stuck.info.run_id not in {r.info.run_id for r in typed_store.runs()}
@@ -269,17 +277,6 @@ def test_evaluate_alone_finds_the_versions_image_and_data(typed_store):
     assert leftover_containers() == []
 
 
-def serving_commands(readme=README, marker: str = "serving-as-typed") -> list[str]:
-    """The lines of a README's serving block, comments stripped."""
-    text = readme.read_text()
-    block = text[text.index(f"<!-- {marker}") :]
-    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
-    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
-
-
-KUBE_README = REPO_ROOT / "kubernetes" / "README.md"
-
-
 def _ports_free(*ports: int) -> bool:
     for port in ports:
         with socket.socket() as sock:
@@ -288,13 +285,15 @@ def _ports_free(*ports: int) -> bool:
     return True
 
 
-def _serve_until_sigint(store, command: str, curl: str) -> tuple[str, str]:
-    """`command` (make serve ...) in a user's shell: wait for the printed ports and readiness, run the
-    README's curl as typed, Ctrl-C (SIGINT to the process group, as a terminal sends it); its output."""
+@contextlib.contextmanager
+def make_serve_in_foreground(env: dict[str, str], command: str) -> Iterator[list[str]]:
+    """`command` (make serve ...) in a user's shell, held as a second terminal holds it: entered once it has
+    printed its ports and answers ready; Ctrl-C (SIGINT to the process group, as a terminal sends it) on
+    leaving. Yields its output lines so far; the rest is appended after the Ctrl-C."""
     process = subprocess.Popen(
         ["bash", "-c", f"source .venv/bin/activate && {command}"],
         cwd=REPO_ROOT,
-        env=store.env,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -321,17 +320,24 @@ def _serve_until_sigint(store, command: str, curl: str) -> tuple[str, str]:
             if ready.stdout == "200":
                 break
             time.sleep(0.5)
-        answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=True)
+        yield seen
     finally:
         os.killpg(process.pid, signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
-    return answer.stdout, "".join(seen) + rest
+        seen.append(rest)
+
+
+def _serve_until_sigint(store, command: str, curl: str) -> tuple[str, str]:
+    """`command` (make serve ...) in the foreground, the page's curl as typed against it; its output."""
+    with make_serve_in_foreground(store.env, command) as seen:
+        answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=True)
+    return answer.stdout, "".join(seen)
 
 
 def test_serving_as_typed(typed_store, tmp_path):
-    """make serve (the champion, then a version), the README's curl against it, Ctrl-C, nothing left; and
+    """make serve (the champion, then a version), the page's curl against it, Ctrl-C, nothing left; and
     the serving manifests command as printed, its output valid."""
-    commands = serving_commands()
+    commands = list(typed_block("serving").lines)
     assert [c.split()[0] for c in commands] == [
         "make",
         "make",
@@ -357,8 +363,9 @@ def test_serving_as_typed(typed_store, tmp_path):
         assert "/v2/models/cola/infer)" in log, log  # the name the image answers to, as the curl uses it
         assert "removed sentclf-serve-" in log, log
         assert engine.containers.list(all=True, filters={"label": "sentclf.serve"}) == []
-    # The README's manifests command, then kubernetes/README.md's (the same one, and one with --memory-mb).
-    kube_commands = serving_commands(KUBE_README, "serving-manifests-as-typed")
+    # The serving page's manifests command, then kubernetes/README.md's (the same one, and one with
+    # --memory-mb).
+    kube_commands = list(typed_block("serving-manifests").lines)
     assert [c.split()[0] for c in kube_commands] == [commands[3].split()[0]] * 2 + ["kubectl"]
     assert kube_commands[0] == commands[3] and kube_commands[2] == commands[4]
     memory = []

@@ -1,6 +1,8 @@
 """Watching the served model, end to end: the champion's server image with capture on answers held-out CoLA
-sentences, and `mlflow run monitor` (the README's command as typed) says no drift; a stream of long German
-texts makes it say drift, naming the features. Real store, real image, real step container."""
+sentences, and `mlflow run monitor` (the docs' command as typed) says no drift; a stream of long German
+texts makes it say drift, naming the features. And the docs' whole block as typed (docs/operations/
+watching-traffic.md, `monitor`): a capture folder, `make serve CAPTURE=...` in the foreground, the curl loop's
+traffic, the monitor's verdict. Real store, real image, real step container."""
 
 import json
 import os
@@ -13,7 +15,9 @@ import pytest
 
 from tests.server.conftest import ServerContainer, free_port, server_env
 
-from .conftest import README, REPO_ROOT, require_docker
+from .conftest import REPO_ROOT, UNDER_CI, require_docker
+from .test_commands_as_typed import _ports_free, leftover_containers, make_serve_in_foreground
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -28,16 +32,8 @@ GERMAN = [
 ]
 
 
-def readme_monitor_command() -> str:
-    text = README.read_text()
-    block = text[text.index("<!-- monitor-as-typed") :]
-    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
-    (command,) = [
-        line.split("  #")[0].strip()
-        for line in body.splitlines()
-        if line.strip().startswith("mlflow run monitor")
-    ]
-    return command
+def monitor_command() -> str:
+    return typed_block("monitor").line("mlflow run monitor")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +91,7 @@ def run_monitor(typed_store, home: Path) -> tuple[str, object]:
     # The step image holds sentclf as this checkout has it (as `make run` and `make step` see to).
     ensured = typed_store.shell("python -m conductor.step_image ensure-step", timeout_s=900)
     assert ensured.returncode == 0, ensured.stderr[-3000:]
-    command = readme_monitor_command()
+    command = monitor_command()
     started = time.time() * 1000
     result = typed_store.shell(command, timeout_s=900, env=typed_store.env | {"HOME": str(home)})
     assert result.returncode == 0, command + "\n" + result.stdout[-3000:] + result.stderr[-6000:]
@@ -144,3 +140,38 @@ def test_the_monitor_tells_in_domain_traffic_from_a_shifted_stream(typed_store, 
     assert "drift in chars, tokens, oov_share" in report and report.count("data:image/png;base64,") == 5
     for path in traffic.glob("capture-*.jsonl"):
         path.unlink()
+
+
+def test_the_docs_block_as_typed_from_an_empty_home_to_a_verdict(typed_store, champion, tmp_path):
+    """Every line as printed, with HOME a folder of this test's: the folder, `make serve CAPTURE=...` held
+    in the foreground as a second terminal would (until the curl loop is done, then Ctrl-C), the monitor.
+    Sixty copies of one sentence are not the test split's spread: the verdict is drift, as the page says."""
+    block = typed_block("monitor")
+    mkdir, serve, loop, monitor = block.lines
+    assert (mkdir.split()[0], serve.split()[:2], loop.split()[0]) == ("mkdir", ["make", "serve"], "for")
+    if not _ports_free(8000, 8001, 8002):
+        message = "ports 8000-8002 are taken on this machine; make serve uses them as printed"
+        if UNDER_CI:  # a CI machine is ours: something left there is a failure, never a skip
+            pytest.fail(f"CI=true but {message}")
+        pytest.skip(message)
+    env = typed_store.env | {"HOME": str(tmp_path)}
+    made = typed_store.shell(mkdir, env=env, timeout_s=30)
+    assert made.returncode == 0, made.stderr
+    with make_serve_in_foreground(env, serve) as seen:
+        assert f"capture  every answered request into {tmp_path.resolve()}/sentclf-traffic" in "".join(seen)
+        sent = typed_store.shell(loop, env=env, timeout_s=300)
+        assert sent.returncode == 0, sent.stderr
+    captured = (tmp_path / "sentclf-traffic").glob("capture-*.jsonl")
+    records = sum(len(p.read_text().splitlines()) for p in captured)
+    assert records == 60
+    started = time.time() * 1000
+    result = typed_store.shell(monitor, env=env, timeout_s=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    (run,) = [
+        r
+        for r in typed_store.runs()
+        if r.data.tags.get("sentclf.step") == "monitor" and r.info.start_time >= started
+    ]
+    assert run.data.metrics["traffic_records"] == 60
+    assert run.data.tags["drift"] == "true", run.data.metrics
+    assert leftover_containers() == []

@@ -24,6 +24,7 @@ from sentclf.tracking import STEP_TAG
 from .conftest import REPO_ROOT, TypedStore, require_docker
 from .test_commands_as_typed import leftover_containers
 from .test_retraining import COLA, crontab_kept_aside
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -260,17 +261,14 @@ def test_retrain_status_flags_an_overdue_night_and_the_next_one_counts_the_misse
     write_night_log(logs, now - datetime.timedelta(days=3, hours=1), "version 1, kept (old night)")
     env = typed_store.env | {"RETRAIN_LOG_DIR": str(logs), "SCHEDULE": f"0 {hour} * * *"}
     with crontab_kept_aside():
-        installed = subprocess.run(
-            ["make", "--no-print-directory", "cron-install", f"RETRAIN_ARGS=-P dataset={night_folder}"],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        # The docs' lines as printed (docs/operations/retraining.md), on this test's folder.
+        retraining = typed_block("retraining")
+        install = retraining.line("make cron-install").replace("/srv/labels", str(night_folder))
+        installed = typed_store.shell(install, env=env, timeout_s=300)
+        status_command = typed_block("retrain-status").line("make retrain-status")
         assert installed.returncode == 0, installed.stdout + installed.stderr
         try:
-            status = typed_store.shell("make retrain-status", env=env, timeout_s=120)
+            status = typed_store.shell(status_command, env=env, timeout_s=120)
             assert status.returncode != 0, status.stdout + status.stderr
             assert f"schedule: 0 {hour} * * *" in status.stdout
             assert "version 1, kept (old night)" in status.stdout and "next due:" in status.stdout
@@ -286,10 +284,10 @@ def test_retrain_status_flags_an_overdue_night_and_the_next_one_counts_the_misse
             )
             assert result.returncode == 0, log[-3000:]
             assert "missed nights: 3 scheduled night(s)" in receiver.received[-1]["message"]
-            again = typed_store.shell("make retrain-status", env=env, timeout_s=120)
+            again = typed_store.shell(status_command, env=env, timeout_s=120)
             assert again.returncode == 0 and "WARNING" not in again.stdout, again.stdout
         finally:
-            subprocess.run(["make", "cron-remove"], cwd=REPO_ROOT, env=env, capture_output=True, check=False)
+            typed_store.shell(retraining.line("make cron-remove"), env=env, timeout_s=120)
 
 
 def test_nothing_of_the_nightly_tests_is_left(typed_store):

@@ -1,9 +1,10 @@
-"""The README's "Scoring many sentences" commands, run in a shell exactly as printed, against the champion
-of the as-typed store (the tiny pipeline of tests/test_commands_as_typed.py when it ran first in this
-session; a tiny registered text model otherwise): `mlflow models predict`, `mlflow models serve` answered by
-the README's curl, and `mlflow run score` on local[*] and on a standalone Spark cluster of one master and
-two workers (one shared cluster for the module, always removed). Every answer's labels must be those of
-ONNX Runtime in this process on the same version's files.
+"""The scoring page's commands (docs/serving.md, blocks `scoring` and `spark-cluster`), run in a shell
+exactly as printed, in the venv `make run` makes, against the champion of the as-typed store (the tiny
+pipeline of tests/test_commands_as_typed.py when it ran first in this session; a tiny registered text model
+otherwise): the line that writes sentences.csv, `mlflow models predict`, `mlflow models serve` answered by
+the page's curl, `make score-image`, and `mlflow run score` on local[*] and on the standalone Spark cluster
+`make spark-cluster` starts (one master and two workers, for the module, always removed). Every answer's
+labels must be those of ONNX Runtime in this process on the same version's files.
 """
 
 import contextlib
@@ -22,32 +23,24 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from sentclf.containers import CONTAINER_LABEL
+from sentclf.containers import CONTAINER_LABEL, free_port
 from sentclf.engine import docker_client
-from sentclf.spark_cluster import standalone_cluster
+from sentclf.spark_cluster import CLUSTER_LABEL, SCORE_IMAGE
 from sentclf.text_model import TextClassifier
 
-from .conftest import README, REPO_ROOT, TEST_OUTPUT, require_docker
+from .conftest import REPO_ROOT, TEST_OUTPUT, require_docker
+from .test_commands_as_typed import wait_for_line
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 MODEL = "cola-classifier"
-ROWS = 120
+ROWS = 527  # what the page's first line writes: CoLA's held-out in-domain sentences
 TIMINGS: dict[str, float] = {}
 
 
-def scoring_commands() -> list[str]:
-    """The lines of the README's scoring block, comments stripped."""
-    text = README.read_text()
-    block = text[text.index("<!-- scoring-as-typed") :]
-    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
-    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
-
-
 def typed(prefix: str) -> str:
-    matches = [c for c in scoring_commands() if c.startswith(prefix)]
-    assert len(matches) == 1, f"the README's scoring block has {matches} for {prefix!r}"
-    return matches[0]
+    return typed_block("scoring").line(prefix)
 
 
 def output(result: subprocess.CompletedProcess) -> str:
@@ -61,14 +54,6 @@ def timed(store, command: str, timeout_s: float = 900) -> subprocess.CompletedPr
     TEST_OUTPUT.mkdir(exist_ok=True)
     (TEST_OUTPUT / "scoring-as-typed.json").write_text(json.dumps(TIMINGS, indent=2))
     return result
-
-
-def cola_sentences(rows: int) -> list[str]:
-    frame = pd.read_csv(
-        REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv",
-        sep="\t", header=None, quoting=3, dtype=str, keep_default_na=False,
-    )  # fmt: skip
-    return frame[3].tolist()[:rows]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +83,17 @@ def champion(typed_store, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(typed_store, champion, tmp_path_factory) -> dict[str, int]:
+def sentences_csv(typed_store) -> Path:
+    """sentences.csv in the repository root, written by the page's own line (removed afterwards)."""
+    path = REPO_ROOT / "sentences.csv"
+    result = typed_store.shell(typed("python -c"), timeout_s=120)
+    assert result.returncode == 0, output(result)
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def reference(typed_store, champion, sentences_csv, tmp_path_factory) -> dict[str, int]:
     """sentence -> class, by ONNX Runtime in this process on the champion's files."""
     mlflow.set_tracking_uri(typed_store.uri)
     try:
@@ -107,51 +102,64 @@ def reference(typed_store, champion, tmp_path_factory) -> dict[str, int]:
         )
     finally:
         mlflow.set_tracking_uri(None)
-    texts = cola_sentences(ROWS)
+    texts = pd.read_csv(sentences_csv)["text"].tolist()
+    assert len(texts) == ROWS  # CoLA's held-out in-domain sentences, no two alike
     return dict(zip(texts, TextClassifier.from_dir(local).score(texts).labels.tolist(), strict=False))
 
 
 @pytest.fixture(scope="module")
-def sentences_csv(reference) -> Path:
-    """sentences.csv in the repository root, where the README's commands read it (removed afterwards)."""
-    path = REPO_ROOT / "sentences.csv"
-    pd.DataFrame({"text": cola_sentences(ROWS)}).to_csv(path, index=False)
-    yield path
-    path.unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="module")
-def score_image():
+def score_image(typed_store) -> str:
+    """`make score-image` as printed: the score image exists afterwards."""
     require_docker()
-    from conductor.step_image import ensure_score_image
-
-    return ensure_score_image(docker_client(), REPO_ROOT)
+    result = timed(typed_store, typed("make score-image"), timeout_s=1800)
+    assert result.returncode == 0, output(result)
+    docker_client().images.get(SCORE_IMAGE)
+    return SCORE_IMAGE
 
 
 @pytest.fixture(scope="module")
-def spark_cluster(score_image):
-    """One master and two workers (one core each) from the score image's pyspark, on 127.0.0.1:7077 as
-    the README prints it when that port is free."""
+def spark_cluster(typed_store, score_image) -> str:
+    """`make spark-cluster` as printed, in the foreground as a second terminal holds it (SPARK_PORT added
+    only when 7077 is taken here); its master URL. Ctrl-C afterwards, and nothing of it is left."""
+    command = typed_block("spark-cluster").line("make spark-cluster")
     with socket.socket() as probe:
-        port = 7077 if probe.connect_ex(("127.0.0.1", 7077)) != 0 else 0
-    with standalone_cluster(workers=2, cores_per_worker=1, image=score_image, port=port) as cluster:
-        yield cluster
+        if probe.connect_ex(("127.0.0.1", 7077)) == 0:
+            command += f" SPARK_PORT={free_port()}"
+    process = subprocess.Popen(
+        ["bash", "-c", f"source .venv/bin/activate && {command}"],
+        cwd=REPO_ROOT, env=typed_store.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    seen: list[str] = []
+    try:
+        wait_for_line(process, "Ctrl-C stops and removes them", seen, timeout_s=600)
+        master = re.search(r"Spark master (spark://\S+)", "".join(seen)).group(1)
+        yield master
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        rest, _ = process.communicate(timeout=120)
+    assert "removed sentclf-spark-" in rest, "".join(seen) + rest
     engine = docker_client()
-    assert engine.containers.list(all=True, filters={"label": f"sentclf.spark-cluster={cluster.name}"}) == []
+    assert engine.containers.list(all=True, filters={"label": CLUSTER_LABEL}) == []
 
 
-def test_the_readme_block_is_what_these_tests_run():
-    assert [c.split()[:3] for c in scoring_commands()] == [
+def test_the_docs_blocks_are_what_these_tests_run():
+    assert [c.split()[:3] for c in typed_block("scoring").lines] == [
+        ["python", "-c", '"import'],
         ["mlflow", "models", "predict"],
         ["mlflow", "models", "serve"],
         ["curl", "-s", "http://127.0.0.1:5001/invocations"],
+        ["make", "score-image"],
         ["mlflow", "run", "score"],
+    ]
+    assert [c.split()[:3] for c in typed_block("spark-cluster").lines] == [
+        ["make", "spark-cluster"],
         ["mlflow", "run", "score"],
     ]
 
 
 def test_the_champion_predicts_sentences_in_process(typed_store, champion, reference):
-    """The Python API as the README shows it: a list of sentences, and a frame with a text column."""
+    """The Python API as docs/serving.md shows it: a list of sentences, and a frame with a text column."""
     mlflow.set_tracking_uri(typed_store.uri)
     try:
         model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
@@ -175,7 +183,7 @@ def test_mlflow_models_predict_as_typed(typed_store, sentences_csv, reference):
 def test_mlflow_models_serve_as_typed_answers_the_readme_curl(typed_store, champion, reference):
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 5001)) == 0:
-            pytest.skip("port 5001 is taken on this machine; the README's command uses it as printed")
+            pytest.skip("port 5001 is taken on this machine; the page's command uses it as printed")
     process = subprocess.Popen(
         ["bash", "-c", f"source .venv/bin/activate && exec {typed('mlflow models serve')}"],
         cwd=REPO_ROOT, env=typed_store.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -240,9 +248,7 @@ def assert_scored_like(reference: dict[str, int], scored: pd.DataFrame) -> None:
 
 
 def test_mlflow_run_score_on_local_spark_as_typed(typed_store, score_image, sentences_csv, reference):
-    (command,) = [
-        c for c in scoring_commands() if c.startswith("mlflow run score") and "spark_master" not in c
-    ]
+    command = typed("mlflow run score")
     folder = re.search(r"-P output=(\S+)", command).group(1)
     try:
         result = timed(typed_store, command)
@@ -263,9 +269,9 @@ def test_mlflow_run_score_on_local_spark_as_typed(typed_store, score_image, sent
 def test_mlflow_run_score_on_a_two_worker_cluster_as_typed(
     typed_store, spark_cluster, sentences_csv, reference
 ):
-    command = typed("mlflow run score -P input=sentences.csv -P output=scores-cluster")
+    command = typed_block("spark-cluster").line("mlflow run score")
     assert "-P spark_master=spark://127.0.0.1:7077 -A network=host" in command
-    command = command.replace("spark://127.0.0.1:7077", spark_cluster.master_url)  # when 7077 was taken
+    command = command.replace("spark://127.0.0.1:7077", spark_cluster)  # when 7077 was taken
     folder = re.search(r"-P output=(\S+)", command).group(1)
     try:
         result = timed(typed_store, command)

@@ -1,4 +1,4 @@
-"""A tracking server a team shares, as the README's team block runs it: `make tracking-server` beyond
+"""A tracking server a team shares, as the tracking page's team block runs it: `make tracking-server` beyond
 loopback (MLflow's basic-auth app, PostgreSQL with passwords, nginx with a self-signed certificate in
 front), users added with `make tracking-user`, and the tiny pipeline as the job user over HTTPS. Then no
 password may be found in the runs' parameters, tags and artifacts, the logs, or the step containers'
@@ -24,8 +24,9 @@ from mlflow.exceptions import MlflowException
 from sentclf.containers import PIPELINE_LABEL
 from sentclf.tracking import STEP_TAG
 
-from .conftest import README, REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
+from .conftest import REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
 from .test_tracking_server import free_port
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -34,17 +35,12 @@ TIMINGS: dict[str, float] = {}
 
 
 def team_commands() -> list[str]:
-    """The lines of the README's team block, comments stripped."""
-    text = README.read_text()
-    block = text[text.index("<!-- team-commands") :]
-    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
-    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
+    """The lines of the tracking page's team block (docs/tracking-and-kubernetes.md), comments stripped."""
+    return list(typed_block("team").lines)
 
 
 def typed(prefix: str) -> str:
-    matches = [command for command in team_commands() if command.startswith(prefix)]
-    assert len(matches) == 1, f"the README's team block has {matches} for {prefix!r}"
-    return matches[0]
+    return typed_block("team").line(prefix)
 
 
 def shell(command: str, env: dict[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess:
@@ -126,7 +122,7 @@ def team():
     started = shell(typed("make tracking-server "), admin)
     assert started.returncode == 0, started.stdout + started.stderr
     assert "SELF-SIGNED" in started.stdout
-    for user in ("nightly", "alice"):  # the README's lines grant `job` and `reader`
+    for user in ("nightly", "alice"):  # the page's lines grant `job` and `reader`
         env = team.env("admin") | {"TRACKING_USER_PASSWORD_FILE": str(team.files[user])}
         added = shell(typed(f"make tracking-user TRACKING_USER={user} "), env)
         assert added.returncode == 0, added.stdout + added.stderr

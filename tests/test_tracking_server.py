@@ -1,6 +1,7 @@
 """The shared tracking server as a user runs it: `make tracking-server` (a real PostgreSQL, started by the
-project, and `mlflow server --serve-artifacts`), then the README's `MLFLOW_TRACKING_URI=... make run` on a
-tiny configuration, then `make tracking-server-stop`. With an http tracking URI no step mounts the host's
+project, and `mlflow server --serve-artifacts`), then the tracking page's `MLFLOW_TRACKING_URI=... make run`
+on a tiny configuration, then `make tracking-server-stop`: the lines of its block `tracking` as printed
+(on ports of the test's own). With an http tracking URI no step mounts the host's
 mlruns: every artifact must be in the server's own store."""
 
 import hashlib
@@ -18,6 +19,7 @@ import pytest
 from sentclf.tracking import STEP_TAG
 
 from .conftest import REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -39,6 +41,16 @@ def make(
     )
 
 
+def typed(prefix: str, env: dict[str, str], timeout_s: float = 1800, **replace: str):
+    """The tracking page's line that starts with `prefix`, in bash as printed (`replace`: old=new)."""
+    command = typed_block("tracking").line(prefix)
+    for old, new in replace.items():
+        command = command.replace(old, new)
+    return subprocess.run(
+        ["bash", "-c", command], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
 @pytest.fixture(scope="module")
 def server():
     """A tracking server of its own (ports and data directory), stopped and removed afterwards."""
@@ -47,10 +59,10 @@ def server():
     url = f"http://127.0.0.1:{(port := free_port())}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env |= {"TRACKING_DIR": str(directory), "TRACKING_PORT": str(port), "PG_PORT": str(free_port())}
-    started = make("tracking-server", env, timeout_s=600)
+    started = typed("make tracking-server", env, timeout_s=600)
     assert started.returncode == 0, started.stdout + started.stderr
     yield url, directory, env
-    stopped = make("tracking-server-stop", env)
+    stopped = typed("make tracking-server-stop", env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     # The cluster may live outside a directory the postgres user cannot reach (see the script).
     fallback = (
@@ -70,9 +82,15 @@ def test_the_pipeline_against_a_postgresql_tracking_server(server):
     url, directory, env = server
     assert status(env) == 0
     experiment = f"server-{uuid.uuid4().hex[:8]}"
-    run_env = env | {"MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": experiment}
+    run_env = env | {"MLFLOW_EXPERIMENT_NAME": experiment}
     started = time.monotonic()
-    result = make("run", run_env, TINY)
+    # The page's line, on this server's port, with the tiny parameters added.
+    port = url.rsplit(":", 1)[1]
+    line = typed_block("tracking").line("MLFLOW_TRACKING_URI=http://127.0.0.1:5050")
+    command = f"{line.replace(':5050', ':' + port)} ARGS='{TINY}'"
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, timeout=1800
+    )
     seconds = round(time.monotonic() - started, 1)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     TEST_OUTPUT.mkdir(exist_ok=True)

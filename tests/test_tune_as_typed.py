@@ -1,4 +1,4 @@
-"""The README's search commands ("Finding a recipe"), run in a shell as printed with tiny parameters added:
+"""The tuning page's search commands (docs/tuning.md), run in a shell as printed with tiny parameters added:
 a 3-trial search with nested trial runs, a pruned trial, the best parameters, the figures and the best
 model registered; and a search cancelled mid-trial (SIGTERM to its process group) that leaves its finished
 trials, its runs ended, and no container."""
@@ -12,8 +12,9 @@ import pytest
 
 from sentclf.tracking import STEP_TAG
 
-from .conftest import README, REPO_ROOT
+from .conftest import REPO_ROOT
 from .test_commands_as_typed import leftover_containers, output, wait_for_line
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -23,10 +24,7 @@ TINY = "-P trials=3 -P max_train_samples=64 -P space=epochs=1 -P force_prune=2 -
 
 
 def tune_commands() -> list[str]:
-    text = README.read_text()
-    block = text[text.index("<!-- tune-as-typed") :]
-    body = block[block.index("```bash") + len("```bash") : block.index("```", block.index("```bash") + 7)]
-    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
+    return list(typed_block("tune").lines)
 
 
 def ensure_preprocess_run(store) -> None:
@@ -123,7 +121,7 @@ ROOT_TUNE = "mlflow run . --env-manager local -e tune"
 
 
 def test_the_root_tune_entry_point_runs_preprocess_then_the_search(typed_store):
-    assert f"`{ROOT_TUNE}`" in README.read_text()
+    assert f"`{ROOT_TUNE}`" in typed_block("tune").page.read_text()
     tiny = "-P trials=2 -P max_train_samples=64 -P space=epochs=1 -P study_name=root"
     result = typed_store.shell(f"{ROOT_TUNE} {tiny}", timeout_s=1200)
     assert result.returncode == 0, output(result)

@@ -1,4 +1,4 @@
-"""Your task, not only CoLA: the README's "Your data" commands as typed, on two real data sets with string
+"""Your task, not only CoLA: the your-data page's commands as typed, on two real data sets with string
 labels made from a PyPI package (examples/example_data.py): TREC questions by answer type (6 classes) and
 SMS messages as ham or spam. A tiny `make run` from a folder outside the repository each; the served
 answers carry the class names and the report shows the per-class table."""
@@ -18,7 +18,8 @@ from sentclf.kserve_client import LABEL_NAME_OUTPUT, LABEL_OUTPUT, PROBABILITIES
 from sentclf.schema import LABEL_NAMES_TAG
 from sentclf.tracking import STEP_TAG
 
-from .conftest import README, require_docker
+from .conftest import require_docker
+from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -26,20 +27,17 @@ TREC = ("abbreviation", "description", "entity", "human", "location", "numeric")
 TINY = "-P epochs=1 -P max_train_samples=256"
 
 
-def readme_block(heading: str) -> list[str]:
-    """The command lines of the first bash block after `heading` in the README."""
-    text = README.read_text()
-    section = text[text.index(heading) :]
-    body = section[section.index("```bash") + 7 : section.index("```", section.index("```bash") + 7)]
-    return [line.split("  #")[0].strip() for line in body.strip().splitlines() if line.strip()]
+def your_data_commands() -> list[str]:
+    """The lines of the your-data page's block (docs/your-data.md), comments stripped."""
+    return list(typed_block("your-data").lines)
 
 
 @pytest.fixture(scope="module")
 def examples(typed_store):
-    """`make example-data` as the README prints it, into a folder outside the repository."""
+    """`make example-data` as the page prints it, into a folder outside the repository."""
     require_docker()
     folder = Path(tempfile.mkdtemp(prefix="sentclf-examples-", dir=typed_store.root))
-    command = readme_block("## Your data, from anywhere")[0]
+    command = your_data_commands()[0]
     assert command == "make example-data", command
     result = typed_store.shell(f"{command} EXAMPLES={folder}", timeout_s=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -47,7 +45,7 @@ def examples(typed_store):
 
 
 def run_pipeline(store, command: str, examples: Path) -> str:
-    """A README `make run` line on the example folder, tiny; returns the parent run id."""
+    """A page's `make run` line on the example folder, tiny; returns the parent run id."""
     command = command.replace("~/sentclf-examples", str(examples))
     args = re.search(r'ARGS="([^"]*)"', command).group(1)
     result = store.shell(f'make run ARGS="{args} {TINY}"', timeout_s=1800)
@@ -107,13 +105,13 @@ def check_run(store, parent_id: str, model: str, classes: tuple[str, ...], test_
 
 
 def test_a_multiclass_task_with_string_labels_end_to_end(typed_store, examples):
-    command = next(line for line in readme_block("## Your data, from anywhere") if "trec" in line)
+    command = next(line for line in your_data_commands() if "trec" in line)
     parent = run_pipeline(typed_store, command, examples)
     check_run(typed_store, parent, "trec-classifier", TREC, examples / "trec" / "test.csv", "question")
 
 
 def test_a_binary_task_with_string_labels_end_to_end(typed_store, examples):
-    command = next(line for line in readme_block("## Your data, from anywhere") if "sms-spam" in line)
+    command = next(line for line in your_data_commands() if "sms-spam" in line)
     parent = run_pipeline(typed_store, command, examples)
     check_run(
         typed_store, parent, "spam-classifier", ("ham", "spam"), examples / "sms-spam" / "test.csv", "message"

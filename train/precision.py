@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
+# The CPU flags of native bfloat16 arithmetic (AVX512-BF16, AMX-BF16); without one, bf16 is emulated.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 def cpu_flags() -> set[str]:
@@ -41,7 +43,11 @@ def cpu_has_native_bf16() -> bool:
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     if supported is not None and not supported():
         return False
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return flags_have_native_bf16(cpu_flags())
+
+
+def flags_have_native_bf16(flags: set[str]) -> bool:
+    return bool(NATIVE_BF16_FLAGS & flags)
 
 
 def resolve_precision(requested: str) -> str:

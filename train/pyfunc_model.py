@@ -23,6 +23,7 @@ from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
 import sentclf
+import sentclf_runtime
 from sentclf.text_model import ARTIFACT_KEYS, TEXT_COLUMN, TextModel
 
 EXAMPLE_SENTENCES = ["The cat sat on the mat.", "Cat the mat on sat the."]
@@ -62,7 +63,8 @@ def log_text_model(
     name: str = "model",
 ) -> ModelInfo:
     """Log (and register, given a name) the pyfunc of these three files in the active run. Its code is the
-    scorer module alone (a minimal `sentclf` package), so the model loads without this project installed."""
+    pyfunc module (a minimal `sentclf` package) and the model's runtime (`sentclf_runtime`, the server's
+    scorer), so the model loads without this project installed."""
     files = {"model.onnx": onnx_path, "tokenizer.json": tokenizer_json, "serving_config.json": serving_config}
     with tempfile.TemporaryDirectory(prefix="sentclf-pyfunc-") as tmp:
         package = Path(tmp) / "sentclf"
@@ -70,6 +72,10 @@ def log_text_model(
         source = Path(sentclf.__file__).parent
         shutil.copy2(source / "__init__.py", package / "__init__.py")
         shutil.copy2(source / "text_model.py", package / "text_model.py")
+        runtime = Path(tmp) / "sentclf_runtime"
+        shutil.copytree(
+            Path(sentclf_runtime.__file__).parent, runtime, ignore=shutil.ignore_patterns("__pycache__")
+        )
         artifacts = {}
         for plain, path in files.items():  # the files under their plain names, whatever they were called
             target = Path(tmp) / "files" / plain
@@ -80,7 +86,7 @@ def log_text_model(
             name=name,
             python_model=TextModel(),
             artifacts=artifacts,
-            code_paths=[str(package)],
+            code_paths=[str(package), str(runtime)],
             signature=text_signature(),
             input_example=pd.DataFrame({TEXT_COLUMN: EXAMPLE_SENTENCES}),
             pip_requirements=pip_requirements(),

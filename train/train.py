@@ -13,7 +13,6 @@ alias `challenger`; only the evaluate step's gate moves `champion`.
 
 import argparse
 import copy
-import json
 import logging
 import os
 import random
@@ -38,10 +37,13 @@ from sentclf.schema import (
     LABEL_COLUMN,
     LABEL_NAMES_TAG,
     MODEL_VERSION_TAG,
+    PRECISION_USED_TAG,
     TRAIN_RUN_TAG,
     LabelSet,
 )
 from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, step_run
+from sentclf_runtime.config import FILE_NAME, ServingConfig
+from sentclf_runtime.names import LEGACY_SERVED_NAME
 
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
@@ -54,8 +56,9 @@ from variants import VARIANTS, build_variants, compare_variants
 
 logger = logging.getLogger("train")
 
-# The precision that ran (`bf16` or `fp32`): a tag; the `precision` param is what was asked.
-PRECISION_TAG = "precision_used"
+# The precision that ran (`bf16` or `fp32`): a tag (evaluate's model card reads it); the `precision` param
+# is what was asked.
+PRECISION_TAG = PRECISION_USED_TAG
 # What decides a prediction beyond the argmax, as the run's tag DECISION_CALIBRATION_TAG records it.
 DECISION_CALIBRATION_TAG = "decision_calibration"
 MARGIN_SHIFT, NO_CALIBRATION = "margin_shift", "none"
@@ -240,20 +243,14 @@ def log_evaluation_artifacts(split: EncodedSplit, logits: np.ndarray, label_set:
 
 
 def write_serving_config(tokenizer_dir: Path, args: argparse.Namespace, label_set: LabelSet) -> Path:
-    serving_config = tokenizer_dir / "serving_config.json"
-    serving_config.write_text(
-        json.dumps(
-            {
-                "model_name": "cola",
-                "max_seq_length": args.max_seq_length,
-                "labels": list(label_set.names),
-                "input_names": INPUT_NAMES,
-                "output_name": OUTPUT_NAME,
-            },
-            indent=2,
-        )
+    """The version's serving config; the name it is served under is building's to set."""
+    config = ServingConfig(
+        labels=tuple(label_set.names),
+        max_seq_length=args.max_seq_length,
+        model_name=LEGACY_SERVED_NAME,
+        extra={"input_names": INPUT_NAMES, "output_name": OUTPUT_NAME},
     )
-    return serving_config
+    return config.write(tokenizer_dir / FILE_NAME)
 
 
 # The run's metrics that describe the registered model itself, logged again against its model_id so that

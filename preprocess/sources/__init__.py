@@ -60,8 +60,10 @@ class Source:
     parts: dict[str, list[tuple[str, pd.DataFrame]]]
     description: str
     lineage: dict[str, object]  # split -> `source` of mlflow.data.from_pandas (a path or a DatasetSource)
-    manifest: Manifest | None = None  # the files' hashes, for a host file or folder
-    data_path: Path | None = None  # where those files are now (a host path, or the downloaded snapshot)
+    manifest: Manifest | None = None  # the files' hashes: a host file or folder, or the shipped CoLA
+    # Where those files are now (a host path, or the downloaded snapshot); None for files that ship with
+    # this step's code (the code commit already pins them: nothing to copy into the run).
+    data_path: Path | None = None
     ignored: list[str] = field(default_factory=list)  # files of a folder that were not read
 
     @property
@@ -95,12 +97,14 @@ def display_path(path: Path) -> str:
 
 
 def load_cola(directory: Path = SHIPPED_COLA_DIR) -> Source:
-    """The shipped CoLA release: in_domain_train (train + validation) and in_domain_dev (held-out test)."""
+    """The shipped CoLA release: in_domain_train (train + validation) and in_domain_dev (held-out test),
+    hashed like host data, so the run (and the model card) name the bytes it learned from."""
     files = {"train": directory / "in_domain_train.tsv", "test": directory / "in_domain_dev.tsv"}
     return Source(
         parts={split: [(path.name, read_cola_tsv(path))] for split, path in files.items()},
         description=f"cola ({directory.name}: in_domain_train.tsv, in_domain_dev.tsv)",
         lineage={split: display_path(path) for split, path in files.items()},
+        manifest=build_manifest(directory, display_path(directory)),
     )
 
 

@@ -3,11 +3,12 @@
 The data plane hands `offer()` a request's sentences and probabilities after the answer is computed; the
 request thread only draws the sample and puts one tuple in a bounded queue (put_nowait: a full queue drops
 the request and counts it, it never waits). One writer thread does the rest: the features (characters,
-tokens, words and out-of-vocabulary words, with its own copy of the tokenizer), the text or its sha256,
-the JSON line, and the files: `capture-<UTC time>-<host>-<pid>-<n>.jsonl` in CAPTURE_DIR, a new one
-every CAPTURE_MAX_MB / PARTS, the folder's oldest capture files deleted so that they stay within
-CAPTURE_MAX_MB. A folder that cannot be written (missing, read-only, full) is a warning in the log (at
-most one a minute) and the errors counter, never an error to the caller.
+tokens, words and out-of-vocabulary words: the runtime's `text_features`, with its own copy of the
+tokenizer), the text or its sha256, the JSON line, and the files: `capture-<UTC
+time>-<host>-<pid>-<n>.jsonl` in CAPTURE_DIR, a new one every CAPTURE_MAX_MB / PARTS, the folder's oldest
+capture files deleted so that they stay within CAPTURE_MAX_MB. A folder that cannot be written (missing,
+read-only, full) is a warning in the log (at most one a minute) and the errors counter, never an error to
+the caller.
 
 One record (a line) per sentence:
     {"time": "2026-12-02T03:04:05.123456Z", "model": "cola", "version": "3", "id": "<request id>",
@@ -41,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sentclf_runtime.features import text_features
+
 log = logging.getLogger(__name__)
 
 FILE_PREFIX = "capture-"
@@ -50,35 +53,6 @@ PARTS = 8
 QUEUE_REQUESTS = 4096
 WARN_EVERY_S = 60.0
 _STOP = object()
-
-
-def text_features(tokenizer, texts: Sequence[str]) -> list[tuple[int, int, int]]:
-    """(tokens, words, out-of-vocabulary words) per text: tokens without special tokens, as the pipeline's
-    drift statistics count them; a word is out of vocabulary when the vocabulary does not hold it whole
-    (it became the unknown token or was cut into pieces). The monitor computes the same for the training
-    data (sentclf.traffic.text_features; a test holds the two equal)."""
-    unk = _unknown_id(tokenizer)
-    out = []
-    for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False):
-        pieces: dict[int, int] = {}
-        unknown: set[int] = set()
-        for token_id, word in zip(encoding.ids, encoding.word_ids, strict=True):
-            if word is None:
-                continue
-            pieces[word] = pieces.get(word, 0) + 1
-            if token_id == unk:
-                unknown.add(word)
-        oov = sum(1 for word, count in pieces.items() if count > 1 or word in unknown)
-        out.append((len(encoding.ids), len(pieces), oov))
-    return out
-
-
-def _unknown_id(tokenizer) -> int | None:
-    for token in ("[UNK]", "<unk>", "<UNK>"):
-        token_id = tokenizer.token_to_id(token)
-        if token_id is not None:
-            return token_id
-    return None
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# Names accepted by ORT_GRAPH_OPTIMIZATION; mapped to onnxruntime's enum in model.py so that this
-# module stays importable (and testable) without onnxruntime.
+from sentclf_runtime.config import ConfigError, ServingConfig
+from sentclf_runtime.names import LEGACY_SERVED_NAME
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+# Names accepted by ORT_GRAPH_OPTIMIZATION (the runtime's scorer maps them to onnxruntime's enum; this
+# module stays importable and testable without onnxruntime).
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the server refuses to start."""
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,7 @@ class Settings:
     model_dir: Path
     model_name: str
     model_version: str
-    max_seq_length: int
-    labels: tuple[str, ...]
+    serving: ServingConfig  # MODEL_DIR/serving_config.json
     bind_address: str = "0.0.0.0"
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -44,6 +43,14 @@ class Settings:
     capture_sample: float = 1.0
     capture_max_mb: float = 100.0
     capture_text: bool = True
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.serving.labels
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.serving.max_seq_length
 
     @property
     def model_path(self) -> Path:
@@ -80,45 +87,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
-def _read_serving_config(model_dir: Path) -> dict:
-    path = model_dir / "serving_config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"missing {path}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object")
-    return data
-
-
-# A serving_config.json without `labels` (written before the label set was data) is a CoLA model.
-DEFAULT_LABELS = ("unacceptable", "acceptable")
-
-
-def _labels(data: dict, path: Path) -> tuple[str, ...]:
-    """The class names in index order: what `label_name` answers and ModelConfig lists."""
-    labels = data.get("labels", list(DEFAULT_LABELS))
-    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-        raise ConfigError(f"{path}: 'labels' must be a list of at least two strings")
-    repeated = sorted({name for name in labels if labels.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"{path}: 'labels' repeat {repeated}; each class needs its own name")
-    return tuple(labels)
-
-
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment (default: os.environ) and MODEL_DIR/serving_config.json."""
     env = os.environ if env is None else env
     model_dir = Path(env.get("MODEL_DIR", "/models/model"))
-    data = _read_serving_config(model_dir)
+    serving = ServingConfig.read(model_dir)
     # Env overrides win so one image can serve a model under another name/version.
-    model_name = env.get("MODEL_NAME", "").strip() or str(data.get("model_name", "cola"))
-    model_version = env.get("MODEL_VERSION", "").strip() or str(data.get("model_version", "1"))
-    max_seq_length = data.get("max_seq_length", 128)
-    if not isinstance(max_seq_length, int) or max_seq_length < 2:
-        raise ConfigError("serving_config.json: 'max_seq_length' must be an integer >= 2")
+    model_name = env.get("MODEL_NAME", "").strip() or serving.model_name or LEGACY_SERVED_NAME
+    model_version = env.get("MODEL_VERSION", "").strip() or serving.model_version or "1"
     graph_opt = env.get("ORT_GRAPH_OPTIMIZATION", "all").strip().lower() or "all"
     if graph_opt not in GRAPH_OPTIMIZATION_LEVELS:
         allowed = "|".join(GRAPH_OPTIMIZATION_LEVELS)
@@ -134,8 +110,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_dir=model_dir,
         model_name=model_name,
         model_version=model_version,
-        max_seq_length=max_seq_length,
-        labels=_labels(data, model_dir / "serving_config.json"),
+        serving=serving,
         bind_address=env.get("BIND_ADDRESS", "").strip() or "0.0.0.0",
         grpc_port=_number(env, "GRPC_PORT", 8001, 0),
         metrics_port=_number(env, "METRICS_PORT", 8002, 0),

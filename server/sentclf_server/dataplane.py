@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sentclf_runtime.outputs import TEXT_INPUT
+
 from . import SERVER_NAME, __version__
 from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
 from .capture import Capture
@@ -30,7 +32,7 @@ from .refusals import log_refusal
 from .shadow import SHADOW_MAX_IN_FLIGHT, ShadowScorer
 from .versions import ROUTE_CHALLENGER, ROUTE_CHAMPION, ROUTE_DIRECT, ROUTE_SHADOW, Route, Versions
 
-INPUT_NAME = "text"
+INPUT_NAME = TEXT_INPUT  # the runtime's name, shared with the clients
 PLATFORM = "onnxruntime_onnx"
 
 # gRPC code name -> HTTP status, for the HTTP shell (the protocol's error JSON carries the message).

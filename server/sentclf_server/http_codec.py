@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sentclf_runtime.outputs import TEXT_INPUT
+
 from .codec import CodecError, decode_bytes_tensor
 from .outputs import OUTPUT_NAMES, OutputTensor
 
-INPUT_NAME = "text"
+INPUT_NAME = TEXT_INPUT  # the runtime's name, shared with the clients
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _UNSUPPORTED_OUTPUT_PARAMS = ("classification", "shared_memory_region")
 

@@ -1,29 +1,37 @@
-"""The model's outputs: their names, types and shapes, and the raw little-endian tensors a response carries.
-
-`label` (INT64 [n]) is the class index, `probabilities` (FP32 [n, N]) one row per sentence over the N
-classes in index order, `label_name` (BYTES [n]) the class name of `label`, from serving_config.json's
-`labels`. The class names in order are also in the Triton ModelConfig's `parameters["label_names"]`
-(see service.py), as the JSON list the pipeline's `label_names` tags hold.
-"""
+"""The raw little-endian tensors a response carries for the model's outputs. Their names, types and shapes
+are the runtime's (`sentclf_runtime.outputs`), shared with the clients and the pyfunc."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from sentclf_runtime.outputs import (
+    LABEL_NAME_OUTPUT,
+    LABEL_NAMES_PARAMETER,
+    LABEL_OUTPUT,
+    OUTPUT_NAMES,
+    PROBS_OUTPUT,
+    label_names_json,
+    output_metadata,
+)
+
 from .codec import encode_bytes_tensor
 
-LABEL_OUTPUT = "label"
-PROBS_OUTPUT = "probabilities"
-LABEL_NAME_OUTPUT = "label_name"
-# The order of a response that names no outputs, and of ModelMetadata's list.
-OUTPUT_NAMES = (LABEL_OUTPUT, PROBS_OUTPUT, LABEL_NAME_OUTPUT)
-# The ModelConfig parameter with the class names in index order (a JSON list of strings).
-LABEL_NAMES_PARAMETER = "label_names"
+__all__ = [
+    "LABEL_NAMES_PARAMETER",
+    "LABEL_NAME_OUTPUT",
+    "LABEL_OUTPUT",
+    "OUTPUT_NAMES",
+    "PROBS_OUTPUT",
+    "OutputTensor",
+    "encode_outputs",
+    "label_names_json",
+    "output_metadata",
+]
 
 
 @dataclass(frozen=True)
@@ -34,20 +42,6 @@ class OutputTensor:
     datatype: str
     shape: tuple[int, ...]
     raw: bytes
-
-
-def output_metadata(num_labels: int) -> list[tuple[str, str, list[int]]]:
-    """(name, KServe v2 datatype, shape) of every output, -1 for the batch dimension."""
-    return [
-        (LABEL_OUTPUT, "INT64", [-1]),
-        (PROBS_OUTPUT, "FP32", [-1, num_labels]),
-        (LABEL_NAME_OUTPUT, "BYTES", [-1]),
-    ]
-
-
-def label_names_json(labels: Sequence[str]) -> str:
-    """The class names as the LABEL_NAMES_PARAMETER value (the same JSON as the pipeline's tag)."""
-    return json.dumps(list(labels))
 
 
 @lru_cache(maxsize=16)

@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from . import SERVER_NAME, __version__
 from .codec import CodecError, decode_bytes_tensor
 from .config import Settings
-from .dataplane import PLATFORM, DataPlane, InferenceError, RequestOutcome
+from .dataplane import INPUT_NAME, PLATFORM, DataPlane, InferenceError, RequestOutcome
 from .limits import LimitExceeded, RequestLimits
 
 # `X as X`: the output names stay importable from here, where they lived before outputs.py.
@@ -25,7 +25,6 @@ from .versions import ROUTING_KEY_HEADER, ROUTING_KEY_PARAMETER
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "inference.GRPCInferenceService"
-INPUT_NAME = "text"
 # The optional protocol features this server implements, as Triton names them in ServerMetadata.
 EXTENSIONS = ("model_configuration",)
 # Requested-output parameters that ask for features this server does not have.

@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
+from sentclf.server_images import SERVER_PYTHONPATH
 from tests.conftest import require_docker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -369,7 +370,7 @@ def start_server(model_dir: Path, log_path: Path, **env_overrides: str) -> Serve
     grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(SERVER_SRC), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [SERVER_PYTHONPATH, os.environ.get("PYTHONPATH")])),
         "MODEL_DIR": str(model_dir),
         **server_env(grpc_port, metrics_port, http_port, **env_overrides),
     }
@@ -417,8 +418,7 @@ def build_server_image(model_dir: Path, context: Path, tag: str) -> None:
     from sentclf.images import resolve_base_image, write_build_inputs
     from sentclf.server_images import SERVER_SOURCES
 
-    for name in SERVER_SOURCES:
-        source = SERVER_SRC / name
+    for name, source in SERVER_SOURCES.items():
         if source.is_dir():
             shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:

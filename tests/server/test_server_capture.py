@@ -187,8 +187,13 @@ def test_a_full_queue_drops_and_counts_and_never_blocks(model_dir, tmp_path):
     ["the cat sat on the mat", "", "Der Hund schläft auf der Matte", "it's a  green-ideas book!!"],
 )
 def test_the_capture_counts_features_as_the_monitor_does(model_dir, text):
+    """One function (the runtime's) for both, and its counts are what the words say."""
     from sentclf.traffic import text_features as monitor_features
     from sentclf_server.capture import text_features as server_features
 
+    assert server_features is monitor_features
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    assert server_features(tokenizer, [text]) == monitor_features(tokenizer, [text])
+    ((tokens, words, oov),) = server_features(tokenizer, [text])
+    assert 0 <= oov <= words <= tokens
+    if text == "the cat sat on the mat":  # every word in the test vocabulary, one token each
+        assert (tokens, words, oov) == (6, 6, 0)

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from sentclf.server_images import SERVER_PYTHONPATH
 from sentclf_server.codec import decode_bytes_tensor, encode_bytes_tensor
 
 SENTENCES = ["the cat sat on the mat", "dog", "colorless green ideas sleep furiously", "héllo wörld ✓"]
@@ -401,7 +402,7 @@ def client_ready(url: str) -> bool:
 
 
 def _run_to_exit(command: list[str], model_dir: Path, **env: str) -> tuple[int, str]:
-    full_env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "server")}
+    full_env = {**os.environ, "PYTHONPATH": SERVER_PYTHONPATH}
     full_env.update(
         MODEL_DIR=str(model_dir), BIND_ADDRESS="127.0.0.1", GRPC_PORT="0", METRICS_PORT="0", **env
     )

@@ -394,12 +394,17 @@ def _decode_outputs(response: service_pb2.ModelInferResponse) -> dict[str, np.nd
     return arrays
 
 
+def with_labels(settings, labels):
+    """The same settings, for a model whose serving config names these classes."""
+    return dataclasses.replace(settings, serving=dataclasses.replace(settings.serving, labels=tuple(labels)))
+
+
 @pytest.mark.parametrize("label_set", list(LABEL_SETS))
 def test_outputs_name_the_class_of_each_row(label_set: str, model_dir: Path) -> None:
     labels = LABEL_SETS[label_set]
     rng = np.random.default_rng(len(labels))
     probs = rng.dirichlet(np.ones(len(labels)), size=300).astype(np.float32)
-    settings = dataclasses.replace(load_settings({"MODEL_DIR": str(model_dir)}), labels=labels)
+    settings = with_labels(load_settings({"MODEL_DIR": str(model_dir)}), labels)
     request = service_pb2.ModelInferRequest(id="r1")
     response = build_response(request, settings, probs, requested_outputs(request))
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
@@ -435,7 +440,7 @@ def test_output_metadata_and_model_config_list_the_classes_in_order(model_dir: P
         ("probabilities", "FP32", [-1, 50]),
         ("label_name", "BYTES", [-1]),
     ]
-    settings = dataclasses.replace(load_settings({"MODEL_DIR": str(model_dir)}), labels=TICKETS)
+    settings = with_labels(load_settings({"MODEL_DIR": str(model_dir)}), TICKETS)
     config = model_config(settings)
     assert json.loads(config.parameters["label_names"].string_value) == list(TICKETS)
     assert (config.name, config.platform, config.max_batch_size) == ("cola", "onnxruntime_onnx", 0)
@@ -547,11 +552,11 @@ def test_length_buckets_keep_request_order_and_cut_padding(model_dir: Path, refe
 
 
 def test_run_cost_calibration_is_bounded(model_dir: Path) -> None:
-    from sentclf_server.model import _RUN_COST_BOUNDS, SentenceClassifier
+    from sentclf_server.model import RUN_COST_BOUNDS, SentenceClassifier
 
     model = SentenceClassifier(load_settings({"MODEL_DIR": str(model_dir)}))
     model.warm_up()
-    low, high = _RUN_COST_BOUNDS
+    low, high = RUN_COST_BOUNDS
     assert low <= model.run_cost_tokens <= high
 
 

@@ -17,6 +17,7 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
+from sentclf.server_images import SERVER_PYTHONPATH
 from sentclf_server.config import ConfigError, load_settings
 from sentclf_server.versions import Route, load_versions, parse_route
 
@@ -108,7 +109,6 @@ def test_versions_must_differ_and_share_the_label_set(two_versions, model_dir_fa
 def test_bad_route_settings_exit_2(two_versions, server_cmd) -> None:
     champion, challenger = two_versions
     env = {"MODEL_DIR": str(champion), "BIND_ADDRESS": "127.0.0.1", "GRPC_PORT": "0", "METRICS_PORT": "0"}
-    server_src = str(Path(__file__).resolve().parents[2] / "server")
     for extra, message in (
         ({"ROUTE": "split:10"}, "needs a challenger"),
         ({"CHALLENGER_DIR": str(challenger), "ROUTE": "split:x"}, "ROUTE must be"),
@@ -116,7 +116,7 @@ def test_bad_route_settings_exit_2(two_versions, server_cmd) -> None:
     ):
         done = subprocess.run(
             server_cmd,
-            env={"PYTHONPATH": server_src, **env, **extra},
+            env={"PYTHONPATH": SERVER_PYTHONPATH, **env, **extra},
             capture_output=True,
             text=True,
             timeout=60,

@@ -1,8 +1,10 @@
-"""The rooms and what may import what (README, "Architecture"): no step imports another step or the
-conductor; the shared package `sentclf` imports neither; the server imports nothing of the project. The
-imports are read from the code's syntax tree, so a lazy import inside a function counts too."""
+"""The rooms and what may import what (docs/architecture.md): no step imports another step or the
+conductor; the shared package `sentclf` imports neither; the server imports nothing of the project but the
+model's runtime, which imports nothing of the project at all. The imports are read from the code's syntax
+tree, so a lazy import inside a function counts too."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,11 +50,13 @@ def test_the_shared_package_imports_no_room():
         assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
 
 
-def test_the_server_is_self_contained():
+def test_the_server_imports_only_itself_and_the_runtime():
+    forbidden = {"sentclf", "conductor", "ops", "main", "bench", "tests", *STEPS}
     for path in python_files("server"):
-        bad = imported_roots(path) & {"sentclf", "conductor", "main", "tests"}
+        bad = imported_roots(path) & forbidden
         assert not bad, (
-            f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}: the slim image has only its own code"
+            f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}: the slim image has only its own code "
+            "and sentclf_runtime"
         )
 
 
@@ -68,14 +72,21 @@ def test_the_step_image_holds_only_the_shared_package():
 
 
 def test_the_registered_models_code_needs_only_its_pip_requirements():
-    """sentclf/text_model.py is the pyfunc's code (copied into every registered version): it may import
-    the standard library, numpy, pandas, onnxruntime, tokenizers and mlflow, nothing of the project."""
-    import sys
-
+    """sentclf/text_model.py is the pyfunc's code (copied into every registered version with the runtime):
+    it may import the standard library, numpy, pandas, mlflow and the runtime, nothing else of the
+    project."""
     path = REPO_ROOT / "sentclf" / "text_model.py"
-    allowed = {"numpy", "pandas", "onnxruntime", "tokenizers", "mlflow", "__future__"}
+    allowed = {"numpy", "pandas", "mlflow", "sentclf_runtime", "__future__"}
     bad = {root for root in imported_roots(path) if root not in sys.stdlib_module_names} - allowed
     assert not bad, f"sentclf/text_model.py imports {sorted(bad)}: a registered model would not load"
+
+
+def test_the_runtime_imports_only_numpy_onnxruntime_and_tokenizers():
+    """The model's runtime goes into the slim server image and every registered version."""
+    allowed = {"numpy", "onnxruntime", "tokenizers", "__future__"}
+    for path in python_files("sentclf_runtime"):
+        bad = {root for root in imported_roots(path) if root not in sys.stdlib_module_names} - allowed
+        assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
 
 
 def test_score_is_a_room_not_a_pipeline_step():

@@ -12,7 +12,9 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import recipe_sweep  # noqa: E402
+import train_throughput  # noqa: E402
 
+import benchlib  # noqa: E402
 import quantization  # noqa: E402
 
 BENCH = REPO_ROOT / "bench"
@@ -127,3 +129,46 @@ def test_benchlib_loads_a_steps_module_with_its_bare_name_siblings_without_touch
     assert sys.path == [p for p in before if not p.endswith("preprocess")]
     with pytest.raises(benchlib.BenchError, match="no module nothing_here"):
         benchlib.step_module("preprocess", "nothing_here")
+
+
+# /proc/cpuinfo (cut short) of a CPU with AVX2 and AVX-VNNI but no AVX-512, so no native bf16.
+NO_BF16_CPUINFO = """processor\t: 0
+model name\t: Intel(R) Core(TM) i7-12700H
+flags\t\t: fpu sse2 avx avx2 fma avx_vnni sha_ni
+processor\t: 1
+model name\t: Intel(R) Core(TM) i7-12700H
+flags\t\t: fpu sse2 avx avx2 fma avx_vnni sha_ni
+"""
+BF16_FLAGS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
+
+
+def test_every_bench_figure_can_name_its_cpu_and_the_flags_it_depends_on():
+    line = benchlib.cpu_summary(NO_BF16_CPUINFO, cores=2)
+    assert line == "CPU Intel(R) Core(TM) i7-12700H, 2 cores; bf16 no, vnni yes (avx_vnni), avx2 yes"
+    bf16 = benchlib.cpu_summary("model name: X\nflags: " + " ".join(sorted(BF16_FLAGS)), cores=4)
+    assert bf16.endswith("bf16 yes (avx512_bf16), vnni yes (avx512_vnni), avx2 yes")
+    assert benchlib.cpu_summary("") == f"CPU unknown, {benchlib.CORES} cores; bf16 no, vnni no, avx2 no"
+
+
+def test_without_native_bf16_the_training_bench_compares_fp32_with_the_trainers_fp32():
+    flags = set(NO_BF16_CPUINFO.split("flags\t\t: ")[1].split("\n")[0].split())
+    assert [name for name, _, _ in train_throughput.plan(flags)] == ["ours fp32", "trainer fp32"]
+    assert train_throughput.plan(flags) == [
+        ("ours fp32", "ours", "fp32"),
+        ("trainer fp32", "trainer", "fp32"),
+    ]
+    speed = {"ours fp32": 150.0, "trainer fp32": 100.0}
+    assert train_throughput.result_line(False, speed, None) == "native_bf16=false fp32_over_trainer=1.50"
+
+
+def test_with_native_bf16_it_keeps_the_bf16_comparisons_and_adds_the_fp32_one():
+    runs = train_throughput.plan(BF16_FLAGS)
+    assert [name for name, _, _ in runs] == ["ours fp32", "ours bf16", "trainer fp32", "trainer bf16"]
+    assert train_throughput.plan({"amx_bf16"})[1] == ("ours bf16", "ours", "bf16")
+    assert len(train_throughput.plan(BF16_FLAGS, fp32_only=True)) == 2
+    speed = {"ours fp32": 150.0, "ours bf16": 210.0, "trainer fp32": 100.0, "trainer bf16": 120.0}
+    line = train_throughput.result_line(True, speed, (0.01, -0.02, 0.04))
+    assert line == (
+        "native_bf16=true fp32_over_trainer=1.50 bf16_over_fp32=1.40 bf16_over_trainer_bf16=1.75 "
+        "delta_mcc=0.0100 delta_mcc_low=-0.0200 delta_mcc_high=0.0400"
+    )

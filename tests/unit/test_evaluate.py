@@ -277,7 +277,7 @@ def test_a_clearly_better_challenger_is_promoted(registry, tmp_path):
     assert "Promoted to champion" in report and f"champion: version {first}" in report
 
 
-# The metric names a CoLA evaluation against a champion logs: the README and the retrain summary quote them.
+# The metric names a CoLA evaluation against a champion logs: the docs and the retrain summary quote them.
 COLA_METRICS = {
     *(f"test_{name}" for name in ("accuracy", "mcc", "f1_macro", "f1_micro", "precision_macro")),
     *(f"test_{name}" for name in ("precision_micro", "recall_macro", "recall_micro")),

@@ -134,7 +134,7 @@ def an_evaluation(label_set: LabelSet, rows: int = 800, seed: int = 0, champion:
         champion=score_model("1", labels, previous, draws, label_set) if champion else None,
         comparison=paired_bootstrap(labels, served, previous, draws, classes) if champion else None,
         no_comparison="" if champion else "No champion yet.",
-        decision=Decision(True, (Check("floor", True, "test MCC above the floor"),), "promoted"),
+        decision=Decision(True, (Check("floor", True, "test MCC above the floor"),), "every check passed"),
         parity=Parity(1.0, 0.0, 0.995),
         served=Served(Scores(served, probabilities), latency, [0.004] * 10, load, 150.0, 0.5, 300.0),
         resamples=1000,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ops import retrain_when
-from sentclf.traffic import parse_since, read_capture
+from sentclf.traffic import parse_since, read_capture, served_records
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "monitor"))
@@ -32,6 +32,26 @@ def test_the_window_keeps_recent_records_and_skips_broken_lines(tmp_path):
     window = read_capture(tmp_path, timedelta(hours=24), now)
     assert window["chars"].tolist() == [2, 1]
     assert len(read_capture(tmp_path, None, now)) == 3
+
+
+def test_drift_counts_each_sentence_once_leaving_shadow_answers_out(tmp_path):
+    """A shadow pair captures two answers per sentence; the served one is what the caller sent and got.
+    Records from before two-version serving (no `served`) were all served."""
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lines = [
+        {"time": stamp, "id": "a", "version": "1", "served": True, "route": "champion"},
+        {"time": stamp, "id": "a", "version": "2", "served": False, "route": "shadow"},
+        {"time": stamp, "id": "b", "version": "2", "served": True, "route": "challenger"},
+        {"time": stamp, "version": "1"},  # an older record
+    ]
+    (tmp_path / "capture-1.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    window = read_capture(tmp_path, None, now)
+    traffic = served_records(window)
+    assert len(window) == 4 and len(traffic) == 3
+    assert traffic["version"].tolist() == ["1", "2", "1"] and "shadow" not in set(traffic["route"].dropna())
+    old = read_capture(tmp_path, None, now).drop(columns=["served", "route", "id"])
+    assert len(served_records(old)) == 4
 
 
 def test_a_shifted_stream_drifts_by_name_and_a_sample_of_the_same_does_not():
@@ -60,3 +80,30 @@ def test_retrain_when_reads_the_pipeline_arguments_and_needs_a_folder_for_drift(
     assert retrain_when.decide("always", "", "", [])[0] == retrain_when.RETRAIN
     status, line = retrain_when.decide("drift", "", "", [])
     assert status == retrain_when.FAILED and "RETRAIN_TRAFFIC" in line
+
+
+def test_the_reports_live_section_shows_each_version_the_pair_and_the_refused_labels(tmp_path):
+    from sentclf.feedback import read_feedback
+    from sentclf.live import live_evidence
+    from tests.unit.test_live import LABELS, NOW, shadow_traffic, write_lines
+
+    from monitor_report import live_section, render
+
+    truth, _, _, rows = shadow_traffic(np.random.default_rng(2), 60, 0.3, 0.1)
+    write_lines(tmp_path / "capture-1.jsonl", rows)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "l.csv").write_text(
+        "id,label\n" + "".join(f"r{i},{LABELS[t]}\n" for i, t in enumerate(truth)) + "r0,maybe\n"
+    )
+    evidence = live_evidence(
+        read_capture(tmp_path, None, NOW), read_feedback(labels, LABELS), "m", {"cola"}, 2, "1", "2"
+    )
+    section = live_section(evidence, str(labels))
+    page = render([], {"drift": False, "features": [], "threshold": 0.2}, {}, section)
+    assert "<h2>Versions on live traffic</h2>" in page
+    v1 = evidence.versions["1"]
+    assert "<tr><td>v1</td><td>60</td><td>60</td><td>0</td><td>60</td>" in page
+    assert f"{v1.mcc.value:.3f} [{v1.mcc.low:.3f}, {v1.mcc.high:.3f}]" in page
+    assert "<td>v2 against v1</td><td>60</td>" in page
+    assert f"{labels / 'l.csv'}:62: label &#x27;maybe&#x27; is not in the model&#x27;s label set" in page

@@ -5,6 +5,7 @@ tracking store shared by their tests (a fresh experiment each), since creating a
 seconds and an experiment milliseconds.
 """
 
+import json
 import shlex
 import uuid
 from pathlib import Path
@@ -18,13 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow.entities import Run
 
+from sentclf.dataset_snapshot import build_manifest
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 from sentclf.tracking import StepInputError
 
 import preprocess
 from labels import resolve_labels
 from profiling import backbone_tokenizer
-from sources import load_cola, read_cola_tsv
+from sources import SHIPPED_COLA_DIR, load_cola, read_cola_tsv
 from splitting import stratified_split
 from validation import ValidationReport, validate_frame, validate_parts
 
@@ -250,6 +252,19 @@ def test_step_logs_splits_profile_and_lineage(experiment):
     assert [tag.value for tag in inputs["test"].tags] == ["test"]
 
 
+def test_the_shipped_cola_leaves_its_hashes_but_no_copy_of_its_files(experiment):
+    """The model card names the bytes of the default data too; the code commit already pins the files."""
+    run = run_step(experiment, seed=1)
+    expected = build_manifest(SHIPPED_COLA_DIR)
+    assert run.data.tags["input.dataset_sha256"] == expected.sha256
+    assert run.data.tags["input.dataset"] == "preprocess/data/cola"
+    assert "input.dataset_snapshot" not in run.data.tags
+    assert artifact_paths(run, "dataset") == {"dataset/manifest.json"}
+    manifest = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/dataset/manifest.json"))
+    assert [f["name"] for f in manifest["files"]] == ["in_domain_dev.tsv", "in_domain_train.tsv"]
+    assert manifest["sha256"] == expected.sha256
+
+
 def test_step_with_bad_data_fails_and_logs_no_data(experiment, tmp_path, monkeypatch):
     bad_dir = tmp_path / "cola"
     bad_dir.mkdir()
@@ -262,3 +277,22 @@ def test_step_with_bad_data_fails_and_logs_no_data(experiment, tmp_path, monkeyp
 
 def test_unknown_dataset_is_a_clear_error(experiment):
     assert_fails_without_data(experiment, "dataset 'nope.csv': no such file or directory", dataset="nope.csv")
+
+
+def test_retrain_when_sees_the_shipped_cola_as_what_a_cola_champion_was_trained_on(experiment, tmp_path):
+    """RETRAIN_WHEN=drift: the hash preprocess records for `cola` is the one ops.retrain_when computes."""
+    from ops import retrain_when
+
+    data_run = run_step(experiment, seed=1)
+    client = mlflow.MlflowClient()
+    name = f"m{uuid.uuid4().hex[:8]}"
+    with mlflow.start_run() as train_run:
+        mlflow.set_tag("input.data_run_id", data_run.info.run_id)
+    client.create_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{train_run.info.run_id}/model", train_run.info.run_id)
+    client.set_registered_model_alias(name, "champion", version.version)
+    assert retrain_when.SHIPPED_COLA_DIR == SHIPPED_COLA_DIR
+    assert not retrain_when.has_new_data("cola", f"models:/{name}@champion")
+    other = write_cola_tsv(synthetic_frame(40, seed=9), tmp_path / "mine.tsv")
+    assert retrain_when.has_new_data(str(other), f"models:/{name}@champion")
+    assert retrain_when.has_new_data("glue/cola", f"models:/{name}@champion")

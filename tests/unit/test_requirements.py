@@ -35,3 +35,23 @@ def test_step_lock_is_generated_and_leaves_torch_to_torch_txt():
     locked = pins(REPO_ROOT / "requirements" / "step.lock")
     assert "torch" not in locked and "pip" not in locked
     assert len(locked) > 50  # transitive dependencies too, not just the direct ones
+
+
+def test_the_make_run_venv_has_what_the_registered_model_needs_at_the_locked_versions():
+    """`mlflow models predict ... --env-manager local` in the venv `make run` makes loads the text pyfunc:
+    each package of its pip requirements (train/pyfunc_model.py) but mlflow's own is in host.txt, pinned as
+    the step image's lock pins it (the versions the model records)."""
+    source = (REPO_ROOT / "train" / "pyfunc_model.py").read_text()
+    needed = set(re.findall(r'f"([a-z_-]+)==\{', source))
+    assert {"onnxruntime", "tokenizers", "numpy", "pandas", "mlflow"} <= needed
+    host = pins(REPO_ROOT / "requirements" / "host.txt")
+    locked = pins(REPO_ROOT / "requirements" / "step.lock")
+    # numpy and pandas come with mlflow itself; the two a bare mlflow lacks must be named.
+    for name in ("onnxruntime", "tokenizers"):
+        assert name in host, f"requirements/host.txt lacks {name}: mlflow models predict fails without it"
+        assert host[name] == locked[name], f"{name}: host.txt {host[name]}, step.lock {locked[name]}"
+    assert host["mlflow"] == locked["mlflow"]
+
+
+def test_the_docs_generator_is_pinned_for_the_development_venv():
+    assert "mkdocs" in pins(REPO_ROOT / "requirements" / "dev.txt")

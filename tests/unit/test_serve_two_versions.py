@@ -1,6 +1,7 @@
 """`make serve` with a challenger: the route as the server takes it, and the two-line Dockerfile of the image
 holding both versions (tests/server/test_server_versions.py builds and runs one)."""
 
+import shlex
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 
 from conductor.serve import CHALLENGER_MODEL_DIR, ServeError, both_versions_dockerfile, check_route
 from tests.conftest import REPO_ROOT
+from tests.typed_blocks import typed_block
 
 
 def test_routes_the_server_takes():
@@ -37,6 +39,18 @@ def test_make_serve_passes_challenger_and_route():
         check=True,
     ).stdout
     assert '--challenger "models:/cola-classifier@challenger" --route "split:10"' in printed
+
+
+def test_the_serving_pages_two_version_commands_pass_what_they_say():
+    """docs/serving.md's block, line by line, through `make -n` (nothing runs; tests/test_live_loop.py
+    serves the shadow line for real)."""
+    block = typed_block("serve-two-versions")
+    for line, route in zip(block.lines, ("shadow", "split:10"), strict=True):
+        printed = subprocess.run(
+            [*shlex.split(line), "-n"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        assert '--model "models:/cola-classifier@champion"' in printed, printed
+        assert f'--challenger "models:/cola-classifier@challenger" --route "{route}"' in printed, printed
 
 
 def test_a_bad_route_is_refused_before_anything_runs():

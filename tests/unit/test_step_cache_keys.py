@@ -1,5 +1,5 @@
 """What keys a step's cache: its own directory and what the step image is built from (the shared package,
-the Dockerfile, the step requirements), never the conductor, the tests, the benches or the README. Checked
+the Dockerfile, the step requirements), never the conductor, the tests, the benches or the docs. Checked
 on a copy of the repository's tracked files, edited one at a time."""
 
 import shutil
@@ -39,7 +39,8 @@ def append_comment(path) -> bytes:
 
 def conductor_only_files(root) -> list[str]:
     files = [p.relative_to(root) for p in (root / "conductor").rglob("*.py")]
-    return [str(p) for p in files] + ["main.py", "MLproject", "Makefile", "README.md", "kubernetes/README.md"]
+    docs = ["README.md", "kubernetes/README.md", "mkdocs.yml", "docs/index.md", "docs/benchmarks.md"]
+    return [str(p) for p in files] + ["main.py", "MLproject", "Makefile", *docs]
 
 
 def test_no_conductor_file_changes_a_steps_key(checkout):

@@ -16,6 +16,7 @@ import pytest
 
 from sentclf import text_model
 from sentclf.text_model import TextClassifier, model_files
+from sentclf_runtime import scorer
 from tests.conftest import REPO_ROOT
 from tests.unit.test_evaluate import MAX_SEQ_LENGTH, MEDIOCRE, sample_rows, threshold_model, tokenizer_file
 
@@ -64,16 +65,16 @@ def test_the_registered_model_takes_sentences_as_a_list_or_a_frame(tracking_stor
 
 def test_batches_of_similar_length_answer_each_sentence_in_input_order(tmp_path, monkeypatch):
     """Sorted by length within windows, batched, put back: every sentence gets the answer it gets alone."""
-    monkeypatch.setattr(text_model, "SORT_WINDOW", 50)
+    monkeypatch.setattr(scorer, "SORT_WINDOW", 50)
     monkeypatch.setattr(text_model, "BATCH", 8)
     texts, _ = sample_rows(130)
     texts = [" ".join([text] * (1 + i % 4)) for i, text in enumerate(texts)]  # 6 to 24 words, mixed
     classifier = TextClassifier.from_dir(text_model_files(tmp_path)[0].parent)
-    together = classifier.logits(texts)
-    alone = np.concatenate([classifier.logits([text]) for text in texts])
+    together = classifier.probabilities(texts)
+    alone = np.concatenate([classifier.probabilities([text]) for text in texts])
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
     assert len(set(np.round(together[:, 1], 4))) > 20  # the sentences' answers differ: order matters
-    assert classifier.logits([]).shape == (0, 2)
+    assert classifier.probabilities([]).shape == (0, 2)
 
 
 def test_it_loads_without_pytorch_and_with_its_own_code(tracking_store, tmp_path):
@@ -85,19 +86,21 @@ def test_it_loads_without_pytorch_and_with_its_own_code(tracking_store, tmp_path
     assert "torch" not in requirements and "onnxruntime==" in requirements and "tokenizers==" in requirements
     code = sorted(p.name for p in (local / "code" / "sentclf").glob("*.py"))
     assert code == ["__init__.py", "text_model.py"]
+    runtime = sorted(p.name for p in (local / "code" / "sentclf_runtime").glob("*.py"))
+    assert "scorer.py" in runtime and "__pycache__" not in runtime
     script = (
         "import sys; sys.modules['torch'] = None; sys.path = [p for p in sys.path if p not in ('', "
         f"{str(REPO_ROOT)!r})]; import mlflow.pyfunc; "
         f"m = mlflow.pyfunc.load_model({str(local)!r}); print(m.predict(['good1 good2 good3'])['name'][0]); "
-        "import sentclf; print(sentclf.__file__)"
+        "import sentclf, sentclf_runtime; print(sentclf.__file__); print(sentclf_runtime.__file__)"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    name, sentclf_file = result.stdout.split()[-2:]
+    name, sentclf_file, runtime_file = result.stdout.split()[-3:]
     assert name in LABELS
-    assert sentclf_file.startswith(str(local))
+    assert sentclf_file.startswith(str(local)) and runtime_file.startswith(str(local))
 
 
 def test_an_earlier_onnx_flavor_version_still_scores(tracking_store, tmp_path):
@@ -118,5 +121,5 @@ def test_an_earlier_onnx_flavor_version_still_scores(tracking_store, tmp_path):
 
 
 def test_a_folder_without_the_model_files_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither the pyfunc's artifacts"):
+    with pytest.raises(FileNotFoundError, match="nor the pyfunc's artifacts"):
         model_files(tmp_path)
