@@ -41,3 +41,7 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/opt/sentclf PYTHONUNBUFFERED=1 HF_HUB_D
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 # MLflow runs the step's command here with the step's directory mounted (see each MLproject).
 WORKDIR /mlflow/projects/code
+# The checkout this image was built for (sentclf.images.checkout_id): the steps label what they start
+# with it, so one clone's leftover checks never count another's. Last, so clones share every layer above.
+ARG SENTCLF_CHECKOUT=""
+ENV SENTCLF_CHECKOUT=${SENTCLF_CHECKOUT}

@@ -54,7 +54,7 @@ CAPTURE ?=
 CHALLENGER ?=
 ROUTE ?= shadow
 serve: venv
-	$(PYTHON) -m conductor.serve --model "$(MODEL)" $(if $(CAPTURE),--capture-dir "$(CAPTURE)") \
+	$(PYTHON) -m tools.serve --model "$(MODEL)" $(if $(CAPTURE),--capture-dir "$(CAPTURE)") \
 	  $(if $(CHALLENGER),--challenger "$(CHALLENGER)" --route "$(ROUTE)")
 
 ## test: the docs site built strictly, the unit tests, small end-to-end runs of the real pipeline, the
@@ -201,7 +201,7 @@ tracking-server-stop:
 ## tracking-user: add a user to the server's login and grant a role, as its admin:
 ## make tracking-user TRACKING_USER=alice TRACKING_ROLE=reader (or job: log runs, register and promote)
 tracking-user: venv
-	$(PYTHON) -m conductor.tracking_users "$(TRACKING_USER)" --role "$(TRACKING_ROLE)"
+	$(PYTHON) -m tools.tracking_users "$(TRACKING_USER)" --role "$(TRACKING_ROLE)"
 
 ## clean: remove .build (images, stores and venvs stay)
 clean:

@@ -14,7 +14,7 @@ from conductor.outcome import CANCELLED, kind_of, write_outcome
 from conductor.parameters import root_parameters
 from conductor.pipeline import run_pipeline
 from sentclf.cli import parse_bool
-from sentclf.tracking import StepCancelled, configure_logging
+from sentclf.tracking import StepCancelled, configure_logging, raise_cancelled
 
 logger = logging.getLogger("main")
 
@@ -37,10 +37,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _raise_cancelled(signum: int, frame: object) -> None:
-    raise StepCancelled(f"signal {signal.Signals(signum).name}")
-
-
 def fail(error: BaseException) -> None:
     """The summary line and the failure's kind (conductor.outcome), for scripts/retrain.sh."""
     first = (str(error).splitlines() or [type(error).__name__])[0]
@@ -49,7 +45,7 @@ def fail(error: BaseException) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
-    signal.signal(signal.SIGTERM, _raise_cancelled)
+    signal.signal(signal.SIGTERM, raise_cancelled)
     args = parse_args(argv)
     try:
         run_pipeline(args)

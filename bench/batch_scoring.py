@@ -32,7 +32,8 @@ import pandas as pd
 
 from sentclf import loadgen
 from sentclf.engine import docker_client
-from sentclf.spark_cluster import SCORE_IMAGE, standalone_cluster
+from sentclf.images import score_image
+from sentclf.spark_cluster import standalone_cluster
 
 import benchlib
 
@@ -63,7 +64,7 @@ class ContainerMemory(threading.Thread):
         engine = docker_client()
         while not self.done.is_set():
             total = 0.0
-            for container in engine.containers.list(filters={"ancestor": SCORE_IMAGE}):
+            for container in engine.containers.list(filters={"ancestor": score_image()}):
                 try:
                     stats = container.stats(stream=False)
                     memory = stats["memory_stats"]
@@ -81,7 +82,9 @@ class ContainerMemory(threading.Thread):
 
 def register(model_dir: Path, env: dict[str, str], work: Path) -> str:
     """The server image's model as a registered text-level pyfunc in the throw-away store."""
-    pyfunc_model = benchlib.step_module("train", "pyfunc_model")
+    benchlib.use_steps("train")
+    import pyfunc_model
+
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     experiment = mlflow.create_experiment(env["MLFLOW_EXPERIMENT_NAME"], artifact_location=env["ARTIFACTS"])
     with mlflow.start_run(experiment_id=experiment):
@@ -134,8 +137,8 @@ def main() -> None:
     args = parser.parse_args()
     engine = docker_client()
     image = args.server_image or benchlib.newest_server_image(engine)
-    if not engine.images.list(name=SCORE_IMAGE):
-        raise benchlib.BenchError(f"no {SCORE_IMAGE}: run `make score-image` first")
+    if not engine.images.list(name=score_image()):
+        raise benchlib.BenchError(f"no {score_image()}: run `make score-image` first")
     cola = benchlib.load_sentences(benchlib.DEFAULT_SENTENCES, seed=0)
     texts = [cola[i % len(cola)] for i in range(args.sentences)]
     tag = uuid.uuid4().hex[:8]

@@ -1,6 +1,8 @@
 """What several benches share: the inputs (the newest server image, the model inside it, CoLA sentences),
-the server container they measure, the transport's own round trip, and loading code that lives in other
-rooms (the server package, a step's modules) without adding those rooms to sys.path.
+the server container they measure, the transport's own round trip, and reaching code that lives in other
+rooms: a step's modules by their bare names (`use_steps`, the one sys.path edit of bench/, which
+tests/unit/test_architecture.py reads with the imports it allows), the server package loaded from its
+directory.
 
 The benches are scripts (`python bench/<name>.py`), which puts bench/ first on sys.path, so they
 `import benchlib`; no bench imports another bench. The load itself is sentclf.loadgen, the evaluate
@@ -99,19 +101,17 @@ def load_module(name: str, directory: Path) -> ModuleType:
     return module
 
 
-def step_module(step: str, name: str) -> ModuleType:
-    """A step's own module (e.g. `training` of train/), for a bench that reuses the step's code. A step's
-    modules import their siblings by bare name (the step runs with its directory as working directory):
-    a sibling that is not imported yet is loaded from the same directory first."""
-    directory = REPO_ROOT / step
-    while True:
-        try:
-            return load_module(name, directory)
-        except ModuleNotFoundError as error:
-            missing = error.name
-            if not missing or importlib.machinery.PathFinder.find_spec(missing, [str(directory)]) is None:
-                raise
-            load_module(missing, directory)
+def use_steps(*steps: str) -> None:
+    """Let this bench `import` the named steps' own modules (e.g. `training` of train/) by bare name, as
+    each step imports its siblings (it runs with its directory as working directory). Called before those
+    imports; tests/unit/test_architecture.py checks that a bench imports step modules only of the steps
+    it names here."""
+    for step in steps:
+        directory = REPO_ROOT / step
+        if not (directory / "MLproject").is_file():
+            raise BenchError(f"{step} is no step of this repository (no {directory / 'MLproject'})")
+        if str(directory) not in sys.path:
+            sys.path.insert(1, str(directory))  # after bench/ itself, before the installed packages
 
 
 def server_package() -> ModuleType:

@@ -32,11 +32,12 @@ import benchlib
 from benchlib import REPO_ROOT
 
 # The train step's own loop and the preprocess step's own data and split, as the steps run them.
-calibration = benchlib.step_module("train", "calibration")
-modeling = benchlib.step_module("train", "modeling")
-training = benchlib.step_module("train", "training")
-sources = benchlib.step_module("preprocess", "sources")
-splitting = benchlib.step_module("preprocess", "splitting")
+benchlib.use_steps("train", "preprocess")
+import calibration  # noqa: E402
+import modeling  # noqa: E402
+import sources  # noqa: E402
+import splitting  # noqa: E402
+import training  # noqa: E402
 
 RECIPE_KEYS = {
     "lr": ("learning_rate", float),

@@ -42,7 +42,7 @@ from tritonclient.utils import InferenceServerException
 from sentclf import loadgen
 from sentclf.containers import LOOPBACK, free_port
 from sentclf.engine import docker_client
-from sentclf.images import STEP_IMAGE
+from sentclf.images import step_image
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
 from sentclf.metrics import percentile_ms
 from sentclf.server_images import SERVER_PYTHONPATH
@@ -509,7 +509,7 @@ def print_report(
     server_mb, step_mb = sizes
     if server_mb and step_mb:
         print(
-            f"\nimage size: {args.server_image} {server_mb:.0f} MB vs {STEP_IMAGE} {step_mb:.0f} MB "
+            f"\nimage size: {args.server_image} {server_mb:.0f} MB vs {step_image()} {step_mb:.0f} MB "
             f"(ratio {server_mb / step_mb:.3f})"
         )
     print(
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             results = measure_all(starters, args, sentences, raw.reference_labels)
             log.info("raw ORT in-process (after the servers stopped)")
             raw = raw.best_of(measure_raw_ort(model_dir, sentences, singles=200, reference_count=64))
-        sizes = tuple(benchlib.image_size_mb(client, image) for image in (args.server_image, STEP_IMAGE))
+        sizes = tuple(benchlib.image_size_mb(client, image) for image in (args.server_image, step_image()))
         print_report(results, raw, args, sizes, ours="ours")
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -37,10 +37,11 @@ import benchlib
 RECIPE = {name: typed_default(spec) for name, spec in declared(PROJECT_DIR / "train").items()}
 
 # The train step's own loop, model and precision switch, and the preprocess step's own data.
-training = benchlib.step_module("train", "training")
-modeling = benchlib.step_module("train", "modeling")
-precision = benchlib.step_module("train", "precision")
-sources = benchlib.step_module("preprocess", "sources")
+benchlib.use_steps("train", "preprocess")
+import modeling  # noqa: E402
+import precision  # noqa: E402
+import sources  # noqa: E402
+import training  # noqa: E402
 
 RESAMPLES = 2000
 

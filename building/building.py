@@ -21,16 +21,17 @@ import docker.errors
 import mlflow
 import numpy as np
 
-from sentclf.containers import docker_client, run_labels, running_server
+from sentclf.containers import checkout_labels, docker_client, run_labels, running_server
+from sentclf.contract import SERVED_NAME_TAG, SERVER_IMAGE_TAG, ModelRef, parse_model_uri
 from sentclf.images import (
     DEFAULT_BASE_IMAGE,
     build_with_builder_cache,
     resolve_base_image,
     source_hash,
+    this_checkout,
     write_build_inputs,
 )
 from sentclf.kserve_client import classify, connect
-from sentclf.schema import SERVED_NAME_TAG, SERVER_IMAGE_TAG
 from sentclf.server_images import (
     SERVER_SOURCES,
     image_labels,
@@ -76,17 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_model_version(model_uri: str) -> tuple[str, str]:
     """(registered name, version) of a `models:/name/version` or `models:/name@alias` URI."""
-    if not model_uri.startswith("models:/"):
-        raise StepInputError(f"model_uri {model_uri!r} is not a registry URI: use models:/<name>/<version>")
-    reference = model_uri.removeprefix("models:/")
+    try:
+        ref = parse_model_uri(model_uri)
+    except ValueError as error:
+        raise StepInputError(f"model_uri: {error}") from None
     client = mlflow.MlflowClient()
     try:
-        if "@" in reference:
-            name, alias = reference.split("@", 1)
-            return name, str(client.get_model_version_by_alias(name, alias).version)
-        name, version = reference.rsplit("/", 1)
-        return name, str(client.get_model_version(name, version).version)
-    except (ValueError, mlflow.exceptions.MlflowException) as error:
+        if ref.alias:
+            return ref.name, str(client.get_model_version_by_alias(ref.name, ref.alias).version)
+        return ref.name, str(client.get_model_version(ref.name, ref.version).version)
+    except mlflow.exceptions.MlflowException as error:
         raise StepInputError(f"model_uri {model_uri!r} names no registered model version: {error}") from None
 
 
@@ -143,10 +143,13 @@ def build_server_image(client: docker.DockerClient, context: Path, name: str, ve
         tag,
         {"BASE_IMAGE": base},
         labels=image_labels(name, version, namespace)
+        | checkout_labels()
         | {
-            "sentclf.model_uri": f"models:/{name}/{version}",
+            "sentclf.model_uri": ModelRef(name, version).uri,
             "sentclf.build_run_id": mlflow.active_run().info.run_id,
         },
+        # One builder stage per checkout: another clone's build must not supersede (and remove) ours.
+        cache_tag=f"{tag.rsplit(':', 1)[0]}-builder:{this_checkout()}",
     )
     return tag
 
@@ -166,7 +169,7 @@ def record_image(name: str, version: str, image: str, served: str) -> None:
 
 def prepare_context(args: argparse.Namespace, name: str, version: str, context: Path) -> None:
     """Server sources, build inputs and the version's model, with its serving name and version set."""
-    assemble_context(f"models:/{name}/{version}", context)
+    assemble_context(ModelRef(name, version).uri, context)
     config = ServingConfig.read(context / "model")
     config.served_as(served_name(args, name), version).write(context / "model")
 

@@ -9,7 +9,7 @@ import docker
 import docker.errors
 import mlflow
 
-from sentclf.schema import CHALLENGER_ALIAS, CHAMPION_ALIAS, SERVER_IMAGE_TAG
+from sentclf.contract import CHALLENGER_ALIAS, CHAMPION_ALIAS, SERVER_IMAGE_TAG
 from sentclf.server_images import MODEL_NAME_LABEL, MODEL_VERSION_LABEL, NAMESPACE_LABEL, image_namespace
 
 logger = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from conductor.outcome import CONTAINER_KILLED, KILLED_FROM_OUTSIDE, STEP_FAILED
 from conductor.tracking_credentials import step_credentials
 from sentclf.containers import PIPELINE_LABEL, remove_labelled
 from sentclf.engine import docker_client
+from sentclf.images import checkout_filter
 from sentclf.tracking import StepCancelled
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,15 @@ class LocalBackend:
         self.pipeline_run_id = pipeline_run_id
         # The host network: the steps reach an http:// tracking server on loopback. --init: a container's
         # PID 1 ignores SIGTERM unless it handles it; tini passes it on to the step.
-        self.docker_args = {"network": "host", "init": True, "label": f"{PIPELINE_LABEL}={pipeline_run_id}"}
+        # Two labels: the pipeline's (cancel finds its containers) and the checkout's (leftover checks count
+        # only their own). MLflow passes one value per option, so the second goes as `-l`, docker's short
+        # form of `--label`.
+        self.docker_args = {
+            "network": "host",
+            "init": True,
+            "label": f"{PIPELINE_LABEL}={pipeline_run_id}",
+            "l": checkout_filter(project_dir),
+        }
 
     def run_step(
         self, step: str, parameters: dict[str, str], run_name: str, entry_point: str = "main"

@@ -20,7 +20,6 @@ import mlflow
 from mlflow.entities import Run
 
 from conductor.backends import Backend, StepFailed, make_backend
-from conductor.host_data import host_data_path
 from conductor.image_gc import collect_server_images
 from conductor.outcome import write_outcome
 from conductor.parameters import (
@@ -34,21 +33,25 @@ from conductor.pipeline_lock import pipeline_lock
 from conductor.step_cache import code_fingerprint, find_cached_run, mark, step_key
 from conductor.step_image import ensure_step_image
 from conductor.ui_links import DEFAULT_UI, run_link
-from sentclf.dataset_snapshot import build_manifest, log_snapshot
-from sentclf.engine import docker_client
-from sentclf.images import STEP_IMAGE
-from sentclf.schema import (
+from sentclf.contract import (
     CHAMPION_ALIAS,
     GATE_DECISION_TAG,
-    GATE_METRIC,
-    GATE_METRIC_HIGH,
-    GATE_METRIC_LOW,
+    GATE_KEPT,
+    GATE_PROMOTED,
     GATE_SUMMARY_TAG,
+    HEADLINE_METRIC_PREFIXES,
     HEADLINE_PROMOTED_METRIC,
     HEADLINE_VERSION_METRIC,
     MODEL_VERSION_TAG,
     SERVER_IMAGE_TAG,
+    SUMMARY_TAG,
+    TEST_MCC_HIGH_METRIC,
+    TEST_MCC_LOW_METRIC,
+    TEST_MCC_METRIC,
+    ModelRef,
 )
+from sentclf.dataset_snapshot import build_manifest, locate_dataset, log_snapshot
+from sentclf.engine import docker_client
 from sentclf.tracking import RUN_NAME_TAG, StepCancelled, mark_ml_experiment
 
 logger = logging.getLogger("main")
@@ -69,7 +72,7 @@ NAME_VALUE_CHARS = 24
 def dataset_label(dataset: str) -> str:
     """The data set as a run name shows it: a host file's or folder's own name, else `dataset` as given
     (`cola`, a hub id, a snapshot URI)."""
-    path = host_data_path(dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+    path = locate_dataset(dataset, PROJECT_DIR)
     return path.name if path else dataset
 
 
@@ -114,9 +117,9 @@ def describe_parent(parent: Run, args: argparse.Namespace) -> None:
                 f"`{args.registered_model_name}`. Each step that ran is a child run below; a step reused "
                 "from an earlier pipeline (same code, parameters and inputs) is named in the tag "
                 f"`cache.<step>`. The headline is copied here: the metrics `{HEADLINE_VERSION_METRIC}`, "
-                f"`{GATE_METRIC}` with `{GATE_METRIC_LOW}`/`{GATE_METRIC_HIGH}` (95% interval) and "
-                f"`{HEADLINE_PROMOTED_METRIC}` (1 promoted, 0 kept), the tags `{GATE_DECISION_TAG}` and "
-                "`summary`; `run_id.<step>` names every step's run."
+                f"`{TEST_MCC_METRIC}` with `{TEST_MCC_LOW_METRIC}`/`{TEST_MCC_HIGH_METRIC}` (95% interval) "
+                f"and `{HEADLINE_PROMOTED_METRIC}` (1 promoted, 0 kept), the tags `{GATE_DECISION_TAG}` "
+                f"and `{SUMMARY_TAG}`; `run_id.<step>` names every step's run."
             ),
         }
     )
@@ -154,7 +157,7 @@ class Pipeline:
 
     def run(self) -> None:
         args = self.args
-        data_path = host_data_path(args.dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+        data_path = locate_dataset(args.dataset, PROJECT_DIR)
         manifest = build_manifest(data_path) if data_path else None
         preprocess = self.step(
             "preprocess",
@@ -166,12 +169,16 @@ class Pipeline:
         building = self.step(
             "building",
             inputs={"train": train.key, "base_image": args.server_base_image},
-            model_uri=f"models:/{args.registered_model_name}/{version}",
+            model_uri=ModelRef(args.registered_model_name, version).uri,
             base_image=args.server_base_image,
         )
         evaluate = self.step(
             "evaluate",
-            inputs={"building": building.key, "preprocess": preprocess.key, "champion": self.rival(version)},
+            inputs={
+                "building": building.key,
+                "preprocess": preprocess.key,
+                CHAMPION_ALIAS: self.rival(version),
+            },
             server_image=building.tag(SERVER_IMAGE_TAG),
             data_run_id=preprocess.run_id,
             model_version=version,
@@ -244,7 +251,7 @@ class Pipeline:
         version: str,
     ) -> None:
         metrics = evaluate.run.data.metrics
-        decision = evaluate.run.data.tags.get(GATE_DECISION_TAG, "kept")
+        decision = evaluate.run.data.tags.get(GATE_DECISION_TAG, GATE_KEPT)
         # The headline on the parent, read from the child runs through MLflow: the run list shows these
         # metrics and tags as columns, so pipelines compare at a glance without opening each.
         mlflow.set_tags(
@@ -255,18 +262,18 @@ class Pipeline:
                 RUN_NAME_TAG: run_name(self.args, version, decision),
             }
         )
-        headline = {k: v for k, v in metrics.items() if k.startswith(("test_", "latency_", "throughput_"))}
+        headline = {k: v for k, v in metrics.items() if k.startswith(HEADLINE_METRIC_PREFIXES)}
         headline[HEADLINE_VERSION_METRIC] = float(version)
-        headline[HEADLINE_PROMOTED_METRIC] = float(decision == "promoted")
+        headline[HEADLINE_PROMOTED_METRIC] = float(decision == GATE_PROMOTED)
         mlflow.log_metrics(headline)
         interval = (
-            f" [{metrics[GATE_METRIC_LOW]:.4f}, {metrics[GATE_METRIC_HIGH]:.4f}]"
-            if GATE_METRIC_LOW in metrics and GATE_METRIC_HIGH in metrics
+            f" [{metrics[TEST_MCC_LOW_METRIC]:.4f}, {metrics[TEST_MCC_HIGH_METRIC]:.4f}]"
+            if TEST_MCC_LOW_METRIC in metrics and TEST_MCC_HIGH_METRIC in metrics
             else ""
         )
         reasons = evaluate.run.data.tags.get(GATE_SUMMARY_TAG, "no gate decision recorded")
-        summary = f"version {version}, test MCC {metrics[GATE_METRIC]:.4f}{interval}, {reasons}"
-        mlflow.set_tag("summary", summary)
+        summary = f"version {version}, test MCC {metrics[TEST_MCC_METRIC]:.4f}{interval}, {reasons}"
+        mlflow.set_tag(SUMMARY_TAG, summary)
         logger.info("pipeline finished: parent run %s: %s", self.parent.info.run_id, summary)
         link = run_link(DEFAULT_UI, self.parent.info.experiment_id, self.parent.info.run_id)
         logger.info("see it in the UI (`make ui`): %s", link)
@@ -303,8 +310,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
     with pipeline_lock(PROJECT_DIR):
         # Inside the lock: a rebuild must not swap the image under a pipeline that is still running.
-        ensure_step_image(docker_client(), PROJECT_DIR)
-        logger.info("step image %s ready", STEP_IMAGE)
+        logger.info("step image %s ready", ensure_step_image(docker_client(), PROJECT_DIR))
         try:
             with mlflow.start_run() as parent:
                 describe_parent(parent, args)

@@ -17,8 +17,8 @@ import mlflow
 from mlflow.entities import Run
 
 from conductor.step_image import STEP_IMAGE_SOURCES
+from sentclf.contract import STEP_TAG
 from sentclf.images import source_hash
-from sentclf.tracking import STEP_TAG
 
 CACHE_KEY_TAG = "sentclf.cache_key"
 # Shared by every step: what the step image is built from (the shared package and the image's recipe).

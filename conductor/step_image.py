@@ -1,6 +1,9 @@
 """The step image every step runs in, kept up to date by the conductor: built from the Dockerfile, the step
-requirements, the shared package `sentclf` and the server's sources `server/` (and nothing else, so a
-change to the conductor rebuilds no image and reruns no step). Run as `python -m conductor.step_image
+requirements, the shared package `sentclf`, the runtime `sentclf_runtime/` and the server's sources `server/`
+(and nothing else, so a change to the conductor rebuilds no image and reruns no step). One per checkout
+(`sentclf-step:<checkout id>`, sentclf.images): ensuring it also writes that tag into the steps' MLproject
+files, so `mlflow run <step>` as typed runs this checkout's image, and sets up the git filter that keeps the
+repository's canonical `latest` there (scripts/pin-step-image). Run as `python -m conductor.step_image
 {ensure-base,ensure-step,ensure-score,lock-step}` (`make step-image`, `make score-image`; ensure-score
 builds the score sub-project's image FROM it; lock-step rewrites requirements/step.lock: `make step-lock`)."""
 
@@ -16,14 +19,18 @@ import docker
 
 from sentclf.engine import docker_client
 from sentclf.images import (
+    CHECKOUT_LABEL,
     SOURCE_HASH_LABEL,
-    STEP_IMAGE,
     ImageError,
     build_image,
     build_with_builder_cache,
+    checkout_id,
     image_exists,
+    pin_images,
     resolve_base_image,
+    score_image,
     source_hash,
+    step_image,
     write_build_inputs,
 )
 
@@ -70,45 +77,109 @@ def download_torch_wheel(root: Path, wheel_dir: Path) -> None:
 def ensure_step_image(
     client: docker.DockerClient, root: Path, base_image: str = "auto", force: bool = False
 ) -> str:
-    """Build the step image from the project at `root` unless one built from the same sources and base
-    image exists."""
+    """Build the checkout's step image from the project at `root` unless one built from the same sources and
+    base image exists; then pin it in the steps' MLproject files."""
+    tag, checkout = step_image(root), checkout_id(root)
     base = resolve_base_image(client, base_image)
     base_id = client.images.get(base).id
     wanted = source_hash(root, STEP_IMAGE_SOURCES, extra=base_id)
-    if not force and image_exists(client, STEP_IMAGE):
-        current = client.images.get(STEP_IMAGE).labels.get(SOURCE_HASH_LABEL)
-        if current == wanted:
-            logger.info("%s is up to date (sources %s)", STEP_IMAGE, wanted)
-            return STEP_IMAGE
-    inputs = root / ".build" / "inputs"
-    write_build_inputs(inputs)
-    download_torch_wheel(root, inputs / "wheels")
-    build_with_builder_cache(client, root, STEP_IMAGE, {"BASE_IMAGE": base}, {SOURCE_HASH_LABEL: wanted})
-    return STEP_IMAGE
+    current = client.images.get(tag).labels if image_exists(client, tag) else {}
+    if not force and current.get(SOURCE_HASH_LABEL) == wanted:
+        logger.info("%s is up to date (sources %s)", tag, wanted)
+    else:
+        inputs = root / ".build" / "inputs"
+        write_build_inputs(inputs)
+        download_torch_wheel(root, inputs / "wheels")
+        build_with_builder_cache(
+            client,
+            root,
+            tag,
+            {"BASE_IMAGE": base, "SENTCLF_CHECKOUT": checkout},
+            {SOURCE_HASH_LABEL: wanted, CHECKOUT_LABEL: checkout},
+            cache_tag=f"{tag.rsplit(':', 1)[0]}-builder:{checkout}",
+        )
+    pin_checkout_images(root)
+    return tag
+
+
+# The git filter (see .gitattributes) that keeps the canonical tag in the repository and puts the
+# checkout's tag into the working tree on checkout.
+GIT_FILTER = "sentclf-image"
+FILTER_SCRIPT = "scripts/pin-step-image"
+
+
+def pin_checkout_images(root: Path) -> list[Path]:
+    """Write the checkout's tag into every MLproject that names the step or score image (the files that
+    change), and make git see them as the repository holds them."""
+    in_git = configure_git_filter(root)
+    changed = []
+    for mlproject in sorted(root.glob("*/MLproject")):
+        text = mlproject.read_text()
+        pinned = pin_images(text, checkout_id(root))
+        if pinned != text:
+            mlproject.write_text(pinned)
+            changed.append(mlproject)
+            if in_git:
+                refresh_index(root, mlproject)
+    if changed:
+        logger.info("%s pinned in %s", step_image(root), ", ".join(p.parent.name for p in changed))
+    return changed
+
+
+def refresh_index(root: Path, path: Path) -> None:
+    """Make git see a pinned file as unchanged. The filter cleans its content to the committed text, but git
+    takes a file whose size changed for modified without reading it: re-adding a file whose cleaned content
+    is the index's own records only its new size. A file with real edits is left as it is (not staged)."""
+    relative = str(path.relative_to(root))
+    git = ["git", "-C", str(root)]
+    unchanged = subprocess.run([*git, "diff", "--quiet", "--", relative], check=False).returncode == 0
+    if unchanged:
+        subprocess.run([*git, "add", "--", relative], check=False)
+
+
+def configure_git_filter(root: Path) -> bool:
+    """Set up the clean/smudge filter in the checkout's git config (a clone without git: nothing to do)."""
+    if not (root / ".git").exists() or not (root / FILTER_SCRIPT).is_file():
+        return False
+    for direction in ("clean", "smudge"):
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(root),
+                "config",
+                f"filter.{GIT_FILTER}.{direction}",
+                f"{FILTER_SCRIPT} {direction}",
+            ],
+            check=True,
+        )
+    return True
 
 
 # The score sub-project's image (Spark and Java on top of the step image): rebuilt when its own sources
 # change or the step image it is built FROM does.
-SCORE_IMAGE = "sentclf-score:latest"
 SCORE_IMAGE_SOURCES = ("score/Dockerfile", "score/.dockerignore", "score/requirements.txt")
 
 
 def ensure_score_image(
     client: docker.DockerClient, root: Path, base_image: str = "auto", force: bool = False
 ) -> str:
-    """The score image, built FROM an up-to-date step image unless one of the same sources exists."""
+    """The checkout's score image, built FROM its up-to-date step image unless one of the same sources
+    exists."""
     step = ensure_step_image(client, root, base_image)
+    tag = score_image(root)
     wanted = source_hash(root, SCORE_IMAGE_SOURCES, extra=client.images.get(step).id)
-    current = client.images.get(SCORE_IMAGE).labels if image_exists(client, SCORE_IMAGE) else {}
+    current = client.images.get(tag).labels if image_exists(client, tag) else {}
     if not force and current.get(SOURCE_HASH_LABEL) == wanted:
-        logger.info("%s is up to date (sources %s)", SCORE_IMAGE, wanted)
-        return SCORE_IMAGE
-    superseded = client.images.get(SCORE_IMAGE).id if image_exists(client, SCORE_IMAGE) else None
-    build_image(client, root / "score", SCORE_IMAGE, {"STEP_IMAGE": step}, {SOURCE_HASH_LABEL: wanted})
-    if superseded and superseded != client.images.get(SCORE_IMAGE).id:
+        logger.info("%s is up to date (sources %s)", tag, wanted)
+        return tag
+    superseded = client.images.get(tag).id if image_exists(client, tag) else None
+    labels = {SOURCE_HASH_LABEL: wanted, CHECKOUT_LABEL: checkout_id(root)}
+    build_image(client, root / "score", tag, {"STEP_IMAGE": step}, labels)
+    if superseded and superseded != client.images.get(tag).id:
         with contextlib.suppress(docker.errors.APIError):
             client.images.remove(superseded)
-    return SCORE_IMAGE
+    return tag
 
 
 STEP_LOCK_HEADER = """\
@@ -129,7 +200,7 @@ def write_step_lock(client: docker.DockerClient, root: Path, base_image: str = "
     inputs = root / ".build" / "inputs"
     write_build_inputs(inputs)
     download_torch_wheel(root, inputs / "wheels")
-    tag = STEP_IMAGE.rsplit(":", 1)[0] + ":unlocked"
+    tag = f"{step_image(root)}-unlocked"
     build_image(client, root, tag, {"BASE_IMAGE": base, "STEP_LOCK": "false"})
     try:
         frozen = client.containers.run(

@@ -31,15 +31,14 @@ import numpy as np
 from docker.models.containers import Container
 
 from sentclf.containers import docker_client, health_status, run_labels, running_server
-from sentclf.data import log_split_inputs, read_split
-from sentclf.schema import (
+from sentclf.contract import (
     CHAMPION_ALIAS,
     GATE_DECISION_TAG,
     GATE_SUMMARY_TAG,
-    LABEL_COLUMN,
-    TEXT_COLUMN,
-    LabelSet,
+    TEST_MCC_METRIC,
 )
+from sentclf.data import log_split_inputs, read_split
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
 
 import figures
@@ -268,7 +267,7 @@ def log_evaluation(evaluation: Evaluation) -> None:
         | {f"gate.check.{check.name}": str(check) for check in decision.checks}
     )
     mlflow.MlflowClient().set_model_version_tag(
-        inputs.model_name, inputs.version, "test_mcc", f"{metrics['test_mcc']:.6f}"
+        inputs.model_name, inputs.version, TEST_MCC_METRIC, f"{metrics[TEST_MCC_METRIC]:.6f}"
     )
 
     served = evaluation.served

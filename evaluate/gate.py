@@ -19,7 +19,7 @@ from mlflow.models import MetricThreshold
 from mlflow.models.evaluation import EvaluationResult
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-from sentclf.schema import CHAMPION_ALIAS
+from sentclf.contract import CHAMPION_ALIAS, GATE_KEPT, GATE_PROMOTED
 
 from stats import PairedComparison
 
@@ -52,7 +52,7 @@ class Decision:
 
     @property
     def verdict(self) -> str:
-        return "promoted" if self.promote else "kept"
+        return GATE_PROMOTED if self.promote else GATE_KEPT
 
     @property
     def summary(self) -> str:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from sentclf.contract import LABEL_NAMES_TAG, SERVER_IMAGE_TAG
 from sentclf.data import read_label_set
-from sentclf.schema import LABEL_NAMES_TAG, SERVER_IMAGE_TAG, LabelSet, label_names_from_tag
+from sentclf.schema import LabelSet, label_names_from_tag
 from sentclf.server_images import LEGACY_SERVED_NAME, recorded_served_name
 from sentclf.tracking import StepInputError, get_finished_run, newest_successful_run, version_data_run_id
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from sentclf.data import read_split
-from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR
-from sentclf.schema import (
-    DATASET_SHA256_TAG,
-    DATASET_SNAPSHOT_TAG,
-    DATASET_TAG,
-    LABEL_COLUMN,
+from sentclf.contract import (
+    INPUT_DATASET_SHA256_TAG,
+    INPUT_DATASET_SNAPSHOT_TAG,
+    INPUT_DATASET_TAG,
     PRECISION_USED_TAG,
 )
+from sentclf.data import read_split
+from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR
+from sentclf.schema import LABEL_COLUMN
 from sentclf.tracking import StepInputError
 
 from results import Evaluation
@@ -99,15 +99,15 @@ def _range(interval) -> str:
 
 
 def _data_lines(data_tags: dict, data_params: dict, files: list[dict]) -> list[str]:
-    sha256 = data_tags.get(DATASET_SHA256_TAG)
+    sha256 = data_tags.get(INPUT_DATASET_SHA256_TAG)
     if sha256 is None:
         hashed = "none recorded (data from a hub has no files to hash)"
-    elif DATASET_SNAPSHOT_TAG in data_tags:
+    elif INPUT_DATASET_SNAPSHOT_TAG in data_tags:
         hashed = f"`{sha256}` (over the files below, snapshotted into the pipeline run)"
     else:
         hashed = f"`{sha256}` (over the files below)"
     lines = [
-        f"- source: `{data_tags.get(DATASET_TAG, data_params.get('source', 'unknown'))}`",
+        f"- source: `{data_tags.get(INPUT_DATASET_TAG, data_params.get('source', 'unknown'))}`",
         f"- held-out test data: `{data_params.get('test_source', 'unknown')}`",
         f"- data sha256: {hashed}",
     ]

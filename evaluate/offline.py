@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 
+from sentclf.contract import ModelRef
 from sentclf.text_model import Scores, TextClassifier, softmax
 
 __all__ = ["Scores", "score_files", "score_version", "softmax"]
@@ -28,6 +29,6 @@ def score_version(model_name: str, version: str, texts: list[str]) -> Scores:
     """Download a registered version and score `texts` in process."""
     with tempfile.TemporaryDirectory(prefix="sentclf-offline-") as tmp:
         local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp)
+            mlflow.artifacts.download_artifacts(artifact_uri=ModelRef(model_name, version).uri, dst_path=tmp)
         )
         return score_files(local, texts)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sentclf.contract import SERVER_MEMORY_METRIC
 from sentclf.metrics import confusion_matrix
 from sentclf.schema import LabelSet
 
@@ -180,7 +181,7 @@ class Evaluation:
             }
         metrics |= {
             "throughput_rps": max(row["throughput_rps"] for row in self.served.load),
-            "server_memory_peak_mb": self.served.memory_peak_mb,
+            SERVER_MEMORY_METRIC: self.served.memory_peak_mb,
             "server_image_size_mb": self.served.image_size_mb,
             "server_seconds_to_serving": self.served.seconds_to_serving,
         }

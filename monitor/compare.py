@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sentclf.contract import MonitorVerdict
 from sentclf.drift_math import LENGTH_BIN_EDGES, ks_statistic, psi, shares, total_variation
 
 INF = np.inf
@@ -108,6 +109,6 @@ def compare(
     return scores
 
 
-def verdict(scores: list[FeatureScore], threshold: float) -> dict:
-    over = [s.name for s in scores if s.drifted(threshold)]
-    return {"drift": bool(over), "features": over, "threshold": threshold}
+def verdict(scores: list[FeatureScore], threshold: float) -> MonitorVerdict:
+    over = tuple(s.name for s in scores if s.drifted(threshold))
+    return MonitorVerdict(drift=bool(over), features=over, threshold=threshold)

@@ -1,7 +1,6 @@
 """What the monitor reads: the capture folder on the host, and the model version with its lineage."""
 
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from sentclf.contract import ModelRef, parse_model_uri
 from sentclf.tracking import StepInputError, version_data_run_id
 from sentclf_runtime.config import ServingConfig
 from sentclf_runtime.files import model_files
@@ -16,7 +16,6 @@ from sentclf_runtime.files import model_files
 # Inside the step's container: the host's root, mounted read-only, and the repository's host path.
 HOST_ROOT = Path(os.environ.get("SENTCLF_HOST_ROOT", "/mlflow/host"))
 STEP_DIR = Path(__file__).resolve().parent
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
 def repo_dir() -> Path:
@@ -64,16 +63,17 @@ class ModelInputs:
 
 def resolve_model(uri: str) -> ModelInputs:
     """A models:/ URI -> the version, the preprocess run it was trained on, and its ONNX files."""
-    match = _URI.match(uri.strip())
-    if not match:
-        raise StepInputError(f"model={uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
-    client = mlflow.MlflowClient()
-    name = match["name"]
     try:
-        if match["alias"]:
-            version = client.get_model_version_by_alias(name, match["alias"]).version
+        ref = parse_model_uri(uri)
+    except ValueError as error:
+        raise StepInputError(f"model={error}") from None
+    client = mlflow.MlflowClient()
+    name = ref.name
+    try:
+        if ref.alias:
+            version = client.get_model_version_by_alias(name, ref.alias).version
         else:
-            version = client.get_model_version(name, match["version"]).version
+            version = client.get_model_version(name, ref.version).version
     except MlflowException as error:
         raise StepInputError(
             f"model={uri}: no such version ({error.message.splitlines()[0]}); the evaluate step's gate moves "
@@ -84,7 +84,7 @@ def resolve_model(uri: str) -> ModelInputs:
         raise StepInputError(f"{name} version {version} records no preprocess run: nothing to compare with")
     tmp = tempfile.TemporaryDirectory(prefix="sentclf-monitor-")
     local = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp.name)
+        mlflow.artifacts.download_artifacts(artifact_uri=ModelRef(name, str(version)).uri, dst_path=tmp.name)
     )
     model_dir = Path(tmp.name) / "model"
     model_dir.mkdir()

@@ -7,11 +7,11 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from sentclf.contract import CHALLENGER_ALIAS, CHAMPION_ALIAS, VERSION_FIELD
 from sentclf.feedback import MAX_PROBLEMS, FeedbackError, read_feedback
 from sentclf.live import LiveEvidence, alias_version, live_evidence, log_on_models, run_metrics, served_names
-from sentclf.schema import CHALLENGER_ALIAS, CHAMPION_ALIAS
 from sentclf.tracking import StepInputError
-from sentclf.traffic import VERSION_FIELD, read_capture
+from sentclf.traffic import read_capture
 
 from lineage import ModelInputs, feedback_folder
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tokenizers import Tokenizer
 
+from sentclf.contract import DEFAULT_CHAMPION_URI, VERDICT_ARTIFACT, ModelRef, MonitorVerdict
 from sentclf.data import read_split
 from sentclf.schema import TEXT_COLUMN
 from sentclf.tracking import StepInputError, record_inputs, step_run
@@ -36,7 +38,7 @@ logger = logging.getLogger("monitor")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--traffic", required=True)
-    parser.add_argument("--model", default="models:/cola-classifier@champion")
+    parser.add_argument("--model", default=DEFAULT_CHAMPION_URI)
     parser.add_argument("--since", default="24h")
     parser.add_argument("--threshold", type=float, default=0.2)
     parser.add_argument("--min-records", type=int, default=50)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         model = resolve_model(args.model)
         with model.tmp:
-            record_inputs(model=f"models:/{model.name}/{model.version}", data_run_id=model.data_run_id)
+            record_inputs(model=ModelRef(model.name, model.version).uri, data_run_id=model.data_run_id)
             served = sorted({f"{m} v{v}" for m, v in zip(traffic["model"], traffic["version"], strict=True)})
             logger.info(
                 "%d served records (%s; %d shadow answers left out) against %s v%s",
@@ -130,7 +132,13 @@ def parse_since_or_fail(since: str):
 
 
 def log_result(
-    scores, result: dict, window: pd.DataFrame, model, args: argparse.Namespace, live=None, shadow: int = 0
+    scores,
+    result: MonitorVerdict,
+    window: pd.DataFrame,
+    model,
+    args: argparse.Namespace,
+    live=None,
+    shadow: int = 0,
 ) -> None:
     """`window`: the served records the drift was computed on; `shadow`: the shadow answers left out."""
     metrics = {"traffic_records": float(len(window)), "traffic_shadow_records": float(shadow)}
@@ -141,32 +149,26 @@ def log_result(
         for key, value in score.extra.items():
             metrics[f"{score.name}_{key}"] = value
     mlflow.log_metrics(metrics)
-    mlflow.set_tags(
-        {
-            "drift": str(result["drift"]).lower(),
-            "drift.features": ",".join(result["features"]) or "none",
-            "model_version": model.version,
-        }
-    )
+    mlflow.set_tags(result.tags() | {"model_version": model.version})
     context = {
         "model": f"{model.name} version {model.version} (trained on preprocess run {model.data_run_id})",
         "traffic": f"{args.traffic}: {len(window)} records, {window['time'].min()} to {window['time'].max()}",
         "window": args.since,
     }
-    summary = result | {"records": len(window), "model": model.name, "version": model.version}
-    summary["scores"] = {s.name: {"psi": s.psi, "ks": s.ks} for s in scores}
     if live is not None:
         log_evidence(live)
-        summary["live"] = live.as_dict()
+        result = replace(result, live=live.as_dict())
+    summary = result.as_dict() | {"records": len(window), "model": model.name, "version": model.version}
+    summary["scores"] = {s.name: {"psi": s.psi, "ks": s.ks} for s in scores}
     with tempfile.TemporaryDirectory(prefix="sentclf-monitor-report-") as tmp:
-        (Path(tmp) / "verdict.json").write_text(json.dumps(summary, indent=2))
+        (Path(tmp) / Path(VERDICT_ARTIFACT).name).write_text(json.dumps(summary, indent=2))
         extra = live_section(live, args.feedback) if live is not None else ""
         (Path(tmp) / "report.html").write_text(render(scores, result, context, extra))
-        mlflow.log_artifacts(tmp, "monitor")
-    if result["drift"]:
+        mlflow.log_artifacts(tmp, str(Path(VERDICT_ARTIFACT).parent))
+    if result.drift:
         logger.warning(
             "drift: %s over threshold %s (%s)",
-            ", ".join(result["features"]),
+            ", ".join(result.features),
             args.threshold,
             ", ".join(
                 f"{s.name} PSI {s.psi:.3f}" + ("" if s.ks is None else f" KS {s.ks:.3f}") for s in scores
@@ -178,8 +180,7 @@ def log_result(
             args.threshold,
             ", ".join(f"{s.name} PSI {s.psi:.3f}" for s in scores),
         )
-    features = ",".join(result["features"]) or "none"
-    print(f"monitor verdict: drift={str(result['drift']).lower()} features={features}")
+    print(result.line(), flush=True)  # the verdict as JSON on its known line (ops.retrain_when reads it)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sentclf.contract import MonitorVerdict  # noqa: E402
+
 from compare import FeatureScore  # noqa: E402
 
 
@@ -31,9 +33,9 @@ def figure_png(score: FeatureScore) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def render(scores: list[FeatureScore], verdict: dict, context: dict, live_html: str = "") -> str:
+def render(scores: list[FeatureScore], verdict: MonitorVerdict, context: dict, live_html: str = "") -> str:
     e = html.escape
-    threshold = verdict["threshold"]
+    threshold = verdict.threshold
     rows = "".join(
         f"<tr><td>{e(s.name)}</td><td>{e(s.reference_kind)}</td><td>{s.psi:.3f}</td>"
         f"<td>{'' if s.ks is None else f'{s.ks:.3f}'}</td>"
@@ -48,7 +50,7 @@ def render(scores: list[FeatureScore], verdict: dict, context: dict, live_html: 
     )
     facts = "".join(f"<li>{e(k)}: {e(str(v))}</li>" for k, v in context.items())
     headline = (
-        f"drift in {', '.join(verdict['features'])}" if verdict["drift"] else "no drift"
+        f"drift in {', '.join(verdict.features)}" if verdict.drift else "no drift"
     ) + f" (threshold {threshold} on PSI and KS)"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Served traffic: {e(headline)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}

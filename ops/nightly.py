@@ -39,6 +39,7 @@ from pathlib import Path
 
 from conductor.outcome import ENGINE_UNREACHABLE, SUMMARY_FILE_ENV, TRANSIENT
 from ops import notify, schedule
+from sentclf.contract import DEFAULT_MODEL_NAME, GATE_KEPT, GATE_PROMOTED
 
 logger = logging.getLogger("retrain")
 
@@ -244,7 +245,7 @@ def live_promotion(args: list[str], log: Path, environ=os.environ) -> Live | Non
         return Live(False, f"{LIVE_FEEDBACK_ENV} needs {TRAFFIC_ENV}, the server's capture folder", [], True)
     from ops.retrain_when import pipeline_parameter
 
-    model = pipeline_parameter(args, "registered_model_name", "cola-classifier")
+    model = pipeline_parameter(args, "registered_model_name", DEFAULT_MODEL_NAME)
     fd, summary_file = tempfile.mkstemp(prefix="sentclf-live-summary-")
     os.close(fd)
     command = [sys.executable, "-m", "ops.promote_live", "--traffic", traffic, "--feedback", feedback]
@@ -306,12 +307,12 @@ def finish(log: Path, line: str, keep: int) -> None:
 
 def should_notify(status: int, record: dict, settings: Settings, live: Live | None = None) -> bool:
     live_news = live is not None and (live.promoted or live.failed)
-    return status != 0 or record.get("outcome") == "promoted" or settings.notify_on == "all" or live_news
+    return status != 0 or record.get("outcome") == GATE_PROMOTED or settings.notify_on == "all" or live_news
 
 
 def event_of(status: int, record: dict) -> str:
     if status == 0:
-        if record.get("outcome") == "kept" and record.get("reused") == 4:
+        if record.get("outcome") == GATE_KEPT and record.get("reused") == 4:
             return "unchanged"
         return record.get("outcome", "finished")
     return record.get("outcome", "failed")

@@ -29,10 +29,17 @@ from pathlib import Path
 import mlflow
 
 from conductor.parameters import PROJECT_DIR, declared, typed_default
-from sentclf.feedback import FeedbackError, read_feedback
-from sentclf.live import (
+from sentclf.contract import (
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    DEFAULT_MODEL_NAME,
+    GATE_KEPT,
+    GATE_PROMOTED,
     LIVE_DECISION_TAG,
     LIVE_SUMMARY_TAG,
+)
+from sentclf.feedback import FeedbackError, read_feedback
+from sentclf.live import (
     LiveDecision,
     LiveEvidence,
     LiveRule,
@@ -44,7 +51,7 @@ from sentclf.live import (
     run_metrics,
     served_names,
 )
-from sentclf.schema import CHALLENGER_ALIAS, CHAMPION_ALIAS, COLA_LABEL_NAMES
+from sentclf.schema import COLA_LABEL_NAMES
 from sentclf.tracking import StepInputError, record_inputs, step_run
 from sentclf.traffic import parse_since, read_capture
 
@@ -69,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--traffic", required=True, help="the server's capture folder (CAPTURE_DIR)")
     parser.add_argument("--feedback", required=True, help="the folder of labels that came back")
-    parser.add_argument("--model", default="cola-classifier", help="the registered model's name")
+    parser.add_argument("--model", default=DEFAULT_MODEL_NAME, help="the registered model's name")
     parser.add_argument("--since", default="all", help="the capture window: 24h, 7d, ... or all")
     parser.add_argument("--min-labels", type=int, default=DEFAULT_MIN_LABELS)
     parser.add_argument("--confidence", type=float, default=gate["confidence"])
@@ -132,11 +139,11 @@ def record(decision: LiveDecision, evidence: LiveEvidence, args: argparse.Namesp
     """The run's metrics and tags, the figures on each version's model, the tags on the challenger."""
     mlflow.log_metrics(run_metrics(evidence))
     log_on_models(evidence)
-    outcome = "promoted" if decision.promote and not args.dry_run else "kept"
+    outcome = GATE_PROMOTED if decision.promote and not args.dry_run else GATE_KEPT
     mlflow.set_tags(
         {
-            "live.decision": outcome,
-            "live.summary": decision.summary,
+            LIVE_DECISION_TAG: outcome,
+            LIVE_SUMMARY_TAG: decision.summary,
             "live.champion_before": decision.champion or "-",
             "live.challenger": decision.challenger or "-",
             "live.dry_run": str(args.dry_run).lower(),

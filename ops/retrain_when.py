@@ -18,22 +18,26 @@ was trained on files.
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 
-from conductor.host_data import host_data_path
-from sentclf.dataset_snapshot import build_manifest
-from sentclf.schema import DATASET_SHA256_TAG
+from sentclf.contract import (
+    CHAMPION_ALIAS,
+    DEFAULT_MODEL_NAME,
+    INPUT_DATASET_SHA256_TAG,
+    ModelRef,
+    MonitorVerdict,
+    parse_model_uri,
+)
+from sentclf.dataset_snapshot import build_manifest, locate_dataset
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The shipped CoLA's files (preprocess/sources' SHIPPED_COLA_DIR): preprocess records their manifest's hash.
 SHIPPED_COLA_DIR = PROJECT_DIR / "preprocess" / "data" / "cola"
 RETRAIN, NO_DRIFT, NEEDS_LABELS, FAILED = 0, 10, 11, 1
-_VERDICT = re.compile(r"monitor verdict: drift=(?P<drift>true|false) features=(?P<features>\S+)")
 
 
 def pipeline_parameter(args: list[str], name: str, default: str) -> str:
@@ -46,9 +50,9 @@ def pipeline_parameter(args: list[str], name: str, default: str) -> str:
     return value
 
 
-def run_monitor(traffic: str, model: str, feedback: str = "") -> tuple[bool, str]:
-    """(drift, features) from `mlflow run monitor` (with `feedback`, each served version's live figures too);
-    its output goes to stderr (the retrain log)."""
+def run_monitor(traffic: str, model: str, feedback: str = "") -> MonitorVerdict:
+    """The verdict of `mlflow run monitor` (its JSON line, sentclf.contract.MonitorVerdict; with `feedback`,
+    each served version's live figures too); its output goes to stderr (the retrain log)."""
     command = [
         "mlflow",
         "run",
@@ -62,10 +66,10 @@ def run_monitor(traffic: str, model: str, feedback: str = "") -> tuple[bool, str
         command += ["-P", f"feedback={feedback}"]
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
     sys.stderr.write(result.stdout + result.stderr)
-    found = _VERDICT.search(result.stdout + result.stderr)
-    if result.returncode != 0 or not found:
+    verdict = MonitorVerdict.from_output(result.stdout + "\n" + result.stderr)
+    if result.returncode != 0 or verdict is None:
         raise RuntimeError(f"the monitor failed (exit {result.returncode}); its output is in the log above")
-    return found["drift"] == "true", found["features"]
+    return verdict
 
 
 def has_new_data(dataset: str, model: str) -> bool:
@@ -73,19 +77,23 @@ def has_new_data(dataset: str, model: str) -> bool:
     from sentclf.tracking import version_data_run_id
 
     client = mlflow.MlflowClient()
-    name, alias = model.removeprefix("models:/").split("@", 1)
+    ref = parse_model_uri(model)
+    name = ref.name
     try:
-        version = client.get_model_version_by_alias(name, alias)
+        if ref.alias:
+            version = client.get_model_version_by_alias(name, ref.alias)
+        else:
+            version = client.get_model_version(name, ref.version)
     except mlflow.exceptions.MlflowException:
         return True  # no champion: nothing to keep
     data_run_id = version_data_run_id(name, str(version.version))
     if not data_run_id:
         return True
     tags = client.get_run(data_run_id).data.tags
-    trained_on = tags.get(DATASET_SHA256_TAG)
-    path = host_data_path(dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+    trained_on = tags.get(INPUT_DATASET_SHA256_TAG)
     if dataset == "cola":
         return trained_on is not None and trained_on != build_manifest(SHIPPED_COLA_DIR).sha256
+    path = locate_dataset(dataset, PROJECT_DIR)
     if path is None:  # a hub id: no hashes; new only if the champion was trained on files
         return trained_on is not None
     return build_manifest(path).sha256 != trained_on
@@ -100,13 +108,14 @@ def decide(
         return RETRAIN, "retraining whatever the data (RETRAIN_WHEN=always)"
     if not traffic:
         return FAILED, "RETRAIN_WHEN=drift needs RETRAIN_TRAFFIC, the server's capture folder"
-    name = pipeline_parameter(pipeline_args, "registered_model_name", "cola-classifier")
-    model = model or f"models:/{name}@champion"
+    name = pipeline_parameter(pipeline_args, "registered_model_name", DEFAULT_MODEL_NAME)
+    model = model or ModelRef(name, alias=CHAMPION_ALIAS).uri
     try:
-        drift, features = run_monitor(traffic, model, feedback)
+        verdict = run_monitor(traffic, model, feedback)
     except RuntimeError as error:
         return FAILED, f"RETRAIN_WHEN=drift: {error}"
-    if not drift:
+    features = ",".join(verdict.features)
+    if not verdict.drift:
         return NO_DRIFT, f"skipped: no drift in the served traffic ({traffic}) against {model}"
     dataset = pipeline_parameter(pipeline_args, "dataset", "cola")
     if not has_new_data(dataset, model):

@@ -21,12 +21,12 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from tokenizers import Tokenizer
 
+from sentclf.contract import CHAMPION_ALIAS, TRAIN_RUN_TAG
 from sentclf.data import read_label_set, read_split
 from sentclf.drift_math import LENGTH_BIN_EDGES, ks_statistic, psi, total_variation
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, newest_successful_run, version_data_run_id
 
-CHAMPION_ALIAS = "champion"  # the alias evaluate's gate moves
 GATED_STATISTICS = ("drift_label_psi", "drift_length_psi", "drift_length_ks")
 LABEL_SET_CHANGED = "label set changed"
 WORD = re.compile(r"\w+(?:'\w+)*")
@@ -51,7 +51,7 @@ def champion_reference(model_name: str) -> Reference | None:
     client = mlflow.MlflowClient()
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-        train_run_id = version.run_id or version.tags.get("train_run_id")
+        train_run_id = version.run_id or version.tags.get(TRAIN_RUN_TAG)
         data_run_id = version_data_run_id(model_name, version.version)
         if not data_run_id:
             logger.info(
@@ -66,7 +66,7 @@ def champion_reference(model_name: str) -> Reference | None:
     description = (
         f"champion {model_name} v{version.version} (train run {train_run_id}, data run {data_run_id})"
     )
-    return Reference("champion", description, data_run_id, train, label_set)
+    return Reference(CHAMPION_ALIAS, description, data_run_id, train, label_set)
 
 
 def previous_reference(current_run_id: str) -> Reference | None:

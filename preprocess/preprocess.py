@@ -25,15 +25,9 @@ import numpy as np
 import pandas as pd
 
 from sentclf.cli import parse_bool
+from sentclf.contract import LABEL_NAMES_TAG
 from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR, is_snapshot_uri, log_snapshot
-from sentclf.schema import (
-    DATA_ARTIFACT_DIR,
-    LABEL_COLUMN,
-    LABEL_NAMES_TAG,
-    SCHEMA_ARTIFACT,
-    TEXT_COLUMN,
-    LabelSet,
-)
+from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, SCHEMA_ARTIFACT, TEXT_COLUMN, LabelSet
 from sentclf.tracking import record_inputs, step_run
 
 from drift import check_drift

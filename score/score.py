@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sentclf.contract import DEFAULT_CHAMPION_URI, ModelRef, parse_model_uri
 from sentclf.tracking import StepInputError, record_inputs, step_run
 
 from spark_io import TEXT_COLUMN, deliver, host_path, read_inputs
@@ -31,14 +32,13 @@ logger = logging.getLogger("score")
 RESULT_TYPE = "struct<class: bigint, name: string, probabilities: array<float>>"
 OUTPUT_FILE = "scores.parquet"
 SAMPLE_ROWS = 20
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
-    parser.add_argument("--model", default="models:/cola-classifier@champion")
+    parser.add_argument("--model", default=DEFAULT_CHAMPION_URI)
     parser.add_argument("--spark-master", default="local[*]")
     parser.add_argument("--text-column", default="auto")
     parser.add_argument("--partitions", type=int, default=0)
@@ -47,18 +47,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_model(uri: str) -> tuple[str, str]:
     """(name, version) of a models:/ URI, or a clear error."""
-    match = _URI.match(uri.strip())
-    if not match:
-        raise StepInputError(f"model={uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+    try:
+        ref = parse_model_uri(uri)
+    except ValueError as error:
+        raise StepInputError(f"model={error}") from None
     client = mlflow.MlflowClient()
     try:
-        if match["alias"]:
-            version = client.get_model_version_by_alias(match["name"], match["alias"]).version
+        if ref.alias:
+            version = client.get_model_version_by_alias(ref.name, ref.alias).version
         else:
-            version = client.get_model_version(match["name"], match["version"]).version
+            version = client.get_model_version(ref.name, ref.version).version
     except mlflow.exceptions.MlflowException as error:
         raise StepInputError(f"model={uri}: no such version ({error.message.splitlines()[0]})") from None
-    return match["name"], str(version)
+    return ref.name, str(version)
 
 
 def spark_session(master: str, app_name: str):
@@ -136,7 +137,7 @@ def write_output(scored: pd.DataFrame, output: Path) -> None:
 
 def run(args: argparse.Namespace) -> None:
     name, version = resolve_model(args.model)
-    model_uri = f"models:/{name}/{version}"
+    model_uri = ModelRef(name, version).uri
     output = host_path(args.output)
     record_inputs(model_version=version, model_uri=model_uri, output=str(output))
     texts, rows_per_file = read_inputs(args.input, args.text_column)

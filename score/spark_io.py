@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sentclf.images import score_image
 from sentclf.schema import DATA_SUFFIXES
 from sentclf.tracking import StepInputError
 
@@ -151,7 +152,7 @@ def deliver(files: dict[str, Path], output: Path) -> None:
             with path.open("rb") as handle:
                 tar.addfile(info, handle)
     engine = docker.from_env()
-    image = os.environ.get("SENTCLF_SCORE_IMAGE", "sentclf-score:latest")
+    image = os.environ.get("SENTCLF_SCORE_IMAGE") or score_image()  # this checkout's
     helper = engine.containers.create(
         image,
         ["true"],

@@ -20,6 +20,7 @@ from docker.models.containers import Container
 from mlflow.entities import Run
 
 from sentclf.engine import docker_client
+from sentclf.images import CHECKOUT_LABEL, this_checkout
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,12 @@ def _tail_logs(container: Container, lines: int = 40) -> str:
     return "(log unavailable)"
 
 
+def checkout_labels() -> dict[str, str]:
+    """The checkout label of a container or image this code starts or builds (in a step: the checkout its
+    step image was built for), so that each clone's leftover checks count only its own."""
+    return {CHECKOUT_LABEL: this_checkout()}
+
+
 def run_labels(run: Run | None) -> dict[str, str]:
     """Labels that tie a container to the step run that starts it and to that run's pipeline, so that a
     cancelled pipeline can find it even if the step could not remove it."""
@@ -165,7 +172,7 @@ def running_server(
             name=name,
             network_mode=server_network_mode(),
             environment=environment,
-            labels={CONTAINER_LABEL: "1", **(labels or {})},
+            labels={CONTAINER_LABEL: "1", **checkout_labels(), **(labels or {})},
         )
         logger.info("started %s from %s (gRPC port %d)", name, image, grpc_port)
         seconds_to_serving = wait_until_serving(container, grpc_port, start_timeout_s)

@@ -46,6 +46,39 @@ class Manifest:
         return cls(data["source"], data["kind"], files, data["sha256"])
 
 
+# The step that reads the data: a relative `dataset` path may be relative to its directory too.
+DATA_STEP = "preprocess"
+
+
+def locate_dataset(
+    dataset: str, repo: Path, step_dir: Path | None = None, host_root: Path | None = None
+) -> Path | None:
+    """The existing file or folder `dataset` names, or None (`cola`, a hub id, a snapshot URI, or a path
+    that does not exist: preprocess then says so). The one walk every room takes, host and container alike:
+    an absolute path as given; a relative one from the repository root `repo`, then from the data step's
+    directory `step_dir` (default `repo/preprocess`), where `preprocess/data/x.csv` also means `data/x.csv`.
+    Inside a step's container (`host_root`, the host's root mounted read-only) host paths are read through
+    the mount, and `step_dir` is the mounted step directory."""
+    if dataset == "cola" or "://" in dataset or ":/" in dataset:
+        return None
+    step_dir = step_dir or repo / DATA_STEP
+    given = Path(dataset).expanduser()
+    if given.is_absolute():
+        candidates = [given]
+    else:
+        candidates = [repo / given, step_dir / given]
+        if given.parts and given.parts[0] == DATA_STEP:
+            candidates.append(step_dir.joinpath(*given.parts[1:]))
+    if host_root is not None and host_root.is_dir():
+        # Not resolved there: a host symlink (absolute) would resolve to a path outside the mount.
+        mounted = [
+            host_root / c.relative_to("/") if c.is_absolute() and not c.is_relative_to(step_dir) else c
+            for c in candidates
+        ]
+        return next((path for path in mounted if path.exists()), None)
+    return next((path.resolve() for path in candidates if path.exists()), None)
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,17 @@ import docker.errors
 
 logger = logging.getLogger(__name__)
 
-STEP_IMAGE = "sentclf-step:latest"
+# The step image (and the score image built FROM it) is one per checkout: two clones on one machine (a
+# team member's and the nightly job's) must not rebuild each other's image back and forth, nor run their
+# steps in the other's. The tag is the checkout's id (a hash of its path); the repository holds the
+# canonical tag `latest` in each MLproject's `docker_env.image`, and `make images` (conductor.step_image)
+# writes the checkout's tag there, with a git filter that keeps `git status` and commits canonical.
+STEP_REPOSITORY = "sentclf-step"
+SCORE_REPOSITORY = "sentclf-score"
+CANONICAL_TAG = "latest"
+CHECKOUT_LABEL = "sentclf.checkout"  # on the step and score images, and on every container a step starts
+CHECKOUT_ENV = "SENTCLF_CHECKOUT"  # set in the step image: the checkout it was built from
+_PINNED_IMAGE = re.compile(rf"^(  image: (?:{STEP_REPOSITORY}|{SCORE_REPOSITORY})):(\S+)$", re.M)
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 # Built by scripts/build-base-image.sh (debootstrap) where no registry can be reached.
 LOCAL_BASE_IMAGE = "sentclf/python-base:3.11-bookworm"
@@ -55,6 +66,48 @@ def resolve_base_image(client: docker.DockerClient, requested: str = "auto") -> 
     )
 
 
+def checkout_id(root: Path) -> str:
+    """The checkout's id: the first 12 hex digits of the sha256 of its resolved path (`pwd -P`)."""
+    return hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
+
+
+def current_checkout() -> str | None:
+    """Inside a step's container, the checkout whose step image it runs (None on the host)."""
+    return os.environ.get(CHECKOUT_ENV) or None
+
+
+def this_checkout() -> str:
+    """The checkout this code belongs to: the step image's (in a container), else the repository holding
+    this package (on the host, an editable install)."""
+    return current_checkout() or checkout_id(Path(__file__).resolve().parents[1])
+
+
+def step_image(root: Path | None = None) -> str:
+    """The step image of the checkout at `root` (default: this one)."""
+    return f"{STEP_REPOSITORY}:{checkout_id(root) if root else this_checkout()}"
+
+
+def score_image(root: Path | None = None) -> str:
+    """The score sub-project's image of the checkout at `root` (default: this one), FROM its step image."""
+    return f"{SCORE_REPOSITORY}:{checkout_id(root) if root else this_checkout()}"
+
+
+def checkout_filter(root: Path | None = None) -> str:
+    """A Docker `label` filter matching what the checkout (default: this one) built or started."""
+    return f"{CHECKOUT_LABEL}={checkout_id(root) if root else this_checkout()}"
+
+
+def pin_images(mlproject: str, tag: str) -> str:
+    """An MLproject's text with its step or score image tagged `tag` (CANONICAL_TAG: the repository's)."""
+    return _PINNED_IMAGE.sub(lambda m: f"{m[1]}:{tag}", mlproject)
+
+
+def pinned_image(project_dir: Path) -> str | None:
+    """The image an MLproject's `docker_env.image` names, as `mlflow run` will use it."""
+    found = _PINNED_IMAGE.search((Path(project_dir) / "MLproject").read_text())
+    return found[0].split("image: ", 1)[1] if found else None
+
+
 def source_hash(root: Path, sources: tuple[str, ...], extra: str = "") -> str:
     """A hash over the named files and directories (excluding caches), plus `extra`."""
     digest = hashlib.sha256(extra.encode())
@@ -65,7 +118,10 @@ def source_hash(root: Path, sources: tuple[str, ...], extra: str = "") -> str:
             if "__pycache__" in file.parts or file.suffix == ".pyc":
                 continue
             digest.update(str(file.relative_to(root)).encode())
-            digest.update(file.read_bytes())
+            content = file.read_bytes()
+            if file.name == "MLproject":  # as the repository holds it, whichever checkout pinned it
+                content = pin_images(content.decode(), CANONICAL_TAG).encode()
+            digest.update(content)
     return digest.hexdigest()[:16]
 
 
@@ -155,6 +211,7 @@ def build_with_builder_cache(
     buildargs: dict[str, str],
     labels: dict[str, str] | None = None,
     builder_stage: str = "builder",
+    cache_tag: str | None = None,
 ) -> str:
     """Build a multi-stage image without leaving a dangling builder stage behind.
 
@@ -162,8 +219,9 @@ def build_with_builder_cache(
     build, and a dangling image per build otherwise (573 MB per server image, 2.5 GB per step image). Here
     the builder stage is built and tagged first (`<repository>-builder:cache`, one per repository), the
     full build reuses it from the cache, and the builder and final images it supersedes are removed.
+    `cache_tag` names the builder's tag where one per repository is not enough (one per checkout).
     """
-    cache_tag = f"{tag.rsplit(':', 1)[0]}-builder:cache"
+    cache_tag = cache_tag or f"{tag.rsplit(':', 1)[0]}-builder:cache"
     superseded = [_image_id(client, cache_tag), _image_id(client, tag)]
     build_image(client, context_dir, cache_tag, buildargs, target=builder_stage)
     image_id = build_image(client, context_dir, tag, buildargs, labels)

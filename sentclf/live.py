@@ -33,16 +33,19 @@ from sentclf.bootstrap import (
     resampled_class_counts,
     resampled_mcc,
 )
-from sentclf.feedback import OTHER_MODEL, Feedback
-from sentclf.traffic import (
+from sentclf.contract import (
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
     MODEL_FIELD,
     PREDICTED_FIELD,
     REQUEST_ID_FIELD,
     ROUTE_FIELD,
     SENTENCE_INDEX_FIELD,
     SERVED_FIELD,
+    SHADOW_ROUTE,
     VERSION_FIELD,
 )
+from sentclf.feedback import OTHER_MODEL, Feedback
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +54,6 @@ OUTSIDE_WINDOW = "outside_window"  # a label for a request of this model capture
 RESAMPLES = 1000
 # Row indices drawn at once ([resamples, rows] int64): 20M cells, 160 MB, whatever the number of labels.
 MAX_DRAW_CELLS = 20_000_000
-# Version tags the live promotion writes on the challenger it judged.
-LIVE_DECISION_TAG = "live.decision"
-LIVE_SUMMARY_TAG = "live.summary"
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,9 @@ class LiveEvidence:
             "model": self.model,
             "served_names": list(self.served_names),
             "versions": {v: f.metrics() for v, f in self.versions.items()},
-            "pairs": [{"champion": p.champion, "challenger": p.challenger} | p.metrics() for p in self.pairs],
+            "pairs": [
+                {CHAMPION_ALIAS: p.champion, CHALLENGER_ALIAS: p.challenger} | p.metrics() for p in self.pairs
+            ],
             "feedback": {
                 "labels": len(self.feedback.labels),
                 "rows": self.feedback.rows,
@@ -340,11 +342,11 @@ def _pairs(ours: pd.DataFrame, champion: str | None, challenger: str | None) -> 
     if ROUTE_FIELD not in ours:
         return []
     routes = ours[ROUTE_FIELD].astype(str)
-    served_by = ours.loc[routes == "champion", VERSION_FIELD]
+    served_by = ours.loc[routes == CHAMPION_ALIAS, VERSION_FIELD]
     if served_by.empty:
         return []
     first = str(served_by.mode().iloc[0])
-    others = ours.loc[routes.isin(["shadow", "challenger"]), VERSION_FIELD]
+    others = ours.loc[routes.isin([SHADOW_ROUTE, CHALLENGER_ALIAS]), VERSION_FIELD]
     return [(first, str(v)) for v in sorted(set(others) - {first}, key=_version_order)]
 
 
@@ -524,7 +526,7 @@ def served_names(name: str, versions: Iterable[str]) -> set[str]:
     rule, the name building recorded on each version, and the registered name itself."""
     import mlflow
 
-    from sentclf.schema import SERVED_NAME_TAG
+    from sentclf.contract import SERVED_NAME_TAG
     from sentclf.server_images import served_model_name
 
     client = mlflow.MlflowClient()

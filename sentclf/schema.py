@@ -1,5 +1,7 @@
-"""The data contract between steps: column names, split names, the label set, and the names (aliases,
-tags, artifact paths) more than one room reads or writes.
+"""The data contract between steps: column names, split names, the label set, and the artifact paths of
+the data.
+
+The names runs and versions carry across rooms (tags, aliases, metric names) live in sentclf.contract.
 
 The label set is data, not code: preprocess derives it from the labelled files (or takes it from
 `-P labels=...`), stores every split's `label` column as the class index 0..N-1, and records the classes
@@ -12,6 +14,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sentclf.contract import LABEL_NAMES_TAG
+
 TEXT_COLUMN = "sentence"
 LABEL_COLUMN = "label"
 SPLITS = ("train", "validation", "test")
@@ -23,34 +27,6 @@ MIN_CLASSES, MAX_CLASSES = 2, 200
 DATA_ARTIFACT_DIR = "data"
 SCHEMA_ARTIFACT = "schema.json"
 DATA_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
-
-# Tags written by one step and read by another (or by the conductor).
-LABEL_NAMES_TAG = "label_names"  # preprocess run and model version: the class names in order, as JSON
-MODEL_VERSION_TAG = "registered_model_version"  # train run: the version it registered
-SERVER_IMAGE_TAG = "server_image"  # building run and model version: the server image of that version
-SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
-TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it
-PRECISION_USED_TAG = "precision_used"  # train run: the precision that ran (bf16|fp32), not the one asked
-# preprocess run (sentclf.tracking.record_inputs, prefix `input.`): the data's name, the sha256 of its
-# manifest (host files and the shipped CoLA; none for hub data) and the snapshot's URI (host files only).
-DATASET_TAG = "input.dataset"
-DATASET_SHA256_TAG = "input.dataset_sha256"
-DATASET_SNAPSHOT_TAG = "input.dataset_snapshot"
-GATE_DECISION_TAG = "gate.decision"  # evaluate run and pipeline run: `promoted` or `kept`
-GATE_SUMMARY_TAG = "gate.summary"  # evaluate run: the gate's one-line decision and its reasons
-
-# The gate's metric on the test rows, with its 95% interval: evaluate logs them, the pipeline run copies them.
-GATE_METRIC = "test_mcc"
-GATE_METRIC_LOW, GATE_METRIC_HIGH = f"{GATE_METRIC}_low", f"{GATE_METRIC}_high"
-# The pipeline (parent) run's headline besides those, as metrics the run list can show as columns and sort
-# by: the version it registered and whether the gate promoted it (1) or kept the champion (0). Read by the
-# docs and whoever compares pipelines, not by a step.
-HEADLINE_VERSION_METRIC = "registered_model_version"
-HEADLINE_PROMOTED_METRIC = "gate_promoted"
-
-# Registry aliases: train sets `challenger` on each new version; only evaluate's gate moves `champion`.
-CHALLENGER_ALIAS = "challenger"
-CHAMPION_ALIAS = "champion"
 
 
 @dataclass(frozen=True)

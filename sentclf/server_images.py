@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlflow
 
-from sentclf.schema import SERVED_NAME_TAG
+from sentclf.contract import SERVED_NAME_TAG
 from sentclf_runtime.names import LEGACY_SERVED_NAME, served_model_name
 
 __all__ = ["LEGACY_SERVED_NAME", "served_model_name"]  # the runtime's rule, re-exported for the rooms

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import docker.errors
 
-from sentclf.containers import CONTAINER_LABEL, LOOPBACK, free_port
+from sentclf.containers import CONTAINER_LABEL, LOOPBACK, checkout_labels, free_port
 from sentclf.engine import docker_client
+from sentclf.images import score_image
 
 logger = logging.getLogger(__name__)
 
-SCORE_IMAGE = "sentclf-score:latest"
 SPARK_CLASS = "/opt/venv/lib/python3.11/site-packages/pyspark/bin/spark-class"
 CLUSTER_LABEL = "sentclf.spark-cluster"
 
@@ -58,7 +58,7 @@ def standalone_cluster(
     workers: int = 2,
     cores_per_worker: int = 1,
     memory_per_worker: str = "1g",
-    image: str = SCORE_IMAGE,
+    image: str | None = None,
     env: dict[str, str] | None = None,
     timeout_s: float = 120,
     port: int = 0,
@@ -66,13 +66,14 @@ def standalone_cluster(
     """Start the master (on `port`, 0: a free one) and the workers, wait until every worker is ALIVE,
     yield, remove them all."""
     engine = docker_client()
+    image = image or score_image()  # this checkout's
     name = f"sentclf-spark-{uuid.uuid4().hex[:8]}"
     port, ui_port = port or free_port(), free_port()
     common = {
         "image": image,
         "detach": True,
         "network_mode": "host",
-        "labels": {CONTAINER_LABEL: "spark", CLUSTER_LABEL: name},
+        "labels": {CONTAINER_LABEL: "spark", CLUSTER_LABEL: name} | checkout_labels(),
         "environment": {"SPARK_LOCAL_IP": LOOPBACK, "SPARK_NO_DAEMONIZE": "1", **(env or {})},
     }
     started = []

@@ -13,14 +13,13 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 
-STEP_TAG = "sentclf.step"
+from sentclf.contract import INPUT_DATA_RUN_TAG, MODELS_URI_SCHEME, STEP_TAG, TRAIN_RUN_TAG, input_tag
+
 RUN_NAME_TAG = "mlflow.runName"
 LOG_ARTIFACT_DIR = "logs"
 # MLflow 3's UI decides an experiment's landing page by this tag; without it, it may infer GenAI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 ML_EXPERIMENT_KIND = "custom_model_development"
-# Tags (not params: MLflow has already logged the MLproject's own values) naming the inputs a step resolved.
-INPUT_TAG_PREFIX = "input."
 # Seconds between system-metrics samples (MLflow's default, 10, leaves a short step with none).
 SYSTEM_METRICS_INTERVAL_S = 5
 
@@ -61,7 +60,8 @@ class StepCancelled(BaseException):
     A BaseException, like KeyboardInterrupt, so that no `except Exception` in a step swallows it."""
 
 
-def _raise_cancelled(signum: int, frame: object) -> None:
+def raise_cancelled(signum: int, frame: object) -> None:
+    """A SIGTERM handler: the signal becomes StepCancelled (for a step, the conductor, tune alike)."""
     raise StepCancelled(f"signal {signal.Signals(signum).name}")
 
 
@@ -98,9 +98,9 @@ def step_run(step: str) -> Iterator[Run]:
     status = "FAILED"
     try:
         mlflow.set_tags({STEP_TAG: step, RUN_NAME_TAG: step})
-        signal.signal(signal.SIGTERM, _raise_cancelled)
+        signal.signal(signal.SIGTERM, raise_cancelled)
         if noted:
-            _raise_cancelled(noted[0], None)
+            raise_cancelled(noted[0], None)
         mark_ml_experiment(run.info.experiment_id)
         logger.info("%s: run %s in experiment %s", step, run.info.run_id, run.info.experiment_id)
         yield run
@@ -148,7 +148,8 @@ def version_model_id(model_name: str, version: str) -> str | None:
         return model_version.model_id
     # MLflow 3.17's SQL store leaves model_id unset on the version; its source names the logged model.
     source = model_version.source or ""
-    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    logged = source.removeprefix(MODELS_URI_SCHEME)
+    return logged if source.startswith(MODELS_URI_SCHEME) and logged.startswith("m-") else None
 
 
 def newest_successful_run(step: str, experiment_id: str | None = None) -> Run:
@@ -199,7 +200,7 @@ def resolve_step_run(run_id: str, step: str) -> Run:
 def record_inputs(**inputs: str) -> None:
     """Tag the active run with the inputs it resolved (`input.<name>`). Tags, not params: MLflow has
     already logged the MLproject's parameters (often an empty default), and a param cannot change."""
-    mlflow.set_tags({f"{INPUT_TAG_PREFIX}{name}": value for name, value in inputs.items()})
+    mlflow.set_tags({input_tag(name): value for name, value in inputs.items()})
 
 
 def download_artifacts(run_id: str, artifact_path: str, dst_dir: str | os.PathLike) -> Path:
@@ -220,10 +221,10 @@ def version_data_run_id(model_name: str, version: str) -> str | None:
     """The preprocess run a registered version was trained on (its lineage), or None if unrecorded."""
     client = mlflow.MlflowClient()
     model_version = client.get_model_version(model_name, version)
-    train_run_id = model_version.run_id or model_version.tags.get("train_run_id")
+    train_run_id = model_version.run_id or model_version.tags.get(TRAIN_RUN_TAG)
     if not train_run_id:
         return None
     train_run = client.get_run(train_run_id)
     # The tag since the train step stopped re-logging its data_run_id parameter; the param before.
-    tagged = train_run.data.tags.get(f"{INPUT_TAG_PREFIX}data_run_id")
+    tagged = train_run.data.tags.get(INPUT_DATA_RUN_TAG)
     return tagged or train_run.data.params.get("data_run_id")

@@ -11,26 +11,38 @@ from pathlib import Path
 
 import pandas as pd
 
+from sentclf.contract import (
+    MODEL_FIELD,
+    PREDICTED_FIELD,
+    REQUEST_ID_FIELD,
+    ROUTE_FIELD,
+    ROUTES,
+    SENTENCE_INDEX_FIELD,
+    SERVED_FIELD,
+    VERSION_FIELD,
+)
 from sentclf_runtime.features import text_features
 
-__all__ = ["CAPTURE_GLOB", "parse_since", "read_capture", "served_records", "text_features"]
+# The record fields are the contract's (sentclf.contract), re-exported beside the reader.
+__all__ = [
+    "CAPTURE_GLOB",
+    "MODEL_FIELD",
+    "PREDICTED_FIELD",
+    "REQUEST_ID_FIELD",
+    "ROUTE_FIELD",
+    "ROUTES",
+    "SENTENCE_INDEX_FIELD",
+    "SERVED_FIELD",
+    "VERSION_FIELD",
+    "parse_since",
+    "read_capture",
+    "served_records",
+    "text_features",
+]
 
 logger = logging.getLogger(__name__)
 
 CAPTURE_GLOB = "capture-*.jsonl"
-# Who answered, in each record (the server writes them; records from before two-version serving lack the
-# last four and simply have no labels): the served model name, the version that produced the record, its
-# predicted class index, the request's id (the caller's Open Inference Protocol id, or the server's), the
-# sentence's position in the request, whether the answer went back to the caller (false: a shadow answer),
-# and the route that chose the version.
-MODEL_FIELD = "model"
-VERSION_FIELD = "version"
-PREDICTED_FIELD = "label"
-REQUEST_ID_FIELD = "id"
-SENTENCE_INDEX_FIELD = "index"
-SERVED_FIELD = "served"
-ROUTE_FIELD = "route"
-ROUTES = ("champion", "challenger", "shadow", "direct")
 _SINCE = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

@@ -14,9 +14,21 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from sentclf.images import CHECKOUT_LABEL, checkout_filter
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
 UNDER_CI = os.environ.get("CI", "").lower() == "true"
+# This checkout's label on what its steps build and start (sentclf.images): leftover checks count only
+# their own, so two clones on one machine can run their tests side by side.
+OUR_CHECKOUT = checkout_filter(REPO_ROOT)
+
+
+def ours(labels: dict | None) -> bool:
+    """Not another checkout's: a container or image with this checkout's label, or with none (a build's)."""
+    other = (labels or {}).get(CHECKOUT_LABEL)
+    return other is None or f"{CHECKOUT_LABEL}={other}" == OUR_CHECKOUT
+
 
 # Whatever the libraries under test leave in the temp dir (MLflow's sqlite init locks, Chromium's singleton
 # directory, torch's inductor cache) goes into one directory of this session, removed when it ends: set

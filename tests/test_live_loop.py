@@ -111,7 +111,7 @@ class ShadowServer:
     """The page's `make serve ... ROUTE=shadow CAPTURE=$HOME/sentclf-traffic` in the background, after the
     page's `mkdir` of that folder (HOME is the test's); stopped with Ctrl-C (SIGINT), as a person stops it,
     so that the server drains its shadow queue and its capture before it exits. It prints its addresses as
-    `HTTP     http://127.0.0.1:<port>` and `gRPC     127.0.0.1:<port>` (conductor/serve.py)."""
+    `HTTP     http://127.0.0.1:<port>` and `gRPC     127.0.0.1:<port>` (tools/serve.py)."""
 
     def __init__(self, store, home: Path) -> None:
         (mkdir,) = typed("mkdir -p $HOME/sentclf-traffic")

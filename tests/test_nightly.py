@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentclf.tracking import STEP_TAG
+from sentclf.contract import STEP_TAG
 
 from .conftest import REPO_ROOT, TypedStore, require_docker
 from .test_commands_as_typed import leftover_containers

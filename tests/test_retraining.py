@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from conductor.image_gc import collect_server_images
+from sentclf.contract import STEP_TAG
 from sentclf.server_images import image_labels, image_namespace
-from sentclf.tracking import STEP_TAG
 
-from .conftest import REPO_ROOT, TypedStore, require_docker
+from .conftest import REPO_ROOT, TypedStore, ours, require_docker
 from .test_commands_as_typed import leftover_containers, output, typed
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -241,8 +241,8 @@ def test_old_server_images_are_collected_and_kept_ones_stay(tracking_store, tmp_
     context = tmp_path / "context"
     context.mkdir()
     (context / "Dockerfile").write_text("FROM sentclf/python-base:3.11-bookworm\nLABEL sentclf.test=gc\n")
-    containers_before = {c.id for c in engine.containers.list(all=True)}
-    dangling_before = {i.id for i in engine.images.list(filters={"dangling": True})}
+    containers_before = {c.id for c in engine.containers.list(all=True) if ours(c.labels)}
+    dangling_before = {i.id for i in engine.images.list(filters={"dangling": True}) if ours(i.labels)}
     tags = {}
     for version in map(str, versions):
         tag = f"collected-server:{version}-{uuid.uuid4().hex[:12]}"
@@ -264,8 +264,9 @@ def test_old_server_images_are_collected_and_kept_ones_stay(tracking_store, tmp_
         for tag in tags.values():
             with contextlib.suppress(docker.errors.ImageNotFound):
                 engine.images.remove(tag, force=True)
-    assert {c.id for c in engine.containers.list(all=True)} <= containers_before  # no build container
-    assert {i.id for i in engine.images.list(filters={"dangling": True})} <= dangling_before
+    # No build container, no dangling image left (another checkout's, labelled, are not counted).
+    assert {c.id for c in engine.containers.list(all=True) if ours(c.labels)} <= containers_before
+    assert {i.id for i in engine.images.list(filters={"dangling": True}) if ours(i.labels)} <= dangling_before
 
 
 def test_a_second_store_never_retags_the_first_ones_image(tracking_store):

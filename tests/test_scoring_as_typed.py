@@ -25,10 +25,11 @@ import pytest
 
 from sentclf.containers import CONTAINER_LABEL, free_port
 from sentclf.engine import docker_client
-from sentclf.spark_cluster import CLUSTER_LABEL, SCORE_IMAGE
+from sentclf.images import score_image as checkout_score_image
+from sentclf.spark_cluster import CLUSTER_LABEL
 from sentclf.text_model import TextClassifier
 
-from .conftest import REPO_ROOT, TEST_OUTPUT, require_docker
+from .conftest import OUR_CHECKOUT, REPO_ROOT, TEST_OUTPUT, require_docker
 from .test_commands_as_typed import wait_for_line
 from .typed_blocks import typed_block
 
@@ -113,8 +114,8 @@ def score_image(typed_store) -> str:
     require_docker()
     result = timed(typed_store, typed("make score-image"), timeout_s=1800)
     assert result.returncode == 0, output(result)
-    docker_client().images.get(SCORE_IMAGE)
-    return SCORE_IMAGE
+    docker_client().images.get(checkout_score_image())  # this checkout's
+    return checkout_score_image()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def spark_cluster(typed_store, score_image) -> str:
         rest, _ = process.communicate(timeout=120)
     assert "removed sentclf-spark-" in rest, "".join(seen) + rest
     engine = docker_client()
-    assert engine.containers.list(all=True, filters={"label": CLUSTER_LABEL}) == []
+    assert engine.containers.list(all=True, filters={"label": [CLUSTER_LABEL, OUR_CHECKOUT]}) == []
 
 
 def test_the_docs_blocks_are_what_these_tests_run():
@@ -263,7 +264,7 @@ def test_mlflow_run_score_on_local_spark_as_typed(typed_store, score_image, sent
     assert run.data.params["spark_master"] in ("local[*]", "'local[*]'")  # MLflow logs it shell-quoted
     artifacts = {a.path for a in typed_store.client.list_artifacts(run.info.run_id, "score")}
     assert {"score/sample.json", "score/rows_per_file.json"} <= artifacts
-    assert docker_client().containers.list(all=True, filters={"label": CONTAINER_LABEL}) == []
+    assert docker_client().containers.list(all=True, filters={"label": [CONTAINER_LABEL, OUR_CHECKOUT]}) == []
 
 
 def test_mlflow_run_score_on_a_two_worker_cluster_as_typed(

@@ -22,7 +22,8 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from sentclf.containers import PIPELINE_LABEL
-from sentclf.tracking import STEP_TAG
+from sentclf.contract import STEP_TAG
+from sentclf.images import step_image
 
 from .conftest import REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
 from .test_tracking_server import free_port
@@ -197,7 +198,7 @@ def test_the_pipeline_runs_as_the_job_user_over_https_and_no_password_leaks(team
     version = children["train"].data.tags["registered_model_version"]
     assert "challenger" in client.get_model_version("cola-classifier", version).aliases
     ours = [a for a in inspected.values() if a["Config"]["Labels"].get(PIPELINE_LABEL) == parent.info.run_id]
-    steps = [attrs for attrs in ours if attrs["Config"]["Image"].startswith("sentclf-step")]
+    steps = [attrs for attrs in ours if attrs["Config"]["Image"] == step_image(REPO_ROOT)]
     assert len(steps) >= 4, f"saw {len(steps)} step containers"
     for attrs in steps:  # the credentials arrive as a read-only file, never a variable
         env_names = {entry.split("=", 1)[0] for entry in attrs["Config"]["Env"]}

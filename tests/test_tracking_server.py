@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from sentclf.tracking import STEP_TAG
+from sentclf.contract import STEP_TAG
 
 from .conftest import REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
 from .typed_blocks import typed_block

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sentclf.tracking import STEP_TAG
+from sentclf.contract import STEP_TAG
 
 from .conftest import REPO_ROOT
 from .test_commands_as_typed import leftover_containers, output, wait_for_line

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from conductor.ui_links import run_link, runs_link
-from sentclf.tracking import STEP_TAG
+from sentclf.contract import STEP_TAG
 
 from .conftest import REPO_ROOT, TEST_OUTPUT, UNDER_CI
 from .test_commands_as_typed import run_typed

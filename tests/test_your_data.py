@@ -14,9 +14,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from sentclf.containers import running_server
+from sentclf.contract import LABEL_NAMES_TAG, STEP_TAG
 from sentclf.kserve_client import LABEL_NAME_OUTPUT, LABEL_OUTPUT, PROBABILITIES_OUTPUT, build_inputs
-from sentclf.schema import LABEL_NAMES_TAG
-from sentclf.tracking import STEP_TAG
 
 from .conftest import require_docker
 from .typed_blocks import typed_block

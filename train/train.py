@@ -28,19 +28,18 @@ from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import BUNDLED_BACKBONE, resolve_backbone
 from sentclf.cli import parse_bool
-from sentclf.data import log_split_inputs, read_label_set, read_split
-from sentclf.hub import offline_reason
-from sentclf.metrics import classification_metrics
-from sentclf.plots import log_confusion_matrix
-from sentclf.schema import (
+from sentclf.contract import (
     CHALLENGER_ALIAS,
-    LABEL_COLUMN,
     LABEL_NAMES_TAG,
     MODEL_VERSION_TAG,
     PRECISION_USED_TAG,
     TRAIN_RUN_TAG,
-    LabelSet,
 )
+from sentclf.data import log_split_inputs, read_label_set, read_split
+from sentclf.hub import offline_reason
+from sentclf.metrics import classification_metrics
+from sentclf.plots import log_confusion_matrix
+from sentclf.schema import LABEL_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, step_run
 from sentclf_runtime.config import FILE_NAME, ServingConfig
 from sentclf_runtime.names import LEGACY_SERVED_NAME

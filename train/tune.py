@@ -36,15 +36,8 @@ import torch
 from optuna.trial import TrialState
 
 from sentclf.cli import parse_bool
-from sentclf.schema import MODEL_VERSION_TAG
-from sentclf.tracking import (
-    INPUT_TAG_PREFIX,
-    StepCancelled,
-    StepError,
-    StepInputError,
-    download_artifacts,
-    step_run,
-)
+from sentclf.contract import INPUT_DATA_RUN_TAG, MODEL_VERSION_TAG, SUMMARY_TAG
+from sentclf.tracking import StepCancelled, StepError, StepInputError, download_artifacts, step_run
 
 import train as train_step
 from search_space import DEFAULT_SPACE, Dimension, describe, parse_space, suggest
@@ -193,7 +186,7 @@ class Search:
                 {
                     STUDY_TAG: self.study_name,
                     TRIAL_TAG: str(trial.number),
-                    f"{INPUT_TAG_PREFIX}data_run_id": self.data_run_id,
+                    INPUT_DATA_RUN_TAG: self.data_run_id,
                     train_step.PRECISION_TAG: self.prepared.precision,
                     train_step.LABEL_NAMES_TAG: self.prepared.label_set.names_json(),
                 }
@@ -301,7 +294,7 @@ def register_best(search: Search, best: optuna.trial.FrozenTrial) -> str:
             {
                 STUDY_TAG: search.study_name,
                 TRIAL_TAG: f"{best.number} (again)",
-                f"{INPUT_TAG_PREFIX}data_run_id": search.data_run_id,
+                INPUT_DATA_RUN_TAG: search.data_run_id,
             }
         )
         trial_args = search.trial_args(best.params)
@@ -322,7 +315,7 @@ def run(args: argparse.Namespace) -> None:
     space = validate_search_args(args)
     prepared = train_step.prepare(args)
     parent = mlflow.active_run()
-    data_run_id = mlflow.get_run(parent.info.run_id).data.tags[f"{INPUT_TAG_PREFIX}data_run_id"]
+    data_run_id = mlflow.get_run(parent.info.run_id).data.tags[INPUT_DATA_RUN_TAG]
     study_name = strip_quotes(args.study_name) or f"{args.registered_model_name}-{data_run_id}"
     mlflow.set_tags({STUDY_TAG: study_name, "tune.space": describe(space)})
     with tempfile.TemporaryDirectory(prefix="sentclf-tune-") as tmp:
@@ -377,7 +370,7 @@ def run(args: argparse.Namespace) -> None:
             logger.info("registered the best trial's model as version %s (challenger)", version)
         storage.engine.dispose()
     if best is not None and math.isfinite(best.value):
-        mlflow.set_tag("summary", f"best validation MCC {best.value:.4f} (trial {best.number})")
+        mlflow.set_tag(SUMMARY_TAG, f"best validation MCC {best.value:.4f} (trial {best.number})")
 
 
 def main(argv: list[str] | None = None) -> None:

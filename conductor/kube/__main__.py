@@ -1,6 +1,7 @@
-"""Command line for what the conductor does not do itself: inspect manifests, run one step alone through
-MLflow's backend, clean up a pipeline's Jobs. Run it as `python -m conductor.kube ...`
-from the repository root, with the same SENTCLF_* variables as the pipeline.
+"""Command line for what the conductor does not do itself: inspect a step's Job manifests, run one step
+alone through MLflow's backend, clean up a pipeline's Jobs. Run it as `python -m conductor.kube ...` from
+the repository root, with the same SENTCLF_* variables as the pipeline. (A version's serving manifests:
+`python -m tools.serving_manifests`.)
 """
 
 import argparse
@@ -13,7 +14,6 @@ import yaml
 from conductor.kube.backend import KubernetesBackend, backend_config, write_mlflow_template
 from conductor.kube.jobs import JobClient
 from conductor.kube.manifests import LABEL_PIPELINE, MLFLOW_STEPS, STEPS
-from conductor.kube.serving import serving_manifests
 from conductor.kube.settings import KubeSettings
 from sentclf.tracking import configure_logging
 
@@ -34,14 +34,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     render.add_argument("--experiment-id", default="0")
     render.add_argument("-P", dest="params", action="append", default=[], metavar="NAME=VALUE")
 
-    serving = commands.add_parser(
-        "serve-manifests", help="print a registered version's Deployment, Service, HPA and InferenceService"
-    )
-    serving.add_argument("model_uri", nargs="?", default="models:/cola-classifier@champion")
-    serving.add_argument("--memory-mb", type=float, help="peak memory (default: its evaluate run's)")
-    serving.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
-    serving.add_argument("--route", default="shadow", help="with --challenger: shadow or split:<percent>")
-
     delete = commands.add_parser("delete", help="delete every Job (and pod) of one pipeline")
     delete.add_argument("pipeline_run_id")
     return parser.parse_args(argv)
@@ -61,11 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         parameters = dict(item.split("=", 1) for item in args.params)
         backend = KubernetesBackend(PROJECT_DIR, settings)
         docs = backend.render_step(args.step, parameters, args.run_id, args.experiment_id)
-        yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
-    elif args.command == "serve-manifests":
-        docs = serving_manifests(
-            args.model_uri, settings, args.memory_mb, args.challenger or None, args.route
-        )
         yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
     else:
         JobClient.connect(settings.kube_context, settings.namespace).delete_labelled(

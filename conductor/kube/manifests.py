@@ -22,9 +22,10 @@ from mlflow.projects.kubernetes import _get_kubernetes_job_definition, _get_run_
 from mlflow.projects.utils import get_entry_point_command, get_run_env_vars
 
 from conductor.kube.settings import KubeSettings, pod_tracking_uri
+from sentclf.contract import STEP_TAG
 
 LABEL_PIPELINE = "sentclf.pipeline-run-id"
-LABEL_STEP = "sentclf.step"
+LABEL_STEP = STEP_TAG  # the pod label says which step, as the run tag does
 LABEL_RUN = "sentclf.run-id"
 PART_OF = {"app.kubernetes.io/part-of": "sentclf"}
 MLFLOW_STEPS = ("preprocess", "train")

@@ -31,6 +31,7 @@ from sentclf.dataset_snapshot import (
     data_files,
     download_snapshot,
     is_snapshot_uri,
+    locate_dataset,
 )
 from sentclf.tracking import StepInputError
 
@@ -182,22 +183,9 @@ def load_local(path: Path, columns: Columns, manifest: Manifest | None = None) -
 
 
 def local_path(dataset: str) -> Path | None:
-    """The existing file or folder `dataset` names: an absolute host path, else relative to the
-    repository root, else relative to this step's directory; in the container, through the host root."""
-    given = Path(dataset).expanduser()
-    if given.is_absolute():
-        candidates = [given]
-    else:
-        candidates = [repo_dir() / given, STEP_DIR / given]
-        if given.parts and given.parts[0] == STEP_NAME:
-            # `preprocess/data/x.csv` from the repository root means `data/x.csv` inside the container.
-            candidates.append(STEP_DIR.joinpath(*given.parts[1:]))
-    if HOST_ROOT.is_dir():  # inside the step's container: the host's own paths live under the mount
-        candidates = [
-            HOST_ROOT / c.relative_to("/") if c.is_absolute() and not c.is_relative_to(STEP_DIR) else c
-            for c in candidates
-        ]
-    return next((path for path in candidates if path.exists()), None)
+    """The existing file or folder `dataset` names (sentclf.dataset_snapshot.locate_dataset, the walk the
+    conductor takes too); in the container, through the host root."""
+    return locate_dataset(dataset, repo_dir(), STEP_DIR, HOST_ROOT)
 
 
 def looks_like_path(dataset: str) -> bool:

@@ -296,7 +296,7 @@ def test_one_image_holds_both_versions(server_image, image_factory) -> None:
     challenger's model copied from its image (here the same image, the challenger named version 2)."""
     import docker
 
-    from conductor.serve import CHALLENGER_MODEL_DIR, both_versions_image
+    from tools.serve import CHALLENGER_MODEL_DIR, both_versions_image
 
     engine = docker.from_env()
     tag = both_versions_image(engine, server_image, server_image, "2")

@@ -1,7 +1,9 @@
 """The rooms and what may import what (docs/architecture.md): no step imports another step or the
 conductor; the shared package `sentclf` imports neither; the server imports nothing of the project but the
-model's runtime, which imports nothing of the project at all. The imports are read from the code's syntax
-tree, so a lazy import inside a function counts too."""
+model's runtime, which imports nothing of the project at all; the host tools (`tools/`) sit above the
+conductor and nothing but the tests imports them; a bench reaches into a step's modules only for the steps
+it names (benchlib.use_steps). The imports are read from the code's syntax tree, so a lazy import inside a
+function counts too."""
 
 import ast
 import sys
@@ -16,6 +18,7 @@ STEPS = ("preprocess", "train", "building", "evaluate", "monitor", "score")
 # Each step's own modules are imported by bare name from its directory.
 STEP_MODULES = {step: {p.stem for p in (REPO_ROOT / step).glob("*.py")} for step in STEPS}
 STEP_MODULES["preprocess"] |= {"sources"}
+ALL_STEP_MODULES = set().union(*STEP_MODULES.values())
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -35,7 +38,7 @@ def python_files(room: str) -> list[Path]:
 @pytest.mark.parametrize("step", STEPS)
 def test_no_step_imports_another_step_or_the_conductor(step):
     others = set().union(*(STEP_MODULES[s] | {s} for s in STEPS if s != step)) - STEP_MODULES[step]
-    forbidden = others | {"conductor", "ops", "main", "bench", "tests"}
+    forbidden = others | {"conductor", "tools", "ops", "main", "bench", "tests"}
     for path in python_files(step):
         if "server" in path.relative_to(REPO_ROOT / step).parts:
             continue  # the server has its own rule below
@@ -44,14 +47,14 @@ def test_no_step_imports_another_step_or_the_conductor(step):
 
 
 def test_the_shared_package_imports_no_room():
-    forbidden = {"conductor", "ops", "main", "bench", "tests", *STEPS} | set().union(*STEP_MODULES.values())
+    forbidden = {"conductor", "tools", "ops", "main", "bench", "tests", *STEPS} | ALL_STEP_MODULES
     for path in python_files("sentclf"):
         bad = imported_roots(path) & forbidden
         assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
 
 
 def test_the_server_imports_only_itself_and_the_runtime():
-    forbidden = {"sentclf", "conductor", "ops", "main", "bench", "tests", *STEPS}
+    forbidden = {"sentclf", "conductor", "tools", "ops", "main", "bench", "tests", *STEPS}
     for path in python_files("server"):
         bad = imported_roots(path) & forbidden
         assert not bad, (
@@ -93,3 +96,60 @@ def test_score_is_a_room_not_a_pipeline_step():
     from conductor.parameters import STEPS as PIPELINE_STEPS
 
     assert "score" not in PIPELINE_STEPS and (REPO_ROOT / "score" / "MLproject").is_file()
+
+
+@pytest.mark.parametrize("room", ["conductor", "ops"])
+def test_the_conductor_and_ops_import_no_tool_step_or_bench(room):
+    """The pipeline's conductor and the nightly loop stand below the host tools: a tool may use them, never
+    the other way round (and neither reaches into a step's code)."""
+    forbidden = {"tools", "bench", "tests", *STEPS} | ALL_STEP_MODULES
+    for path in python_files(room):
+        bad = imported_roots(path) & forbidden
+        assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
+    assert not imported_roots(REPO_ROOT / "main.py") & forbidden
+
+
+def test_the_host_tools_use_the_conductor_and_sentclf_only():
+    """tools/ (serve, serving manifests, tracking users, tune): host commands that are not the pipeline."""
+    files = python_files("tools")
+    assert {p.stem for p in files} >= {"serve", "serving_manifests", "tracking_users", "tune"}
+    for path in files:
+        bad = imported_roots(path) & ({"ops", "main", "bench", "tests", *STEPS} | ALL_STEP_MODULES)
+        assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
+
+
+def declared_steps(path: Path) -> set[str]:
+    """The steps a bench names in its benchlib.use_steps(...) calls (string literals only)."""
+    steps = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "use_steps"
+        ):
+            assert all(isinstance(a, ast.Constant) for a in node.args), (
+                f"{path.name}: use_steps takes literals"
+            )
+            steps |= {a.value for a in node.args}
+    return steps
+
+
+@pytest.mark.parametrize("path", python_files("bench"), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_a_bench_reaches_only_into_the_steps_it_names(path):
+    """A bench imports a step's modules by bare name after benchlib.use_steps(<step>...), so the reach is
+    in the syntax tree: only modules of the steps it names, never tools, ops or the tests."""
+    steps = declared_steps(path)
+    assert steps <= set(STEPS), f"{path.name} names {sorted(steps - set(STEPS))}, no step"
+    reachable = set().union(*(STEP_MODULES[step] for step in steps)) if steps else set()
+    roots = imported_roots(path)
+    bad = (roots & ALL_STEP_MODULES) - reachable
+    assert not bad, (
+        f"{path.relative_to(REPO_ROOT)} imports step modules {sorted(bad)} of steps it does not name"
+    )
+    assert not roots & {"tools", "ops", "main", "tests"}, f"{path.name} imports {sorted(roots)}"
+
+
+def test_the_benches_reach_the_train_and_preprocess_steps():
+    """The reach is real: the training benches use the steps' own loop and data code."""
+    reach = {path.stem: declared_steps(path) for path in python_files("bench")}
+    assert reach["recipe_sweep"] == reach["train_throughput"] == {"train", "preprocess"}
+    assert reach["batch_scoring"] == {"train"}

@@ -1,5 +1,5 @@
 """The benchmark scripts' own logic (their figures come from running them, not from tests), and their
-layout: scripts over one shared module, benchlib, with no sys.path edits."""
+layout: scripts over one shared module, benchlib, whose use_steps is the one sys.path edit."""
 
 import ast
 import sys
@@ -43,10 +43,15 @@ def test_benches_are_scripts_over_benchlib_and_import_no_other_bench():
             assert not (top in ("benchlib", "sentclf") and private), f"{path.name}: {module} {private}"
 
 
-@pytest.mark.parametrize("path", sorted(BENCH.rglob("*.py")), ids=lambda p: str(p.relative_to(BENCH)))
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in BENCH.rglob("*.py") if p.name != "benchlib.py"),
+    ids=lambda p: str(p.relative_to(BENCH)),
+)
 def test_no_bench_file_edits_sys_path(path):
-    """Scripts find benchlib because bench/ is their own directory, sentclf because it is installed, and
-    other rooms' code through benchlib.load_module; the peers through their PYTHONPATH."""
+    """Scripts find benchlib because bench/ is their own directory, sentclf because it is installed, a
+    step's modules through benchlib.use_steps (read by tests/unit/test_architecture.py), the server
+    package through benchlib.load_module; the peers through their PYTHONPATH."""
     tree = ast.parse(path.read_text())
     uses = [
         node.lineno
@@ -116,19 +121,22 @@ def test_quantization_meets_the_target_only_within_001_both_ways_and_15x(capsys)
     assert last.startswith("best=good ") and "meets_target=true" in last and "speedup=1.60" in last
 
 
-def test_benchlib_loads_a_steps_module_with_its_bare_name_siblings_without_touching_sys_path(monkeypatch):
+def test_benchlib_lets_a_bench_import_a_steps_modules_by_their_bare_names(monkeypatch):
+    import importlib
+
     import benchlib
 
-    before = list(sys.path)
     for name in ("validation", "splitting"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if not p.endswith("preprocess")])
-    splitting = benchlib.step_module("preprocess", "splitting")  # imports `validation` by bare name
+    benchlib.use_steps("preprocess")
+    benchlib.use_steps("preprocess")  # once on the path, however often named
+    assert sys.path.count(str(REPO_ROOT / "preprocess")) == 1
+    splitting = importlib.import_module("splitting")  # imports `validation` by bare name, as in the step
     assert splitting.__file__ == str(REPO_ROOT / "preprocess" / "splitting.py")
     assert sys.modules["validation"].__file__ == str(REPO_ROOT / "preprocess" / "validation.py")
-    assert sys.path == [p for p in before if not p.endswith("preprocess")]
-    with pytest.raises(benchlib.BenchError, match="no module nothing_here"):
-        benchlib.step_module("preprocess", "nothing_here")
+    with pytest.raises(benchlib.BenchError, match="no step"):
+        benchlib.use_steps("bench")
 
 
 # /proc/cpuinfo (cut short) of a CPU with AVX2 and AVX-VNNI but no AVX-512, so no native bf16.

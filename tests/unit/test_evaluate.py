@@ -15,10 +15,11 @@ import pytest
 from onnx import TensorProto, helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from sentclf.containers import CONTAINER_LABEL
-from sentclf.images import STEP_IMAGE
+from sentclf.containers import CONTAINER_LABEL, checkout_labels
+from sentclf.contract import SERVED_NAME_TAG
+from sentclf.images import resolve_base_image
 from sentclf.metrics import matthews_corrcoef, mcc_per_resample
-from sentclf.schema import COLA_LABELS, SERVED_NAME_TAG
+from sentclf.schema import COLA_LABELS
 from tests.conftest import require_docker
 
 import evaluate
@@ -347,8 +348,14 @@ def test_a_server_that_just_died_is_described_as_exited_not_running():
     require_docker()
     import docker
 
-    container = docker.from_env().containers.run(
-        STEP_IMAGE, ["sleep", "1"], detach=True, labels={CONTAINER_LABEL: "1"}, network_mode="none"
+    client = docker.from_env()
+    image = resolve_base_image(client)  # any image with `sleep`: the base every image here is built FROM
+    container = client.containers.run(
+        image,
+        ["sleep", "1"],
+        detach=True,
+        labels={CONTAINER_LABEL: "1", **checkout_labels()},
+        network_mode="none",
     )
     try:
         assert "is running" in load.describe(container, settle_s=0)

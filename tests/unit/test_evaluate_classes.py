@@ -17,8 +17,9 @@ from onnx import TensorProto, helper
 from sklearn.metrics import f1_score
 from sklearn.metrics import matthews_corrcoef as sklearn_mcc
 
+from sentclf.contract import LABEL_NAMES_TAG
 from sentclf.metrics import confusion_matrix, mcc_per_resample
-from sentclf.schema import COLA_LABELS, LABEL_NAMES_TAG, SCHEMA_ARTIFACT, LabelSet
+from sentclf.schema import COLA_LABELS, SCHEMA_ARTIFACT, LabelSet
 from sentclf.tracking import StepInputError
 from tests.unit.test_evaluate import BAD_WORDS, GOOD_WORDS, MAX_SEQ_LENGTH, tokenizer_file
 

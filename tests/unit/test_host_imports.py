@@ -18,7 +18,10 @@ HOST_ENTRY_MODULES = (
     "conductor.step_image",
     "conductor.ui_links",
     "conductor.kube",
-    "conductor.serve",
+    "tools.serve",
+    "tools.serving_manifests",
+    "tools.tracking_users",
+    "tools.tune",
     "conductor.spark_cluster",  # make spark-cluster
     "ops.nightly",
     "ops.retrain_when",

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from conductor.kube.manifests import ManifestError
-from conductor.kube.serving import ServedVersion, memory_quantities, render_serving, serving_manifests
 from conductor.kube.settings import KubeSettings
 from tests.conftest import REPO_ROOT
+from tools.serving_manifests import ServedVersion, memory_quantities, render_serving, serving_manifests
 
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 KSERVE_SCHEMA = Path(__file__).parent / "schemas" / "kserve-inferenceservice-v1beta1.schema.json.gz"
@@ -115,7 +115,7 @@ def test_manifests_of_a_registered_version_use_its_evaluate_run(tmp_path, monkey
     assert container["resources"]["requests"]["memory"] == "384Mi"
     # the command line prints the same four documents
     printed = subprocess.run(
-        [sys.executable, "-m", "conductor.kube", "serve-manifests", "models:/cola-classifier/1"],
+        [sys.executable, "-m", "tools.serving_manifests", "models:/cola-classifier/1"],
         cwd=REPO_ROOT,
         env={**os.environ, "SENTCLF_REGISTRY": "registry.example.com/sentclf"},
         capture_output=True,
@@ -131,7 +131,7 @@ CHALLENGER_IMAGE = "cola-classifier-server:4-0123456789ab"
 
 @pytest.fixture(scope="module", params=["shadow", "split:10"])
 def two_version_docs(request) -> tuple[str, dict[str, dict]]:
-    from conductor.kube.serving import ChallengerVersion
+    from tools.serving_manifests import ChallengerVersion
 
     challenger = ChallengerVersion("4", CHALLENGER_IMAGE, 200.0, request.param)
     rendered = render_serving(
@@ -178,7 +178,7 @@ def test_two_versions_in_the_pod_and_kserves_canary(two_version_docs):
 
 
 def test_a_canary_takes_a_whole_percent():
-    from conductor.kube.serving import ChallengerVersion
+    from tools.serving_manifests import ChallengerVersion
 
     challenger = ChallengerVersion("4", CHALLENGER_IMAGE, 200.0, "split:2.5")
     with pytest.raises(ManifestError, match="whole percent"):

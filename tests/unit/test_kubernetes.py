@@ -37,6 +37,7 @@ from conductor.kube import (
 from conductor.kube import backend as backend_module
 from conductor.kube.manifests import LABEL_PIPELINE, LABEL_RUN, LABEL_STEP, SERVER_ADDRESS, STEPS
 from conductor.kube.settings import TEMPLATE_DIR, check_artifact_location
+from sentclf.images import pinned_image
 from sentclf.tracking import StepCancelled
 from tests.conftest import REPO_ROOT
 
@@ -696,7 +697,8 @@ def test_run_step_submits_building_and_evaluate_as_our_own_jobs(
     parameters = tiny_pipeline["evaluate"]["parameters"]
     with mlflow.start_run() as parent:
         run = backend.run_step("evaluate", parameters, run_name="evaluate")
-    assert built == [("evaluate", f"{REGISTRY}/sentclf-evaluate", "sentclf-step:latest", True)]
+    # The checkout's step image as the evaluate MLproject names it (make images pins it; `latest` before).
+    assert built == [("evaluate", f"{REGISTRY}/sentclf-evaluate", pinned_image(REPO_ROOT / "evaluate"), True)]
     (manifest,) = jobs.created
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(manifest, version, strict=True)

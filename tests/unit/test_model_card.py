@@ -8,14 +8,9 @@ import mlflow
 import pytest
 from markdown_it import MarkdownIt
 
+from sentclf.contract import INPUT_DATASET_SHA256_TAG, INPUT_DATASET_TAG, PRECISION_USED_TAG
 from sentclf.dataset_snapshot import build_manifest
-from sentclf.schema import (
-    COLA_LABELS,
-    DATASET_SHA256_TAG,
-    DATASET_TAG,
-    PRECISION_USED_TAG,
-    LabelSet,
-)
+from sentclf.schema import COLA_LABELS, LabelSet
 from tests.conftest import REPO_ROOT
 from tests.unit.test_evaluate_classes import Tables, an_evaluation
 
@@ -28,7 +23,7 @@ SHIPPED = build_manifest(REPO_ROOT / "preprocess" / "data" / "cola", "preprocess
 def data_run() -> mlflow.entities.Run:
     """A preprocess run on the shipped CoLA, with the lineage preprocess records for it."""
     with mlflow.start_run() as run:
-        mlflow.set_tags({DATASET_TAG: SHIPPED.source, DATASET_SHA256_TAG: SHIPPED.sha256})
+        mlflow.set_tags({INPUT_DATASET_TAG: SHIPPED.source, INPUT_DATASET_SHA256_TAG: SHIPPED.sha256})
         mlflow.log_params(
             {"source": "cola (cola: in_domain_train.tsv, in_domain_dev.tsv)", "test_source": "x"}
         )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ops import retrain_when
+from sentclf.contract import MonitorVerdict
 from sentclf.traffic import parse_since, read_capture, served_records
 from tests.conftest import REPO_ROOT
 
@@ -65,10 +66,10 @@ def test_a_shifted_stream_drifts_by_name_and_a_sample_of_the_same_does_not():
     same = {name: rng.choice(values, 200) for name, values in reference.items()}
     predictions = rng.integers(0, 2, 500)
     scores = compare(reference, same, ["no", "yes"], predictions, rng.choice(predictions, 200))
-    assert verdict(scores, 0.2) == {"drift": False, "features": [], "threshold": 0.2}
+    assert verdict(scores, 0.2) == MonitorVerdict(drift=False, features=(), threshold=0.2)
     shifted = same | {"chars": same["chars"] * 6, "tokens": same["tokens"] * 5}
     result = verdict(compare(reference, shifted, ["no", "yes"], predictions, np.ones(200, dtype=int)), 0.2)
-    assert result["drift"] and result["features"] == ["chars", "tokens", "predicted_class"]
+    assert result.drift and result.features == ("chars", "tokens", "predicted_class")
 
 
 def test_retrain_when_reads_the_pipeline_arguments_and_needs_a_folder_for_drift():
@@ -80,6 +81,27 @@ def test_retrain_when_reads_the_pipeline_arguments_and_needs_a_folder_for_drift(
     assert retrain_when.decide("always", "", "", [])[0] == retrain_when.RETRAIN
     status, line = retrain_when.decide("drift", "", "", [])
     assert status == retrain_when.FAILED and "RETRAIN_TRAFFIC" in line
+
+
+def test_retrain_when_reads_the_monitors_verdict_as_data(monkeypatch):
+    """The monitor's verdict reaches ops as its JSON line (sentclf.contract.MonitorVerdict), whatever
+    else the monitor prints; no verdict line is a failed monitor, not a quiet night."""
+    import subprocess
+
+    verdict = MonitorVerdict(drift=False, features=(), threshold=0.2)
+    printed = {"stdout": f"INFO monitor: 160 records\n{verdict.line()}\n"}
+
+    def fake_run(command, **kwargs):
+        assert command[:2] == ["mlflow", "run"] and "model=models:/spam@champion" in command
+        return subprocess.CompletedProcess(command, 0, printed["stdout"], "")
+
+    monkeypatch.setattr(retrain_when.subprocess, "run", fake_run)
+    args = ["-P", "registered_model_name=spam"]
+    status, line = retrain_when.decide("drift", "/srv/traffic", "", args)
+    assert status == retrain_when.NO_DRIFT and "models:/spam@champion" in line
+    printed["stdout"] = "monitor verdict: drift=false features=none\n"  # the old text line is no verdict
+    status, line = retrain_when.decide("drift", "/srv/traffic", "", args)
+    assert status == retrain_when.FAILED and "monitor failed" in line
 
 
 def test_the_reports_live_section_shows_each_version_the_pair_and_the_refused_labels(tmp_path):
@@ -100,7 +122,7 @@ def test_the_reports_live_section_shows_each_version_the_pair_and_the_refused_la
         read_capture(tmp_path, None, NOW), read_feedback(labels, LABELS), "m", {"cola"}, 2, "1", "2"
     )
     section = live_section(evidence, str(labels))
-    page = render([], {"drift": False, "features": [], "threshold": 0.2}, {}, section)
+    page = render([], MonitorVerdict(False, (), 0.2), {}, section)
     assert "<h2>Versions on live traffic</h2>" in page
     v1 = evidence.versions["1"]
     assert "<tr><td>v1</td><td>60</td><td>60</td><td>0</td><td>60</td>" in page

@@ -10,16 +10,16 @@ import pytest
 from conductor import pipeline
 from conductor.parameters import root_parameters, typed_default
 from conductor.pipeline import Pipeline, StepResult
-from sentclf.schema import (
+from sentclf.contract import (
     GATE_DECISION_TAG,
-    GATE_METRIC,
-    GATE_METRIC_HIGH,
-    GATE_METRIC_LOW,
     GATE_SUMMARY_TAG,
     HEADLINE_PROMOTED_METRIC,
     HEADLINE_VERSION_METRIC,
     MODEL_VERSION_TAG,
     SERVER_IMAGE_TAG,
+    TEST_MCC_HIGH_METRIC,
+    TEST_MCC_LOW_METRIC,
+    TEST_MCC_METRIC,
 )
 
 
@@ -62,9 +62,9 @@ def child(name: str, tags: dict[str, str], metrics: dict[str, float] | None = No
 
 
 EVALUATE_METRICS = {
-    GATE_METRIC: 0.3523,
-    GATE_METRIC_LOW: 0.2643,
-    GATE_METRIC_HIGH: 0.4410,
+    TEST_MCC_METRIC: 0.3523,
+    TEST_MCC_LOW_METRIC: 0.2643,
+    TEST_MCC_HIGH_METRIC: 0.4410,
     "test_accuracy": 0.81,
     "latency_p99_ms": 7.0,
     "throughput_rps": 300.0,
@@ -90,7 +90,7 @@ def test_the_parent_run_carries_the_headline_as_metrics_and_tags(tracking_store)
     run = pipeline_run(default_args(), "promoted", "3", "promoted (no champion yet; every check passed)")
     metrics, tags = run.data.metrics, run.data.tags
     assert metrics[HEADLINE_VERSION_METRIC] == 3.0 and metrics[HEADLINE_PROMOTED_METRIC] == 1.0
-    assert (metrics[GATE_METRIC_LOW], metrics[GATE_METRIC], metrics[GATE_METRIC_HIGH]) == (
+    assert (metrics[TEST_MCC_LOW_METRIC], metrics[TEST_MCC_METRIC], metrics[TEST_MCC_HIGH_METRIC]) == (
         0.2643,
         0.3523,
         0.4410,

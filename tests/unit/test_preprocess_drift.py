@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sentclf.contract import STEP_TAG
 from sentclf.schema import COLA_LABELS, LABEL_COLUMN, SPLITS
-from sentclf.tracking import STEP_TAG
 from tests.unit import test_preprocess as base
 
 from drift import GATED_STATISTICS, drift_statistics, ks_statistic, psi, token_lengths, total_variation

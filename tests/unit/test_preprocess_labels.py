@@ -11,16 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sentclf.contract import LABEL_NAMES_TAG
 from sentclf.data import read_label_set, read_split
-from sentclf.schema import (
-    COLA_LABELS,
-    LABEL_COLUMN,
-    LABEL_NAMES_TAG,
-    MAX_CLASSES,
-    SPLITS,
-    TEXT_COLUMN,
-    LabelSet,
-)
+from sentclf.schema import COLA_LABELS, LABEL_COLUMN, MAX_CLASSES, SPLITS, TEXT_COLUMN, LabelSet
 from tests.unit import test_preprocess as base
 
 import preprocess

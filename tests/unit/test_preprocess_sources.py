@@ -331,3 +331,31 @@ def test_hub_data_set_holds_out_its_labelled_split(monkeypatch):
         StepInputError, match=r"no text column 'text'; columns found: \['sentence', 'label', 'idx'\]"
     ):
         load_source("glue/cola", Columns("text", "label"))
+
+
+def test_the_conductor_and_the_step_take_one_walk_to_the_data(tmp_path):
+    """sentclf.dataset_snapshot.locate_dataset: on the host (the conductor, ops) and in the step's container
+    (through the host-root mount) a relative path means the same file."""
+    from sentclf.dataset_snapshot import locate_dataset
+
+    repo = tmp_path / "repo"
+    (repo / "preprocess" / "data").mkdir(parents=True)
+    (repo / "labels").mkdir()
+    (repo / "labels" / "batch.csv").write_text("sentence,label\n")
+    (repo / "preprocess" / "data" / "x.csv").write_text("sentence,label\n")
+    assert locate_dataset("labels/batch.csv", repo) == repo / "labels" / "batch.csv"
+    assert locate_dataset("data/x.csv", repo) == repo / "preprocess" / "data" / "x.csv"
+    assert locate_dataset(str(repo / "labels"), repo) == repo / "labels"
+    for name in ("cola", "runs:/abc/dataset", "nyu-mll/glue", "missing.csv"):
+        assert locate_dataset(name, repo) is None
+    # In the container: the host's root under a mount, the step's directory mounted elsewhere.
+    host_root, code = tmp_path / "host", tmp_path / "code"
+    (host_root / repo.relative_to("/")).parent.mkdir(parents=True)
+    (host_root / repo.relative_to("/")).symlink_to(repo)
+    (code / "data").mkdir(parents=True)
+    (code / "data" / "x.csv").write_text("sentence,label\n")
+    mounted = host_root / repo.relative_to("/")
+    assert locate_dataset("labels/batch.csv", repo, code, host_root) == mounted / "labels" / "batch.csv"
+    assert locate_dataset("data/x.csv", repo, code, host_root) == code / "data" / "x.csv"
+    (repo / "preprocess" / "data" / "x.csv").unlink()  # `preprocess/...` from the root: the mounted step's
+    assert locate_dataset("preprocess/data/x.csv", repo, code, host_root) == code / "data" / "x.csv"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ops import promote_live
-from sentclf.live import LIVE_DECISION_TAG
+from sentclf.contract import LIVE_DECISION_TAG
 from tests.unit.test_live import LABELS, shadow_traffic, write_lines
 
 MODEL = "live-classifier"  # served as `live` (sentclf.server_images.served_model_name)

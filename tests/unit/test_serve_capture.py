@@ -2,7 +2,7 @@
 
 import pytest
 
-from conductor.serve import ServeError, capture_volume
+from tools.serve import ServeError, capture_volume
 
 
 def test_a_capture_folder_is_mounted_read_write_where_the_server_writes(tmp_path):

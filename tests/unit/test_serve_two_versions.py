@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from conductor.serve import CHALLENGER_MODEL_DIR, ServeError, both_versions_dockerfile, check_route
 from tests.conftest import REPO_ROOT
 from tests.typed_blocks import typed_block
+from tools.serve import CHALLENGER_MODEL_DIR, ServeError, both_versions_dockerfile, check_route
 
 
 def test_routes_the_server_takes():
@@ -55,7 +55,7 @@ def test_the_serving_pages_two_version_commands_pass_what_they_say():
 
 def test_a_bad_route_is_refused_before_anything_runs():
     done = subprocess.run(
-        [sys.executable, "-m", "conductor.serve", "--challenger", "models:/x@y", "--route", "split:200"],
+        [sys.executable, "-m", "tools.serve", "--challenger", "models:/x@y", "--route", "split:200"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -11,9 +11,10 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from sentclf.backbone import resolve_backbone
+from sentclf.contract import STEP_TAG
 from sentclf.metrics import classification_metrics
 from sentclf.text_model import TextClassifier
-from sentclf.tracking import STEP_TAG, version_model_id
+from sentclf.tracking import version_model_id
 from tests.unit.test_preprocess import step_argv
 
 import preprocess

@@ -12,9 +12,10 @@ import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from sentclf.backbone import resolve_backbone
+from sentclf.contract import STEP_TAG
 from sentclf.plots import confusion_figure, confusion_table
 from sentclf.schema import COLA_LABELS, SCHEMA_ARTIFACT, LabelSet
-from sentclf.tracking import STEP_TAG, StepInputError
+from sentclf.tracking import StepInputError
 from tests.unit.test_train import train_args
 
 import train

@@ -1,12 +1,17 @@
 """A registered version served in a cluster: Deployment, Service, HorizontalPodAutoscaler and a KServe
 InferenceService, rendered from kubernetes/templates/serving.yaml without a cluster.
 
+    python -m tools.serving_manifests [models:/<name>@<alias> | models:/<name>/<version>] [--memory-mb N]
+        [--challenger <model URI> --route shadow|split:<p>]
+
+prints them as YAML (with the same SENTCLF_* variables as the pipeline's Kubernetes backend).
+
 The image is the one the building step tagged the version with (`server_image`; one built outside the
 registry is named under SENTCLF_REGISTRY, where `docker tag` + `docker push` put it). The memory request is
 what the version's evaluate run measured its server using at peak under load (`server_memory_peak_mb`),
 with headroom; the limit is twice the request.
 
-With a challenger (serve-manifests --challenger <model URI> --route shadow|split:<p>) the manifests render
+With a challenger (--challenger <model URI> --route shadow|split:<p>) the manifests render
 the same choice as `make serve`:
   * the Deployment's pod holds both versions: an init container from the challenger's server image copies
     its model directory into an emptyDir that the champion's server reads as CHALLENGER_DIR, with ROUTE as
@@ -19,8 +24,10 @@ the same choice as `make serve`:
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +36,11 @@ import yaml
 
 from conductor.kube.manifests import PART_OF, ManifestError
 from conductor.kube.settings import TEMPLATE_DIR, KubeSettings
-from conductor.serve import ServeError, check_route, resolve_image
+from sentclf.contract import DEFAULT_CHAMPION_URI, INPUT_SERVER_IMAGE_TAG, SERVER_MEMORY_METRIC, SHADOW_ROUTE
+from sentclf.tracking import configure_logging
+from tools.serve import ServeError, check_route, resolve_image
 
 TEMPLATE = "serving.yaml"
-MEMORY_METRIC = "server_memory_peak_mb"
 # Request = measured peak x headroom, rounded up to 16 MiB; limit = LIMIT_FACTOR x request.
 HEADROOM = 1.5
 LIMIT_FACTOR = 2
@@ -85,16 +93,16 @@ def measured_memory_mb(image: str, client: mlflow.MlflowClient | None = None) ->
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(
         experiments,
-        filter_string=f"tags.`input.server_image` = '{image}' and metrics.{MEMORY_METRIC} > 0",
+        filter_string=(f"tags.`{INPUT_SERVER_IMAGE_TAG}` = '{image}' and metrics.{SERVER_MEMORY_METRIC} > 0"),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not runs:
         raise ManifestError(
-            f"no evaluate run measured {image} ({MEMORY_METRIC}): run "
+            f"no evaluate run measured {image} ({SERVER_MEMORY_METRIC}): run "
             "`mlflow run evaluate -P model_version=<version>`, or give --memory-mb"
         )
-    return float(runs[0].data.metrics[MEMORY_METRIC])
+    return float(runs[0].data.metrics[SERVER_MEMORY_METRIC])
 
 
 def memory_quantities(peak_mb: float) -> tuple[str, str]:
@@ -189,7 +197,7 @@ def render_serving(
     if challenger is not None:
         challenger_image = registry_image(challenger.image, settings)
         _hold_challenger(pod["spec"], container, challenger, challenger_image)
-        if challenger.route == "shadow":
+        if challenger.route == SHADOW_ROUTE:
             _hold_challenger(inference["spec"]["predictor"], predictor, challenger, challenger_image)
         else:
             predictor["image"] = challenger_image
@@ -210,7 +218,7 @@ def serving_manifests(
     settings: KubeSettings,
     memory_mb: float | None = None,
     challenger_uri: str | None = None,
-    route: str = "shadow",
+    route: str = SHADOW_ROUTE,
 ) -> list[dict]:
     """The manifests of a registered version (and a challenger), looked up in the tracking store."""
     name, version, image = resolve_version(model_uri)
@@ -227,3 +235,22 @@ def serving_manifests(
         challenger_peak = memory_mb if memory_mb is not None else measured_memory_mb(challenger_image)
         challenger = ChallengerVersion(challenger_version, challenger_image, challenger_peak, route)
     return render_serving(ServedVersion(name, version, image, peak), settings, challenger=challenger)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.serving_manifests", description=__doc__)
+    parser.add_argument("model_uri", nargs="?", default=DEFAULT_CHAMPION_URI)
+    parser.add_argument("--memory-mb", type=float, help="peak memory (default: its evaluate run's)")
+    parser.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
+    parser.add_argument("--route", default=SHADOW_ROUTE, help="with --challenger: shadow or split:<percent>")
+    args = parser.parse_args(argv)
+    configure_logging()
+    docs = serving_manifests(
+        args.model_uri, KubeSettings.from_env(), args.memory_mb, args.challenger or None, args.route
+    )
+    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

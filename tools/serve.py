@@ -1,8 +1,8 @@
 """`make serve`: a registered version's server image on this machine, in the foreground; with a challenger,
 one server holding both versions.
 
-    python -m conductor.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
-    python -m conductor.serve --model models:/cola-classifier@champion \
+    python -m tools.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
+    python -m tools.serve --model models:/cola-classifier@champion \
         --challenger models:/cola-classifier@challenger --route shadow|split:10
 
 The model URI names a version (`models:/<name>/<version>`) or an alias (`models:/<name>@<alias>`); the
@@ -33,13 +33,13 @@ import docker
 import docker.errors
 import mlflow
 
-from sentclf.schema import SERVER_IMAGE_TAG
+from sentclf.containers import checkout_labels
+from sentclf.contract import DEFAULT_CHAMPION_URI, SERVER_IMAGE_TAG, SHADOW_ROUTE, ModelRef, parse_model_uri
 from sentclf.server_images import recorded_served_name
 
-DEFAULT_MODEL = "models:/cola-classifier@champion"
+DEFAULT_MODEL = DEFAULT_CHAMPION_URI
 CHALLENGER_MODEL_DIR = "/models/challenger"
-_ROUTE = re.compile(r"^(?:shadow|split:(?P<percent>\d+(?:\.\d+)?))$")
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+_ROUTE = re.compile(rf"^(?:{SHADOW_ROUTE}|split:(?P<percent>\d+(?:\.\d+)?))$")
 CONTAINER_LABEL = "sentclf.serve"
 
 
@@ -49,16 +49,17 @@ class ServeError(RuntimeError):
 
 def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> tuple[str, str, str]:
     """(model name, version, server image) of a `models:/name/version` or `models:/name@alias` URI."""
-    match = _URI.match(model_uri)
-    if not match:
-        raise ServeError(f"{model_uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
-    client = client or mlflow.MlflowClient()
-    name = match["name"]
     try:
-        if match["alias"]:
-            version = client.get_model_version_by_alias(name, match["alias"])
+        ref = parse_model_uri(model_uri)
+    except ValueError as error:
+        raise ServeError(str(error)) from None
+    client = client or mlflow.MlflowClient()
+    name = ref.name
+    try:
+        if ref.alias:
+            version = client.get_model_version_by_alias(name, ref.alias)
         else:
-            version = client.get_model_version(name, match["version"])
+            version = client.get_model_version(name, ref.version)
     except mlflow.exceptions.MlflowException as exc:
         raise ServeError(
             f"{model_uri}: no such version in {mlflow.get_tracking_uri()} ({exc.message}); "
@@ -68,7 +69,7 @@ def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> 
     if not image:
         raise ServeError(
             f"{model_uri} (version {version.version}) has no server image; build it with "
-            f"`mlflow run building -P model_uri=models:/{name}/{version.version}`"
+            f"`mlflow run building -P model_uri={ModelRef(name, str(version.version)).uri}`"
         )
     return name, str(version.version), image
 
@@ -96,7 +97,7 @@ def _local_image(engine: docker.DockerClient, image: str, name: str, version: st
     except docker.errors.ImageNotFound:
         raise ServeError(
             f"image {image} of {name} version {version} is not on this machine; rebuild it with "
-            f"`mlflow run building -P model_uri=models:/{name}/{version}`"
+            f"`mlflow run building -P model_uri={ModelRef(name, version).uri}`"
         ) from None
 
 
@@ -116,7 +117,14 @@ def both_versions_image(
     tag = f"{champion_image}-with-v{challenger_version}"
     dockerfile = both_versions_dockerfile(champion_image, challenger_image).encode()
     try:
-        engine.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True, forcerm=True, pull=False)
+        engine.images.build(
+            fileobj=io.BytesIO(dockerfile),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            labels=checkout_labels(),  # this clone's, like the images it was built from
+        )
     except (docker.errors.BuildError, docker.errors.APIError) as exc:
         raise ServeError(f"cannot build {tag} from {champion_image} and {challenger_image}: {exc}") from None
     return tag
@@ -129,7 +137,7 @@ def serve(
     metrics_port: int,
     capture_dir: Path | None = None,
     challenger_uri: str | None = None,
-    route: str = "shadow",
+    route: str = SHADOW_ROUTE,
 ) -> int:
     if challenger_uri:
         route = check_route(route)  # before anything is looked up
@@ -163,7 +171,7 @@ def serve(
         network_mode="host",
         environment=environment,
         volumes=volumes,
-        labels={CONTAINER_LABEL: "1"},
+        labels={CONTAINER_LABEL: "1"} | checkout_labels(),
     )
     try:
         print(f"serving {described} from {image} (container {container.name})", flush=True)
@@ -201,14 +209,14 @@ def _follow(container: docker.models.containers.Container) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conductor.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--capture-dir", type=Path, help="capture every answered request into this folder")
     parser.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
-    parser.add_argument("--route", default="shadow", help="with --challenger: shadow or split:<percent>")
+    parser.add_argument("--route", default=SHADOW_ROUTE, help="with --challenger: shadow or split:<percent>")
     args = parser.parse_args(argv)
     try:
         return serve(

@@ -15,14 +15,20 @@ import sys
 import mlflow
 
 from conductor.backends import StepFailed
-from conductor.host_data import host_data_path
 from conductor.local_backend import LocalBackend
 from conductor.parameters import PROJECT_DIR, declared
 from conductor.pipeline_lock import pipeline_lock
 from conductor.step_image import ensure_step_image
-from sentclf.dataset_snapshot import build_manifest, log_snapshot
+from sentclf.contract import SUMMARY_TAG
+from sentclf.dataset_snapshot import build_manifest, locate_dataset, log_snapshot
 from sentclf.engine import docker_client
-from sentclf.tracking import RUN_NAME_TAG, StepCancelled, configure_logging, mark_ml_experiment
+from sentclf.tracking import (
+    RUN_NAME_TAG,
+    StepCancelled,
+    configure_logging,
+    mark_ml_experiment,
+    raise_cancelled,
+)
 
 logger = logging.getLogger("tune")
 
@@ -32,10 +38,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in declared(PROJECT_DIR, "tune"):
         parser.add_argument(f"--{name.replace('_', '-')}", required=True)
     return parser.parse_args(argv)
-
-
-def _raise_cancelled(signum: int, frame: object) -> None:
-    raise StepCancelled(f"signal {signal.Signals(signum).name}")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
             backend = LocalBackend(PROJECT_DIR, parent.info.run_id)
             try:
                 preprocess = {n: given[n] for n in declared(PROJECT_DIR / "preprocess") if n in given}
-                data_path = host_data_path(args.dataset, (PROJECT_DIR, PROJECT_DIR / "preprocess"))
+                data_path = locate_dataset(args.dataset, PROJECT_DIR)
                 if data_path:
                     preprocess["dataset"] = log_snapshot(data_path, build_manifest(data_path))
                 data = backend.run_step("preprocess", preprocess, run_name="preprocess")
@@ -60,14 +62,14 @@ def run(args: argparse.Namespace) -> None:
                 mlflow.end_run("KILLED")
                 raise
             mlflow.set_tags({"run_id.preprocess": data.info.run_id, "run_id.tune": tune.info.run_id})
-            summary = tune.data.tags.get("summary", "")
-            mlflow.set_tag("summary", summary)
+            summary = tune.data.tags.get(SUMMARY_TAG, "")
+            mlflow.set_tag(SUMMARY_TAG, summary)
             logger.info("search finished: run %s: %s", tune.info.run_id, summary)
 
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
-    signal.signal(signal.SIGTERM, _raise_cancelled)
+    signal.signal(signal.SIGTERM, raise_cancelled)
     args = parse_args(argv)
     try:
         run(args)

@@ -1,6 +1,6 @@
 """Add a user to the tracking server's login (MLflow's basic-auth app) and grant a role, as its admin.
 
-    python -m conductor.tracking_users <name> --role reader|job   (make tracking-user TRACKING_USER=...)
+    python -m tools.tracking_users <name> --role reader|job   (make tracking-user TRACKING_USER=...)
 
 The admin signs in with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or _FILE); the new user's
 password comes from TRACKING_USER_PASSWORD_FILE, or is asked for twice on a terminal: never an argument.
@@ -24,9 +24,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
 from conductor.tracking_credentials import load_password_file
+from sentclf.contract import DEFAULT_MODEL_NAME
 
 ROLES = ("reader", "job")
-DEFAULT_MODEL = "cola-classifier"
+DEFAULT_MODEL = DEFAULT_MODEL_NAME
 
 
 def new_password() -> str:
