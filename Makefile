@@ -47,11 +47,15 @@ run: step-image
 ## serve: a registered version's server image in the foreground (type the next command in a second
 ## terminal), HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C stops and removes it
 ## (MODEL=models:/cola-classifier/3 for a version; default: the champion); CAPTURE=<folder> captures every
-## answered request there for `mlflow run monitor`
+## answered request there for `mlflow run monitor`; with CHALLENGER=models:/cola-classifier@challenger
+## ROUTE=shadow|split:10, one server holds both versions
 MODEL ?= models:/cola-classifier@champion
 CAPTURE ?=
+CHALLENGER ?=
+ROUTE ?= shadow
 serve: venv
-	$(PYTHON) -m tools.serve --model "$(MODEL)" $(if $(CAPTURE),--capture-dir "$(CAPTURE)")
+	$(PYTHON) -m tools.serve --model "$(MODEL)" $(if $(CAPTURE),--capture-dir "$(CAPTURE)") \
+	  $(if $(CHALLENGER),--challenger "$(CHALLENGER)" --route "$(ROUTE)")
 
 ## explore: a what-if page for a registered version on http://127.0.0.1:8502/ (class, word attributions,
 ## nearest training sentences; MODEL=models:/cola-classifier/3 for a version; default: the champion)

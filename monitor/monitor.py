@@ -24,7 +24,7 @@ from sentclf.contract import DEFAULT_CHAMPION_URI, VERDICT_ARTIFACT, ModelRef, M
 from sentclf.data import read_split
 from sentclf.schema import TEXT_COLUMN
 from sentclf.tracking import StepInputError, record_inputs, step_run
-from sentclf.traffic import parse_since, read_capture, text_features
+from sentclf.traffic import parse_since, read_capture, served_records, text_features
 
 from behaviour import test_probabilities
 from compare import compare, verdict
@@ -84,17 +84,26 @@ def main(argv: list[str] | None = None) -> None:
         since = parse_since_or_fail(args.since)
         folder = traffic_folder(args.traffic)
         window = read_capture(folder, since)
-        if len(window) < args.min_records:
+        # Drift is about what callers sent: each sentence once, as its served record has it; a challenger's
+        # shadow answers to the same sentences are judged on live traffic (judge), never counted twice here.
+        traffic = served_records(window)
+        if len(traffic) < args.min_records:
             raise StepInputError(
-                f"{len(window)} captured records in {args.traffic} within since={args.since}, fewer than "
-                f"min_records={args.min_records}: nothing to judge (is the server's CAPTURE_DIR this folder?)"
+                f"{len(traffic)} served records in {args.traffic} within since={args.since} (shadow answers "
+                f"not counted), fewer than min_records={args.min_records}: nothing to judge (is the "
+                "server's CAPTURE_DIR this folder?)"
             )
         model = resolve_model(args.model)
         with model.tmp:
             record_inputs(model=ModelRef(model.name, model.version).uri, data_run_id=model.data_run_id)
-            served = sorted({f"{m} v{v}" for m, v in zip(window["model"], window["version"], strict=True)})
+            served = sorted({f"{m} v{v}" for m, v in zip(traffic["model"], traffic["version"], strict=True)})
             logger.info(
-                "%d records (%s) against %s v%s", len(window), ", ".join(served), model.name, model.version
+                "%d served records (%s; %d shadow answers left out) against %s v%s",
+                len(traffic),
+                ", ".join(served),
+                len(window) - len(traffic),
+                model.name,
+                model.version,
             )
             tokenizer = load_tokenizer(model.model_dir / "tokenizer.json")
             train = read_split(model.data_run_id, "train")
@@ -102,17 +111,17 @@ def main(argv: list[str] | None = None) -> None:
             reference = text_columns(train[TEXT_COLUMN].tolist(), tokenizer)
             test_probs = test_probabilities(model.model_dir, test[TEXT_COLUMN].tolist())
             reference["confidence"] = test_probs.max(axis=1)
-            current = traffic_columns(window, tokenizer)
+            current = traffic_columns(traffic, tokenizer)
             scores = compare(
                 reference,
                 current,
                 model.labels,
                 test_probs.argmax(axis=1),
-                window["label"].to_numpy(dtype=np.int64),
+                traffic["label"].to_numpy(dtype=np.int64),
             )
             result = verdict(scores, args.threshold)
             live = judge(args.feedback, folder, window, since is not None, model) if args.feedback else None
-        log_result(scores, result, window, model, args, live)
+        log_result(scores, result, traffic, model, args, live, shadow=len(window) - len(traffic))
 
 
 def parse_since_or_fail(since: str):
@@ -123,9 +132,16 @@ def parse_since_or_fail(since: str):
 
 
 def log_result(
-    scores, result: MonitorVerdict, window: pd.DataFrame, model, args: argparse.Namespace, live=None
+    scores,
+    result: MonitorVerdict,
+    window: pd.DataFrame,
+    model,
+    args: argparse.Namespace,
+    live=None,
+    shadow: int = 0,
 ) -> None:
-    metrics = {"traffic_records": float(len(window))}
+    """`window`: the served records the drift was computed on; `shadow`: the shadow answers left out."""
+    metrics = {"traffic_records": float(len(window)), "traffic_shadow_records": float(shadow)}
     for score in scores:
         metrics[f"{score.name}_psi"] = score.psi
         if score.ks is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "VERSION_FIELD",
     "parse_since",
     "read_capture",
+    "served_records",
     "text_features",
 ]
 
@@ -80,3 +81,14 @@ def read_capture(folder: Path, since: timedelta | None, now: datetime | None = N
         logger.warning("%d lines of %s are not capture records; skipped", bad, folder)
     frame = pd.DataFrame(rows)
     return frame.sort_values("time", kind="stable").reset_index(drop=True) if not frame.empty else frame
+
+
+def served_records(frame: pd.DataFrame) -> pd.DataFrame:
+    """The records whose answer went back to a caller: one per sentence the callers sent, whatever the route.
+    A shadow answer (`served: false`) is a second answer to a sentence its served record already counts, so
+    drift statistics leave it out; records from before two-version serving have no `served` and were all
+    served."""
+    if frame.empty or SERVED_FIELD not in frame:
+        return frame
+    served = frame[SERVED_FIELD].where(frame[SERVED_FIELD].notna(), True).astype(bool)
+    return frame[served].reset_index(drop=True)

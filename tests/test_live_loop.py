@@ -35,6 +35,7 @@ PAGE = REPO_ROOT / "docs" / "operations" / "live-loop.md"
 MODEL = "cola-classifier"
 IN_DOMAIN = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
 LABEL_NAMES = ("unacceptable", "acceptable")
+SHADOW_GAP_S = 0.1  # between requests: several of the shadow worker's 20 ms polls
 
 
 def page_commands(page: Path = PAGE) -> list[str]:
@@ -68,6 +69,16 @@ def test_every_command_of_the_page_names_what_exists():
     declared = yaml.safe_load((REPO_ROOT / "monitor" / "MLproject").read_text())["entry_points"]["main"]
     given = {p.split("=")[0] for p in re.findall(r"-P (\S+)", monitor)}
     assert given <= set(declared["parameters"]) and "feedback" in given
+    (serve,) = typed("make serve")
+    printed = subprocess.run(
+        [*shlex.split(serve.replace("$HOME", "/home/user")), "-n"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert '--capture-dir "/home/user/sentclf-traffic"' in printed, printed
+    assert '--challenger "models:/cola-classifier@challenger" --route "shadow"' in printed, printed
     (retrain,) = typed("RETRAIN_TRAFFIC=")
     assert nightly.LIVE_FEEDBACK_ENV in retrain and retrain.endswith("scripts/retrain.sh")
 
@@ -98,15 +109,19 @@ def two_versions(typed_store):
 
 
 class ShadowServer:
-    """The page's `make serve ... ROUTE=shadow` in the background with capture on into `capture`; stopped
-    with Ctrl-C (SIGINT), as a person stops it, so that its capture is drained."""
+    """The page's `make serve ... ROUTE=shadow CAPTURE=$HOME/sentclf-traffic` in the background, after the
+    page's `mkdir` of that folder (HOME is the test's); stopped with Ctrl-C (SIGINT), as a person stops it,
+    so that the server drains its shadow queue and its capture before it exits. It prints its addresses as
+    `HTTP     http://127.0.0.1:<port>` and `gRPC     127.0.0.1:<port>` (tools/serve.py)."""
 
-    def __init__(self, store, home: Path, capture: Path) -> None:
+    def __init__(self, store, home: Path) -> None:
+        (mkdir,) = typed("mkdir -p $HOME/sentclf-traffic")
         (command,) = typed("make serve")
-        capture.mkdir(parents=True)
-        capture.chmod(0o777)  # the server runs as uid 10001
-        # The capture folder reaches the server as CAPTURE_DIR (the serving page's setting).
-        env = store.env | {"HOME": str(home), "CAPTURE_DIR": str(capture)}
+        assert "CAPTURE=$HOME/sentclf-traffic" in command, command
+        home.mkdir(parents=True, exist_ok=True)
+        env = store.env | {"HOME": str(home)}
+        made = subprocess.run(["bash", "-c", mkdir], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
         self.process = subprocess.Popen(
             ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
             cwd=REPO_ROOT,
@@ -172,7 +187,7 @@ def serve_and_send(store, home: Path, sentences: list[str]) -> dict[tuple[str, i
     (request id, position) -> the class the caller got, each response checked to name the champion."""
     import tritonclient.grpc as triton
 
-    server = ShadowServer(store, home, home / "sentclf-traffic")
+    server = ShadowServer(store, home)
     served: dict[tuple[str, int], int] = {}
     try:
         grpc = triton.InferenceServerClient(server.grpc)
@@ -193,6 +208,10 @@ def serve_and_send(store, home: Path, sentences: list[str]) -> dict[tuple[str, i
                 labels = output["data"]
             served |= {(rid, i): int(label) for i, label in enumerate(labels)}
             start, number = start + size, number + 1
+            # A pause, as between real callers: the server scores shadow copies only while no request is
+            # inside it (server/sentclf_server/shadow.py) and drops them otherwise, and this test wants
+            # every sentence answered by both versions.
+            time.sleep(SHADOW_GAP_S)
     finally:
         server.stop()
     return served

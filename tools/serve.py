@@ -1,18 +1,28 @@
-"""`make serve`: a registered version's server image on this machine, in the foreground.
+"""`make serve`: a registered version's server image on this machine, in the foreground; with a challenger,
+one server holding both versions.
 
     python -m tools.serve [--model models:/cola-classifier@champion] [--http-port 8000] ...
+    python -m tools.serve --model models:/cola-classifier@champion \
+        --challenger models:/cola-classifier@challenger --route shadow|split:10
 
 The model URI names a version (`models:/<name>/<version>`) or an alias (`models:/<name>@<alias>`); the
 image is the one the building step tagged that version with (`server_image`). The container runs on the
 host network with the three ports printed, its log follows on stdout, and Ctrl-C (or SIGTERM) stops it
 with the server's own drain and removes it. `--capture-dir <folder>` (`make serve CAPTURE=<folder>`) mounts
 that folder and turns the server's capture on, so `mlflow run monitor -P traffic=<folder>` has traffic.
+
+With --challenger, one image holds both versions' files: the champion's server image with the challenger's
+model directory copied in from its own server image (`<champion image>-with-v<challenger version>`, built
+here from a two-line Dockerfile, nothing else rebuilt), run with CHALLENGER_DIR and ROUTE (server/README.md,
+"Two versions": why one server holds both).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import re
 import signal
 import sys
 import threading
@@ -24,10 +34,12 @@ import docker.errors
 import mlflow
 
 from sentclf.containers import checkout_labels
-from sentclf.contract import DEFAULT_CHAMPION_URI, SERVER_IMAGE_TAG, ModelRef, parse_model_uri
+from sentclf.contract import DEFAULT_CHAMPION_URI, SERVER_IMAGE_TAG, SHADOW_ROUTE, ModelRef, parse_model_uri
 from sentclf.server_images import recorded_served_name
 
 DEFAULT_MODEL = DEFAULT_CHAMPION_URI
+CHALLENGER_MODEL_DIR = "/models/challenger"
+_ROUTE = re.compile(rf"^(?:{SHADOW_ROUTE}|split:(?P<percent>\d+(?:\.\d+)?))$")
 CONTAINER_LABEL = "sentclf.serve"
 
 
@@ -62,6 +74,14 @@ def resolve_image(model_uri: str, client: mlflow.MlflowClient | None = None) -> 
     return name, str(version.version), image
 
 
+def check_route(route: str) -> str:
+    """ROUTE as the server takes it: `shadow` or `split:<percent 0-100>`; ServeError otherwise."""
+    match = _ROUTE.match(route.strip().lower())
+    if not match or (match["percent"] is not None and float(match["percent"]) > 100):
+        raise ServeError(f"ROUTE={route!r}: use shadow, or split:<percent of callers 0-100>, e.g. split:10")
+    return route.strip().lower()
+
+
 def capture_volume(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """The server's environment and volume for capturing into `folder` (it must exist: the server runs as
     uid 10001 and writes there, so its owner decides who may, e.g. `chmod 777`)."""
@@ -71,13 +91,7 @@ def capture_volume(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, st
     return {"CAPTURE_DIR": "/traffic"}, {str(folder): {"bind": "/traffic", "mode": "rw"}}
 
 
-def serve(
-    model_uri: str, http_port: int, grpc_port: int, metrics_port: int, capture_dir: Path | None = None
-) -> int:
-    name, version, image = resolve_image(model_uri)
-    capture_env, volumes = capture_volume(capture_dir) if capture_dir else ({}, {})
-    served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
-    engine = docker.from_env()
+def _local_image(engine: docker.DockerClient, image: str, name: str, version: str) -> None:
     try:
         engine.images.get(image)
     except docker.errors.ImageNotFound:
@@ -85,6 +99,68 @@ def serve(
             f"image {image} of {name} version {version} is not on this machine; rebuild it with "
             f"`mlflow run building -P model_uri={ModelRef(name, version).uri}`"
         ) from None
+
+
+def both_versions_dockerfile(champion_image: str, challenger_image: str) -> str:
+    """The champion's server image plus the challenger's model directory, copied from its server image."""
+    return (
+        f"FROM {champion_image}\n"
+        f"COPY --from={challenger_image} /models/model {CHALLENGER_MODEL_DIR}\n"
+        f"ENV CHALLENGER_DIR={CHALLENGER_MODEL_DIR}\n"
+    )
+
+
+def both_versions_image(
+    engine: docker.DockerClient, champion_image: str, challenger_image: str, challenger_version: str
+) -> str:
+    """Build (or reuse) the image holding both versions; its tag names the challenger's version."""
+    tag = f"{champion_image}-with-v{challenger_version}"
+    dockerfile = both_versions_dockerfile(champion_image, challenger_image).encode()
+    try:
+        engine.images.build(
+            fileobj=io.BytesIO(dockerfile),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            labels=checkout_labels(),  # this clone's, like the images it was built from
+        )
+    except (docker.errors.BuildError, docker.errors.APIError) as exc:
+        raise ServeError(f"cannot build {tag} from {champion_image} and {challenger_image}: {exc}") from None
+    return tag
+
+
+def serve(
+    model_uri: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    capture_dir: Path | None = None,
+    challenger_uri: str | None = None,
+    route: str = SHADOW_ROUTE,
+) -> int:
+    if challenger_uri:
+        route = check_route(route)  # before anything is looked up
+    capture_env, volumes = capture_volume(capture_dir) if capture_dir else ({}, {})
+    name, version, image = resolve_image(model_uri)
+    served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
+    engine = docker.from_env()
+    _local_image(engine, image, name, version)
+    environment = {
+        "HTTP_PORT": str(http_port),
+        "GRPC_PORT": str(grpc_port),
+        "METRICS_PORT": str(metrics_port),
+        **capture_env,
+    }
+    described = f"{name} version {version}"
+    if challenger_uri:
+        challenger_name, challenger_version, challenger_image = resolve_image(challenger_uri)
+        if (challenger_name, challenger_version) == (name, version):
+            raise ServeError(f"{model_uri} and {challenger_uri} are the same version ({version}); name two")
+        _local_image(engine, challenger_image, challenger_name, challenger_version)
+        image = both_versions_image(engine, image, challenger_image, challenger_version)
+        environment |= {"CHALLENGER_DIR": CHALLENGER_MODEL_DIR, "ROUTE": route}
+        described += f" with challenger {challenger_name} version {challenger_version} ({route})"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
@@ -93,17 +169,12 @@ def serve(
         detach=True,
         name=f"sentclf-serve-{name}-{version}-{uuid.uuid4().hex[:6]}",
         network_mode="host",
-        environment={
-            "HTTP_PORT": str(http_port),
-            "GRPC_PORT": str(grpc_port),
-            "METRICS_PORT": str(metrics_port),
-            **capture_env,
-        },
+        environment=environment,
         volumes=volumes,
         labels={CONTAINER_LABEL: "1"} | checkout_labels(),
     )
     try:
-        print(f"serving {name} version {version} from {image} (container {container.name})", flush=True)
+        print(f"serving {described} from {image} (container {container.name})", flush=True)
         routes = f"/v2/health/ready, /v2/models/{served}/infer"
         print(f"  HTTP     http://127.0.0.1:{http_port}  ({routes})", flush=True)
         print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
@@ -144,9 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--capture-dir", type=Path, help="capture every answered request into this folder")
+    parser.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
+    parser.add_argument("--route", default=SHADOW_ROUTE, help="with --challenger: shadow or split:<percent>")
     args = parser.parse_args(argv)
     try:
-        return serve(args.model, args.http_port, args.grpc_port, args.metrics_port, args.capture_dir)
+        return serve(
+            args.model,
+            args.http_port,
+            args.grpc_port,
+            args.metrics_port,
+            capture_dir=args.capture_dir,
+            challenger_uri=args.challenger or None,
+            route=args.route,
+        )
     except ServeError as exc:
         print(f"make serve: {exc}", file=sys.stderr)
         return 2

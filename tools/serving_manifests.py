@@ -2,6 +2,7 @@
 InferenceService, rendered from kubernetes/templates/serving.yaml without a cluster.
 
     python -m tools.serving_manifests [models:/<name>@<alias> | models:/<name>/<version>] [--memory-mb N]
+        [--challenger <model URI> --route shadow|split:<p>]
 
 prints them as YAML (with the same SENTCLF_* variables as the pipeline's Kubernetes backend).
 
@@ -9,6 +10,16 @@ The image is the one the building step tagged the version with (`server_image`; 
 registry is named under SENTCLF_REGISTRY, where `docker tag` + `docker push` put it). The memory request is
 what the version's evaluate run measured its server using at peak under load (`server_memory_peak_mb`),
 with headroom; the limit is twice the request.
+
+With a challenger (--challenger <model URI> --route shadow|split:<p>) the manifests render
+the same choice as `make serve`:
+  * the Deployment's pod holds both versions: an init container from the challenger's server image copies
+    its model directory into an emptyDir that the champion's server reads as CHALLENGER_DIR, with ROUTE as
+    given (shadow, or a split sticky per caller inside the server); the memory request covers both peaks;
+  * the InferenceService: shadow the same way, inside the pod (KServe has no mirroring); split as KServe's
+    own canary: the predictor is the challenger's image with canaryTrafficPercent, the champion staying the
+    last rolled-out revision that takes the rest. KServe's canary needs its Serverless mode (RawDeployment has
+    no traffic split), splits requests rather than callers (not sticky) and takes a whole percent.
 """
 
 from __future__ import annotations
@@ -25,9 +36,9 @@ import yaml
 
 from conductor.kube.manifests import PART_OF, ManifestError
 from conductor.kube.settings import TEMPLATE_DIR, KubeSettings
-from sentclf.contract import DEFAULT_CHAMPION_URI, INPUT_SERVER_IMAGE_TAG, SERVER_MEMORY_METRIC
+from sentclf.contract import DEFAULT_CHAMPION_URI, INPUT_SERVER_IMAGE_TAG, SERVER_MEMORY_METRIC, SHADOW_ROUTE
 from sentclf.tracking import configure_logging
-from tools.serve import ServeError, resolve_image
+from tools.serve import ServeError, check_route, resolve_image
 
 TEMPLATE = "serving.yaml"
 # Request = measured peak x headroom, rounded up to 16 MiB; limit = LIMIT_FACTOR x request.
@@ -45,6 +56,20 @@ class ServedVersion:
     version: str
     image: str
     memory_peak_mb: float
+
+
+@dataclass(frozen=True)
+class ChallengerVersion:
+    """The second version served beside the champion, and the route between them."""
+
+    version: str
+    image: str
+    memory_peak_mb: float
+    route: str  # "shadow" or "split:<percent>"
+
+
+CHALLENGER_MOUNT = "/models/challenger"
+_COPY_MODEL = "import shutil; shutil.copytree('/models/model', '/challenger/model')"
 
 
 def _dns_name(text: str) -> str:
@@ -98,10 +123,46 @@ def _set_container(container: dict, image: str, memory: tuple[str, str]) -> None
     container["resources"]["requests"]["memory"], container["resources"]["limits"]["memory"] = memory
 
 
+def _hold_challenger(pod_spec: dict, container: dict, challenger: ChallengerVersion, image: str) -> None:
+    """The challenger's model files in the pod (init container -> emptyDir) and the server told of them."""
+    pod_spec["volumes"] = [*pod_spec.get("volumes", []), {"name": "challenger-model", "emptyDir": {}}]
+    pod_spec["initContainers"] = [
+        {
+            "name": "challenger-model",
+            "image": image,
+            # the server image has no shell or cp, but its Python copies the directory
+            "command": ["python3", "-c", _COPY_MODEL],
+            "volumeMounts": [{"name": "challenger-model", "mountPath": "/challenger"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+            "securityContext": dict(container.get("securityContext", {})),
+        }
+    ]
+    container["volumeMounts"] = [
+        *container.get("volumeMounts", []),
+        {"name": "challenger-model", "mountPath": CHALLENGER_MOUNT, "readOnly": True},
+    ]
+    container["env"] = [
+        *container["env"],
+        {"name": "CHALLENGER_DIR", "value": f"{CHALLENGER_MOUNT}/model"},
+        {"name": "ROUTE", "value": challenger.route},
+    ]
+
+
+def _canary_percent(route: str) -> int:
+    percent = float(route.split(":", 1)[1])
+    if not percent.is_integer():
+        raise ManifestError(f"KServe's canaryTrafficPercent is a whole percent; {route} is not")
+    return int(percent)
+
+
 def render_serving(
-    served: ServedVersion, settings: KubeSettings, template_dir: Path = TEMPLATE_DIR
+    served: ServedVersion,
+    settings: KubeSettings,
+    template_dir: Path = TEMPLATE_DIR,
+    challenger: ChallengerVersion | None = None,
 ) -> list[dict]:
-    """[Deployment, Service, HorizontalPodAutoscaler, InferenceService] for one version."""
+    """[Deployment, Service, HorizontalPodAutoscaler, InferenceService] for one version, or for a
+    champion and a challenger (see the module's docstring)."""
     docs = list(yaml.safe_load_all((template_dir / TEMPLATE).read_text()))
     kinds = [doc.get("kind") for doc in docs]
     if kinds != ["Deployment", "Service", "HorizontalPodAutoscaler", "InferenceService"]:
@@ -111,7 +172,8 @@ def render_serving(
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "server"}
     labels = {**PART_OF, **selector, "app.kubernetes.io/version": _dns_name(f"v{served.version}")}
     image = registry_image(served.image, settings)
-    memory = memory_quantities(served.memory_peak_mb)
+    peak = served.memory_peak_mb + (challenger.memory_peak_mb if challenger is not None else 0.0)
+    memory = memory_quantities(peak)
     for doc in docs:
         doc["metadata"].update(name=name, namespace=settings.namespace)
         doc["metadata"]["labels"] = dict(labels)
@@ -119,6 +181,8 @@ def render_serving(
         "sentclf.model-version": served.version,
         "sentclf.server-memory-peak-mb": f"{served.memory_peak_mb:.1f}",
     }
+    if challenger is not None:
+        annotations |= {"sentclf.challenger-version": challenger.version, "sentclf.route": challenger.route}
     deployment["metadata"]["annotations"] = annotations
     deployment["spec"]["selector"]["matchLabels"] = dict(selector)
     pod = deployment["spec"]["template"]
@@ -130,26 +194,60 @@ def render_serving(
     inference["metadata"]["annotations"] = {**inference["metadata"]["annotations"], **annotations}
     (predictor,) = inference["spec"]["predictor"]["containers"]
     _set_container(predictor, image, memory)
+    if challenger is not None:
+        challenger_image = registry_image(challenger.image, settings)
+        _hold_challenger(pod["spec"], container, challenger, challenger_image)
+        if challenger.route == SHADOW_ROUTE:
+            _hold_challenger(inference["spec"]["predictor"], predictor, challenger, challenger_image)
+        else:
+            predictor["image"] = challenger_image
+            inference["spec"]["predictor"]["canaryTrafficPercent"] = _canary_percent(challenger.route)
+            kept = {k: v for k, v in inference["metadata"]["annotations"].items() if "autoscal" not in k}
+            kept = {
+                k: v for k, v in kept.items() if not k.endswith(("/metric", "/targetUtilizationPercentage"))
+            }
+            inference["metadata"]["annotations"] = {**kept, "serving.kserve.io/deploymentMode": "Serverless"}
     if settings.pull_secret:
         pod["spec"]["imagePullSecrets"] = [{"name": settings.pull_secret}]
         inference["spec"]["predictor"]["imagePullSecrets"] = [{"name": settings.pull_secret}]
     return docs
 
 
-def serving_manifests(model_uri: str, settings: KubeSettings, memory_mb: float | None = None) -> list[dict]:
-    """The manifests of a registered version, looked up in the tracking store."""
+def serving_manifests(
+    model_uri: str,
+    settings: KubeSettings,
+    memory_mb: float | None = None,
+    challenger_uri: str | None = None,
+    route: str = SHADOW_ROUTE,
+) -> list[dict]:
+    """The manifests of a registered version (and a challenger), looked up in the tracking store."""
     name, version, image = resolve_version(model_uri)
     peak = memory_mb if memory_mb is not None else measured_memory_mb(image)
-    return render_serving(ServedVersion(name, version, image, peak), settings)
+    challenger = None
+    if challenger_uri:
+        try:
+            route = check_route(route)
+        except ServeError as exc:
+            raise ManifestError(str(exc)) from None
+        _, challenger_version, challenger_image = resolve_version(challenger_uri)
+        if challenger_version == version:
+            raise ManifestError(f"{model_uri} and {challenger_uri} are the same version ({version})")
+        challenger_peak = memory_mb if memory_mb is not None else measured_memory_mb(challenger_image)
+        challenger = ChallengerVersion(challenger_version, challenger_image, challenger_peak, route)
+    return render_serving(ServedVersion(name, version, image, peak), settings, challenger=challenger)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.serving_manifests", description=__doc__)
     parser.add_argument("model_uri", nargs="?", default=DEFAULT_CHAMPION_URI)
     parser.add_argument("--memory-mb", type=float, help="peak memory (default: its evaluate run's)")
+    parser.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
+    parser.add_argument("--route", default=SHADOW_ROUTE, help="with --challenger: shadow or split:<percent>")
     args = parser.parse_args(argv)
     configure_logging()
-    docs = serving_manifests(args.model_uri, KubeSettings.from_env(), args.memory_mb)
+    docs = serving_manifests(
+        args.model_uri, KubeSettings.from_env(), args.memory_mb, args.challenger or None, args.route
+    )
     yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
     return 0
 

@@ -7,7 +7,9 @@ import os
 import sys
 
 from .config import ConfigError, load_settings
+from .feedback import feedback_from_env
 from .server import serve
+from .versions import load_versions
 
 log = logging.getLogger("sentclf_server")
 
@@ -20,11 +22,13 @@ def main() -> int:
     )
     try:
         settings = load_settings()
+        versions = load_versions(settings)
+        feedback_from_env(os.environ, settings.model_name)  # FEEDBACK_MAX_MB checked before loading
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return 2
     try:
-        serve(settings)
+        serve(settings, versions)
     except Exception:
         log.exception("server failed")
         return 1

@@ -17,6 +17,11 @@ Policy (why):
     of the first (operators that do not parallelise, tokenisation, the gRPC work around them), which
     measured +7-10% sentences/s on 2 cores; MAX_CONCURRENT_BATCHES=1 runs one batch at a time.
 A request larger than MAX_BATCH_SIZE runs alone (the model cuts it into buckets of at most that size).
+
+Each request succeeds or fails alone: when a batch of several requests fails, the leader runs each of them
+again alone, so only the request whose input breaks the model fails (with its own error) and its batch-mates
+are answered. The data plane validates every request's text before it joins the queue, so this is the
+fallback for what validation cannot foresee; it costs one extra model call per member of a failed batch.
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .refusals import RateLimitedLog
+
 log = logging.getLogger(__name__)
+# A poisoned request resent in a loop must not flood the log: a few tracebacks, then counts.
+_FAILURES = RateLimitedLog(log, per_second=1.0, burst=5)
 
 InferFn = Callable[[list[str]], np.ndarray]
 
@@ -191,7 +200,9 @@ class DynamicBatcher:
         try:
             return self._infer_fn(texts)
         except Exception:
-            log.exception("inference failed for a batch of %d sentences", len(texts))
+            _FAILURES.log(
+                logging.ERROR, "inference failed for a request of %d sentences", len(texts), exc_info=True
+            )
             raise
         finally:
             with self._lock:
@@ -207,8 +218,7 @@ class DynamicBatcher:
             rows = self._infer_fn(texts)
             parts = split_rows(rows, [len(item.texts) for item in batch])
         except Exception as exc:
-            log.exception("inference failed for a batch of %d sentences", len(texts))
-            outcome = [(None, exc)] * len(batch)
+            outcome = self._one_by_one(batch, exc)
         else:
             outcome = [(part, None) for part in parts]
         compute_s = self._clock() - started
@@ -218,6 +228,35 @@ class DynamicBatcher:
                 item.started, item.compute_s = started, compute_s
                 self._finish(item, part, error)
             self._wake_head()
+
+    def _one_by_one(
+        self, batch: list[_Pending], exc: Exception
+    ) -> list[tuple[np.ndarray | None, BaseException | None]]:
+        """A failed batch's members, each run again alone: only the ones that fail alone fail."""
+        if len(batch) == 1:
+            _FAILURES.log(
+                logging.ERROR,
+                "inference failed for a request of %d sentences",
+                len(batch[0].texts),
+                exc_info=True,
+            )
+            return [(None, exc)]
+        _FAILURES.log(
+            logging.WARNING, "a batch of %d requests failed (%r); running each alone", len(batch), exc
+        )
+        outcome: list[tuple[np.ndarray | None, BaseException | None]] = []
+        for item in batch:
+            try:
+                outcome.append((self._infer_fn(item.texts), None))
+            except Exception as alone:
+                _FAILURES.log(
+                    logging.ERROR,
+                    "inference failed for a request of %d sentences",
+                    len(item.texts),
+                    exc_info=True,
+                )
+                outcome.append((None, alone))
+        return outcome
 
 
 def split_rows(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:

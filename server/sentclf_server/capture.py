@@ -11,10 +11,15 @@ read-only, full) is a warning in the log (at most one a minute) and the errors c
 the caller.
 
 One record (a line) per sentence:
-    {"time": "2026-12-02T03:04:05.123456Z", "model": "cola", "version": "3", "label": 1,
-     "label_name": "acceptable", "probabilities": [0.12, 0.88], "chars": 24, "tokens": 7, "words": 6,
-     "oov_words": 0, "truncated": false, "text": "The cat sat on the mat."}
-with CAPTURE_TEXT=false, "sha256": "<hex of the UTF-8 text>" instead of "text".
+    {"time": "2026-12-02T03:04:05.123456Z", "model": "cola", "version": "3", "id": "<request id>",
+     "index": 0, "served": true, "route": "champion", "label": 1, "label_name": "acceptable",
+     "probabilities": [0.12, 0.88], "chars": 24, "tokens": 7, "words": 6, "oov_words": 0,
+     "truncated": false, "text": "The cat sat on the mat."}
+with CAPTURE_TEXT=false, "sha256": "<hex of the UTF-8 text>" instead of "text". "id" is the request's id
+(the caller's OIP `id`, else the one the server generated and returned), "index" the sentence's position in
+the request, "version" the version that produced this record, "served" whether this answer was returned to
+the caller (false for the challenger's shadow answer), "route" how the version was chosen: "champion",
+"challenger" (split), "shadow" or "direct" (the request named the version).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import random
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,15 +120,34 @@ class Capture:
 
     # -- request path ---------------------------------------------------------------------------------
 
-    def offer(self, texts: Sequence[str], probabilities: np.ndarray) -> None:
-        """Queue an answered request for capture (sampled); never blocks, never raises."""
-        sample = self.settings.sample
-        if sample < 1.0 and random.random() >= sample:
+    def offer(
+        self,
+        texts: Sequence[str],
+        probabilities: np.ndarray,
+        request_id: str = "",
+        version: str | None = None,
+        served: bool = True,
+        route: str = "champion",
+    ) -> None:
+        """Queue an answered request for capture (sampled: a shadow answer follows its request's draw, see
+        sampled()); never blocks, never raises."""
+        if served and not self.sampled(request_id):
             return
+        meta = (request_id, version or self.model_version, served, route)
         try:
-            self._queue.put_nowait((self.clock(), texts, probabilities))
+            self._queue.put_nowait((self.clock(), texts, probabilities, meta))
         except queue.Full:
             self.counters.dropped.inc(len(texts))
+
+    def sampled(self, request_id: str) -> bool:
+        """Whether a request is captured: drawn from its id, so a request's shadow answer is captured
+        exactly when its served answer is (both or neither)."""
+        sample = self.settings.sample
+        if sample >= 1.0:
+            return True
+        if not request_id:
+            return random.random() < sample
+        return (zlib.crc32(request_id.encode("utf-8", "surrogatepass")) % 10_000) < sample * 10_000
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Write what is queued (within timeout_s), then close the current file."""
@@ -156,18 +181,30 @@ class Capture:
         self._close_file()
 
     def _records(
-        self, tokenizer, stamp: float, texts: Sequence[str], probabilities: np.ndarray
+        self,
+        tokenizer,
+        stamp: float,
+        texts: Sequence[str],
+        probabilities: np.ndarray,
+        meta: tuple[str, str, bool, str] = ("", "", True, "champion"),
     ) -> list[bytes]:
         cut = [text[: self.max_chars] for text in texts]
         features = text_features(tokenizer, cut) if tokenizer is not None else [None] * len(cut)
         when = datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        request_id, version, served, route = meta
         lines = []
-        for text, short, row, feature in zip(texts, cut, probabilities, features, strict=True):
+        for index, (text, short, row, feature) in enumerate(
+            zip(texts, cut, probabilities, features, strict=True)
+        ):
             label = int(np.argmax(row))
             record = {
                 "time": when,
                 "model": self.model_name,
-                "version": self.model_version,
+                "version": version or self.model_version,
+                "id": request_id,
+                "index": index,
+                "served": served,
+                "route": route,
                 "label": label,
                 "label_name": self.labels[label] if label < len(self.labels) else str(label),
                 "probabilities": [round(float(p), 6) for p in row],
@@ -204,7 +241,8 @@ class Capture:
     def _rotate(self, need: int) -> None:
         self._close_file()
         directory = self.settings.directory
-        self._prune(directory, self.settings.max_bytes - need)
+        # room for a whole new part: the file opened here grows up to _part_bytes before it rotates
+        self._prune(directory, self.settings.max_bytes - max(need, self._part_bytes))
         self._serial += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = directory / f"{FILE_PREFIX}{stamp}-{self._tag}-{self._serial}{FILE_SUFFIX}"

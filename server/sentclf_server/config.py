@@ -27,7 +27,6 @@ class Settings:
     grpc_port: int = 8001
     metrics_port: int = 8002
     http_port: int = 8000  # 0: no HTTP listener
-    max_http_connections: int = 256
     max_batch_size: int = 32
     max_batch_delay_s: float = 0.002
     max_concurrent_batches: int = 2
@@ -116,7 +115,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         grpc_port=_number(env, "GRPC_PORT", 8001, 0),
         metrics_port=_number(env, "METRICS_PORT", 8002, 0),
         http_port=_number(env, "HTTP_PORT", 8000, 0),
-        max_http_connections=_number(env, "MAX_HTTP_CONNECTIONS", 256, 1),
         max_batch_size=_number(env, "MAX_BATCH_SIZE", 32, 1),
         max_batch_delay_s=_number(env, "MAX_BATCH_DELAY_MS", 2.0, 0.0, float) / 1000.0,
         max_concurrent_batches=_number(env, "MAX_CONCURRENT_BATCHES", 2, 1),

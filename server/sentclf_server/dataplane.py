@@ -1,13 +1,17 @@
-"""The data plane both protocol shells share: one model, one batcher, the request limits and the metrics.
+"""The data plane both protocol shells share: the served versions (a champion and, optionally, a
+challenger, each with its model and batcher), the route between them, the request limits and the metrics.
 
 The gRPC servicer (service.py) and the HTTP handler (http_server.py) only translate their protocol into
 calls of this module and its answers (and InferenceError's code) back into theirs; what a request may cost,
-which model it may name and what is measured about it is decided here once, for both.
+which model and version it may name, which version answers it (versions.py) and what is measured about it
+is decided here once, for both.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,9 +24,13 @@ from . import SERVER_NAME, __version__
 from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
 from .capture import Capture
 from .config import Settings
+from .feedback import FeedbackLog
 from .limits import LimitExceeded, RequestLimits
-from .metrics import ModelMetrics
+from .metrics import ModelMetrics, count_routed
 from .outputs import output_metadata
+from .refusals import log_refusal
+from .shadow import SHADOW_MAX_IN_FLIGHT, ShadowScorer
+from .versions import ROUTE_CHALLENGER, ROUTE_CHAMPION, ROUTE_DIRECT, ROUTE_SHADOW, Route, Versions
 
 INPUT_NAME = TEXT_INPUT  # the runtime's name, shared with the clients
 PLATFORM = "onnxruntime_onnx"
@@ -54,37 +62,93 @@ class RequestOutcome:
     """What the shells report back about a request while it is inside DataPlane.track()."""
 
     code: str = "OK"
+    message: str = ""  # what the caller was told, for the refusal's log line
+    version: str | None = None  # the version that answered (its metrics); None: the champion's
+
+
+@dataclass
+class Answer:
+    """An answered request: its probabilities, the version that answered, how it was chosen, its id."""
+
+    probs: np.ndarray
+    version: str
+    route: str
+    id: str
+
+
+@dataclass
+class ServedVersion:
+    """One version's settings, metrics and (once loaded) batcher."""
+
+    settings: Settings
+    metrics: ModelMetrics
+    batcher: DynamicBatcher | None = None
+
+    @property
+    def version(self) -> str:
+        return self.settings.model_version
 
 
 @dataclass
 class DataPlane:
     """The process's serving state: filled in as the server starts (batcher) and drains (draining)."""
 
-    settings: Settings
-    batcher: DynamicBatcher | None = None
+    settings: Settings  # the champion's (and the server's) settings
+    batcher: DynamicBatcher | None = None  # the champion's
     capture: Capture | None = None  # CAPTURE_DIR: answered requests go to it after their answer
     draining: bool = False
     loaded_at: float = field(default=0.0)
+    versions: Versions | None = None  # None: the champion alone
+    shadow: ShadowScorer | None = None  # ROUTE=shadow: the challenger's off-path scoring
+    feedback: FeedbackLog | None = None  # FEEDBACK_DIR: labels posted to the feedback endpoint
 
     def __post_init__(self) -> None:
         s = self.settings
         self.limits = RequestLimits.for_model(s.max_seq_length, s.max_message_bytes, s.max_request_batch)
         self.metrics = ModelMetrics(s.model_name, s.model_version)
+        if self.versions is None:
+            self.versions = Versions(s, None, Route("single"))
+        self.route = self.versions.route
+        self.active = 0  # inference requests inside the server now (shadow work waits for a quiet moment)
+        self._active_lock = threading.Lock()
+        self.champion = ServedVersion(s, self.metrics)
+        challenger = self.versions.challenger
+        self.challenger = (
+            None
+            if challenger is None
+            else ServedVersion(challenger, ModelMetrics(challenger.model_name, challenger.model_version))
+        )
+
+    @property
+    def served(self) -> list[ServedVersion]:
+        return [self.champion] + ([self.challenger] if self.challenger is not None else [])
 
     @property
     def ready(self) -> bool:
-        return self.batcher is not None and not self.draining
+        return self.batcher is not None and not self.draining and all(v.batcher for v in self.served[1:])
+
+    def find_version(self, version: str) -> ServedVersion | None:
+        return next((v for v in self.served if v.version == version), None)
 
     def check_model(self, name: str, version: str | None) -> None:
         settings = self.settings
         if name != settings.model_name:
             message = f"unknown model '{name}'; this server serves '{settings.model_name}'"
             raise InferenceError("NOT_FOUND", message)
-        if version and version != settings.model_version:
-            raise InferenceError(
-                "NOT_FOUND",
-                f"model '{name}' has no version '{version}'; serving version '{settings.model_version}'",
-            )
+        if version and self.find_version(version) is None:
+            serving = ", ".join(f"'{v.version}'" for v in self.served)
+            raise InferenceError("NOT_FOUND", f"model '{name}' has no version '{version}'; serving {serving}")
+
+    def choose(self, version: str | None, routing_key: str) -> tuple[ServedVersion, str]:
+        """The version that answers a request, and the route that chose it (versions.py)."""
+        if version:
+            found = self.find_version(version)
+            if found is None:
+                self.check_model(self.settings.model_name, version)  # raises NOT_FOUND
+            return found, ROUTE_DIRECT
+        if self.challenger is not None and self.route.answers_from_challenger(routing_key):
+            return self.challenger, ROUTE_CHALLENGER
+        return self.champion, ROUTE_CHAMPION
 
     def model_ready(self, name: str, version: str | None) -> bool:
         """Like Triton: an unknown model is simply not ready."""
@@ -101,7 +165,7 @@ class DataPlane:
         settings = self.settings
         return {
             "name": settings.model_name,
-            "versions": [settings.model_version],
+            "versions": [v.version for v in self.served],
             "platform": PLATFORM,
             "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [
@@ -124,42 +188,97 @@ class DataPlane:
 
     @contextmanager
     def track(self, protocol: str) -> Iterator[RequestOutcome]:
-        """Around one inference request: in flight while inside; its status and duration counted after."""
+        """Around one inference request: in flight while inside; its status and duration counted after,
+        and a refusal's one (rate-limited) log line."""
         outcome = RequestOutcome()
-        metrics = self.metrics
-        metrics.in_flight.inc()
+        self.metrics.in_flight.inc()  # the deployment's: on the champion's series
+        with self._active_lock:
+            self.active += 1
         began = time.perf_counter()
         try:
             yield outcome
         except InferenceError as err:
-            outcome.code = err.code
+            outcome.code, outcome.message = err.code, err.message
             raise
-        except Exception:
+        except Exception as exc:
             if outcome.code == "OK":
-                outcome.code = "INTERNAL"
+                outcome.code, outcome.message = "INTERNAL", repr(exc)
             raise
         finally:
-            metrics.in_flight.dec()
+            self.metrics.in_flight.dec()
+            with self._active_lock:
+                self.active -= 1
+            answered = self.find_version(outcome.version) if outcome.version else None
+            metrics = (answered or self.champion).metrics
             metrics.observe_request(protocol, outcome.code, time.perf_counter() - began)
+            if outcome.code != "OK":
+                log_refusal(protocol, "infer", outcome.code, outcome.message)
 
     def infer(
-        self, texts: list[str], on_cancel: Callable[[Callable[[], None]], bool] | None = None
-    ) -> np.ndarray:
-        """Probabilities [len(texts), N] for validated sentences, each first cut to what the model reads."""
-        batcher = self.batcher
+        self,
+        texts: list[str],
+        on_cancel: Callable[[Callable[[], None]], bool] | None = None,
+        version: str | None = None,
+        request_id: str | None = None,
+        routing_key: str | None = None,
+        outcome: RequestOutcome | None = None,
+    ) -> Answer:
+        """Score validated sentences (each first cut to what the model reads) with the version the route
+        chooses (or the one named); its answer, version, route and the request's id (generated when the
+        caller sent none). In shadow mode a copy goes to the challenger after the answer."""
+        request_id = request_id or uuid.uuid4().hex
+        target, route = self.choose(version, routing_key or request_id)
+        if outcome is not None:
+            outcome.version = target.version
+        batcher = target.batcher
         # Still served while draining: a client that has not yet seen NOT_SERVING should not fail.
         if batcher is None:
             raise InferenceError("UNAVAILABLE", "model is still loading; retry when SERVING")
+        if not texts:  # shape [0]: empty outputs, nothing for the batcher
+            empty = np.zeros((0, len(self.settings.labels)), dtype=np.float32)
+            return Answer(empty, target.version, route, request_id)
         sent = texts
-        texts = self.limits.cut(texts, self.metrics.truncated.inc)
+        texts = self.limits.cut(texts, target.metrics.truncated.inc)
+        check_text(texts)  # what the tokenizer will read
         try:
             probs, queue_s, compute_s = batcher.submit_timed(texts, on_cancel)
         except BatcherStopped as exc:
             raise InferenceError("UNAVAILABLE", str(exc)) from None
         except RequestCancelled as exc:
             raise InferenceError("CANCELLED", str(exc)) from None
-        self.metrics.queue.observe(queue_s)
-        self.metrics.compute.observe(compute_s)
+        target.metrics.queue.observe(queue_s)
+        target.metrics.compute.observe(compute_s)
+        count_routed(self.settings.model_name, target.version, route)
         if self.capture is not None:
-            self.capture.offer(sent, probs)  # a queue put: the writer thread does the rest
-        return probs
+            self.capture.offer(sent, probs, request_id, target.version, True, route)  # a queue put
+        if self.shadow is not None and route == ROUTE_CHAMPION:
+            self.shadow.offer(texts, (request_id, sent))  # a queue put: the challenger scores it later
+        return Answer(probs, target.version, route, request_id)
+
+    def busy(self) -> bool:
+        """More inference requests inside the server than shadow work may run beside (shadow.py)."""
+        return self.active > SHADOW_MAX_IN_FLIGHT
+
+    def shadow_scored(self, texts: list[str], probs: np.ndarray, tag: object) -> None:
+        """The challenger's shadow answer to a request (in the shadow thread): captured, never returned."""
+        request_id, sent = tag
+        challenger = self.challenger
+        count_routed(self.settings.model_name, challenger.version, ROUTE_SHADOW)
+        if self.capture is not None and self.capture.sampled(request_id):
+            self.capture.offer(sent, probs, request_id, challenger.version, False, ROUTE_SHADOW)
+
+
+def check_text(texts: list[str]) -> None:
+    """Refuse a request whose text the tokenizer cannot take (a lone surrogate such as JSON's "\\ud800",
+    which has no UTF-8 form) before it joins a batch, where it would fail its batch-mates too."""
+    for index, text in enumerate(texts):
+        if text.isascii():  # O(1) for a str: CPython keeps the flag
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InferenceError(
+                "INVALID_ARGUMENT",
+                f"input '{INPUT_NAME}' element {index} is not valid Unicode text ({exc.reason} at character "
+                f"{exc.start}); send UTF-8 text without lone surrogates",
+            ) from None

@@ -36,6 +36,7 @@ class InferRequest:
     outputs: list[str]
     binary: dict[str, bool]  # output name -> sent as binary data
     id: str | None
+    routing_key: str | None = None  # parameters.routing_key: the caller's key for a split route
 
 
 def _object(value: object, what: str) -> dict:
@@ -55,6 +56,10 @@ def _header(body: bytes, header_length: int | None) -> tuple[dict, bytes]:
         return _object(json.loads(json_part), "the request body"), binary
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"malformed JSON in the request body: {exc}") from None
+    except RecursionError:
+        # The C parser counts its depth against the recursion limit and stops there, before the nesting
+        # has cost more than the (size-limited) body itself.
+        raise BadRequest("the request body's JSON is nested too deep; an infer request is 3 levels") from None
 
 
 def _text_tensor(request: dict) -> dict:
@@ -137,9 +142,10 @@ def _outputs(request: dict) -> tuple[list[str], dict[str, bool]]:
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in out_params]
         if unsupported:
             raise BadRequest(f"output '{name}': parameters {unsupported} not supported")
-        if name not in names:
-            names.append(name)
-            binary[name] = bool(out_params.get("binary_data", default_binary))
+        if name in names:
+            raise BadRequest(f"output '{name}' requested twice; name each output once")
+        names.append(name)
+        binary[name] = bool(out_params.get("binary_data", default_binary))
     return names, binary
 
 
@@ -154,7 +160,10 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")
-    return InferRequest(texts, outputs, binary_outputs, request_id)
+    routing_key = _object(request.get("parameters", {}), "'parameters'").get("routing_key")
+    if routing_key is not None and not isinstance(routing_key, str):
+        raise BadRequest("parameters.routing_key must be a string (the caller's key for a split route)")
+    return InferRequest(texts, outputs, binary_outputs, request_id, routing_key)
 
 
 def _json_data(tensor: OutputTensor) -> list:
@@ -183,7 +192,7 @@ def encode_infer_response(
             entry["data"] = _json_data(tensor)
         outputs.append(entry)
     response: dict = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
-    if request_id is not None:
+    if request_id:
         response["id"] = request_id
     header = json.dumps(response, separators=(",", ":")).encode()
     if not blobs:

@@ -42,8 +42,7 @@ class RequestLimits:
             )
 
     def check_count(self, count: int, name: str) -> None:
-        if count == 0:
-            raise LimitExceeded(f"input '{name}' is an empty batch; send at least one sentence")
+        """An empty batch (shape [0]) is allowed: it is answered with empty outputs, as Triton does."""
         if count > self.max_request_batch:
             raise LimitExceeded(
                 f"batch of {count} sentences exceeds MAX_REQUEST_BATCH={self.max_request_batch}; split it"

@@ -1,4 +1,4 @@
-"""Prometheus metrics, and the HTTP server that exposes them on METRICS_PORT (`/metrics`, 404 elsewhere).
+"""Prometheus metrics (exposed on METRICS_PORT by http_server.metrics_app: `/metrics`, 404 elsewhere).
 
 Names follow Prometheus conventions (base units: seconds; counters end in `_total`) and carry the model's
 name and version, like Triton's `nv_inference_*` and KServe's metrics; the server README maps one to the
@@ -10,19 +10,9 @@ path this server does not have), is counted in `sentclf_requests_total`.
 
 from __future__ import annotations
 
-import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 if TYPE_CHECKING:
     from .capture import CaptureCounters
@@ -91,6 +81,31 @@ CAPTURE_RECORDS = Counter(
     [*_MODEL, "outcome"],
 )
 
+ROUTED = Counter(
+    "sentclf_routed_requests",
+    "Inference requests answered by each version, by route: champion, challenger (split), direct (the "
+    "request named the version) or shadow (the challenger's off-path copy of a champion-answered request).",
+    [*_MODEL, "route"],
+)
+SHADOW = Counter(
+    "sentclf_shadow_requests",
+    "Shadow copies of champion-answered requests for the challenger, by outcome: done (scored), dropped (the "
+    "shadow queue was full: the machine was busy with callers) or failed.",
+    [*_MODEL, "outcome"],
+)
+SHADOW_DURATION = Histogram(
+    "sentclf_shadow_compute_duration_seconds",
+    "Time of one shadow scoring run of the challenger (several queued requests at once).",
+    _MODEL,
+    buckets=_SECONDS,
+)
+
+FEEDBACK = Counter(
+    "sentclf_feedback_labels",
+    "Labels of served requests accepted by the feedback endpoint and written to FEEDBACK_DIR.",
+    ["model"],
+)
+
 MODEL_RUNS = Counter("sentclf_model_runs", "ORT calls (a batch runs as one call per length bucket).")
 MODEL_TOKENS = Counter(
     "sentclf_model_tokens",
@@ -119,6 +134,7 @@ class ModelMetrics:
         self.compute = COMPUTE_DURATION.labels(model, version)
         self.batch = BATCH_SIZE.labels(model, version)
         self.truncated = TRUNCATED.labels(model, version)
+        self.feedback = FEEDBACK.labels(model)
         self._success = {p: INFER_SUCCESS.labels(model, version, p) for p in ("grpc", "http")}
         self._duration = {p: REQUEST_DURATION.labels(model, version, p) for p in ("grpc", "http")}
         # Pre-create the usual series so dashboards see zeros, not gaps.
@@ -151,6 +167,16 @@ class ModelMetrics:
         self.batch.observe(size)
 
 
+def count_routed(model: str, version: str, route: str) -> None:
+    """One answered request (or shadow copy) of a version, by the route that chose it."""
+    ROUTED.labels(model, version, route).inc()
+
+
+def shadow_counters(model: str, version: str) -> dict[str, Counter]:
+    """The challenger's shadow done / dropped / failed counters (zeros shown from the start)."""
+    return {outcome: SHADOW.labels(model, version, outcome) for outcome in ("done", "dropped", "failed")}
+
+
 def count_request(protocol: str, endpoint: str, code: str) -> None:
     """One request of any endpoint, with its final status (gRPC code name)."""
     REQUESTS.labels(protocol, endpoint, code).inc()
@@ -163,39 +189,3 @@ def observe_model(stats: BatchStats) -> None:
     _PADDING_TOKENS.inc(stats.padded_tokens - stats.tokens)
     _TOKENIZE_SECONDS.inc(stats.tokenize_s)
     _MODEL_SECONDS.inc(stats.model_s)
-
-
-class _MetricsHandler(BaseHTTPRequestHandler):
-    """GET/HEAD /metrics: the exposition; any other path 404, so a probe aimed at this port fails."""
-
-    server_version = "sentclf-metrics"
-    timeout = 30
-
-    def _answer(self, head: bool) -> None:
-        if self.path.split("?", 1)[0] != "/metrics":
-            body, status, kind = b"not found: metrics are at /metrics\n", HTTPStatus.NOT_FOUND, "text/plain"
-        else:
-            body, status, kind = generate_latest(), HTTPStatus.OK, CONTENT_TYPE_LATEST
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._answer(head=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._answer(head=True)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        """Quiet: scrapes every few seconds would flood the log."""
-
-
-def start_metrics_server(address: str, port: int) -> ThreadingHTTPServer:
-    """Serve /metrics from a daemon thread; returns the server (its port, when `port` was 0)."""
-    server = ThreadingHTTPServer((address, port), _MetricsHandler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server

@@ -8,7 +8,11 @@ a quarter of the gRPC CPU per RPC.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
+import resource
 import signal
 import threading
 import time
@@ -22,11 +26,14 @@ from tritonclient.grpc import service_pb2_grpc
 from .batcher import DynamicBatcher
 from .capture import Capture, CaptureSettings
 from .config import Settings
-from .dataplane import DataPlane
+from .dataplane import DataPlane, ServedVersion
+from .feedback import feedback_from_env
 from .grpc_guard import GuardInterceptor, core_receive_limit
-from .http_server import HttpServer
-from .metrics import observe_model, start_metrics_server
+from .http_server import HttpServers
+from .metrics import SHADOW_DURATION, observe_model, shadow_counters
 from .service import SERVICE_NAME, InferenceServicer
+from .shadow import ShadowScorer
+from .versions import ROUTE_SHADOW, Versions
 
 if TYPE_CHECKING:
     from .model import SentenceClassifier
@@ -45,6 +52,12 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         # silently and steal half the traffic; fail loudly instead.
         ("grpc.so_reuseport", 0),
     ]
+
+
+def shadow_settings(settings: Settings) -> Settings:
+    """A shadow challenger's settings: its ORT session computes in the calling thread only, so all of its
+    work runs in the shadow thread at the lowest priority (shadow.py)."""
+    return dataclasses.replace(settings, ort_intra_op_threads=1)
 
 
 def load_model(settings: Settings) -> SentenceClassifier:
@@ -84,6 +97,17 @@ def start_capture(settings: Settings, state: DataPlane) -> Capture | None:
     return capture
 
 
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one: each idle HTTP connection holds a descriptor,
+    and a soft limit of 1024 (a shell's default) would refuse new callers while a thousand sit idle."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard)
+            )
+
+
 def _set_health(servicer: health.HealthServicer, status: int) -> None:
     for service in _HEALTH_SERVICES:
         servicer.set(service, status)
@@ -94,14 +118,14 @@ def _install_signal_handlers(stop: threading.Event) -> None:
         signal.signal(sig, lambda signum, frame: stop.set())
 
 
-def _load(settings: Settings, stop: threading.Event) -> SentenceClassifier | None:
-    """Load the model in a background thread; None if a stop signal came first."""
+def _load(versions: list[Settings], stop: threading.Event) -> list[SentenceClassifier] | None:
+    """Load each version's model in a background thread; None if a stop signal came first."""
     outcome: dict[str, object] = {}
     loaded = threading.Event()
 
     def target() -> None:
         try:
-            outcome["model"] = load_model(settings)
+            outcome["models"] = [load_model(settings) for settings in versions]
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
         finally:
@@ -113,14 +137,45 @@ def _load(settings: Settings, stop: threading.Event) -> SentenceClassifier | Non
             return None
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["model"]
+    return outcome["models"]
 
 
-def serve(settings: Settings) -> None:
+def _batcher(model: SentenceClassifier, settings: Settings, version: ServedVersion) -> DynamicBatcher:
+    return DynamicBatcher(
+        model.predict,
+        settings.max_batch_size,
+        settings.max_batch_delay_s,
+        settings.max_concurrent_batches,
+        version.metrics.observe_batch,
+    )
+
+
+def _start_versions(state: DataPlane, models: list[SentenceClassifier]) -> None:
+    """Batchers for the loaded versions, the shadow scorer (ROUTE=shadow), capture and feedback."""
+    settings = state.settings
+    state.champion.batcher = _batcher(models[0], settings, state.champion)
+    state.batcher = state.champion.batcher
+    if state.challenger is not None:
+        state.challenger.batcher = _batcher(models[1], settings, state.challenger)
+        if state.route.mode == ROUTE_SHADOW:
+            challenger = state.challenger
+            state.shadow = ShadowScorer(
+                models[1].predict,
+                state.shadow_scored,
+                shadow_counters(settings.model_name, challenger.version),
+                settings.max_batch_size,
+                observe_seconds=SHADOW_DURATION.labels(settings.model_name, challenger.version).observe,
+                busy=state.busy,
+            )
+    state.capture = start_capture(settings, state)
+    state.feedback = feedback_from_env(os.environ, settings.model_name)
+
+
+def serve(settings: Settings, versions: Versions | None = None) -> None:
     """Run the server until SIGTERM/SIGINT, then drain in-flight requests within the grace period."""
     stop = threading.Event()
     _install_signal_handlers(stop)
-    state = DataPlane(settings)
+    state = DataPlane(settings, versions=versions)
     health_servicer = health.HealthServicer()
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)  # until warmed up
 
@@ -129,41 +184,38 @@ def serve(settings: Settings) -> None:
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{settings.bind_address}:{settings.grpc_port}")
-    http: HttpServer | None = None
+    raise_open_files_limit()
+    http = HttpServers(state, settings.bind_address, settings.http_port, settings.metrics_port)
+    http.bind(bool(settings.http_port))
     server.start()
     try:
-        if settings.http_port:
-            http = HttpServer(state, settings.bind_address, settings.http_port, settings.max_http_connections)
-            http.start()
-        start_metrics_server(settings.bind_address, settings.metrics_port)
+        http.start()
         log.info(
             "starting sentclf-server: model=%s version=%s grpc=%s:%d http=%s metrics=%s:%d model_dir=%s",
             settings.model_name,
             settings.model_version,
             settings.bind_address,
             port,
-            f"{settings.bind_address}:{http.port}" if http else "off",
+            f"{settings.bind_address}:{http.port}" if http.port else "off",
             settings.bind_address,
-            settings.metrics_port,
+            http.metrics_port,
             settings.model_dir,
         )
         started = time.perf_counter()
-        model = _load(settings, stop)
-        if model is not None:
-            state.batcher = DynamicBatcher(
-                model.predict,
-                settings.max_batch_size,
-                settings.max_batch_delay_s,
-                settings.max_concurrent_batches,
-                state.metrics.observe_batch,
-            )
-            state.capture = start_capture(settings, state)
+        loading = [settings]
+        if state.challenger is not None:
+            challenger = state.challenger.settings
+            loading.append(shadow_settings(challenger) if state.route.mode == ROUTE_SHADOW else challenger)
+        models = _load(loading, stop)
+        if models is not None:
+            _start_versions(state, models)
             _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
             log.info(
-                "model %s version %s loaded and warmed up in %.2fs; SERVING on port %d",
+                "model %s version(s) %s loaded and warmed up in %.2fs (route %s); SERVING on port %d",
                 settings.model_name,
-                settings.model_version,
+                ", ".join(v.version for v in state.served),
                 time.perf_counter() - started,
+                state.route.mode if state.route.mode != "split" else f"split:{state.route.percent:g}",
                 port,
             )
             stop.wait()
@@ -177,7 +229,7 @@ def _drain(
     state: DataPlane,
     servicer: health.HealthServicer,
     server: grpc.Server,
-    http: HttpServer | None,
+    http: HttpServers,
     settings: Settings,
 ) -> None:
     grace = settings.grace_period_s
@@ -191,11 +243,15 @@ def _drain(
         time.sleep(settings.drain_delay_s)
     # Rejects new RPCs and HTTP requests at once; in-flight ones (and their batches) get `grace` seconds.
     stopped = server.stop(grace)
-    if http is not None:
-        http.stop(grace)
+    http.stop(grace)
     stopped.wait()
-    if state.batcher is not None:
-        state.batcher.stop()
+    for version in state.served:
+        if version.batcher is not None:
+            version.batcher.stop()
+    if state.shadow is not None:
+        state.shadow.close()
     if state.capture is not None:
         state.capture.close()
+    if state.feedback is not None:
+        state.feedback.close()
     log.info("drained; exiting")

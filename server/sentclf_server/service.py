@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from . import SERVER_NAME, __version__
 from .codec import CodecError, decode_bytes_tensor
 from .config import Settings
-from .dataplane import PLATFORM, DataPlane, InferenceError
+from .dataplane import INPUT_NAME, PLATFORM, DataPlane, InferenceError, RequestOutcome
 from .limits import LimitExceeded, RequestLimits
 
 # `X as X`: the output names stay importable from here, where they lived before outputs.py.
@@ -20,11 +20,11 @@ from .outputs import LABEL_NAME_OUTPUT as LABEL_NAME_OUTPUT
 from .outputs import LABEL_NAMES_PARAMETER, OUTPUT_NAMES, encode_outputs, label_names_json, output_metadata
 from .outputs import LABEL_OUTPUT as LABEL_OUTPUT
 from .outputs import PROBS_OUTPUT as PROBS_OUTPUT
+from .versions import ROUTING_KEY_HEADER, ROUTING_KEY_PARAMETER
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "inference.GRPCInferenceService"
-INPUT_NAME = "text"
 # The optional protocol features this server implements, as Triton names them in ServerMetadata.
 EXTENSIONS = ("model_configuration",)
 # Requested-output parameters that ask for features this server does not have.
@@ -115,22 +115,43 @@ def requested_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in output.parameters]
         if unsupported:
             raise RequestError(_INVALID, f"output '{output.name}': parameters {unsupported} not supported")
-        if output.name not in names:
-            names.append(output.name)
+        if output.name in names:
+            raise RequestError(_INVALID, f"output '{output.name}' requested twice; name each output once")
+        names.append(output.name)
     return names
 
 
 def build_response(
-    request: service_pb2.ModelInferRequest, settings: Settings, probs: np.ndarray, outputs: list[str]
+    request: service_pb2.ModelInferRequest,
+    settings: Settings,
+    probs: np.ndarray,
+    outputs: list[str],
+    version: str | None = None,
+    request_id: str | None = None,
 ) -> service_pb2.ModelInferResponse:
-    """Pack outputs as raw little-endian tensors, the layout tritonclient's InferResult.as_numpy reads."""
+    """Pack outputs as raw little-endian tensors, the layout tritonclient's InferResult.as_numpy reads;
+    `version` is the version that answered (default: the settings'), `request_id` the request's id."""
     response = service_pb2.ModelInferResponse(
-        model_name=settings.model_name, model_version=settings.model_version, id=request.id
+        model_name=settings.model_name,
+        model_version=version or settings.model_version,
+        id=request.id if request_id is None else request_id,
     )
     for output in encode_outputs(probs, settings.labels, outputs):
         response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         response.raw_output_contents.append(output.raw)
     return response
+
+
+def _routing_key(request: service_pb2.ModelInferRequest, context: Context | None) -> str | None:
+    """The caller's key for a split route: the request parameter `routing_key`, else the metadata
+    `x-routing-key`; None: the request id decides."""
+    if ROUTING_KEY_PARAMETER in request.parameters:
+        return request.parameters[ROUTING_KEY_PARAMETER].string_param or None
+    if context is not None:
+        for key, value in context.invocation_metadata() or ():
+            if key == ROUTING_KEY_HEADER:
+                return value if isinstance(value, str) else None
+    return None
 
 
 _TensorMetadata = service_pb2.ModelMetadataResponse.TensorMetadata
@@ -216,7 +237,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         settings = self._state.settings
         return service_pb2.ModelMetadataResponse(
             name=settings.model_name,
-            versions=[settings.model_version],
+            versions=[v.version for v in self._state.served],
             platform=PLATFORM,
             inputs=[_tensor_metadata(INPUT_NAME, "BYTES", [-1])],
             outputs=[_tensor_metadata(*output) for output in output_metadata(len(settings.labels))],
@@ -232,7 +253,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ModelConfigResponse(config=model_config(self._state.settings))
 
     def _infer(
-        self, request: service_pb2.ModelInferRequest, context: Context | None = None
+        self,
+        request: service_pb2.ModelInferRequest,
+        context: Context | None = None,
+        outcome: RequestOutcome | None = None,
     ) -> service_pb2.ModelInferResponse:
         self._check_model(request.model_name, request.model_version)
         state = self._state
@@ -242,10 +266,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         texts = parse_text_input(request, settings.max_request_batch)
         outputs = requested_outputs(request)
         try:
-            probs = state.infer(texts, None if context is None else context.add_callback)
+            answer = state.infer(
+                texts,
+                None if context is None else context.add_callback,
+                version=request.model_version or None,
+                request_id=request.id or None,
+                routing_key=_routing_key(request, context),
+                outcome=outcome,
+            )
         except InferenceError as err:
             raise _status(err) from None
-        return build_response(request, settings, probs, outputs)
+        return build_response(request, settings, answer.probs, outputs, answer.version, answer.id)
 
     def ModelInfer(
         self, request: service_pb2.ModelInferRequest, context: Context
@@ -253,12 +284,14 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         message = ""
         with self._state.track("grpc") as outcome:
             try:
-                return self._infer(request, context)
+                return self._infer(request, context, outcome)
             except RequestError as err:
                 outcome.code, message = err.code.name, err.message
-            except Exception:
-                log.exception("ModelInfer failed")
+                outcome.message = message
+            except Exception as exc:
+                # track() logs it (rate-limited); a model failure's traceback is logged by the batcher
                 outcome.code, message = "INTERNAL", "internal error during inference; see server log"
+                outcome.message = repr(exc)
         # Aborted outside track(): context.abort raises, which track() would count as INTERNAL.
         context.abort(grpc.StatusCode[outcome.code], message)
 

@@ -78,10 +78,15 @@ def test_capture_writes_grpc_and_http_requests(model_dir, server_factory, refere
     assert [r["text"] for r in got] == [*SENTENCES, SENTENCES[0]]
     first = got[0]
     assert set(first) == {
-        *("time", "model", "version", "label", "label_name", "probabilities", "chars"),
+        *("time", "model", "version", "id", "index", "served", "route"),
+        *("label", "label_name", "probabilities", "chars"),
         *("tokens", "words", "oov_words", "truncated", "text"),
     }
     assert (first["model"], first["version"], first["chars"]) == ("cola", "1", len(SENTENCES[0]))
+    # one request id per request (generated: none was sent), each sentence its position, all served
+    assert [r["index"] for r in got] == [0, 1, 2, 0]
+    assert len({r["id"] for r in got[:3]}) == 1 and got[3]["id"] != got[0]["id"] and len(got[0]["id"]) == 32
+    assert {(r["served"], r["route"]) for r in got} == {(True, "champion")}
     assert (first["tokens"], first["words"], first["oov_words"]) == (6, 6, 0)
     assert got[2]["oov_words"] == 3  # none of the German words is in the fixture's vocabulary
     assert np.allclose([r["probabilities"] for r in got[:3]], probs, atol=1e-5)

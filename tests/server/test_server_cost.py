@@ -145,3 +145,69 @@ def test_memory_returns_after_oversize_requests(cost_server, limits) -> None:
     )
     assert max(latencies) < 0.5, latencies
     assert after <= 1.5 * steady, (steady, after)
+
+
+def _http_post(http_url: str, sentences: list[str]) -> int:
+    import http.client
+    import json
+
+    host, port = http_url.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        body = {
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(sentences)], "data": sentences}]
+        }
+        connection.request("POST", "/v2/models/cola/infer", json.dumps(body).encode())
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def _http_burst(http_url: str, requests: int = 8) -> tuple[float, list[object]]:
+    """As _burst, over HTTP: the big bodies (3 MB of JSON each) are received by the event loop and parsed
+    in worker threads, so the short request's parse and answer are not queued behind them."""
+    errors: list[object] = []
+    started = threading.Barrier(requests + 1)
+
+    def big() -> None:
+        started.wait()
+        status = _http_post(http_url, [HUGE, HUGE, HUGE])
+        if status != 200:
+            errors.append(status)
+
+    threads = [threading.Thread(target=big) for _ in range(requests)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    time.sleep(0.05)
+    began = time.perf_counter()
+    assert _http_post(http_url, ["the dog ran"]) == 200
+    latency = time.perf_counter() - began
+    for thread in threads:
+        thread.join(timeout=120)
+    return latency, errors
+
+
+@pytest.mark.parametrize("cost_server", ["process"], indirect=True)
+def test_huge_sentences_do_not_hold_up_a_short_one_over_http(cost_server) -> None:
+    baseline = statistics.median(
+        _timed(lambda: _http_post(cost_server.http_url, ["the dog ran"])) for _ in range(5)
+    )
+    bound = max(0.25, 20 * baseline)
+    latencies = []
+    for _ in range(3):
+        latency, errors = _http_burst(cost_server.http_url)
+        assert not errors, errors
+        latencies.append(latency)
+        if latency < bound:
+            break
+    print(f"HTTP short request behind eight 3 MB bodies: {latencies} s (alone {baseline * 1000:.1f} ms)")
+    assert min(latencies) < bound, (latencies, baseline)
+
+
+def _timed(call) -> float:
+    began = time.perf_counter()
+    call()
+    return time.perf_counter() - began

@@ -239,7 +239,6 @@ BAD_REQUESTS = {
         INVALID,
         "shape [2] but 1 elements",
     ),
-    "empty batch": (_req(), INVALID, "empty batch"),
     "non-UTF-8 typed": (_req(b"ok", b"\xff\xfe"), INVALID, "element 1 is not valid UTF-8"),
     "non-UTF-8 raw": (_req(b"\xc3\x28", raw=True), INVALID, "element 0 is not valid UTF-8"),
     "malformed raw": (
@@ -253,12 +252,28 @@ BAD_REQUESTS = {
         INVALID,
         "unknown output 'logits'",
     ),
+    "repeated output": (
+        _edit(_req(b"a"), lambda r: [r.outputs.add(name="label") for _ in range(2)]),
+        INVALID,
+        "'label' requested twice",
+    ),
     "classification output": (
         _edit(_req(b"a"), lambda r: r.outputs.add(name="label").parameters["classification"].int64_param),
         INVALID,
         "not supported",
     ),
 }
+
+
+def test_zero_size_batch_is_answered_with_empty_outputs(stub) -> None:
+    """Triton infers a zero-size tensor: 200 / OK with outputs of shape [0] (and [0, N])."""
+    response = stub.ModelInfer(_req(), timeout=10)
+    assert [(o.name, list(o.shape)) for o in response.outputs] == [
+        ("label", [0]),
+        ("probabilities", [0, 2]),
+        ("label_name", [0]),
+    ]
+    assert list(response.raw_output_contents) == [b"", b"", b""]
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
@@ -298,7 +313,7 @@ def test_metrics_count_requests_by_status_code(server, client, stub) -> None:
     before = scrape(server)
     infer(client, ["dog"])
     with pytest.raises(grpc.RpcError):
-        stub.ModelInfer(_req(), timeout=5)
+        stub.ModelInfer(_req(b"\xff"), timeout=5)
     after = scrape(server)
     infer_ = {"protocol": "grpc", "endpoint": "ModelInfer"}
     assert delta(before, after, "sentclf_requests_total", code="OK", **infer_) == 1

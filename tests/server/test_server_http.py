@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -176,7 +177,14 @@ BAD_REQUESTS = {
     "unknown version": ("cola/versions/9", _body(), 404, "no version '9'"),
     "malformed JSON": ("cola", '{"inputs": [', 400, "malformed JSON"),
     "not an object": ("cola", "[1, 2]", 400, "must be a JSON object"),
-    "empty batch": ("cola", _body(shape=[0], data=[]), 400, "empty batch"),
+    "repeated output": (
+        "cola",
+        _body(outputs=[{"name": "label"}, {"name": "label"}]),
+        400,
+        "requested twice",
+    ),
+    "deep JSON": ("cola", "[" * 30_000 + "]" * 30_000, 400, "nested too deep"),
+    "lone surrogate": ("cola", _body(data=["ok \ud800"]), 400, "element 0 is not valid Unicode"),
     "too many sentences": ("cola", _body(shape=[65], data=["a"] * 65), 400, "MAX_REQUEST_BATCH"),
     "numbers for strings": ("cola", _body(data=[7]), 400, "JSON strings"),
     "wrong input name": ("cola", json.dumps({"inputs": [{"name": "x"}]}), 400, "missing input 'text'"),
@@ -321,3 +329,87 @@ def test_a_burst_of_new_connections_is_accepted_not_reset(server) -> None:
     assert {status for status, _ in outcomes} == {200}
     assert max(seconds for _, seconds in outcomes) < 0.9, sorted(seconds for _, seconds in outcomes)[-5:]
     assert_ready(server)
+
+
+def test_zero_size_batch_is_answered_with_empty_outputs(server) -> None:
+    url = f"http://{server.http_url}/v2/models/cola/infer"
+    status, text = curl("-X", "POST", url, "-d", "@-", data=_body(shape=[0], data=[]))
+    assert status == 200, text
+    outputs = json.loads(text)["outputs"]
+    assert [(o["name"], o["shape"], o["data"]) for o in outputs] == [
+        ("label", [0], []),
+        ("probabilities", [0, 2], []),
+        ("label_name", [0], []),
+    ]
+
+
+def test_methods_head_and_headers(server) -> None:
+    """405 with the protocol's error JSON and Allow for a method a route does not take; HEAD where GET
+    works; no Server header (no runtime version) on any answer, errors included, on both ports."""
+    base = f"http://{server.http_url}"
+    for method, path in (("PUT", "/v2/health/live"), ("DELETE", "/v2/models/cola"), ("PATCH", "/v2")):
+        status, text = curl("-X", method, f"{base}{path}")
+        assert status == 405 and "is not allowed" in json.loads(text)["error"], (method, path, text)
+    for path in ("/v2/health/ready", "/v2/models/cola", "/v2"):
+        head = subprocess.run(
+            ["curl", "-sS", "-I", f"{base}{path}"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        assert head.startswith("HTTP/1.1 200"), head
+    urls = [
+        f"{base}/v2",
+        f"{base}/v2/nothing",
+        f"{base}/v2/models/cola/infer",
+        f"http://127.0.0.1:{server.metrics_port}/metrics",
+        f"http://127.0.0.1:{server.metrics_port}/nothing",
+    ]
+    for url in urls:
+        head = subprocess.run(
+            ["curl", "-sS", "-D", "-", "-o", "/dev/null", url], capture_output=True, text=True, timeout=30
+        ).stdout
+        assert "server:" not in head.lower() and "python" not in head.lower(), head
+
+
+def _raw_exchange(host: str, port: int, data: bytes) -> bytes:
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_request_line_and_header_limits_are_4xx(server) -> None:
+    host, port = server.http_url.split(":")
+    garbage = _raw_exchange(host, int(port), b"GARBAGE\r\n\r\n")
+    assert re.match(rb"HTTP/1\.1 4\d\d ", garbage), garbage[:200]
+    long_line = _raw_exchange(host, int(port), b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert re.match(rb"HTTP/1\.1 4\d\d ", long_line), long_line[:200]
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(500))
+    many = _raw_exchange(host, int(port), b"GET /v2 HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert re.match(rb"HTTP/1\.1 4\d\d ", many), many[:200]
+    assert_ready(server)
+
+
+def test_one_caller_is_not_held_by_delayed_acks(server) -> None:
+    """A lone keep-alive caller's infer answered in about a millisecond, not the 40 ms of a client's
+    delayed ACK (the response's headers and body are two writes: the socket needs TCP_NODELAY)."""
+    host, port = server.http_url.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    times = []
+    try:
+        for _ in range(15):
+            began = time.perf_counter()
+            connection.request("POST", "/v2/models/cola/infer", _body().encode())
+            response = connection.getresponse()
+            response.read()
+            times.append(time.perf_counter() - began)
+            assert response.status == 200
+    finally:
+        connection.close()
+    assert sorted(times)[len(times) // 2] < 0.02, sorted(times)

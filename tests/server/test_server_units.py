@@ -146,6 +146,40 @@ def test_batcher_failure_reaches_every_waiter() -> None:
     assert all(isinstance(r, RuntimeError) and str(r) == "boom" for r in results)
 
 
+def test_batcher_fails_only_the_request_that_breaks_the_model() -> None:
+    """A batch that fails is run again one request at a time: the poisoned request (text the fake model
+    cannot read) fails alone, its batch-mates are answered."""
+    model = FakeModel(delay_s=0.02)
+    requests = [["1"], ["2", "3"], ["poison"], ["4"], ["5", "6"], ["poison", "7"], ["8"]]
+    results = run_batcher(model, requests, max_batch_size=32, max_delay_s=0.01)
+    for request, result in zip(requests, results, strict=True):
+        if any(text == "poison" for text in request):
+            assert isinstance(result, ValueError), result
+        else:
+            expected = np.array([[float(t), -float(t)] for t in request], dtype=np.float32)
+            np.testing.assert_array_equal(result, expected)
+    shared = [b for b in model.batches if "poison" in b and len(b) > 2]
+    assert shared, model.batches  # the poison did share a batch with good requests
+
+
+def test_rate_limited_log_writes_a_burst_then_counts() -> None:
+    from sentclf_server.refusals import RateLimitedLog
+
+    lines: list[str] = []
+
+    class Sink:
+        def log(self, level: int, message: str, *args: object, exc_info: bool = False) -> None:
+            lines.append(message % args)
+
+    now = [0.0]
+    limited = RateLimitedLog(Sink(), per_second=1.0, burst=3, clock=lambda: now[0])
+    written = [limited.log(20, "refused %d", i) for i in range(10)]
+    assert written == [True] * 3 + [False] * 7
+    now[0] = 1.0
+    assert limited.log(20, "refused %d", 10)
+    assert lines[-1] == "refused 10 (7 more lines like this suppressed)"
+
+
 class GatedModel(FakeModel):
     """The first call blocks until `release` is set; counts how many calls run at once."""
 
@@ -306,7 +340,6 @@ def test_parse_text_input_accepts_raw_and_typed(raw: bool) -> None:
         (_request([b"a"], True, datatype="FP32"), "must be BYTES"),
         (_request([b"a"], True, shape=[1, 1]), r"shape \[batch\]"),
         (_request([b"a", b"b"], True, shape=[3]), r"shape \[3\] but 2 elements"),
-        (_request([], False), "empty batch"),
         (_request([b"\xc3\x28"], False), "element 0 is not valid UTF-8"),
         (_request([b"a"] * 9, True), "exceeds MAX_REQUEST_BATCH=8"),
     ],
@@ -323,11 +356,20 @@ def test_requested_outputs_default_and_validation() -> None:
     request.outputs.add(name="probabilities")
     assert requested_outputs(request) == ["probabilities"]
     request.outputs.add(name="label_name")
-    request.outputs.add(name="probabilities")
     assert requested_outputs(request) == ["probabilities", "label_name"]
     request.outputs.add(name="logits")
     with pytest.raises(RequestError, match="unknown output 'logits'"):
         requested_outputs(request)
+    repeated = service_pb2.ModelInferRequest()
+    repeated.outputs.add(name="probabilities")
+    repeated.outputs.add(name="probabilities")
+    with pytest.raises(RequestError, match="'probabilities' requested twice") as info:
+        requested_outputs(repeated)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_parse_text_input_takes_an_empty_batch() -> None:
+    assert parse_text_input(_request([], False), 8) == []
 
 
 # --- outputs: label, probabilities, label_name ------------------------------------------------------

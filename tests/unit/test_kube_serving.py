@@ -124,3 +124,62 @@ def test_manifests_of_a_registered_version_use_its_evaluate_run(tmp_path, monkey
     ).stdout
     kinds = [doc["kind"] for doc in yaml.safe_load_all(printed)]
     assert kinds == ["Deployment", "Service", "HorizontalPodAutoscaler", "InferenceService"]
+
+
+CHALLENGER_IMAGE = "cola-classifier-server:4-0123456789ab"
+
+
+@pytest.fixture(scope="module", params=["shadow", "split:10"])
+def two_version_docs(request) -> tuple[str, dict[str, dict]]:
+    from tools.serving_manifests import ChallengerVersion
+
+    challenger = ChallengerVersion("4", CHALLENGER_IMAGE, 200.0, request.param)
+    rendered = render_serving(
+        ServedVersion("cola-classifier", "3", IMAGE, 301.2), SETTINGS, challenger=challenger
+    )
+    return request.param, {doc["kind"]: doc for doc in rendered}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_two_versions_render_valid_objects(two_version_docs, version):
+    _, docs = two_version_docs
+    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler"):
+        kubernetes_validate.validate(docs[kind], version, strict=True)
+    jsonschema.validate(
+        docs["InferenceService"], strict(json.loads(gzip.decompress(KSERVE_SCHEMA.read_bytes())))
+    )
+
+
+def test_two_versions_in_the_pod_and_kserves_canary(two_version_docs):
+    route, docs = two_version_docs
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == f"registry.example.com/sentclf/{CHALLENGER_IMAGE}"
+    assert init["command"][:2] == ["python3", "-c"] and "copytree('/models/model'" in init["command"][2]
+    (container,) = pod["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert (env["CHALLENGER_DIR"], env["ROUTE"]) == ("/models/challenger/model", route)
+    assert container["volumeMounts"] == [
+        {"name": "challenger-model", "mountPath": "/models/challenger", "readOnly": True}
+    ]
+    assert container["resources"]["requests"]["memory"] == "752Mi"  # (301.2 + 200) x 1.5, to 16 MiB
+    assert docs["Deployment"]["metadata"]["annotations"]["sentclf.route"] == route
+    inference = docs["InferenceService"]
+    predictor = inference["spec"]["predictor"]
+    if route == "shadow":  # KServe has no mirroring: shadow inside the predictor's pod, as in the Deployment
+        assert predictor["initContainers"][0]["image"] == init["image"]
+        assert "canaryTrafficPercent" not in predictor
+        assert predictor["containers"][0]["image"] == container["image"]
+    else:  # KServe's canary: the challenger's image takes 10% of requests, the champion's revision the rest
+        assert predictor["canaryTrafficPercent"] == 10
+        assert predictor["containers"][0]["image"] == init["image"]
+        assert "initContainers" not in predictor
+        assert inference["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+
+
+def test_a_canary_takes_a_whole_percent():
+    from tools.serving_manifests import ChallengerVersion
+
+    challenger = ChallengerVersion("4", CHALLENGER_IMAGE, 200.0, "split:2.5")
+    with pytest.raises(ManifestError, match="whole percent"):
+        render_serving(ServedVersion("cola-classifier", "3", IMAGE, 301.2), SETTINGS, challenger=challenger)

@@ -10,7 +10,7 @@ import pytest
 
 from ops import retrain_when
 from sentclf.contract import MonitorVerdict
-from sentclf.traffic import parse_since, read_capture
+from sentclf.traffic import parse_since, read_capture, served_records
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "monitor"))
@@ -33,6 +33,26 @@ def test_the_window_keeps_recent_records_and_skips_broken_lines(tmp_path):
     window = read_capture(tmp_path, timedelta(hours=24), now)
     assert window["chars"].tolist() == [2, 1]
     assert len(read_capture(tmp_path, None, now)) == 3
+
+
+def test_drift_counts_each_sentence_once_leaving_shadow_answers_out(tmp_path):
+    """A shadow pair captures two answers per sentence; the served one is what the caller sent and got.
+    Records from before two-version serving (no `served`) were all served."""
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lines = [
+        {"time": stamp, "id": "a", "version": "1", "served": True, "route": "champion"},
+        {"time": stamp, "id": "a", "version": "2", "served": False, "route": "shadow"},
+        {"time": stamp, "id": "b", "version": "2", "served": True, "route": "challenger"},
+        {"time": stamp, "version": "1"},  # an older record
+    ]
+    (tmp_path / "capture-1.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    window = read_capture(tmp_path, None, now)
+    traffic = served_records(window)
+    assert len(window) == 4 and len(traffic) == 3
+    assert traffic["version"].tolist() == ["1", "2", "1"] and "shadow" not in set(traffic["route"].dropna())
+    old = read_capture(tmp_path, None, now).drop(columns=["served", "route", "id"])
+    assert len(served_records(old)) == 4
 
 
 def test_a_shifted_stream_drifts_by_name_and_a_sample_of_the_same_does_not():
