@@ -17,6 +17,15 @@ from label_audit import ISSUE_COLUMNS, audit, out_of_fold_probabilities
 store = base.store
 experiment = base.experiment
 
+
+@pytest.fixture(autouse=True)
+def backbone_offline(monkeypatch):
+    """The audit resolves the bundled backbone, which sets HF_HUB_OFFLINE=1 in this process (as the step
+    does in its own): set here, monkeypatch takes it away after each test, so no later test of the
+    session (the hub's offline messages) sees it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 TOPICS = {
     "sport": ["football", "the match", "the goalkeeper", "a tennis final", "the league", "the striker"],
     "cooking": ["the soup", "a pan of onions", "the oven", "fresh basil", "the dough", "a spoon of butter"],
