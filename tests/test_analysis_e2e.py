@@ -90,9 +90,10 @@ def test_make_explore_as_typed_answers_a_sentence_by_class_name(typed_store):
         and r.data.tags.get(STEP_TAG) == "train"
     )
     block = typed_block("explore")
-    assert f"--model {DEFAULT_CHAMPION_URI}" in make_dry_run(block.line("make explore"))
+    champion_line, line = block.lines
+    assert champion_line == "make explore"
+    assert f'-m tools.explore --model "{DEFAULT_CHAMPION_URI}"' in make_dry_run(champion_line)
     version = train.data.tags[MODEL_VERSION_TAG]
-    line = block.line("make explore MODEL=models:/cola-classifier/3")
     port = free_port()
     typed = f"{line.replace('cola-classifier/3', f'cola-classifier/{version}')} ARGS='--port {port}'"
     process = subprocess.Popen(
