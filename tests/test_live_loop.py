@@ -255,9 +255,13 @@ def test_two_versions_in_shadow_are_judged_on_live_traffic_and_the_better_one_pr
     assert len(served) == 300
     answers = captured(home / "sentclf-traffic")
     keys = sorted(served)
-    assert set(answers) == {"1", "2"} and set(answers["1"]) == set(answers["2"]) == set(keys)
+    assert set(answers) == {"1", "2"} and set(answers["1"]) == set(keys)
+    # Shadow work is dropped (and counted) rather than ever slowing a caller: most sentences, not all, get a
+    # shadow answer; the paired figures are over those both versions answered.
+    both = [k for k in keys if k in answers["2"]]
+    assert set(answers["2"]) <= set(keys) and len(both) >= 0.8 * len(keys), len(both)
     assert all(answers["1"][k]["served"] and answers["1"][k]["route"] == "champion" for k in keys)
-    assert all(not answers["2"][k]["served"] and answers["2"][k]["route"] == "shadow" for k in keys)
+    assert all(not answers["2"][k]["served"] and answers["2"][k]["route"] == "shadow" for k in both)
     order = sorted(keys, key=lambda k: (int(k[0].split("-")[1]), k[1]))  # the order the sentences went out
     label_of = {key: int(truth[n]) for n, key in enumerate(order)}
     assert len(label_of) == 300
@@ -276,10 +280,11 @@ def test_two_versions_in_shadow_are_judged_on_live_traffic_and_the_better_one_pr
     ]
     y = np.array([label_of[k] for k in keys])
     champion_answers = np.array([served[k] for k in keys])
-    challenger_answers = np.array([answers["2"][k]["label"] for k in keys])
+    y_both = np.array([label_of[k] for k in both])
+    challenger_answers = np.array([answers["2"][k]["label"] for k in both])
     assert run.data.metrics["live_v1_mcc"] == pytest.approx(matthews_corrcoef(y, champion_answers))
-    assert run.data.metrics["live_v2_mcc"] == pytest.approx(matthews_corrcoef(y, challenger_answers))
-    assert run.data.metrics["live_v1_labels"] == run.data.metrics["live_v2_labels"] == 300
+    assert run.data.metrics["live_v2_mcc"] == pytest.approx(matthews_corrcoef(y_both, challenger_answers))
+    assert (run.data.metrics["live_v1_labels"], run.data.metrics["live_v2_labels"]) == (300, len(both))
     for version in ("1", "2"):
         model_id = client.get_model_version(MODEL, version).source.removeprefix("models:/")
         metrics = {m.key: m.value for m in client.get_logged_model(model_id).metrics}
@@ -288,20 +293,22 @@ def test_two_versions_in_shadow_are_judged_on_live_traffic_and_the_better_one_pr
     assert "Versions on live traffic" in report.read_text()
 
     # The promotion, as printed: labels that side with the challenger where the versions disagree.
-    disagree = int((champion_answers != challenger_answers).sum())
-    assert disagree >= 20, f"the two versions disagree on only {disagree} of 300 sentences"
+    champion_on_both = np.array([served[k] for k in both])
+    disagree = int((champion_on_both != challenger_answers).sum())
+    assert disagree >= 20, f"the two versions disagree on only {disagree} of {len(both)} sentences"
     dry_run, promote = typed("python -m ops.promote_live")
-    write_labels(labels_dir, {k: answers["2"][k]["label"] for k in keys})
+    write_labels(labels_dir, {k: answers["2"][k]["label"] for k in both})
     out = run_typed(typed_store, home, dry_run)
     assert "(dry run: no alias moved)" in out
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     out = run_typed(typed_store, home, promote)
-    assert "live promotion: promoted (v2 against champion v1 on 300 labelled live requests" in out, out
+    paired = f"v2 against champion v1 on {len(both)} labelled live requests"
+    assert f"live promotion: promoted ({paired}" in out, out
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
 
     # ... and keeps the challenger when the labels side with the champion.
     client.set_registered_model_alias(MODEL, "champion", "1")
-    write_labels(labels_dir, {k: served[k] for k in keys})
+    write_labels(labels_dir, {k: served[k] for k in both})
     out = run_typed(typed_store, home, promote)
-    assert "live promotion: kept (v2 against champion v1 on 300 labelled live requests" in out, out
+    assert f"live promotion: kept ({paired}" in out, out
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"

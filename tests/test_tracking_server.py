@@ -120,8 +120,10 @@ def test_the_pipeline_against_a_postgresql_tracking_server(server):
     assert (
         directory / "artifacts" / experiment_id / children["preprocess"].info.run_id / "artifacts" / "data"
     ).is_dir()
+    # What a step's MLproject mounts when the page's line set this server as the tracking URI.
+    step_env = run_env | {"MLFLOW_TRACKING_URI": url}
     volume = subprocess.run(
-        ["scripts/artifact-volume"], cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, check=True
+        ["scripts/artifact-volume"], cwd=REPO_ROOT, env=step_env, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert ":" not in volume  # an anonymous volume: nothing of the host is mounted
     remove_store_images(client)

@@ -140,13 +140,15 @@ def test_the_link_make_ui_prints_shows_the_pipeline_and_its_four_children(ui, br
     link = runs_link(ui, typed_store.experiment_id)
     assert link in printed
     browser.get(link)
+    # By its id: runs of the same data and parameters share a name (the version and decision tell them apart).
     name_cell = wait_for(
         browser,
-        lambda b: b.find_element(By.LINK_TEXT, parent.info.run_name).find_element(
+        lambda b: b.find_element(By.CSS_SELECTOR, f"a[href*='{parent.info.run_id}']").find_element(
             By.XPATH, "./ancestor::*[@role='gridcell'][1]"
         ),
         "the pipeline run",
     )
+    assert parent.info.run_name in name_cell.text
     assert "Overview" not in texts(browser, "h2")  # not the GenAI overview
     name_cell.find_element(By.CSS_SELECTOR, "button").click()  # expand the parent's children
     wait_for(browser, lambda b: set(STEPS) <= set(texts(b, "a span")), "the four children")
@@ -191,7 +193,8 @@ def test_the_evaluate_report_opens_in_the_artifact_viewer(ui, browser, pipeline,
         loaded = browser.execute_script(
             "return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length"
         )
-        assert loaded == 3  # confusion matrix, latency histogram, load curve, all embedded
+        # confusion matrix, latency histogram, load curve and the slices' figure, all embedded
+        assert loaded == 4
     finally:
         browser.switch_to.default_content()
     browser.save_screenshot(str(SHOTS / "evaluate-report.png"))
