@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,21 +92,35 @@ def cola_rows(count: int) -> tuple[list[str], np.ndarray]:
     return [r[3].strip() for r in rows], np.array([int(r[1]) for r in rows])
 
 
+@dataclass(frozen=True)
+class TwoVersions:
+    client: object
+    champion: str
+    challenger: str
+
+
+def train_version(store, recipe: str) -> str:
+    result = store.shell(f"mlflow run . --env-manager local {recipe} -P label_audit=false", timeout_s=2400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return str(max(int(v.version) for v in store.client.search_model_versions(f"name='{MODEL}'")))
+
+
 @pytest.fixture(scope="module")
 def two_versions(typed_store):
-    """Versions 1 (champion) and 2 (challenger) of the store, trained with different seeds."""
+    """A champion (the store's newest version, or a tiny one) and a challenger trained here on a recipe
+    far enough from it that the two disagree on some sentences (two tiny runs answer alike)."""
     require_docker()
     client = typed_store.client
-    for seed in (1, 2)[len(client.search_model_versions(f"name='{MODEL}'")) :]:
-        result = typed_store.shell(
-            f"mlflow run . --env-manager local -P epochs=1 -P max_train_samples=1024 -P seed={seed}"
-            " -P label_audit=false",
-            timeout_s=2400,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    client.set_registered_model_alias(MODEL, "champion", "1")
-    client.set_registered_model_alias(MODEL, "challenger", "2")
-    return client
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    champion = (
+        str(max(int(v.version) for v in versions))
+        if versions
+        else train_version(typed_store, "-P epochs=1 -P max_train_samples=256")
+    )
+    challenger = train_version(typed_store, "-P epochs=2 -P max_train_samples=2048 -P seed=2")
+    client.set_registered_model_alias(MODEL, "champion", champion)
+    client.set_registered_model_alias(MODEL, "challenger", challenger)
+    return TwoVersions(client, champion, challenger)
 
 
 class ShadowServer:
@@ -182,7 +197,7 @@ def send_grpc(client, rid: str, sentences: list[str]):
     return client.infer("cola", [tensor], request_id=rid)
 
 
-def serve_and_send(store, home: Path, sentences: list[str]) -> dict[tuple[str, int], int]:
+def serve_and_send(store, home: Path, sentences: list[str], champion: str) -> dict[tuple[str, int], int]:
     """Every sentence answered in shadow, over HTTP (requests of one to three sentences) and gRPC;
     (request id, position) -> the class the caller got, each response checked to name the champion."""
     import tritonclient.grpc as triton
@@ -198,12 +213,12 @@ def serve_and_send(store, home: Path, sentences: list[str]) -> dict[tuple[str, i
             if number % 3 == 2:
                 rid = f"grpc-{number}"
                 result = send_grpc(grpc, rid, chunk)
-                assert result.get_response().model_version == "1" and result.get_response().id == rid
+                assert result.get_response().model_version == champion and result.get_response().id == rid
                 labels = result.as_numpy("label").tolist()
             else:
                 rid = f"http-{number}"
                 answer = send_http(server.http, rid, chunk)
-                assert answer["model_version"] == "1" and answer["id"] == rid, answer
+                assert answer["model_version"] == champion and answer["id"] == rid, answer
                 (output,) = [o for o in answer["outputs"] if o["name"] == "label"]
                 labels = output["data"]
             served |= {(rid, i): int(label) for i, label in enumerate(labels)}
@@ -248,20 +263,20 @@ def run_typed(store, home: Path, command: str, timeout_s: float = 900) -> str:
 def test_two_versions_in_shadow_are_judged_on_live_traffic_and_the_better_one_promoted(
     typed_store, two_versions, tmp_path
 ):
-    client = two_versions
+    client, a, b = two_versions.client, two_versions.champion, two_versions.challenger
     home = tmp_path / "home"
     sentences, truth = cola_rows(300)
-    served = serve_and_send(typed_store, home, sentences)
+    served = serve_and_send(typed_store, home, sentences, a)
     assert len(served) == 300
     answers = captured(home / "sentclf-traffic")
     keys = sorted(served)
-    assert set(answers) == {"1", "2"} and set(answers["1"]) == set(keys)
+    assert set(answers) == {a, b} and set(answers[a]) == set(keys)
     # Shadow work is dropped (and counted) rather than ever slowing a caller: most sentences, not all, get a
     # shadow answer; the paired figures are over those both versions answered.
-    both = [k for k in keys if k in answers["2"]]
-    assert set(answers["2"]) <= set(keys) and len(both) >= 0.8 * len(keys), len(both)
-    assert all(answers["1"][k]["served"] and answers["1"][k]["route"] == "champion" for k in keys)
-    assert all(not answers["2"][k]["served"] and answers["2"][k]["route"] == "shadow" for k in both)
+    both = [k for k in keys if k in answers[b]]
+    assert set(answers[b]) <= set(keys) and len(both) >= 0.8 * len(keys), len(both)
+    assert all(answers[a][k]["served"] and answers[a][k]["route"] == "champion" for k in keys)
+    assert all(not answers[b][k]["served"] and answers[b][k]["route"] == "shadow" for k in both)
     order = sorted(keys, key=lambda k: (int(k[0].split("-")[1]), k[1]))  # the order the sentences went out
     label_of = {key: int(truth[n]) for n, key in enumerate(order)}
     assert len(label_of) == 300
@@ -281,11 +296,11 @@ def test_two_versions_in_shadow_are_judged_on_live_traffic_and_the_better_one_pr
     y = np.array([label_of[k] for k in keys])
     champion_answers = np.array([served[k] for k in keys])
     y_both = np.array([label_of[k] for k in both])
-    challenger_answers = np.array([answers["2"][k]["label"] for k in both])
-    assert run.data.metrics["live_v1_mcc"] == pytest.approx(matthews_corrcoef(y, champion_answers))
-    assert run.data.metrics["live_v2_mcc"] == pytest.approx(matthews_corrcoef(y_both, challenger_answers))
-    assert (run.data.metrics["live_v1_labels"], run.data.metrics["live_v2_labels"]) == (300, len(both))
-    for version in ("1", "2"):
+    challenger_answers = np.array([answers[b][k]["label"] for k in both])
+    assert run.data.metrics[f"live_v{a}_mcc"] == pytest.approx(matthews_corrcoef(y, champion_answers))
+    assert run.data.metrics[f"live_v{b}_mcc"] == pytest.approx(matthews_corrcoef(y_both, challenger_answers))
+    assert (run.data.metrics[f"live_v{a}_labels"], run.data.metrics[f"live_v{b}_labels"]) == (300, len(both))
+    for version in (a, b):
         model_id = client.get_model_version(MODEL, version).source.removeprefix("models:/")
         metrics = {m.key: m.value for m in client.get_logged_model(model_id).metrics}
         assert metrics["live_mcc"] == run.data.metrics[f"live_v{version}_mcc"]
@@ -297,18 +312,18 @@ def test_two_versions_in_shadow_are_judged_on_live_traffic_and_the_better_one_pr
     disagree = int((champion_on_both != challenger_answers).sum())
     assert disagree >= 20, f"the two versions disagree on only {disagree} of {len(both)} sentences"
     dry_run, promote = typed("python -m ops.promote_live")
-    write_labels(labels_dir, {k: answers["2"][k]["label"] for k in both})
+    write_labels(labels_dir, {k: answers[b][k]["label"] for k in both})
     out = run_typed(typed_store, home, dry_run)
     assert "(dry run: no alias moved)" in out
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == a
     out = run_typed(typed_store, home, promote)
-    paired = f"v2 against champion v1 on {len(both)} labelled live requests"
+    paired = f"v{b} against champion v{a} on {len(both)} labelled live requests"
     assert f"live promotion: promoted ({paired}" in out, out
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == b
 
     # ... and keeps the challenger when the labels side with the champion.
-    client.set_registered_model_alias(MODEL, "champion", "1")
+    client.set_registered_model_alias(MODEL, "champion", a)
     write_labels(labels_dir, {k: served[k] for k in both})
     out = run_typed(typed_store, home, promote)
     assert f"live promotion: kept ({paired}" in out, out
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == a
