@@ -14,6 +14,8 @@ import pytest
 from tests.server.conftest import make_model_dir
 from tools.explore import Explorer, app
 
+from .browser import headless_chromium
+from .browser import wait_for as browser_wait_for
 from .conftest import TEST_OUTPUT, UNDER_CI
 
 SHOTS = TEST_OUTPUT / "explore"
@@ -67,31 +69,12 @@ def page(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir(parents=True)
-    yield driver
-    driver.quit()
+    with headless_chromium(SHOTS, width=1200) as driver:
+        yield driver
 
 
 def wait_for(browser, condition, what: str, timeout_s: float = 30):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if found := condition(browser):
-                return found
-        except Exception:  # noqa: BLE001 (the page is still rendering)
-            pass
-        time.sleep(0.2)
-    browser.save_screenshot(str(SHOTS / f"timeout-{what.replace(' ', '-')}.png"))
-    raise AssertionError(f"the page never showed {what} (screenshot in {SHOTS})")
+    return browser_wait_for(browser, condition, what, SHOTS, timeout_s, poll_s=0.2)
 
 
 def test_a_typed_sentence_shows_its_class_words_and_neighbours(page, browser):

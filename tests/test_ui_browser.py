@@ -16,6 +16,8 @@ import pytest
 from conductor.ui_links import run_link, runs_link
 from sentclf.contract import STEP_TAG
 
+from .browser import headless_chromium
+from .browser import wait_for as browser_wait_for
 from .conftest import REPO_ROOT, TEST_OUTPUT, UNDER_CI
 from .test_commands_as_typed import run_typed
 
@@ -90,33 +92,12 @@ def ui(typed_store):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.implicitly_wait(0)
-    shutil.rmtree(SHOTS, ignore_errors=True)  # only this run's screenshots
-    SHOTS.mkdir(parents=True)
-    yield driver
-    driver.quit()
+    with headless_chromium(SHOTS, width=1400) as driver:
+        yield driver
 
 
 def wait_for(browser, condition, what: str, timeout_s: float = 60):
-    """Poll `condition(browser)` until it returns something truthy; a screenshot when it never does."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if found := condition(browser):
-                return found
-        except Exception:  # noqa: BLE001 (the page is still rendering)
-            pass
-        time.sleep(0.5)
-    browser.save_screenshot(str(SHOTS / f"timeout-{what.replace(' ', '-')}.png"))
-    raise AssertionError(f"the page never showed {what} (screenshot in {SHOTS})")
+    return browser_wait_for(browser, condition, what, SHOTS, timeout_s, poll_s=0.5)
 
 
 def texts(browser, css: str) -> list[str]:
