@@ -36,12 +36,16 @@ TINY = "-P epochs=1 -P max_train_samples=256 -P registered_model_name=tickets-cl
 
 
 def cola_pipelines(store) -> list:
+    """Finished CoLA pipelines whose every step ran with the label audit on (other tests in the shared
+    store run CoLA pipelines of their own with `-P label_audit=false`, the live loop's challenger among
+    them, and may finish after the as-typed one)."""
     return [
         r
         for r in store.runs()
         if "mlflow.parentRunId" not in r.data.tags
         and r.info.status == "FINISHED"
         and r.data.params.get("dataset") == "cola"
+        and r.data.params.get("label_audit") == "true"
         and all(r.data.tags.get(f"cache.{step}") == "ran" for step in STEPS)
     ]
 
