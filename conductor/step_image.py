@@ -137,6 +137,13 @@ def refresh_index(root: Path, path: Path) -> None:
         subprocess.run([*git, "add", "--", relative], check=False)
 
 
+def filter_command(direction: str) -> str:
+    """The filter as git runs it (through sh, from the top of the working tree). A checkout that writes the
+    MLproject files before scripts/ (a `git worktree add`, a clone whose config has the filter) passes them
+    through unchanged instead of failing; `make images` pins them afterwards."""
+    return f"[ -f {FILTER_SCRIPT} ] && exec sh {FILTER_SCRIPT} {direction} || exec cat"
+
+
 def configure_git_filter(root: Path) -> bool:
     """Set up the clean/smudge filter in the checkout's git config (a clone without git: nothing to do)."""
     if not (root / ".git").exists() or not (root / FILTER_SCRIPT).is_file():
@@ -149,7 +156,7 @@ def configure_git_filter(root: Path) -> bool:
                 str(root),
                 "config",
                 f"filter.{GIT_FILTER}.{direction}",
-                f"{FILTER_SCRIPT} {direction}",
+                filter_command(direction),
             ],
             check=True,
         )
