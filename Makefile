@@ -48,13 +48,16 @@ run: step-image
 ## terminal), HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C stops and removes it
 ## (MODEL=models:/cola-classifier/3 for a version; default: the champion); CAPTURE=<folder> captures every
 ## answered request there for `mlflow run monitor`; with CHALLENGER=models:/cola-classifier@challenger
-## ROUTE=shadow|split:10, one server holds both versions
+## ROUTE=shadow|split:10, one server holds both versions; FEEDBACK=<folder> turns on the feedback endpoint
+## (labels posted to it land there for `mlflow run monitor -P feedback=<folder>`)
 MODEL ?= models:/cola-classifier@champion
 CAPTURE ?=
+FEEDBACK ?=
 CHALLENGER ?=
 ROUTE ?= shadow
 serve: venv
 	$(PYTHON) -m tools.serve --model "$(MODEL)" $(if $(CAPTURE),--capture-dir "$(CAPTURE)") \
+	  $(if $(FEEDBACK),--feedback-dir "$(FEEDBACK)") \
 	  $(if $(CHALLENGER),--challenger "$(CHALLENGER)" --route "$(ROUTE)")
 
 ## explore: a what-if page for a registered version on http://127.0.0.1:8502/ (class, word attributions,
