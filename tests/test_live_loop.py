@@ -148,12 +148,14 @@ class ShadowServer:
             text=True,
             start_new_session=True,
         )
-        self.http = self.grpc = None
+        self.http = self.grpc = self.image = None
         deadline = time.monotonic() + 600
         while (self.http is None or self.grpc is None) and time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if not line and self.process.poll() is not None:
                 raise AssertionError(f"make serve exited {self.process.returncode}")
+            if match := re.search(r"^serving .* from (\S+) \(container", line):
+                self.image = match[1]
             if match := re.search(r"HTTP\s+http://(127\.0\.0\.1:\d+)", line):
                 self.http = match[1]
             if match := re.search(r"gRPC\s+(127\.0\.0\.1:\d+)", line):
@@ -232,6 +234,11 @@ def serve_and_send(store, home: Path, sentences: list[str], champion: str) -> di
         post_feedback_as_typed(server)
     finally:
         server.stop()
+    import docker
+
+    assert server.image and "-with-v" in server.image, server.image
+    with pytest.raises(docker.errors.ImageNotFound):  # the two-version image goes with the server
+        docker.from_env().images.get(server.image)
     (posted,) = (home / "sentclf-labels").glob("feedback-*.jsonl")
     assert json.loads(posted.read_text())["id"] == "order-1234"
     return served

@@ -15,8 +15,8 @@ so labels posted to it reach `mlflow run monitor -P feedback=<folder>` (the two 
 
 With --challenger, one image holds both versions' files: the champion's server image with the challenger's
 model directory copied in from its own server image (`<champion image>-with-v<challenger version>`, built
-here from a two-line Dockerfile, nothing else rebuilt), run with CHALLENGER_DIR and ROUTE (server/README.md,
-"Two versions": why one server holds both).
+here from a two-line Dockerfile, nothing else rebuilt, removed again on exit), run with CHALLENGER_DIR and
+ROUTE (server/README.md, "Two versions": why one server holds both).
 """
 
 from __future__ import annotations
@@ -237,6 +237,16 @@ def serve(
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)
         print(f"removed {container.name}", flush=True)
+        if challenger_uri:
+            remove_both_versions_image(engine, image)
+
+
+def remove_both_versions_image(engine: docker.DockerClient, image: str) -> None:
+    """The two-version image is this command's own (rebuilt in seconds from the two versions' images):
+    removed on exit so that the versions' image garbage collection is not left one image per pair.
+    Another `make serve` still running it keeps it (the engine refuses)."""
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        engine.images.remove(image, noprune=False)
 
 
 def _follow(container: docker.models.containers.Container) -> None:
