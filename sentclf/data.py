@@ -15,6 +15,8 @@ from sentclf.schema import (
     SCHEMA_ARTIFACT,
     SLICE_COLUMNS_KEY,
     TEXT_COLUMN,
+    TEXT_PAIR_COLUMN,
+    TEXT_PAIR_KEY,
     LabelSet,
     split_artifact_path,
 )
@@ -22,8 +24,8 @@ from sentclf.tracking import StepInputError, download_artifacts
 
 
 def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
-    """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns, and
-    the `extra_columns` (slice columns, see read_slice_columns) it has."""
+    """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns (and
+    a sentence-pair task's text_pair), and the `extra_columns` (slice columns, read_slice_columns) it has."""
     with tempfile.TemporaryDirectory(prefix="sentclf-data-") as tmp:
         path = download_artifacts(run_id, split_artifact_path(split), tmp)
         frame = pd.read_parquet(path)
@@ -33,7 +35,8 @@ def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd
     if frame.empty:
         raise StepInputError(f"split {split} of run {run_id} is empty")
     kept = [name for name in extra_columns if name in frame.columns]
-    return frame[[TEXT_COLUMN, LABEL_COLUMN, *kept]].reset_index(drop=True)
+    pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []
+    return frame[[TEXT_COLUMN, *pair, LABEL_COLUMN, *kept]].reset_index(drop=True)
 
 
 def read_schema(run_id: str) -> dict:
@@ -41,6 +44,14 @@ def read_schema(run_id: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="sentclf-schema-") as tmp:
         path = download_artifacts(run_id, SCHEMA_ARTIFACT, tmp)
         return json.loads(Path(path).read_text())
+
+
+def read_text_pair_column(run_id: str) -> str | None:
+    """The user's second text column of a sentence-pair task's preprocess run; None: single sentences."""
+    name = read_schema(run_id).get(TEXT_PAIR_KEY)
+    if name is not None and not isinstance(name, str):
+        raise StepInputError(f"run {run_id}: {SCHEMA_ARTIFACT}'s {TEXT_PAIR_KEY} is not a column name")
+    return name or None
 
 
 def read_slice_columns(run_id: str) -> tuple[str, ...]:
