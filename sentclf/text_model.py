@@ -21,7 +21,7 @@ import pandas as pd
 
 from sentclf_runtime.config import ServingConfig
 from sentclf_runtime.files import ARTIFACT_KEYS, ONNX_FLAVOR_FILES, PYFUNC_FILES, model_files
-from sentclf_runtime.pairs import check_pairs, pair_input
+from sentclf_runtime.pairs import check_pairs, pair_input, split_items
 from sentclf_runtime.scorer import Scorer, ScorerOptions, softmax
 
 try:  # the pyfunc's base class; the scorer alone needs no MLflow
@@ -80,7 +80,10 @@ class TextClassifier:
         return pair_input(self.config)
 
     def probabilities(self, texts: list[str], text_pairs: list[str] | None = None) -> np.ndarray:
-        """Float32 probabilities [n, classes] in input order; a pairs model takes `text_pairs` too."""
+        """Float32 probabilities [n, classes] in input order; a pairs model takes `text_pairs` too, or
+        `texts` as (text, text_pair) tuples."""
+        if text_pairs is None:
+            texts, text_pairs = split_items(texts)
         check_pairs(self.config, texts, text_pairs, TEXT_COLUMN)
         if text_pairs is None:
             return self.scorer.predict(texts)

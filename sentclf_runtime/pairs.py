@@ -62,3 +62,17 @@ def check_pairs(
             f"'{first}' has {len(texts)} element(s) but '{second}' has {len(text_pairs)}: send one "
             f"'{second}' per '{first}'"
         )
+
+
+def split_items(items: Sequence[str | tuple[str, str]]) -> tuple[list[str], list[str] | None]:
+    """(texts, text_pairs) of items that are all sentences (text_pairs None) or all (text, text_pair)
+    tuples: the one-list form evaluate, the benches' load and the server's batcher hand pairs on in."""
+    items = list(items)
+    paired = [isinstance(item, tuple | list) for item in items]
+    if not any(paired):
+        return items, None
+    if not all(paired) or any(len(item) != 2 for item in items):
+        raise PairError(
+            "mixed items: give every item as a sentence, or every item as a (text, text_pair) pair"
+        )
+    return [str(item[0]) for item in items], [str(item[1]) for item in items]
