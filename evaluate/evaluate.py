@@ -56,7 +56,7 @@ from gate import Decision, GateConfig, apply, current_champion, decide
 from inputs import EvaluationInputs, resolve_inputs, resolve_label_set
 from load import ServerFailed, Target, latency_profile, load_sweep, predict_all
 from offline import Scores, score_version
-from pair_rows import joined, pair_examples, test_items
+from pair_rows import evaluation_items, joined, pair_examples
 from results import Evaluation, EvaluationData, LabelIssues, Parity, Served, score_model
 from slices import LENGTH_DIMENSION, length_buckets, pooled_values, slice_scores
 from stats import paired_bootstrap, resample_indices
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> None:
     slice_columns = read_slice_columns(inputs.data_run_id)
     test = read_split(inputs.data_run_id, "test", slice_columns)
     log_split_inputs(inputs.data_run_id, {"test": test})
-    texts = test_items(test)  # a sentence-pair task's rows as (text, text_pair) (pair_rows.py)
+    texts = evaluation_items(test)  # a sentence-pair task's rows as (text, text_pair) (pair_rows.py)
     data = EvaluationData(texts, test[LABEL_COLUMN].to_numpy(), label_set, slice_groups(test, slice_columns))
     mlflow.log_param("test_rows", len(test))
     config = GateConfig(args.min_delta, args.confidence, args.latency_budget_ms, args.min_mcc)
@@ -364,7 +364,7 @@ def read_label_issues(data_run_id: str, shown: int = LABEL_ISSUES_SHOWN) -> Labe
 def slice_groups(test, slice_columns: tuple[str, ...]) -> dict[str, list[str]]:
     """Dimension -> each test row's slice: its length bucket (backbone tokens), and its value of each
     slice column the data kept."""
-    groups = {LENGTH_DIMENSION: length_buckets(token_counts(joined(test_items(test))))}
+    groups = {LENGTH_DIMENSION: length_buckets(token_counts(joined(evaluation_items(test))))}
     for name in slice_columns:
         if name in test.columns:
             groups[name] = pooled_values(test[name].astype(str).tolist())

@@ -17,7 +17,7 @@ EXAMPLES_SHOWN = 5
 SEPARATOR = " [SEP] "
 
 
-def test_items(test: pd.DataFrame) -> list:
+def evaluation_items(test: pd.DataFrame) -> list:
     """The test rows as the model reads them: sentences, or (text, text_pair) tuples for a pairs task."""
     if TEXT_PAIR_COLUMN not in test.columns:
         return test[TEXT_COLUMN].tolist()
