@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 
 from sentclf.schema import TEXT_COLUMN, TEXT_PAIR_COLUMN
-from sentclf_runtime.pairs import TEXT_PAIR_INPUT, split_items
+from sentclf_runtime.pairs import TEXT_PAIR_INPUT, joined_texts, split_items
 
 EXAMPLES_SHOWN = 5
-SEPARATOR = " [SEP] "
 
 
 def evaluation_items(test: pd.DataFrame) -> list:
@@ -29,7 +28,7 @@ def joined(items: Sequence) -> list[str]:
     texts, pairs = split_items(items)
     if pairs is None:
         return texts
-    return [first + SEPARATOR + second for first, second in zip(texts, pairs, strict=True)]
+    return joined_texts(texts, pairs)
 
 
 def pair_examples(

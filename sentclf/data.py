@@ -21,6 +21,7 @@ from sentclf.schema import (
     split_artifact_path,
 )
 from sentclf.tracking import StepInputError, download_artifacts
+from sentclf_runtime.pairs import joined_texts
 
 
 def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
@@ -37,6 +38,17 @@ def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd
     kept = [name for name in extra_columns if name in frame.columns]
     pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []
     return frame[[TEXT_COLUMN, *pair, LABEL_COLUMN, *kept]].reset_index(drop=True)
+
+
+def model_inputs(frame: pd.DataFrame) -> tuple[list, list[str]]:
+    """A split's rows as a model takes them (sentences, or (text, text_pair) tuples of a sentence-pair
+    task, which sentclf.text_model scores as pairs), and as one text each (a pair joined as the server's
+    capture joins it, sentclf_runtime.pairs)."""
+    texts = frame[TEXT_COLUMN].tolist()
+    if TEXT_PAIR_COLUMN not in frame.columns:
+        return texts, texts
+    pairs = frame[TEXT_PAIR_COLUMN].tolist()
+    return list(zip(texts, pairs, strict=True)), joined_texts(texts, pairs)
 
 
 def read_schema(run_id: str) -> dict:

@@ -76,3 +76,12 @@ def split_items(items: Sequence[str | tuple[str, str]]) -> tuple[list[str], list
             "mixed items: give every item as a sentence, or every item as a (text, text_pair) pair"
         )
     return [str(item[0]) for item in items], [str(item[1]) for item in items]
+
+
+# A pair as one text, where one text per row is kept: the capture's record (and so the monitor's traffic
+# features, compared with the training pairs joined the same way), tables of examples.
+PAIR_SEPARATOR = " [SEP] "
+
+
+def joined_texts(texts: Sequence[str], text_pairs: Sequence[str]) -> list[str]:
+    return [first + PAIR_SEPARATOR + second for first, second in zip(texts, text_pairs, strict=True)]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sentclf_runtime.outputs import TEXT_INPUT
-from sentclf_runtime.pairs import PairError, check_pairs
+from sentclf_runtime.pairs import PairError, check_pairs, joined_texts
 
 from . import SERVER_NAME, __version__
 from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
@@ -256,6 +256,7 @@ class DataPlane:
             pairs = self.limits.cut(text_pairs, target.metrics.truncated.inc)
             check_text(pairs, self.settings.pair_input)
             texts = list(zip(texts, pairs, strict=True))
+            sent = joined_texts(sent, text_pairs)  # the capture keeps a pair as one text
         try:
             probs, queue_s, compute_s = batcher.submit_timed(texts, on_cancel)
         except BatcherStopped as exc:

@@ -7,6 +7,7 @@ another length as INVALID_ARGUMENT / 400 for that request alone."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,17 @@ import tritonclient.http as triton_http
 from tokenizers import Tokenizer
 from tritonclient.utils import InferenceServerException
 
+from sentclf.data import model_inputs
 from sentclf.text_model import TextClassifier
 from sentclf_runtime.config import ServingConfig
-from sentclf_runtime.pairs import PAIR_INPUT_KEY, TEXT_PAIR_INPUT, PairError, pair_input, with_pair_input
+from sentclf_runtime.pairs import (
+    PAIR_INPUT_KEY,
+    TEXT_PAIR_INPUT,
+    PairError,
+    joined_texts,
+    pair_input,
+    with_pair_input,
+)
 from sentclf_runtime.scorer import Scorer
 
 from pyfunc_model import log_text_model
@@ -97,8 +106,16 @@ def test_the_pyfunc_takes_a_two_column_frame(pairs_model_dir: Path, tracking_sto
 
 
 @pytest.fixture(scope="module")
-def pairs_server(server_factory, pairs_model_dir: Path, tmp_path_factory) -> Iterator[object]:
-    server = server_factory(pairs_model_dir, tmp_path_factory.mktemp("pairs_log") / "server.log")
+def capture_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pairs_capture")
+
+
+@pytest.fixture(scope="module")
+def pairs_server(
+    server_factory, pairs_model_dir: Path, tmp_path_factory, capture_dir: Path
+) -> Iterator[object]:
+    log = tmp_path_factory.mktemp("pairs_log") / "server.log"
+    server = server_factory(pairs_model_dir, log, CAPTURE_DIR=str(capture_dir))
     try:
         yield server
     finally:
@@ -168,3 +185,22 @@ def test_a_request_that_does_not_fit_a_pairs_model_is_refused_alone(
         assert refused.value.status() == "400"
         assert message in refused.value.message()
         assert client.infer(MODEL, http_inputs(good, binary=True)).as_numpy("label").shape == (len(FIRST),)
+
+
+def test_the_capture_keeps_each_pair_as_one_text(pairs_server, capture_dir: Path) -> None:
+    """What the monitor compares with the training pairs, joined the same way (sentclf.data.model_inputs)."""
+    with triton.InferenceServerClient(pairs_server.url) as client:
+        client.infer(MODEL, grpc_inputs({"text": ["capture me"], TEXT_PAIR_INPUT: ["and me"]}))
+    expected = joined_texts(["capture me"], ["and me"])[0]
+    deadline = time.monotonic() + 10
+    texts: list[str] = []
+    while expected not in texts and time.monotonic() < deadline:
+        time.sleep(0.1)
+        texts = [
+            json.loads(line).get("text")
+            for path in capture_dir.glob("capture-*.jsonl")
+            for line in path.open()
+        ]
+    assert expected in texts
+    frame = pd.DataFrame({"sentence": ["capture me"], "text_pair": ["and me"], "label": [1]})
+    assert model_inputs(frame) == ([("capture me", "and me")], [expected])
