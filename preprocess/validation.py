@@ -12,7 +12,7 @@ from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, TEXT_PAIR_COLUMN, LabelSet
 from sentclf.tracking import StepInputError
 
 from sources.readers import LABEL_NAMES_ATTR, LABEL_SET_ATTR, USER_COLUMNS_ATTR
-from text_pairs import is_pairs, validate_pair_texts
+from text_pairs import is_pairs, model_texts, validate_pair_texts
 
 MAX_TEXT_CHARS = 512
 EXAMPLES_PER_PROBLEM = 5
@@ -91,9 +91,9 @@ class ValidationReport:
     def check_cross_split_overlap(self, splits: dict[str, pd.DataFrame]) -> None:
         """Sentences of the test split that also occur in train or validation inflate test scores."""
         test = splits["test"]
-        test_keys = sentence_key(test[TEXT_COLUMN])
+        test_keys = sentence_key(model_texts(test))  # a pair: both texts
         for name in ("train", "validation"):
-            shared = test_keys.isin(set(sentence_key(splits[name][TEXT_COLUMN])))
+            shared = test_keys.isin(set(sentence_key(model_texts(splits[name]))))
             if shared.any():
                 rows = test.loc[shared, "row"].tolist() if "row" in test else []
                 self.add(

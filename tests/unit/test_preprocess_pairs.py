@@ -23,6 +23,7 @@ from tests.unit.test_preprocess import (  # noqa: F401 (fixtures)
 
 from sources import Columns
 from sources.readers import read_file
+from splitting import drop_test_overlap
 from text_pairs import model_texts, parse_text_pair_column
 from validation import ValidationReport, validate_parts
 
@@ -108,3 +109,16 @@ def test_a_single_sentence_run_records_no_pair(experiment, tmp_path) -> None:  #
     assert TEXT_PAIR_TAG not in run.data.tags
     assert read_text_pair_column(run.info.run_id) is None
     assert TEXT_PAIR_COLUMN not in read_split(run.info.run_id, "train").columns
+
+
+def test_a_pair_overlaps_the_test_split_only_with_both_texts() -> None:
+    pool = pd.DataFrame(
+        {TEXT_COLUMN: ["How do I pay?", "How do I pay?"], TEXT_PAIR_COLUMN: ["How can I pay?", "Who pays?"]}
+    ).assign(label=[1, 0])
+    test = pd.DataFrame({TEXT_COLUMN: ["how do I  pay?"], TEXT_PAIR_COLUMN: ["How can I pay?"], "label": [1]})
+    kept, dropped = drop_test_overlap(pool, test)
+    assert dropped[TEXT_PAIR_COLUMN].tolist() == ["How can I pay?"]
+    assert kept[TEXT_PAIR_COLUMN].tolist() == ["Who pays?"]
+    report = ValidationReport()
+    report.check_cross_split_overlap({"train": kept, "validation": kept.iloc[:0], "test": test})
+    assert not report.problems
