@@ -204,3 +204,32 @@ def test_the_capture_keeps_each_pair_as_one_text(pairs_server, capture_dir: Path
     assert expected in texts
     frame = pd.DataFrame({"sentence": ["capture me"], "text_pair": ["and me"], "label": [1]})
     assert model_inputs(frame) == ([("capture me", "and me")], [expected])
+
+
+def test_typed_grpc_contents_and_a_single_sentence_model_that_gets_a_second_input(
+    server_factory, model_dir: Path, tmp_path
+) -> None:
+    """The pair parser takes typed contents as well as raw ones; a single-sentence model refuses a
+    second input as a bad request, as before."""
+    from tritonclient.grpc import service_pb2
+
+    from sentclf_server.service import RequestError, parse_pair_input
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    for name, values in (("text", ["a", "b"]), (TEXT_PAIR_INPUT, ["c", "d"])):
+        tensor = request.inputs.add(name=name, datatype="BYTES", shape=[2])
+        tensor.contents.bytes_contents.extend(value.encode() for value in values)
+    assert parse_pair_input(request, 8, TEXT_PAIR_INPUT) == (["a", "b"], ["c", "d"])
+    del request.inputs[1].contents.bytes_contents[1]
+    with pytest.raises(RequestError, match=f"input '{TEXT_PAIR_INPUT}' has shape \\[2\\] but 1 elements"):
+        parse_pair_input(request, 8, TEXT_PAIR_INPUT)
+
+    server = server_factory(model_dir, tmp_path / "server.log")
+    try:
+        with triton_http.InferenceServerClient(server.http_url) as client:
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("cola", http_inputs({"text": FIRST, TEXT_PAIR_INPUT: SECOND}, binary=True))
+            assert refused.value.status() == "400" and "unexpected input" in refused.value.message()
+            assert [t["name"] for t in client.get_model_metadata("cola")["inputs"]] == ["text"]
+    finally:
+        server.stop()
