@@ -18,12 +18,14 @@ from sentclf.contract import (
     INPUT_DATASET_SNAPSHOT_TAG,
     INPUT_DATASET_TAG,
     PRECISION_USED_TAG,
+    TEXT_PAIR_TAG,
 )
 from sentclf.data import read_split
 from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR
 from sentclf.schema import LABEL_COLUMN
 from sentclf.tracking import StepInputError
 
+from pair_rows import card_lines
 from results import Evaluation
 
 CARD_ARTIFACT = "model_card.md"
@@ -226,6 +228,7 @@ def render(evaluation: Evaluation, facts: Provenance) -> str:
             f" and {len(few) - LISTED_CLASSES} more" if len(few) > LISTED_CLASSES else ""
         )
         lines.append(f"- Per-class figures rest on fewer than {FEW_ROWS} test rows for: {named}.")
+    lines += card_lines(evaluation.pair_examples, data_tags.get(TEXT_PAIR_TAG))
     lines += slice_lines(evaluation)
     lines += ["", "## Gate", f"- decision: {decision.summary}"]
     lines += [f"- {check}" for check in decision.checks]

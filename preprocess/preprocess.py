@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sentclf.cli import parse_bool
-from sentclf.contract import LABEL_NAMES_TAG
+from sentclf.contract import LABEL_NAMES_TAG, TEXT_PAIR_TAG
 from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR, is_snapshot_uri, log_snapshot
 from sentclf.schema import (
     DATA_ARTIFACT_DIR,
@@ -33,6 +33,8 @@ from sentclf.schema import (
     SCHEMA_ARTIFACT,
     SLICE_COLUMNS_KEY,
     TEXT_COLUMN,
+    TEXT_PAIR_COLUMN,
+    TEXT_PAIR_KEY,
     LabelSet,
 )
 from sentclf.tracking import record_inputs, step_run
@@ -43,6 +45,7 @@ from profiling import backbone_tokenizer, log_profile
 from sources import Columns, Source, load_source
 from sources.readers import MISSING_SLICE_VALUE
 from splitting import drop_test_overlap, stratified_split
+from text_pairs import check_pair_column, parse_text_pair_column
 from validation import ORIGIN_COLUMN, ValidationReport, validate_parts
 
 logger = logging.getLogger("preprocess")
@@ -51,7 +54,7 @@ OVERLAP_POLICIES = ("keep", "drop")
 # slice_columns' default: no slice columns (an empty default would reach a Kubernetes Job with its quotes).
 NO_SLICE_COLUMNS = "none"
 # Columns of the step's own frames, which a slice column must not be named like.
-OWN_COLUMNS = (TEXT_COLUMN, LABEL_COLUMN, "row", ORIGIN_COLUMN)
+OWN_COLUMNS = (TEXT_COLUMN, LABEL_COLUMN, "row", ORIGIN_COLUMN, TEXT_PAIR_COLUMN)
 
 
 def parse_slice_columns(text: str, text_column: str, label_column: str) -> tuple[str, ...]:
@@ -102,7 +105,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="columns of the files kept for sliced metrics, comma separated (none: none; CoLA's files "
         "always keep their source column)",
     )
+    parser.add_argument(
+        "--text-pair-column",
+        required=True,
+        help="a sentence-pair task's second text column (none: single sentences; preprocess/pairs.py)",
+    )
     args = parser.parse_args(argv)
+    args.text_pair = parse_text_pair_column(args.text_pair_column)
+    if args.text_pair in (args.text_column, args.label_column):
+        parser.error(f"--text-pair-column {args.text_pair!r} must be another column than the text and label")
     for name in ("val_fraction", "test_fraction"):
         if not 0.0 < getattr(args, name) < 0.5:
             parser.error(f"--{name.replace('_', '-')} must be in (0, 0.5), got {getattr(args, name)}")
@@ -118,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.label_set = parse_labels_parameter(args.labels)
         args.slices = parse_slice_columns(args.slice_columns, args.text_column, args.label_column)
+        if args.text_pair in args.slices:
+            raise ValueError(f"slice_columns: {args.text_pair!r} is the second text column, text_pair_column")
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -135,7 +148,8 @@ def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path) -> None:
     slices = slice_columns_of(splits)
     for name, frame in splits.items():
         # A folder's files may not all hold a column CoLA's layout adds (its source): missing there.
-        kept = frame.reindex(columns=[TEXT_COLUMN, LABEL_COLUMN, *slices])
+        pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []
+        kept = frame.reindex(columns=[TEXT_COLUMN, *pair, LABEL_COLUMN, *slices])
         kept[slices] = kept[slices].fillna(MISSING_SLICE_VALUE).astype(str)
         kept.to_parquet(out_dir / f"{name}.parquet", index=False)
 
@@ -193,12 +207,17 @@ def class_counts(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[s
     }
 
 
-def log_schema(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path) -> dict:
+def log_schema(
+    splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path, text_pair: str | None = None
+) -> dict:
     """schema.json: the splits' columns, the label set (what every later step reads the classes from)
-    and each split's class counts."""
+    and each split's class counts; for a sentence-pair task, the user's second text column."""
     slices = slice_columns_of(splits)
+    pair = {TEXT_PAIR_COLUMN: "string"} if text_pair else {}
     schema = {
-        "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"} | {name: "string" for name in slices},
+        "columns": {TEXT_COLUMN: "string", **pair, LABEL_COLUMN: "int64"}
+        | {name: "string" for name in slices},
+        TEXT_PAIR_KEY: text_pair,
         SLICE_COLUMNS_KEY: slices,
         "label_set": label_set.as_dict(),
         # The class index (the label column's value) -> its name; kept for readers of the first layout.
@@ -223,8 +242,9 @@ def log_lineage(splits: dict[str, pd.DataFrame], source: Source) -> None:
         for name, frame in splits.items():
             # validation (and a test split held out of a single file) come from the train file.
             origin = source.lineage.get(name, source.lineage["train"])
+            pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []
             dataset = mlflow.data.from_pandas(
-                frame[[TEXT_COLUMN, LABEL_COLUMN]], source=origin, name=name, targets=LABEL_COLUMN
+                frame[[TEXT_COLUMN, *pair, LABEL_COLUMN]], source=origin, name=name, targets=LABEL_COLUMN
             )
             mlflow.log_input(dataset, context=name)
 
@@ -266,9 +286,13 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="sentclf-preprocess-") as tmp:
         tmp_dir = Path(tmp)
         source = load_source(
-            args.dataset, Columns(args.text_column, args.label_column, args.slices), tmp_dir / "snapshot"
+            args.dataset,
+            Columns(args.text_column, args.label_column, args.slices, args.text_pair),
+            tmp_dir / "snapshot",
         )
         report = ValidationReport()
+        if args.text_pair:
+            check_pair_column(source.parts, report)
         frames = {
             split: validate_parts(parts, split, report, args.label_set)
             for split, parts in source.parts.items()
@@ -298,7 +322,7 @@ def run(args: argparse.Namespace) -> None:
         mlflow.log_metrics(split_metrics(splits, label_set) | {"overlap_dropped_rows": dropped})
         logger.info("label set: %s", dict(zip(label_set.names, label_set.values, strict=True)))
         log_profile(splits, label_set, tmp_dir)
-        log_schema(splits, label_set, tmp_dir)
+        log_schema(splits, label_set, tmp_dir, args.text_pair)
         check_drift(
             splits["train"],
             label_set,
@@ -315,6 +339,8 @@ def run(args: argparse.Namespace) -> None:
         write_splits(splits, tmp_dir / DATA_ARTIFACT_DIR)
         mlflow.log_artifacts(str(tmp_dir / DATA_ARTIFACT_DIR), DATA_ARTIFACT_DIR)
         mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
+        if args.text_pair:
+            mlflow.set_tag(TEXT_PAIR_TAG, args.text_pair)
     logger.info("logged splits: %s", {name: len(frame) for name, frame in splits.items()})
 
 

@@ -15,7 +15,9 @@ import pandas as pd  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from sentclf.backbone import measuring_tokenizer  # noqa: E402
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet  # noqa: E402
+from sentclf.schema import LABEL_COLUMN, LabelSet  # noqa: E402
+
+from text_pairs import model_texts  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +28,10 @@ def backbone_tokenizer() -> Tokenizer:
 
 
 def profile_split(frame: pd.DataFrame, tokenizer: Tokenizer, label_set: LabelSet) -> dict:
-    texts = frame[TEXT_COLUMN].tolist()
+    texts = model_texts(frame).tolist()  # a pair: both texts (text_pairs.py)
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     token_lengths = np.array([len(e.ids) for e in encodings])
-    char_lengths = frame[TEXT_COLUMN].str.len().to_numpy()
+    char_lengths = model_texts(frame).str.len().to_numpy()
     unk_id = tokenizer.token_to_id("[UNK]")
     tokens = np.concatenate([np.asarray(e.ids) for e in encodings]) if encodings else np.array([])
     words = {word for text in texts for word in text.lower().split()}
@@ -61,7 +63,7 @@ def length_histogram(splits: dict[str, pd.DataFrame], tokenizer: Tokenizer) -> p
     figure, axis = plt.subplots(figsize=(7, 4))
     for name, frame in splits.items():
         lengths = [
-            len(e.ids) for e in tokenizer.encode_batch(frame[TEXT_COLUMN].tolist(), add_special_tokens=False)
+            len(e.ids) for e in tokenizer.encode_batch(model_texts(frame).tolist(), add_special_tokens=False)
         ]
         axis.hist(
             lengths, bins=range(0, max(lengths) + 2), alpha=0.5, density=True, label=f"{name} ({len(frame)})"

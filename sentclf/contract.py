@@ -26,6 +26,9 @@ INPUT_DATASET_TAG = "input.dataset"
 INPUT_DATASET_SHA256_TAG = "input.dataset_sha256"
 INPUT_DATASET_SNAPSHOT_TAG = "input.dataset_snapshot"
 LABEL_NAMES_TAG = "label_names"  # preprocess run and model version: the class names in order, as JSON
+# preprocess run, train run and model version of a sentence-pair task: the user's second text column
+# (absent: single sentences); the serving config says the same to the runtime (text_pair_input).
+TEXT_PAIR_TAG = "task.text_pair_column"
 MODEL_VERSION_TAG = "registered_model_version"  # train run (and the pipeline's parent): the version
 SERVER_IMAGE_TAG = "server_image"  # building run and model version (and the parent): its server image
 SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to

@@ -15,15 +15,18 @@ from sentclf.schema import (
     SCHEMA_ARTIFACT,
     SLICE_COLUMNS_KEY,
     TEXT_COLUMN,
+    TEXT_PAIR_COLUMN,
+    TEXT_PAIR_KEY,
     LabelSet,
     split_artifact_path,
 )
 from sentclf.tracking import StepInputError, download_artifacts
+from sentclf_runtime.pairs import joined_texts
 
 
 def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
-    """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns, and
-    the `extra_columns` (slice columns, see read_slice_columns) it has."""
+    """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns (and
+    a sentence-pair task's text_pair), and the `extra_columns` (slice columns, read_slice_columns) it has."""
     with tempfile.TemporaryDirectory(prefix="sentclf-data-") as tmp:
         path = download_artifacts(run_id, split_artifact_path(split), tmp)
         frame = pd.read_parquet(path)
@@ -33,7 +36,19 @@ def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd
     if frame.empty:
         raise StepInputError(f"split {split} of run {run_id} is empty")
     kept = [name for name in extra_columns if name in frame.columns]
-    return frame[[TEXT_COLUMN, LABEL_COLUMN, *kept]].reset_index(drop=True)
+    pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []
+    return frame[[TEXT_COLUMN, *pair, LABEL_COLUMN, *kept]].reset_index(drop=True)
+
+
+def model_inputs(frame: pd.DataFrame) -> tuple[list, list[str]]:
+    """A split's rows as a model takes them (sentences, or (text, text_pair) tuples of a sentence-pair
+    task, which sentclf.text_model scores as pairs), and as one text each (a pair joined as the server's
+    capture joins it, sentclf_runtime.pairs)."""
+    texts = frame[TEXT_COLUMN].tolist()
+    if TEXT_PAIR_COLUMN not in frame.columns:
+        return texts, texts
+    pairs = frame[TEXT_PAIR_COLUMN].tolist()
+    return list(zip(texts, pairs, strict=True)), joined_texts(texts, pairs)
 
 
 def read_schema(run_id: str) -> dict:
@@ -41,6 +56,14 @@ def read_schema(run_id: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="sentclf-schema-") as tmp:
         path = download_artifacts(run_id, SCHEMA_ARTIFACT, tmp)
         return json.loads(Path(path).read_text())
+
+
+def read_text_pair_column(run_id: str) -> str | None:
+    """The user's second text column of a sentence-pair task's preprocess run; None: single sentences."""
+    name = read_schema(run_id).get(TEXT_PAIR_KEY)
+    if name is not None and not isinstance(name, str):
+        raise StepInputError(f"run {run_id}: {SCHEMA_ARTIFACT}'s {TEXT_PAIR_KEY} is not a column name")
+    return name or None
 
 
 def read_slice_columns(run_id: str) -> tuple[str, ...]:

@@ -237,6 +237,19 @@ def app(explorer: Explorer):
     )
 
 
+def check_single_sentences(model_dir: Path, uri: str) -> None:
+    """This page explains one sentence; a sentence-pair version (docs/pairs.md) is refused with a message."""
+    from sentclf_runtime.config import ServingConfig
+    from sentclf_runtime.files import model_files
+    from sentclf_runtime.pairs import pair_input
+
+    if pair_input(ServingConfig.read(model_files(model_dir)["serving_config.json"])):
+        raise SystemExit(
+            f"{uri} reads sentence pairs (text and text_pair); this page explains single sentences only, "
+            "so far: ask the pairs model through the server or the pyfunc (docs/pairs.md)"
+        )
+
+
 def load_version(uri: str, max_rows: int, work_dir: Path, seed: int = 0) -> Explorer:
     """An Explorer of a registered version and its training sentences (its preprocess run's train split)."""
     import mlflow
@@ -265,6 +278,7 @@ def load_version(uri: str, max_rows: int, work_dir: Path, seed: int = 0) -> Expl
     model_dir = Path(
         mlflow.artifacts.download_artifacts(model_uri(name, number), dst_path=str(work_dir / "model"))
     )
+    check_single_sentences(model_dir, uri)
     texts, labels, source = [], [], "no training data found: neighbours are not shown"
     data_run_id = version_data_run_id(name, number)
     if data_run_id:

@@ -33,9 +33,10 @@ from sentclf.contract import (
     LABEL_NAMES_TAG,
     MODEL_VERSION_TAG,
     PRECISION_USED_TAG,
+    TEXT_PAIR_TAG,
     TRAIN_RUN_TAG,
 )
-from sentclf.data import log_split_inputs, read_label_set, read_split
+from sentclf.data import log_split_inputs, read_label_set, read_split, read_text_pair_column
 from sentclf.hub import offline_reason
 from sentclf.metrics import classification_metrics
 from sentclf.plots import log_confusion_matrix
@@ -47,6 +48,7 @@ from sentclf_runtime.names import LEGACY_SERVED_NAME
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
 from modeling import POOLING_CHOICES, build_classifier
+from pair_encoding import serving_config_for
 from precision import PRECISION_CHOICES, resolve_precision
 from pyfunc_model import log_text_model
 from reporting import classification_report, misclassified_table
@@ -249,6 +251,7 @@ def write_serving_config(tokenizer_dir: Path, args: argparse.Namespace, label_se
         model_name=LEGACY_SERVED_NAME,
         extra={"input_names": INPUT_NAMES, "output_name": OUTPUT_NAME},
     )
+    config = serving_config_for(config, getattr(args, "text_pair_column", None))
     return config.write(tokenizer_dir / FILE_NAME)
 
 
@@ -280,6 +283,9 @@ def log_and_register(
     client.set_registered_model_alias(args.registered_model_name, CHALLENGER_ALIAS, version)
     client.set_model_version_tag(args.registered_model_name, version, TRAIN_RUN_TAG, run_id)
     client.set_model_version_tag(args.registered_model_name, version, LABEL_NAMES_TAG, label_set.names_json())
+    text_pair_column = getattr(args, "text_pair_column", None)
+    if text_pair_column:
+        client.set_model_version_tag(args.registered_model_name, version, TEXT_PAIR_TAG, text_pair_column)
     mlflow.set_tag(MODEL_VERSION_TAG, version)
     logger.info(
         "registered %s version %s (alias %s, model %s)",
@@ -353,6 +359,10 @@ def prepare(args: argparse.Namespace) -> Prepared:
     label_set = read_label_set(data_run_id)
     configure_head(config, label_set)
     mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
+    # A sentence-pair task (pair_encoding.py): the serving config and the version say so.
+    args.text_pair_column = read_text_pair_column(data_run_id)
+    if args.text_pair_column:
+        mlflow.set_tag(TEXT_PAIR_TAG, args.text_pair_column)
     # The margin shift is a two-class decision; for more classes the argmax decides (README: no per-class
     # bias is fitted, validation is too small per class to fit and check one on).
     calibrate = args.tune_threshold and label_set.is_binary

@@ -19,6 +19,7 @@ from sentclf.metrics import classification_metrics
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
 from calibration import best_margin_shift
+from pair_encoding import encode_pairs, is_pairs
 from precision import training_steps
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class EncodedSplit:
     input_ids: list[list[int]]
     labels: np.ndarray
     texts: list[str]
+    token_type_ids: list[list[int]] | None = None  # a sentence-pair split's segments (pair_encoding.py)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -60,6 +62,9 @@ class EncodedSplit:
 def encode_split(
     frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_seq_length: int
 ) -> EncodedSplit:
+    if is_pairs(frame):
+        input_ids, token_type_ids, shown = encode_pairs(frame, tokenizer, max_seq_length)
+        return EncodedSplit(input_ids, frame[LABEL_COLUMN].to_numpy(np.int64), shown, token_type_ids)
     encoded = tokenizer(frame[TEXT_COLUMN].tolist(), truncation=True, max_length=max_seq_length)
     return EncodedSplit(
         encoded["input_ids"], frame[LABEL_COLUMN].to_numpy(np.int64), frame[TEXT_COLUMN].tolist()
@@ -72,13 +77,16 @@ def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, 
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    token_type_ids = torch.zeros_like(input_ids)
     for row, sequence in enumerate(sequences):
         input_ids[row, : len(sequence)] = torch.tensor(sequence)
         attention_mask[row, : len(sequence)] = 1
+        if split.token_type_ids is not None:  # a pair's second segment, as the runtime's scorer feeds it
+            token_type_ids[row, : len(sequence)] = torch.tensor(split.token_type_ids[indices[row]])
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
-        "token_type_ids": torch.zeros_like(input_ids),
+        "token_type_ids": token_type_ids,
         "labels": torch.from_numpy(split.labels[indices]),
     }
 

@@ -20,6 +20,7 @@ from .outputs import LABEL_NAME_OUTPUT as LABEL_NAME_OUTPUT
 from .outputs import LABEL_NAMES_PARAMETER, OUTPUT_NAMES, encode_outputs, label_names_json, output_metadata
 from .outputs import LABEL_OUTPUT as LABEL_OUTPUT
 from .outputs import PROBS_OUTPUT as PROBS_OUTPUT
+from .pair_inputs import PairInputError, input_names, parse_grpc_pairs
 from .versions import ROUTING_KEY_HEADER, ROUTING_KEY_PARAMETER
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,16 @@ def _text_tensor(request: service_pb2.ModelInferRequest) -> service_pb2.ModelInf
     return request.inputs[0]
 
 
-def _check_shape(tensor: service_pb2.ModelInferRequest.InferInputTensor, max_request_batch: int) -> int:
+def _check_shape(
+    tensor: service_pb2.ModelInferRequest.InferInputTensor, max_request_batch: int, name: str = INPUT_NAME
+) -> int:
     if tensor.datatype != "BYTES":
-        raise RequestError(_INVALID, f"input '{INPUT_NAME}' must be BYTES, got datatype {tensor.datatype!r}")
+        raise RequestError(_INVALID, f"input '{name}' must be BYTES, got datatype {tensor.datatype!r}")
     shape = list(tensor.shape)
     if len(shape) != 1 or shape[0] < 0:
-        raise RequestError(_INVALID, f"input '{INPUT_NAME}' must have shape [batch] (1-D), got {shape}")
+        raise RequestError(_INVALID, f"input '{name}' must have shape [batch] (1-D), got {shape}")
     try:
-        RequestLimits(0, max_request_batch, 0).check_count(shape[0], INPUT_NAME)
+        RequestLimits(0, max_request_batch, 0).check_count(shape[0], name)
     except LimitExceeded as exc:
         raise RequestError(_INVALID, str(exc)) from None
     return shape[0]
@@ -102,6 +105,18 @@ def parse_text_input(request: service_pb2.ModelInferRequest, max_request_batch: 
     if len(items) != count:
         raise RequestError(_INVALID, f"input '{INPUT_NAME}' has shape [{count}] but {len(items)} elements")
     return [_utf8(item, i) for i, item in enumerate(items)]
+
+
+def parse_pair_input(
+    request: service_pb2.ModelInferRequest, max_request_batch: int, second: str
+) -> tuple[list[str], list[str]]:
+    """A sentence-pair model's two BYTES inputs, `text` and `second` (pair_inputs.py)."""
+    try:
+        return parse_grpc_pairs(
+            request, second, lambda tensor, name: _check_shape(tensor, max_request_batch, name)
+        )
+    except PairInputError as exc:
+        raise RequestError(_INVALID, str(exc)) from None
 
 
 def requested_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
@@ -181,7 +196,10 @@ def model_config(settings: Settings) -> model_config_pb2.ModelConfig:
         name=settings.model_name,
         platform=PLATFORM,
         max_batch_size=0,
-        input=[model_config_pb2.ModelInput(name=INPUT_NAME, data_type=_CONFIG_TYPES["BYTES"], dims=[-1])],
+        input=[
+            model_config_pb2.ModelInput(name=name, data_type=_CONFIG_TYPES["BYTES"], dims=[-1])
+            for name in input_names(settings.pair_input)
+        ],
         output=outputs,
         parameters={
             LABEL_NAMES_PARAMETER: model_config_pb2.ModelParameter(
@@ -239,7 +257,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             name=settings.model_name,
             versions=[v.version for v in self._state.served],
             platform=PLATFORM,
-            inputs=[_tensor_metadata(INPUT_NAME, "BYTES", [-1])],
+            inputs=[_tensor_metadata(name, "BYTES", [-1]) for name in input_names(settings.pair_input)],
             outputs=[_tensor_metadata(*output) for output in output_metadata(len(settings.labels))],
         )
 
@@ -263,7 +281,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         if state.batcher is None:
             raise _status(InferenceError("UNAVAILABLE", "model is still loading; retry when SERVING"))
         settings = state.settings
-        texts = parse_text_input(request, settings.max_request_batch)
+        text_pairs = None
+        if settings.pair_input is None:
+            texts = parse_text_input(request, settings.max_request_batch)
+        else:
+            texts, text_pairs = parse_pair_input(request, settings.max_request_batch, settings.pair_input)
         outputs = requested_outputs(request)
         try:
             answer = state.infer(
@@ -273,6 +295,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 request_id=request.id or None,
                 routing_key=_routing_key(request, context),
                 outcome=outcome,
+                text_pairs=text_pairs,
             )
         except InferenceError as err:
             raise _status(err) from None
