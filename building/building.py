@@ -42,6 +42,7 @@ from sentclf.server_images import (
 from sentclf.tracking import StepInputError, step_run
 from sentclf_runtime.config import ServingConfig
 from sentclf_runtime.files import model_files
+from sentclf_runtime.pairs import pair_input
 
 logger = logging.getLogger("building")
 
@@ -112,15 +113,22 @@ def assemble_context(model_uri: str, context: Path) -> None:
     shutil.rmtree(context / "download")
 
 
-def smoke_test(image: str, serving_model_name: str, version: str) -> float:
-    """Start the image, wait for SERVING, classify two sentences, remove it. Returns seconds to SERVING."""
+def smoke_items(config: ServingConfig) -> list:
+    """What the smoke test sends: two sentences, or for a sentence-pair model two (text, text_pair) pairs."""
+    if pair_input(config) is None:
+        return list(SMOKE_SENTENCES)
+    return list(zip(SMOKE_SENTENCES, reversed(SMOKE_SENTENCES), strict=True))
+
+
+def smoke_test(image: str, serving_model_name: str, version: str, items: list) -> float:
+    """Start the image, wait for SERVING, classify two items, remove it. Returns seconds to SERVING."""
     with running_server(image, name_prefix="sentclf-smoke", labels=run_labels(mlflow.active_run())) as (
         _,
         port,
         seconds_to_serving,
     ):
-        labels, probabilities = classify(connect(port), serving_model_name, SMOKE_SENTENCES, version)
-    if labels.shape != (len(SMOKE_SENTENCES),) or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4):
+        labels, probabilities = classify(connect(port), serving_model_name, items, version)
+    if labels.shape != (len(items),) or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4):
         raise RuntimeError(f"smoke test: unexpected answer labels={labels} probabilities={probabilities}")
     logger.info("smoke test passed: labels %s, SERVING after %.2fs", labels.tolist(), seconds_to_serving)
     return seconds_to_serving
@@ -220,13 +228,14 @@ def run(args: argparse.Namespace) -> None:
         context = Path(tmp)
         prepare_context(args, name, version, context)
         tag = build_server_image(client, context, name, version, base)
+        items = smoke_items(ServingConfig.read(context / "model"))
     image = client.images.get(tag)
     mlflow.log_metrics({"server_image_size_mb": image.attrs["Size"] / 1e6})
     mlflow.set_tag("server_image_id", image.id)
     logger.info("image %s (%s, %.0f MB)", tag, image.id[:19], image.attrs["Size"] / 1e6)
 
     served = served_name(args, name)
-    mlflow.log_metric("smoke_seconds_to_serving", smoke_test(tag, served, version))
+    mlflow.log_metric("smoke_seconds_to_serving", smoke_test(tag, served, version, items))
     # Only an image that passed its smoke test is handed on.
     record_image(name, version, tag, served)
     logger.info("%s answers to the model name %r", tag, served)

@@ -29,6 +29,7 @@ from sentclf_runtime.pairs import (
     PairError,
     joined_texts,
     pair_input,
+    split_items,
     with_pair_input,
 )
 from sentclf_runtime.scorer import Scorer
@@ -233,3 +234,13 @@ def test_typed_grpc_contents_and_a_single_sentence_model_that_gets_a_second_inpu
             assert [t["name"] for t in client.get_model_metadata("cola")["inputs"]] == ["text"]
     finally:
         server.stop()
+
+
+def test_the_building_steps_smoke_test_sends_pairs_to_a_pairs_model(pairs_model_dir: Path) -> None:
+    import building
+
+    config = ServingConfig.read(pairs_model_dir)
+    items = building.smoke_items(config)
+    assert len(items) == 2 and all(isinstance(item, tuple) and len(item) == 2 for item in items)
+    assert split_items(items)[1] is not None  # what build_inputs sends as the second input
+    assert building.smoke_items(with_pair_input(config, None)) == list(building.SMOKE_SENTENCES)
