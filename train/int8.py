@@ -102,13 +102,16 @@ def keep_fp32(model: onnx.ModelProto, ffn_outputs: int = KEEP_FP32_FFN_OUTPUTS) 
     return ffn_output_matmuls(model)[:ffn_outputs]
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: TrainingRows) -> tuple[Path, list[str]]:
-    """The static int8 model of `fp32_path` at `out_path`, and the MatMuls it keeps in fp32."""
+def quantize_int8(
+    fp32_path: Path, out_path: Path, calibration: TrainingRows, ffn_outputs: int = KEEP_FP32_FFN_OUTPUTS
+) -> tuple[Path, list[str]]:
+    """The static int8 model of `fp32_path` at `out_path`, and the MatMuls it keeps in fp32 (the first
+    `ffn_outputs` feed-forward outputs)."""
     # ORT's shape inference and quantiser drop temporary models in the working directory: work in a temp one.
     with tempfile.TemporaryDirectory(prefix="sentclf-int8-") as tmp, contextlib.chdir(tmp):
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        excluded = keep_fp32(onnx.load(str(prepared), load_external_data=False))
+        excluded = keep_fp32(onnx.load(str(prepared), load_external_data=False), ffn_outputs)
         quantize_static(
             str(prepared),
             str(out_path),
