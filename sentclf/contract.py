@@ -33,6 +33,9 @@ MODEL_VERSION_TAG = "registered_model_version"  # train run (and the pipeline's 
 SERVER_IMAGE_TAG = "server_image"  # building run and model version (and the parent): its server image
 SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
 PRECISION_USED_TAG = "precision_used"  # train run: the precision that ran (bf16|fp32); the model card reads
+SERVED_VARIANT_TAG = "served_variant"  # train run: the ONNX variant it logged and serves; the card reads
+# train run with serve_variant=int8: int8 against fp32 on the test rows, and the choice, in one line (card)
+INT8_DECISION_TAG = "int8.decision"
 # evaluate run (and the pipeline's parent, copied there): GATE_PROMOTED or GATE_KEPT; the conductor reads it
 GATE_DECISION_TAG = "gate.decision"
 GATE_SUMMARY_TAG = "gate.summary"  # evaluate run: the gate's reasons in one line; the conductor reads it

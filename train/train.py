@@ -33,6 +33,7 @@ from sentclf.contract import (
     LABEL_NAMES_TAG,
     MODEL_VERSION_TAG,
     PRECISION_USED_TAG,
+    SERVED_VARIANT_TAG,
     TEXT_PAIR_TAG,
     TRAIN_RUN_TAG,
 )
@@ -47,13 +48,14 @@ from sentclf_runtime.names import LEGACY_SERVED_NAME
 
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
+from int8 import DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
 from modeling import POOLING_CHOICES, build_classifier
 from pair_encoding import serving_config_for
 from precision import PRECISION_CHOICES, resolve_precision
 from pyfunc_model import log_text_model
 from reporting import classification_report, misclassified_table
 from training import EncodedSplit, TrainConfig, collate, encode_split, predict, train
-from variants import VARIANTS, build_variants, compare_variants
+from variants import VARIANTS, build_variants, compare_variants, onnx_logits
 
 logger = logging.getLogger("train")
 
@@ -100,6 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--registered-model-name", required=True)
     add_precision_argument(parser)
+    parser.add_argument(
+        "--int8-max-mcc-loss",
+        type=float,
+        default=DEFAULT_MAX_MCC_LOSS,
+        help="serve_variant=int8: int8 is served only when the 95%% paired-bootstrap interval of its test "
+        "MCC minus fp32's lies above minus this; otherwise fp32 is served (docs/int8.md)",
+    )
     return parser.parse_args(argv)
 
 
@@ -146,6 +155,10 @@ def validate_args(args: argparse.Namespace) -> None:
         (
             args.precision in PRECISION_CHOICES,
             f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {args.precision!r}",
+        ),
+        (
+            0 <= args.int8_max_mcc_loss < 1,
+            f"int8_max_mcc_loss must be in [0, 1) (an MCC loss), got {args.int8_max_mcc_loss}",
         ),
     ]
     problems = [message for ok, message in checks if not ok]
@@ -341,6 +354,7 @@ class Prepared:
     validation_split: EncodedSplit
     calibrate: bool
     precision: str
+    data_run_id: str = ""
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -393,7 +407,9 @@ def prepare(args: argparse.Namespace) -> Prepared:
     tokenizer = AutoTokenizer.from_pretrained(source)
     train_split = encode_split(train_frame, tokenizer, args.max_seq_length)
     validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length)
-    return Prepared(source, config, label_set, tokenizer, train_split, validation_split, calibrate, precision)
+    return Prepared(
+        source, config, label_set, tokenizer, train_split, validation_split, calibrate, precision, data_run_id
+    )
 
 
 def fit(
@@ -461,15 +477,33 @@ def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace)
         parity = parity_report(model, onnx_path, validation_split, tokenizer.pad_token_id)
         mlflow.log_metrics(parity)
         check_parity(parity)
-        variants = build_variants(onnx_path, config, tmp_dir)
+        calibration = TrainingRows(prepared.train_split.input_ids, seed=args.seed)
+        variants = build_variants(onnx_path, config, tmp_dir, calibration)
         mlflow.log_metrics(compare_variants(variants, validation_split, logits, tokenizer.pad_token_id))
-        mlflow.set_tag("served_variant", args.serve_variant)
+        served = choose_variant(variants, prepared, args)
+        mlflow.set_tag(SERVED_VARIANT_TAG, served)
         for name, path in variants.items():
-            if name != args.serve_variant:  # the served one is the logged model itself
+            if name != served:  # the served one is the logged model itself
                 mlflow.log_artifact(str(path), "onnx_variants")
         tokenizer_dir = tmp_dir / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
-        return log_and_register(variants[args.serve_variant], tokenizer_dir, args, label_set)
+        return log_and_register(variants[served], tokenizer_dir, args, label_set)
+
+
+def choose_variant(variants: dict[str, Path], prepared: Prepared, args: argparse.Namespace) -> str:
+    """The variant asked for, except int8, which is served only when it keeps fp32's test MCC within
+    int8_max_mcc_loss on the same test rows (int8.py); the comparison is recorded either way."""
+    if args.serve_variant != INT8:
+        return args.serve_variant
+    frame = read_split(prepared.data_run_id, "test")
+    check_labels(frame, "test", prepared.label_set, prepared.data_run_id)
+    log_split_inputs(prepared.data_run_id, {"test": frame})
+    test_split = encode_split(frame, prepared.tokenizer, args.max_seq_length)
+    pad_id = prepared.tokenizer.pad_token_id
+    fp32, int8 = (onnx_logits(variants[name], test_split, pad_id).argmax(axis=1) for name in ("fp32", INT8))
+    decision = decide(test_split.labels, fp32, int8, prepared.label_set.size, args.int8_max_mcc_loss)
+    record(decision)
+    return decision.served
 
 
 def log_epoch_metrics(epoch: int, metrics: dict) -> None:

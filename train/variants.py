@@ -1,20 +1,20 @@
-"""Faster ONNX variants of the exported model: ONNX Runtime's transformer graph optimisation, and dynamic
-int8 quantisation of that graph. Each is compared with PyTorch's logits and with the fp32 export's
-validation scores, so the cost of a variant is on record before anyone serves it."""
+"""Faster ONNX variants of the exported model: ONNX Runtime's transformer graph optimisation, and static
+int8 quantisation calibrated on training rows (int8.py, which also decides whether int8 may be served).
+Each is compared with PyTorch's logits and with the fp32 export's validation scores, so the cost of a
+variant is on record before anyone serves it."""
 
 import logging
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers import optimizer
 from transformers import PretrainedConfig
 
 from sentclf.metrics import classification_metrics
 
 from export import INPUT_NAMES, OUTPUT_NAME
+from int8 import TrainingRows, quantize_int8
 from training import EncodedSplit, collate, sequential_batches
 
 logger = logging.getLogger(__name__)
@@ -22,8 +22,10 @@ logger = logging.getLogger(__name__)
 VARIANTS = ("fp32", "optimized", "int8")
 
 
-def build_variants(fp32_path: Path, config: PretrainedConfig, out_dir: Path) -> dict[str, Path]:
-    """fp32 (as exported), optimized (fused attention/LayerNorm/GELU), int8 (dynamic, weights QInt8)."""
+def build_variants(
+    fp32_path: Path, config: PretrainedConfig, out_dir: Path, calibration: TrainingRows
+) -> dict[str, Path]:
+    """fp32 (as exported), optimized (fused attention/LayerNorm/GELU), int8 (static QDQ, int8.py)."""
     optimized_path = out_dir / "model.optimized.onnx"
     optimized = optimizer.optimize_model(
         str(fp32_path),
@@ -33,14 +35,7 @@ def build_variants(fp32_path: Path, config: PretrainedConfig, out_dir: Path) -> 
         opt_level=1,
     )
     optimized.save_model_to_file(str(optimized_path))
-    int8_path = out_dir / "model.int8.onnx"
-    # Fused nodes (com.microsoft domain) defeat ONNX shape inference: name the tensors' default type.
-    quantize_dynamic(
-        str(optimized_path),
-        str(int8_path),
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    int8_path, _ = quantize_int8(fp32_path, out_dir / "model.int8.onnx", calibration)
     return {"fp32": fp32_path, "optimized": optimized_path, "int8": int8_path}
 
 

@@ -129,7 +129,8 @@ def test_tiny_run_logs_every_artifact_and_registers_a_challenger(data_run, track
     assert run.data.metrics["parity_max_abs_diff"] <= 1e-4
     assert run.data.metrics["parity_label_mismatches"] == 0
     # The faster variants are measured and kept beside the served fp32 model.
-    assert run.data.metrics["variant_int8_size_mb"] < run.data.metrics["variant_fp32_size_mb"] / 2
+    # Static int8 quantises the MatMuls' weights (the token table stays fp32): about 2/3 of fp32's size.
+    assert run.data.metrics["variant_int8_size_mb"] < run.data.metrics["variant_fp32_size_mb"] * 0.8
     assert run.data.metrics["variant_optimized_max_abs_diff"] <= 1e-3
     assert "variant_int8_val_mcc_delta" in run.data.metrics
     assert run.data.tags["served_variant"] == "fp32"
