@@ -477,7 +477,8 @@ def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace)
         parity = parity_report(model, onnx_path, validation_split, tokenizer.pad_token_id)
         mlflow.log_metrics(parity)
         check_parity(parity)
-        calibration = TrainingRows(prepared.train_split.input_ids, seed=args.seed)
+        wants_int8 = args.serve_variant == INT8
+        calibration = TrainingRows(prepared.train_split.input_ids, seed=args.seed) if wants_int8 else None
         variants = build_variants(onnx_path, config, tmp_dir, calibration)
         mlflow.log_metrics(compare_variants(variants, validation_split, logits, tokenizer.pad_token_id))
         served = choose_variant(variants, prepared, args)

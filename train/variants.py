@@ -23,9 +23,11 @@ VARIANTS = ("fp32", "optimized", "int8")
 
 
 def build_variants(
-    fp32_path: Path, config: PretrainedConfig, out_dir: Path, calibration: TrainingRows
+    fp32_path: Path, config: PretrainedConfig, out_dir: Path, calibration: TrainingRows | None
 ) -> dict[str, Path]:
-    """fp32 (as exported), optimized (fused attention/LayerNorm/GELU), int8 (static QDQ, int8.py)."""
+    """fp32 (as exported), optimized (fused attention/LayerNorm/GELU), and with calibration rows int8
+    (static QDQ, int8.py). The int8 variant is built only when it may be served (serve_variant=int8): its
+    calibration costs 10-40 s a run, which every nightly run and every test pipeline would otherwise pay."""
     optimized_path = out_dir / "model.optimized.onnx"
     optimized = optimizer.optimize_model(
         str(fp32_path),
@@ -35,8 +37,10 @@ def build_variants(
         opt_level=1,
     )
     optimized.save_model_to_file(str(optimized_path))
-    int8_path, _ = quantize_int8(fp32_path, out_dir / "model.int8.onnx", calibration)
-    return {"fp32": fp32_path, "optimized": optimized_path, "int8": int8_path}
+    variants = {"fp32": fp32_path, "optimized": optimized_path}
+    if calibration is not None:
+        variants["int8"], _ = quantize_int8(fp32_path, out_dir / "model.int8.onnx", calibration)
+    return variants
 
 
 def onnx_logits(path: Path, split: EncodedSplit, pad_id: int, batch_size: int = 64) -> np.ndarray:
