@@ -27,7 +27,7 @@ from .config import Settings
 from .feedback import FeedbackLog
 from .limits import LimitExceeded, RequestLimits
 from .metrics import ModelMetrics, count_routed
-from .outputs import output_metadata
+from .outputs import served_metadata
 from .refusals import log_refusal
 from .shadow import SHADOW_MAX_IN_FLIGHT, ShadowScorer
 from .versions import ROUTE_CHALLENGER, ROUTE_CHAMPION, ROUTE_DIRECT, ROUTE_SHADOW, Route, Versions
@@ -170,7 +170,7 @@ class DataPlane:
             "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [
                 {"name": name, "datatype": datatype, "shape": shape}
-                for name, datatype, shape in output_metadata(len(settings.labels))
+                for name, datatype, shape in served_metadata(settings.serving)
             ],
         }
 

@@ -124,20 +124,20 @@ def _strings(tensor: dict, binary: bytes, count: int) -> list[str]:
     return texts
 
 
-def _outputs(request: dict) -> tuple[list[str], dict[str, bool]]:
+def _outputs(request: dict, available: Sequence[str] = OUTPUT_NAMES) -> tuple[list[str], dict[str, bool]]:
     parameters = _object(request.get("parameters", {}), "'parameters'")
     default_binary = parameters.get("binary_data_output") is True
     asked = request.get("outputs")
     if asked is None or asked == []:
-        return list(OUTPUT_NAMES), dict.fromkeys(OUTPUT_NAMES, default_binary)
+        return list(available), dict.fromkeys(available, default_binary)
     if not isinstance(asked, list) or not all(isinstance(item, dict) for item in asked):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     names: list[str] = []
     binary: dict[str, bool] = {}
     for output in asked:
         name = output.get("name")
-        if name not in OUTPUT_NAMES:
-            raise BadRequest(f"unknown output '{name}'; available: {list(OUTPUT_NAMES)}")
+        if name not in available:
+            raise BadRequest(f"unknown output '{name}'; available: {list(available)}")
         out_params = _object(output.get("parameters", {}), f"output '{name}' parameters")
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in out_params]
         if unsupported:
@@ -149,14 +149,16 @@ def _outputs(request: dict) -> tuple[list[str], dict[str, bool]]:
     return names, binary
 
 
-def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
+def parse_infer_request(
+    body: bytes, header_length: int | None, available: Sequence[str] = OUTPUT_NAMES
+) -> InferRequest:
     """The sentences, outputs and id of an infer request body; BadRequest for anything malformed.
     The sentence count is checked against the request limits by the caller (empty batch included)."""
     request, binary = _header(body, header_length)
     tensor = _text_tensor(request)
     count = _count(tensor)
     texts = _strings(tensor, binary, count)
-    outputs, binary_outputs = _outputs(request)
+    outputs, binary_outputs = _outputs(request, available)
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")

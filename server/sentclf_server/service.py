@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -17,8 +18,15 @@ from .limits import LimitExceeded, RequestLimits
 
 # `X as X`: the output names stay importable from here, where they lived before outputs.py.
 from .outputs import LABEL_NAME_OUTPUT as LABEL_NAME_OUTPUT
-from .outputs import LABEL_NAMES_PARAMETER, OUTPUT_NAMES, encode_outputs, label_names_json, output_metadata
 from .outputs import LABEL_OUTPUT as LABEL_OUTPUT
+from .outputs import (
+    OUTPUT_NAMES,
+    config_parameters,
+    encode_outputs,
+    served_metadata,
+    served_outputs,
+    thresholds_of,
+)
 from .outputs import PROBS_OUTPUT as PROBS_OUTPUT
 from .versions import ROUTING_KEY_HEADER, ROUTING_KEY_PARAMETER
 
@@ -104,14 +112,16 @@ def parse_text_input(request: service_pb2.ModelInferRequest, max_request_batch: 
     return [_utf8(item, i) for i, item in enumerate(items)]
 
 
-def requested_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
+def requested_outputs(
+    request: service_pb2.ModelInferRequest, available: Sequence[str] = OUTPUT_NAMES
+) -> list[str]:
     """Names of the outputs to return, in request order; all of them when the request names none."""
     if not request.outputs:
-        return list(OUTPUT_NAMES)
+        return list(available)
     names: list[str] = []
     for output in request.outputs:
-        if output.name not in OUTPUT_NAMES:
-            raise RequestError(_INVALID, f"unknown output '{output.name}'; available: {list(OUTPUT_NAMES)}")
+        if output.name not in available:
+            raise RequestError(_INVALID, f"unknown output '{output.name}'; available: {list(available)}")
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in output.parameters]
         if unsupported:
             raise RequestError(_INVALID, f"output '{output.name}': parameters {unsupported} not supported")
@@ -136,7 +146,7 @@ def build_response(
         model_version=version or settings.model_version,
         id=request.id if request_id is None else request_id,
     )
-    for output in encode_outputs(probs, settings.labels, outputs):
+    for output in encode_outputs(probs, settings.labels, outputs, thresholds_of(settings.serving)):
         response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         response.raw_output_contents.append(output.raw)
     return response
@@ -175,7 +185,7 @@ def model_config(settings: Settings) -> model_config_pb2.ModelConfig:
     order as the parameter `label_names`, a JSON list of strings."""
     outputs = [
         model_config_pb2.ModelOutput(name=name, data_type=_CONFIG_TYPES[datatype], dims=shape)
-        for name, datatype, shape in output_metadata(len(settings.labels))
+        for name, datatype, shape in served_metadata(settings.serving)
     ]
     return model_config_pb2.ModelConfig(
         name=settings.model_name,
@@ -184,9 +194,8 @@ def model_config(settings: Settings) -> model_config_pb2.ModelConfig:
         input=[model_config_pb2.ModelInput(name=INPUT_NAME, data_type=_CONFIG_TYPES["BYTES"], dims=[-1])],
         output=outputs,
         parameters={
-            LABEL_NAMES_PARAMETER: model_config_pb2.ModelParameter(
-                string_value=label_names_json(settings.labels)
-            )
+            key: model_config_pb2.ModelParameter(string_value=value)
+            for key, value in config_parameters(settings.serving).items()
         },
     )
 
@@ -240,7 +249,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             versions=[v.version for v in self._state.served],
             platform=PLATFORM,
             inputs=[_tensor_metadata(INPUT_NAME, "BYTES", [-1])],
-            outputs=[_tensor_metadata(*output) for output in output_metadata(len(settings.labels))],
+            outputs=[_tensor_metadata(*output) for output in served_metadata(settings.serving)],
         )
 
     def ModelConfig(
@@ -264,7 +273,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             raise _status(InferenceError("UNAVAILABLE", "model is still loading; retry when SERVING"))
         settings = state.settings
         texts = parse_text_input(request, settings.max_request_batch)
-        outputs = requested_outputs(request)
+        outputs = requested_outputs(request, served_outputs(settings.serving))
         try:
             answer = state.infer(
                 texts,
