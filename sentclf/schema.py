@@ -30,6 +30,9 @@ DATA_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
 # schema.json's list of the splits' slice columns: kept from the user's files (preprocess's slice_columns,
 # and CoLA's source column), stored as text beside sentence and label; evaluate scores the model per value.
 SLICE_COLUMNS_KEY = "slice_columns"
+# schema.json's task kind: `multi` (several labels per text; each split's label is the list of the row's
+# label indices) or absent (one class per text). The values are the runtime's (sentclf_runtime.multilabel).
+LABEL_MODE_KEY = "label_mode"
 
 
 @dataclass(frozen=True)
