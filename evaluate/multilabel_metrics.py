@@ -28,6 +28,7 @@ from sentclf.bootstrap import Interval
 from sentclf.contract import (
     GATE_DECISION_TAG,
     GATE_SUMMARY_TAG,
+    SERVER_MEMORY_METRIC,
     TEST_MICRO_F1_METRIC,
     ModelRef,
 )
@@ -149,7 +150,7 @@ def metric_dict(found: dict[str, Interval], labels: dict[str, float], served) ->
         metrics |= {f"test_{key}": value.value, f"test_{key}_low": value.low, f"test_{key}_high": value.high}
     metrics |= {f"test_{key}": value for key, value in labels.items()}
     metrics |= dict(served.latency)
-    metrics["server_memory_peak_mb"] = served.memory_peak_mb
+    metrics[SERVER_MEMORY_METRIC] = served.memory_peak_mb
     return {key: float(value) for key, value in metrics.items() if np.isfinite(value)}
 
 
@@ -282,7 +283,7 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
         "metrics": {key: [v.value, v.low, v.high] for key, v in found.items()},
         "per_label": labels,
         "thresholds": dict(zip(data.label_set.names, answers.thresholds, strict=True)),
-        "gate": {"decision": decision.verdict, "summary": decision.summary},
+        "gate": {"decision": decision.verdict, "reasons": decision.reasons},
     }
     mlflow.log_dict(report, "evaluation/report.json")
     card = model_card(inputs.model_name, answers, data.label_set, found, labels, decision, len(targets))
