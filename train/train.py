@@ -375,7 +375,9 @@ def prepare(args: argparse.Namespace) -> Prepared:
     # bias is fitted, validation is too small per class to fit and check one on).
     calibrate = args.tune_threshold and label_set.is_binary and not multi
     mlflow.set_tag(DECISION_CALIBRATION_TAG, MARGIN_SHIFT if calibrate else NO_CALIBRATION)
-    if args.tune_threshold and not calibrate:
+    if multi:
+        logger.info("several labels per text: one decision threshold per label, tuned on validation")
+    elif args.tune_threshold and not calibrate:
         logger.info(
             "tune_threshold: %d classes, no decision calibration (the argmax decides)", label_set.size
         )
