@@ -64,6 +64,30 @@ def test_float_targets_train_a_sigmoid_head_with_bce(tmp_path):
     assert torch.allclose(output.loss, expected)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_precisions_train_multi_hot_targets_with_bce(precision):
+    from transformers import AutoConfig
+
+    from sentclf.backbone import resolve_backbone
+
+    from precision import training_steps
+
+    source = resolve_backbone("bundled")
+    model = MeanPoolingClassifier(source, AutoConfig.from_pretrained(source, num_labels=4))
+    ids = torch.tensor([[101, 2000, 102], [101, 2001, 102]])
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+    }
+    targets = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]])
+    model.eval()  # no dropout: the loss is a function of the weights
+    with torch.no_grad():
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(model(**batch).logits, targets)
+    loss = training_steps(model, precision).loss(batch | {"labels": targets})
+    assert abs(float(loss) - float(expected)) < 0.05  # bf16 rounds the logits
+
+
 def tickets(rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     made = []
