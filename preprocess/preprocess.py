@@ -131,7 +131,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--drift-threshold must be positive, got {args.drift_threshold}")
     try:
         args.label_set = parse_labels_parameter(args.labels)
-        label_columns = multilabel.indicator_columns(args.label_column) or (args.label_column,)
+        multi = args.label_mode == MULTI_LABEL
+        label_columns = (multi and multilabel.indicator_columns(args.label_column)) or (args.label_column,)
         args.slices = parse_slice_columns(args.slice_columns, args.text_column, label_columns[0])
         if set(args.slices) & set(label_columns):
             raise ValueError(f"slice_columns {list(args.slices)} name a label column {list(label_columns)}")
