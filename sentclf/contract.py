@@ -52,6 +52,9 @@ CHAMPION_ALIAS = "champion"
 # --- Metrics read outside the room that logs them -------------------------------------------------------
 TEST_MCC_METRIC = "test_mcc"  # evaluate: the headline (also a model-version tag); the conductor reads it
 TEST_MCC_LOW_METRIC, TEST_MCC_HIGH_METRIC = "test_mcc_low", "test_mcc_high"  # evaluate: its interval
+# evaluate (multi-label versions): the headline instead of test_mcc (also a model-version tag); the
+# conductor reads it
+TEST_MICRO_F1_METRIC = "test_micro_f1"
 SERVER_MEMORY_METRIC = "server_memory_peak_mb"  # evaluate: the server's peak memory; kube serving sizes by it
 # evaluate's metrics the conductor copies onto the pipeline's parent run (the runs table compares them).
 HEADLINE_METRIC_PREFIXES = ("test_", "latency_", "throughput_")

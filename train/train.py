@@ -37,15 +37,23 @@ from sentclf.contract import (
     TEXT_PAIR_TAG,
     TRAIN_RUN_TAG,
 )
-from sentclf.data import log_split_inputs, read_label_set, read_split, read_text_pair_column
+from sentclf.data import (
+    log_split_inputs,
+    read_label_mode,
+    read_label_set,
+    read_split,
+    read_text_pair_column,
+)
 from sentclf.hub import offline_reason
 from sentclf.metrics import classification_metrics
 from sentclf.plots import log_confusion_matrix
 from sentclf.schema import LABEL_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, step_run
 from sentclf_runtime.config import FILE_NAME, ServingConfig
+from sentclf_runtime.multilabel import MULTI_LABEL
 from sentclf_runtime.names import LEGACY_SERVED_NAME
 
+import multilabel_head
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
 from int8 import DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
@@ -256,13 +264,21 @@ def log_evaluation_artifacts(split: EncodedSplit, logits: np.ndarray, label_set:
     )
 
 
-def write_serving_config(tokenizer_dir: Path, args: argparse.Namespace, label_set: LabelSet) -> Path:
-    """The version's serving config; the name it is served under is building's to set."""
+def write_serving_config(
+    tokenizer_dir: Path,
+    args: argparse.Namespace,
+    label_set: LabelSet,
+    thresholds: tuple[float, ...] | None = None,
+) -> Path:
+    """The version's serving config; the name it is served under is building's to set. `thresholds`: a
+    multi-label model's per-label decision thresholds (label_mode multi)."""
+    multi = {"label_mode": MULTI_LABEL, "thresholds": thresholds} if thresholds is not None else {}
     config = ServingConfig(
         labels=tuple(label_set.names),
         max_seq_length=args.max_seq_length,
         model_name=LEGACY_SERVED_NAME,
         extra={"input_names": INPUT_NAMES, "output_name": OUTPUT_NAME},
+        **multi,
     )
     config = serving_config_for(config, getattr(args, "text_pair_column", None))
     return config.write(tokenizer_dir / FILE_NAME)
@@ -274,12 +290,16 @@ MODEL_METRIC_PREFIXES = ("val_", "best_val_", "parity_", "variant_", "decision_s
 
 
 def log_and_register(
-    onnx_path: Path, tokenizer_dir: Path, args: argparse.Namespace, label_set: LabelSet
+    onnx_path: Path,
+    tokenizer_dir: Path,
+    args: argparse.Namespace,
+    label_set: LabelSet,
+    thresholds: tuple[float, ...] | None = None,
 ) -> str:
     """Log the text-level pyfunc (ONNX graph, tokenizer, serving config), register a version (tagged with
     its run and its classes' names), alias it `challenger`, and log the validation metrics against the
     version's model_id."""
-    serving_config = write_serving_config(tokenizer_dir, args, label_set)
+    serving_config = write_serving_config(tokenizer_dir, args, label_set, thresholds)
     info = log_text_model(
         onnx_path, tokenizer_dir / "tokenizer.json", serving_config, args.registered_model_name
     )
@@ -355,6 +375,7 @@ class Prepared:
     calibrate: bool
     precision: str
     data_run_id: str = ""
+    multi_label: bool = False
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -372,6 +393,9 @@ def prepare(args: argparse.Namespace) -> Prepared:
     record_inputs(data_run_id=data_run_id)
     label_set = read_label_set(data_run_id)
     configure_head(config, label_set)
+    multi = read_label_mode(data_run_id) == MULTI_LABEL
+    if multi:  # a sigmoid per label, BCE-with-logits (the stock HF head reads problem_type)
+        config.problem_type = "multi_label_classification"
     mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
     # A sentence-pair task (pair_encoding.py): the serving config and the version say so.
     args.text_pair_column = read_text_pair_column(data_run_id)
@@ -379,17 +403,23 @@ def prepare(args: argparse.Namespace) -> Prepared:
         mlflow.set_tag(TEXT_PAIR_TAG, args.text_pair_column)
     # The margin shift is a two-class decision; for more classes the argmax decides (README: no per-class
     # bias is fitted, validation is too small per class to fit and check one on).
-    calibrate = args.tune_threshold and label_set.is_binary
+    calibrate = args.tune_threshold and label_set.is_binary and not multi
     mlflow.set_tag(DECISION_CALIBRATION_TAG, MARGIN_SHIFT if calibrate else NO_CALIBRATION)
-    if args.tune_threshold and not calibrate:
+    if multi:
+        logger.info("several labels per text: one decision threshold per label, tuned on validation")
+    elif args.tune_threshold and not calibrate:
         logger.info(
             "tune_threshold: %d classes, no decision calibration (the argmax decides)", label_set.size
         )
     mlflow.log_param("torch_threads", torch.get_num_threads())
     train_frame = read_split(data_run_id, "train")
     validation_frame = read_split(data_run_id, "validation")
-    check_labels(train_frame, "train", label_set, data_run_id)
-    check_labels(validation_frame, "validation", label_set, data_run_id)
+    check = multilabel_head.check_lists if multi else None
+    for name, frame in (("train", train_frame), ("validation", validation_frame)):
+        if check:
+            check(frame, LABEL_COLUMN, name, label_set, data_run_id)
+        else:
+            check_labels(frame, name, label_set, data_run_id)
     log_split_inputs(data_run_id, {"train": train_frame, "validation": validation_frame})
     if args.max_train_samples != -1 and args.max_train_samples < len(train_frame):
         train_frame = train_frame.sample(n=args.max_train_samples, random_state=args.seed).reset_index(
@@ -400,15 +430,29 @@ def prepare(args: argparse.Namespace) -> Prepared:
             f"batch_size {args.batch_size} is larger than the {len(train_frame)} training rows: lower "
             "batch_size or raise max_train_samples"
         )
-    check_every_class_is_trained(
-        train_frame[LABEL_COLUMN].to_numpy(np.int64), label_set, args.max_train_samples
-    )
+    if multi:
+        targets = multilabel_head.multi_hot(train_frame[LABEL_COLUMN], label_set.size)
+        multilabel_head.check_every_label_is_trained(targets, label_set)
+    else:
+        check_every_class_is_trained(
+            train_frame[LABEL_COLUMN].to_numpy(np.int64), label_set, args.max_train_samples
+        )
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    train_split = encode_split(train_frame, tokenizer, args.max_seq_length)
-    validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length)
+    size = label_set.size if multi else 0
+    train_split = encode_split(train_frame, tokenizer, args.max_seq_length, size)
+    validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length, size)
     return Prepared(
-        source, config, label_set, tokenizer, train_split, validation_split, calibrate, precision, data_run_id
+        source,
+        config,
+        label_set,
+        tokenizer,
+        train_split,
+        validation_split,
+        calibrate,
+        precision,
+        data_run_id,
+        multi,
     )
 
 
@@ -468,7 +512,11 @@ def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace)
     logits, _ = predict(model, validation_split, args.batch_size * 2, tokenizer.pad_token_id)
     if calibrate:
         logits = tune_threshold(model, validation_split, logits, args.batch_size * 2, tokenizer.pad_token_id)
-    log_evaluation_artifacts(validation_split, logits, label_set)
+    thresholds = None
+    if prepared.multi_label:  # per-label thresholds tuned on validation, shipped in the serving config
+        thresholds = multilabel_head.tune_and_log(validation_split.labels, logits, label_set.names)
+    else:
+        log_evaluation_artifacts(validation_split, logits, label_set)
 
     with tempfile.TemporaryDirectory(prefix="sentclf-train-") as tmp:
         tmp_dir = Path(tmp)
@@ -488,7 +536,7 @@ def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace)
                 mlflow.log_artifact(str(path), "onnx_variants")
         tokenizer_dir = tmp_dir / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
-        return log_and_register(variants[served], tokenizer_dir, args, label_set)
+        return log_and_register(variants[served], tokenizer_dir, args, label_set, thresholds)
 
 
 def choose_variant(variants: dict[str, Path], prepared: Prepared, args: argparse.Namespace) -> str:

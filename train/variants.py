@@ -12,6 +12,8 @@ from onnxruntime.transformers import optimizer
 from transformers import PretrainedConfig
 
 from sentclf.metrics import classification_metrics
+from sentclf.multilabel_metrics import summary as multilabel_summary
+from sentclf_runtime.multilabel import sigmoid
 
 from export import INPUT_NAMES, OUTPUT_NAME
 from int8 import TrainingRows, quantize_int8
@@ -65,7 +67,15 @@ def compare_variants(
     reference = None
     for name, path in paths.items():
         logits = onnx_logits(path, split, pad_id)
-        scores = classification_metrics(split.labels, logits.argmax(axis=1), logits.shape[1], per_class=False)
+        # Several labels per text: subset accuracy and micro-F1 at 0.5 stand in for accuracy and MCC (the
+        # `_val_mcc_delta` key then holds the micro-F1 delta; the keys stay one set for every model).
+        if split.labels.ndim == 2:
+            multi = multilabel_summary(split.labels, sigmoid(logits) >= 0.5)
+            scores = {"accuracy": multi["subset_accuracy"], "mcc": multi["micro_f1"]}
+        else:
+            scores = classification_metrics(
+                split.labels, logits.argmax(axis=1), logits.shape[1], per_class=False
+            )
         if reference is None:
             reference = scores
         report |= {
