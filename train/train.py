@@ -396,6 +396,12 @@ def prepare(args: argparse.Namespace) -> Prepared:
     multi = read_label_mode(data_run_id) == MULTI_LABEL
     if multi:  # a sigmoid per label, BCE-with-logits (the stock HF head reads problem_type)
         config.problem_type = "multi_label_classification"
+    if multi and args.serve_variant == INT8:  # before training: the run could not serve what it asks for
+        raise StepInputError(
+            "serve_variant=int8 is served only when a paired bootstrap keeps its test MCC, a single-label "
+            "measure; this data has several labels per text (label_mode=multi): use serve_variant=fp32 or "
+            "optimized (docs/int8.md)"
+        )
     mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
     # A sentence-pair task (pair_encoding.py): the serving config and the version say so.
     args.text_pair_column = read_text_pair_column(data_run_id)

@@ -136,3 +136,24 @@ def test_a_multi_label_run_ships_its_thresholds_and_answers_label_sets(tracking_
     probabilities = frame["probabilities"].iloc[0]
     chosen = [LABELS[j] for j in range(4) if probabilities[j] >= serving["thresholds"][j]]
     assert json.loads(frame["label_set"].iloc[0]) == chosen
+
+
+def test_int8_is_refused_for_multi_label_data_before_training(tracking_store, tmp_path):
+    """int8's rule is a paired bootstrap of the single-label test MCC: a multi-label run that asks for it
+    fails at once, naming the variants it can serve, rather than after its training."""
+    frames = {"train": tickets(48, 0), "validation": tickets(16, 1), "test": tickets(8, 2)}
+    run_id = log_preprocess_run(frames, LabelSet(LABELS, LABELS), tmp_path)
+    schema = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/schema.json"))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_text(json.dumps(schema | {"label_mode": "multi"}), "schema.json")
+    with pytest.raises(SystemExit, match=r"serve_variant=int8 .*label_mode=multi.*serve_variant=fp32"):
+        train.main(
+            [
+                *train_args(serve_variant="int8", max_seq_length="16"),
+                "--registered-model-name",
+                "multi-int8",
+                "--data-run-id",
+                run_id,
+            ]
+        )
+    assert mlflow.search_registered_models(filter_string="name = 'multi-int8'") == []
