@@ -51,6 +51,7 @@ from sentclf.tracking import StepError, StepInputError, record_inputs, step_run,
 
 import figures
 import model_card
+import multilabel_metrics
 import report
 from gate import Decision, GateConfig, apply, current_champion, decide
 from inputs import EvaluationInputs, resolve_inputs, resolve_label_set
@@ -105,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-mcc", type=float, required=True)
     parser.add_argument("--bootstrap-resamples", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
+    # Not required: callers from before multi-label versions leave it out (MLproject passes its default).
+    parser.add_argument(
+        "--min-micro-f1", type=float, default=0.5, help="a multi-label version's floor (test micro-F1)"
+    )
     args = parser.parse_args(argv)
     problems = [
         message
@@ -373,11 +378,15 @@ def slice_groups(test, slice_columns: tuple[str, ...]) -> dict[str, list[str]]:
 
 def conclude(
     config: GateConfig, inputs: EvaluationInputs, data: EvaluationData, served: Served, args
-) -> Evaluation:
+) -> Evaluation | None:
     """Parity, the comparison with the champion, the decision, the report; the alias moves last, so only
     an evaluation that got this far moves it."""
     check_classes(served.scores, inputs, data.label_set)
     parity = check_parity(served.scores, score_version(inputs.model_name, inputs.version, data.texts))
+    if multilabel_metrics.is_multi_label(data.labels):  # several labels per text: its own metrics and gate
+        decision = multilabel_metrics.conclude(config, args.min_micro_f1, inputs, data, served, args)
+        apply(decision, inputs.model_name, inputs.version)
+        return None
     evaluation = judge(config, inputs, data, served, parity, args)
     examples = pair_examples(data.texts, data.labels, served.scores.labels, data.label_set.names)
     evaluation = dataclasses.replace(evaluation, pair_examples=examples)

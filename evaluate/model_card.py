@@ -17,7 +17,9 @@ from sentclf.contract import (
     INPUT_DATASET_SHA256_TAG,
     INPUT_DATASET_SNAPSHOT_TAG,
     INPUT_DATASET_TAG,
+    INT8_DECISION_TAG,
     PRECISION_USED_TAG,
+    SERVED_VARIANT_TAG,
     TEXT_PAIR_TAG,
 )
 from sentclf.data import read_split
@@ -131,6 +133,16 @@ def _precision_line(train_tags: dict, train_params: dict) -> str:
     return f"- precision: `{ran}`" + (f" (asked: `{asked}`)" if asked and asked != ran else "")
 
 
+def _variant_lines(train_tags: dict) -> list[str]:
+    """The ONNX variant served (train's SERVED_VARIANT_TAG) and, where int8 was asked, why it is or is not
+    served (INT8_DECISION_TAG: int8 against fp32 on the test rows)."""
+    served = train_tags.get(SERVED_VARIANT_TAG)
+    lines = [f"- served variant: `{served}`"] if served else []
+    if INT8_DECISION_TAG in train_tags:
+        lines.append(f"- int8 decision: {train_tags[INT8_DECISION_TAG]}")
+    return lines
+
+
 def _metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str]]:
     challenger, served = evaluation.challenger, evaluation.served
     rows = [
@@ -179,6 +191,7 @@ def render(evaluation: Evaluation, facts: Provenance) -> str:
         f"- train run: `{train_id}`",
         f"- code commit: `{train_tags.get('mlflow.source.git.commit', 'unknown')}`",
         _precision_line(train_tags, train_params),
+        *_variant_lines(train_tags),
         "",
         *table(
             ["parameter", "value"],

@@ -27,6 +27,7 @@ from sentclf.drift_math import LENGTH_BIN_EDGES, ks_statistic, psi, total_variat
 from sentclf.schema import LABEL_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, newest_successful_run, version_data_run_id
 
+from label_lists import label_counts
 from text_pairs import model_texts
 
 GATED_STATISTICS = ("drift_label_psi", "drift_length_psi", "drift_length_ks")
@@ -100,7 +101,7 @@ def find_reference(model_name: str, current_run_id: str) -> Reference:
 
 def label_shares(frame: pd.DataFrame, label_set: LabelSet) -> dict[str, float]:
     """Class name -> share of the rows, in class-index order."""
-    counts = np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=label_set.size)
+    counts = label_counts(frame[LABEL_COLUMN], label_set.size)  # multi-label: each label's rows
     return dict(zip(label_set.names, (counts / counts.sum()).tolist(), strict=True))
 
 

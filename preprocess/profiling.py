@@ -17,6 +17,7 @@ from tokenizers import Tokenizer  # noqa: E402
 from sentclf.backbone import measuring_tokenizer  # noqa: E402
 from sentclf.schema import LABEL_COLUMN, LabelSet  # noqa: E402
 
+from label_lists import label_counts  # noqa: E402
 from text_pairs import model_texts  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def profile_split(frame: pd.DataFrame, tokenizer: Tokenizer, label_set: LabelSet
     unk_id = tokenizer.token_to_id("[UNK]")
     tokens = np.concatenate([np.asarray(e.ids) for e in encodings]) if encodings else np.array([])
     words = {word for text in texts for word in text.lower().split()}
-    counts = np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=label_set.size)
+    counts = label_counts(frame[LABEL_COLUMN], label_set.size)  # multi-label: rows holding each label
     return {
         "rows": len(frame),
         "label_share": {

@@ -33,6 +33,9 @@ MODEL_VERSION_TAG = "registered_model_version"  # train run (and the pipeline's 
 SERVER_IMAGE_TAG = "server_image"  # building run and model version (and the parent): its server image
 SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
 PRECISION_USED_TAG = "precision_used"  # train run: the precision that ran (bf16|fp32); the model card reads
+SERVED_VARIANT_TAG = "served_variant"  # train run: the ONNX variant it logged and serves; the card reads
+# train run with serve_variant=int8: int8 against fp32 on the test rows, and the choice, in one line (card)
+INT8_DECISION_TAG = "int8.decision"
 # evaluate run (and the pipeline's parent, copied there): GATE_PROMOTED or GATE_KEPT; the conductor reads it
 GATE_DECISION_TAG = "gate.decision"
 GATE_SUMMARY_TAG = "gate.summary"  # evaluate run: the gate's reasons in one line; the conductor reads it
@@ -49,6 +52,9 @@ CHAMPION_ALIAS = "champion"
 # --- Metrics read outside the room that logs them -------------------------------------------------------
 TEST_MCC_METRIC = "test_mcc"  # evaluate: the headline (also a model-version tag); the conductor reads it
 TEST_MCC_LOW_METRIC, TEST_MCC_HIGH_METRIC = "test_mcc_low", "test_mcc_high"  # evaluate: its interval
+# evaluate (multi-label versions): the headline instead of test_mcc (also a model-version tag); the
+# conductor reads it
+TEST_MICRO_F1_METRIC = "test_micro_f1"
 SERVER_MEMORY_METRIC = "server_memory_peak_mb"  # evaluate: the server's peak memory; kube serving sizes by it
 # evaluate's metrics the conductor copies onto the pipeline's parent run (the runs table compares them).
 HEADLINE_METRIC_PREFIXES = ("test_", "latency_", "throughput_")

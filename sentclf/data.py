@@ -12,6 +12,7 @@ import pandas as pd
 from sentclf.schema import (
     COLA_LABELS,
     LABEL_COLUMN,
+    LABEL_MODE_KEY,
     SCHEMA_ARTIFACT,
     SLICE_COLUMNS_KEY,
     TEXT_COLUMN,
@@ -21,6 +22,7 @@ from sentclf.schema import (
     split_artifact_path,
 )
 from sentclf.tracking import StepInputError, download_artifacts
+from sentclf_runtime.multilabel import SINGLE_LABEL
 from sentclf_runtime.pairs import joined_texts
 
 
@@ -86,6 +88,12 @@ def read_label_set(run_id: str) -> LabelSet:
         raise StepInputError(f"run {run_id}: {SCHEMA_ARTIFACT} has no valid label set ({error})") from None
 
 
+def read_label_mode(run_id: str) -> str:
+    """`multi` when the preprocess run recorded several labels per text (schema.json's label_mode), else
+    `single` (every run from before label modes existed)."""
+    return read_schema(run_id).get(LABEL_MODE_KEY, SINGLE_LABEL)
+
+
 def log_split_inputs(run_id: str, splits: dict[str, pd.DataFrame]) -> None:
     """The splits this run read from preprocess run `run_id`, as its MLflow dataset inputs (the UI's
     Datasets column, and lineage past preprocess): each named by its split, its source the artifact (where
@@ -97,6 +105,10 @@ def log_split_inputs(run_id: str, splits: dict[str, pd.DataFrame]) -> None:
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         for split, frame in splits.items():
             columns = frame[[TEXT_COLUMN, LABEL_COLUMN]]
+            if len(columns) and not pd.api.types.is_scalar(columns[LABEL_COLUMN].iloc[0]):
+                # a multi-label split's lists of label indices: the digest needs scalars ("0|2")
+                joined = ["|".join(map(str, row)) for row in columns[LABEL_COLUMN]]
+                columns = columns.assign(**{LABEL_COLUMN: joined})
             try:
                 dataset = mlflow.data.from_pandas(
                     columns,

@@ -34,6 +34,9 @@ SLICE_COLUMNS_KEY = "slice_columns"
 # the user's name of it (absent or null: single sentences). Every later room reads the task kind there.
 TEXT_PAIR_COLUMN = "text_pair"
 TEXT_PAIR_KEY = "text_pair_column"
+# schema.json's task kind: `multi` (several labels per text; each split's label is the list of the row's
+# label indices) or absent (one class per text). The values are the runtime's (sentclf_runtime.multilabel).
+LABEL_MODE_KEY = "label_mode"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from sentclf_runtime.config import ServingConfig
 from sentclf_runtime.files import ARTIFACT_KEYS, ONNX_FLAVOR_FILES, PYFUNC_FILES, model_files
+from sentclf_runtime.multilabel import label_set_json, label_sets
 from sentclf_runtime.pairs import check_pairs, pair_input, split_items
 from sentclf_runtime.scorer import Scorer, ScorerOptions, softmax
 
@@ -44,6 +45,8 @@ __all__ = [
 
 TEXT_COLUMN = "text"
 OUTPUT_COLUMNS = ("class", "name", "probabilities")
+# A multi-label model's frame adds each text's decided label names, as the server's `label_set` output.
+LABEL_SET_COLUMN = "label_set"
 # Rows in one ORT call in process: larger than the server's (no caller waits on a batch here).
 BATCH = 64
 THREADS_ENV = "SENTCLF_ORT_THREADS"
@@ -94,12 +97,22 @@ class TextClassifier:
         labels = probabilities.argmax(axis=1).astype(np.int64)
         return Scores(labels, probabilities, [self.labels[i] for i in labels])
 
+    def label_sets(self, probabilities: np.ndarray) -> list[list[str]]:
+        """A multi-label model's decided label names per text (its per-label thresholds)."""
+        return label_sets(probabilities, self.labels, self.config.label_thresholds())
+
     def frame(self, texts: list[str], text_pairs: list[str] | None = None) -> pd.DataFrame:
-        """class (int64), name (str), probabilities (float32 arrays): the pyfunc's output."""
+        """class (int64), name (str), probabilities (float32 arrays): the pyfunc's output; a multi-label
+        model's adds label_set (a JSON list of the decided names; class/name are the most probable)."""
         scores = self.score(texts, text_pairs)
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {"class": scores.labels, "name": scores.names, "probabilities": list(scores.probabilities)}
         )
+        if self.config.multi_label:
+            frame[LABEL_SET_COLUMN] = [
+                label_set_json(chosen) for chosen in self.label_sets(scores.probabilities)
+            ]
+        return frame
 
 
 def _options(threads: int | None) -> ScorerOptions:

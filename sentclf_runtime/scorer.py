@@ -23,6 +23,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from .config import ServingConfig
+from .multilabel import sigmoid
 from .outputs import KNOWN_INPUTS, LOGITS_OUTPUT
 from .pairs import pair_input
 
@@ -189,7 +190,8 @@ class Scorer:
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             expected = f"[batch, {len(self.labels)}]"
             raise ModelError(f"model returned logits of shape {list(logits.shape)}, expected {expected}")
-        return softmax(logits)
+        # Several labels per text: each label is its own yes/no (sentclf_runtime.multilabel).
+        return sigmoid(logits) if self.config.multi_label else softmax(logits)
 
     def buckets(self, lengths: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
         """(order, [start, end) ranges into order): the sentences of each ORT run. Without bucketing,

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 from sentclf.metrics import classification_metrics
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
+import multilabel_head
 from calibration import best_margin_shift
 from pair_encoding import encode_pairs, is_pairs
 from precision import training_steps
@@ -60,15 +61,19 @@ class EncodedSplit:
 
 
 def encode_split(
-    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_seq_length: int
+    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_seq_length: int, multi_label_size: int = 0
 ) -> EncodedSplit:
+    """`multi_label_size` > 0: the labels are lists of label indices, encoded multi-hot (float32)."""
+    labels = (
+        multilabel_head.multi_hot(frame[LABEL_COLUMN], multi_label_size)
+        if multi_label_size
+        else frame[LABEL_COLUMN].to_numpy(np.int64)
+    )
     if is_pairs(frame):
         input_ids, token_type_ids, shown = encode_pairs(frame, tokenizer, max_seq_length)
-        return EncodedSplit(input_ids, frame[LABEL_COLUMN].to_numpy(np.int64), shown, token_type_ids)
+        return EncodedSplit(input_ids, labels, shown, token_type_ids)
     encoded = tokenizer(frame[TEXT_COLUMN].tolist(), truncation=True, max_length=max_seq_length)
-    return EncodedSplit(
-        encoded["input_ids"], frame[LABEL_COLUMN].to_numpy(np.int64), frame[TEXT_COLUMN].tolist()
-    )
+    return EncodedSplit(encoded["input_ids"], labels, frame[TEXT_COLUMN].tolist())
 
 
 def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
@@ -135,6 +140,8 @@ def evaluate(
     with `tune_threshold` (two classes), also the MCC the model reaches once its decision threshold is tuned
     on this split (what the train step will ship)."""
     logits, loss = predict(model, split, batch_size, pad_id)
+    if split.labels.ndim == 2:  # several labels per text
+        return {"loss": loss, **multilabel_head.validation_metrics(split.labels, logits)}
     summary = classification_metrics(split.labels, logits.argmax(axis=1), logits.shape[1], per_class=False)
     metrics = {"loss": loss, **summary}
     if tune_threshold:
@@ -262,7 +269,7 @@ def train(
             validation = evaluate(
                 model, validation_split, config.batch_size * 2, pad_id, config.tune_threshold
             )
-            score = validation["mcc_tuned_threshold" if config.tune_threshold else "mcc"]
+            score = validation[multilabel_head.selection_key(validation, config.tune_threshold)]
             metrics = {
                 "train_loss": running_loss / len(train_split),
                 "train_samples_per_second": len(train_split) / epoch_seconds,
@@ -271,16 +278,19 @@ def train(
             log_epoch(epoch, metrics)
             if score > best["mcc"]:
                 best = {"mcc": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        logger.info(
-            "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f%s (%.0f samples/s)",
-            epoch,
-            metrics["train_loss"],
-            validation["loss"],
-            validation["accuracy"],
-            validation["mcc"],
-            f" ({score:.4f} at the tuned threshold)" if config.tune_threshold else "",
-            metrics["train_samples_per_second"],
-        )
+        if "mcc" not in validation:  # several labels per text
+            multilabel_head.log_epoch(epoch, metrics["train_loss"], validation)
+        else:
+            logger.info(
+                "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f%s (%.0f samples/s)",
+                epoch,
+                metrics["train_loss"],
+                validation["loss"],
+                validation["accuracy"],
+                validation["mcc"],
+                f" ({score:.4f} at the tuned threshold)" if config.tune_threshold else "",
+                metrics["train_samples_per_second"],
+            )
         if best["epoch"] == epoch:
             epochs_without_gain = 0
         else:
@@ -296,7 +306,7 @@ def train(
     model.eval()
     return {
         "best_epoch": best["epoch"],
-        "best_val_mcc": best["mcc"],
+        multilabel_head.best_key(validation_split): best["mcc"],
         "epochs_run": epoch,
         # Not `train_samples_per_second`: that name holds the per-epoch series, whose last step would hide it.
         "mean_train_samples_per_second": samples_seen / train_seconds,

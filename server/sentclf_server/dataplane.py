@@ -28,7 +28,7 @@ from .config import Settings
 from .feedback import FeedbackLog
 from .limits import LimitExceeded, RequestLimits
 from .metrics import ModelMetrics, count_routed
-from .outputs import output_metadata
+from .outputs import served_metadata
 from .pair_inputs import input_names
 from .refusals import log_refusal
 from .shadow import SHADOW_MAX_IN_FLIGHT, ShadowScorer
@@ -175,7 +175,7 @@ class DataPlane:
             ],
             "outputs": [
                 {"name": name, "datatype": datatype, "shape": shape}
-                for name, datatype, shape in output_metadata(len(settings.labels))
+                for name, datatype, shape in served_metadata(settings.serving)
             ],
         }
 

@@ -126,20 +126,20 @@ def _strings(tensor: dict, binary: bytes, count: int, name: str = INPUT_NAME) ->
     return texts
 
 
-def _outputs(request: dict) -> tuple[list[str], dict[str, bool]]:
+def _outputs(request: dict, available: Sequence[str] = OUTPUT_NAMES) -> tuple[list[str], dict[str, bool]]:
     parameters = _object(request.get("parameters", {}), "'parameters'")
     default_binary = parameters.get("binary_data_output") is True
     asked = request.get("outputs")
     if asked is None or asked == []:
-        return list(OUTPUT_NAMES), dict.fromkeys(OUTPUT_NAMES, default_binary)
+        return list(available), dict.fromkeys(available, default_binary)
     if not isinstance(asked, list) or not all(isinstance(item, dict) for item in asked):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     names: list[str] = []
     binary: dict[str, bool] = {}
     for output in asked:
         name = output.get("name")
-        if name not in OUTPUT_NAMES:
-            raise BadRequest(f"unknown output '{name}'; available: {list(OUTPUT_NAMES)}")
+        if name not in available:
+            raise BadRequest(f"unknown output '{name}'; available: {list(available)}")
         out_params = _object(output.get("parameters", {}), f"output '{name}' parameters")
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in out_params]
         if unsupported:
@@ -152,7 +152,10 @@ def _outputs(request: dict) -> tuple[list[str], dict[str, bool]]:
 
 
 def parse_infer_request(
-    body: bytes, header_length: int | None, pair_input: str | None = None
+    body: bytes,
+    header_length: int | None,
+    pair_input: str | None = None,
+    available: Sequence[str] = OUTPUT_NAMES,
 ) -> InferRequest:
     """The sentences, outputs and id of an infer request body; BadRequest for anything malformed.
     The sentence count is checked against the request limits by the caller (empty batch included).
@@ -168,7 +171,7 @@ def parse_infer_request(
             texts, text_pairs = parse_http_pairs(request, binary, pair_input, _count, _strings)
         except PairInputError as exc:
             raise BadRequest(str(exc)) from None
-    outputs, binary_outputs = _outputs(request)
+    outputs, binary_outputs = _outputs(request, available)
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")

@@ -46,7 +46,7 @@ from .dataplane import HTTP_STATUS, DataPlane, InferenceError, RequestOutcome
 from .feedback import FeedbackError, parse_feedback
 from .http_codec import HEADER_LENGTH, BadRequest, encode_infer_response, error_body, parse_infer_request
 from .metrics import count_request
-from .outputs import LABEL_NAMES_PARAMETER, encode_outputs, label_names_json, output_metadata
+from .outputs import config_parameters, encode_outputs, served_metadata, served_outputs, thresholds_of
 from .pair_inputs import input_names
 from .refusals import RateLimitFilter, log_refusal
 from .versions import ROUTING_KEY_HEADER
@@ -279,7 +279,10 @@ class InferenceApp:
         plane = self.plane
         try:
             request = parse_infer_request(
-                body, int(header_length) if header_length is not None else None, plane.settings.pair_input
+                body,
+                int(header_length) if header_length is not None else None,
+                plane.settings.pair_input,
+                served_outputs(plane.settings.serving),
             )
         except (BadRequest, ValueError) as exc:
             raise InferenceError("INVALID_ARGUMENT", str(exc)) from None
@@ -293,7 +296,9 @@ class InferenceApp:
             text_pairs=request.text_pairs,
         )
         settings = plane.settings
-        tensors = encode_outputs(answer.probs, settings.labels, request.outputs)
+        tensors = encode_outputs(
+            answer.probs, settings.labels, request.outputs, thresholds_of(settings.serving)
+        )
         payload, json_length = encode_infer_response(
             settings.model_name, answer.version, answer.id, tensors, request.binary
         )
@@ -322,9 +327,11 @@ def _model_config(plane: DataPlane) -> dict:
         ],
         "output": [
             {"name": name, "data_type": _CONFIG_TYPES[datatype], "dims": shape}
-            for name, datatype, shape in output_metadata(len(settings.labels))
+            for name, datatype, shape in served_metadata(settings.serving)
         ],
-        "parameters": {LABEL_NAMES_PARAMETER: {"string_value": label_names_json(settings.labels)}},
+        "parameters": {
+            key: {"string_value": value} for key, value in config_parameters(settings.serving).items()
+        },
     }
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -17,8 +18,15 @@ from .limits import LimitExceeded, RequestLimits
 
 # `X as X`: the output names stay importable from here, where they lived before outputs.py.
 from .outputs import LABEL_NAME_OUTPUT as LABEL_NAME_OUTPUT
-from .outputs import LABEL_NAMES_PARAMETER, OUTPUT_NAMES, encode_outputs, label_names_json, output_metadata
 from .outputs import LABEL_OUTPUT as LABEL_OUTPUT
+from .outputs import (
+    OUTPUT_NAMES,
+    config_parameters,
+    encode_outputs,
+    served_metadata,
+    served_outputs,
+    thresholds_of,
+)
 from .outputs import PROBS_OUTPUT as PROBS_OUTPUT
 from .pair_inputs import PairInputError, input_names, parse_grpc_pairs
 from .versions import ROUTING_KEY_HEADER, ROUTING_KEY_PARAMETER
@@ -119,14 +127,16 @@ def parse_pair_input(
         raise RequestError(_INVALID, str(exc)) from None
 
 
-def requested_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
+def requested_outputs(
+    request: service_pb2.ModelInferRequest, available: Sequence[str] = OUTPUT_NAMES
+) -> list[str]:
     """Names of the outputs to return, in request order; all of them when the request names none."""
     if not request.outputs:
-        return list(OUTPUT_NAMES)
+        return list(available)
     names: list[str] = []
     for output in request.outputs:
-        if output.name not in OUTPUT_NAMES:
-            raise RequestError(_INVALID, f"unknown output '{output.name}'; available: {list(OUTPUT_NAMES)}")
+        if output.name not in available:
+            raise RequestError(_INVALID, f"unknown output '{output.name}'; available: {list(available)}")
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in output.parameters]
         if unsupported:
             raise RequestError(_INVALID, f"output '{output.name}': parameters {unsupported} not supported")
@@ -151,7 +161,7 @@ def build_response(
         model_version=version or settings.model_version,
         id=request.id if request_id is None else request_id,
     )
-    for output in encode_outputs(probs, settings.labels, outputs):
+    for output in encode_outputs(probs, settings.labels, outputs, thresholds_of(settings.serving)):
         response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         response.raw_output_contents.append(output.raw)
     return response
@@ -190,7 +200,7 @@ def model_config(settings: Settings) -> model_config_pb2.ModelConfig:
     order as the parameter `label_names`, a JSON list of strings."""
     outputs = [
         model_config_pb2.ModelOutput(name=name, data_type=_CONFIG_TYPES[datatype], dims=shape)
-        for name, datatype, shape in output_metadata(len(settings.labels))
+        for name, datatype, shape in served_metadata(settings.serving)
     ]
     return model_config_pb2.ModelConfig(
         name=settings.model_name,
@@ -202,9 +212,8 @@ def model_config(settings: Settings) -> model_config_pb2.ModelConfig:
         ],
         output=outputs,
         parameters={
-            LABEL_NAMES_PARAMETER: model_config_pb2.ModelParameter(
-                string_value=label_names_json(settings.labels)
-            )
+            key: model_config_pb2.ModelParameter(string_value=value)
+            for key, value in config_parameters(settings.serving).items()
         },
     )
 
@@ -258,7 +267,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             versions=[v.version for v in self._state.served],
             platform=PLATFORM,
             inputs=[_tensor_metadata(name, "BYTES", [-1]) for name in input_names(settings.pair_input)],
-            outputs=[_tensor_metadata(*output) for output in output_metadata(len(settings.labels))],
+            outputs=[_tensor_metadata(*output) for output in served_metadata(settings.serving)],
         )
 
     def ModelConfig(
@@ -286,7 +295,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             texts = parse_text_input(request, settings.max_request_batch)
         else:
             texts, text_pairs = parse_pair_input(request, settings.max_request_batch, settings.pair_input)
-        outputs = requested_outputs(request)
+        outputs = requested_outputs(request, served_outputs(settings.serving))
         try:
             answer = state.infer(
                 texts,
