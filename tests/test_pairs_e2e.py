@@ -107,10 +107,9 @@ def test_the_serving_config_says_pairs(typed_store, pipeline) -> None:
     version = pipeline["train"].data.tags["registered_model_version"]
     source = client.get_model_version("question-pairs-classifier", version).source
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=tmp, tracking_uri=typed_store.uri, registry_uri=typed_store.uri
-            )
-        )
+        # The version's logged model, found in the test's own store (a models:/ URI would resolve it in
+        # the default store).
+        location = client.get_logged_model(source.removeprefix("models:/")).artifact_location
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp))
         (config,) = local.rglob("serving_config.json")
         assert json.loads(config.read_text())[PAIR_INPUT_KEY] == TEXT_PAIR_INPUT

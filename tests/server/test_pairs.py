@@ -244,3 +244,21 @@ def test_the_building_steps_smoke_test_sends_pairs_to_a_pairs_model(pairs_model_
     assert len(items) == 2 and all(isinstance(item, tuple) and len(item) == 2 for item in items)
     assert split_items(items)[1] is not None  # what build_inputs sends as the second input
     assert building.smoke_items(with_pair_input(config, None)) == list(building.SMOKE_SENTENCES)
+
+
+def test_the_smoke_tests_check_reads_softmax_or_sigmoid_answers(pairs_model_dir: Path) -> None:
+    import dataclasses
+
+    import building
+
+    config = ServingConfig.read(pairs_model_dir)
+    items = ["a", "b"]
+    labels = np.array([0, 1])
+    softmax = np.array([[0.3, 0.7], [0.9, 0.1]], dtype=np.float32)
+    sigmoid = np.array([[0.45, 0.6], [0.2, 0.3]], dtype=np.float32)  # each label decided alone
+    assert building.answer_is_sound(labels, softmax, items, config)
+    assert not building.answer_is_sound(labels, sigmoid, items, config)
+    multi = dataclasses.replace(config, label_mode="multi")
+    assert building.answer_is_sound(labels, sigmoid, items, multi)
+    assert not building.answer_is_sound(labels, sigmoid + 1.0, items, multi)
+    assert not building.answer_is_sound(labels[:1], softmax, items, config)
