@@ -51,6 +51,9 @@ from splitting import drop_test_overlap, stratified_split
 from text_pairs import check_pair_column, parse_text_pair_column
 from validation import ORIGIN_COLUMN, ValidationReport, validate_parts
 
+# label_delimiter by name: the default, `pipe`, needs no quoting in a shell (`-P label_delimiter=|` would be
+# a pipe there) nor on the Kubernetes backend, which refuses values a shell would have to quote.
+DELIMITER_NAMES = {"pipe": "|", "semicolon": ";", "comma": ",", "slash": "/", "plus": "+"}
 logger = logging.getLogger("preprocess")
 
 OVERLAP_POLICIES = ("keep", "drop")
@@ -120,14 +123,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="single: one class per text; multi: a list of labels per text (label_lists.py)",
     )
     parser.add_argument(
-        "--label-delimiter", required=True, help="multi: what separates the labels of a list column"
+        "--label-delimiter",
+        required=True,
+        help=f"multi: what separates the labels of a list column: a name ({', '.join(DELIMITER_NAMES)}) "
+        "or the characters themselves",
     )
     args = parser.parse_args(argv)
     args.text_pair = parse_text_pair_column(args.text_pair_column)
     if args.text_pair in (args.text_column, args.label_column):
         parser.error(f"--text-pair-column {args.text_pair!r} must be another column than the text and label")
+    args.label_delimiter = DELIMITER_NAMES.get(args.label_delimiter, args.label_delimiter)
     if args.label_mode == MULTI_LABEL and (not args.label_delimiter or args.label_delimiter.isspace()):
-        parser.error("--label-delimiter must be a visible character or string, e.g. | or ;")
+        parser.error(
+            "--label-delimiter must be a visible character or a string, e.g. pipe (|), semicolon (;)"
+        )
     for name in ("val_fraction", "test_fraction"):
         if not 0.0 < getattr(args, name) < 0.5:
             parser.error(f"--{name.replace('_', '-')} must be in (0, 0.5), got {getattr(args, name)}")
