@@ -124,3 +124,9 @@ def test_a_bad_row_fails_the_step_before_any_data(experiment, tmp_path):
 def test_a_blank_delimiter_is_refused(delimiter):
     with pytest.raises(SystemExit):
         base.preprocess.parse_args(base.step_argv(label_mode="multi", label_delimiter=delimiter))
+
+
+@pytest.mark.parametrize(("given", "meant"), [("pipe", "|"), ("semicolon", ";"), ("|", "|"), ("::", "::")])
+def test_a_delimiter_is_named_or_given_as_itself(given, meant):
+    args = base.preprocess.parse_args(base.step_argv(label_mode="multi", label_delimiter=given))
+    assert args.label_delimiter == meant
