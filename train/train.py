@@ -24,6 +24,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from few_shot import DEFAULT_THRESHOLD, FEW_SHOT_CHOICES, MIN_ROWS_PER_CLASS, fit_few_shot, use_few_shot
 from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import BUNDLED_BACKBONE, resolve_backbone
@@ -34,6 +35,12 @@ from sentclf.contract import (
     MODEL_VERSION_TAG,
     PRECISION_USED_TAG,
     TRAIN_RUN_TAG,
+    TRAINING_FEW_SHOT,
+    TRAINING_FINE_TUNE,
+    TRAINING_MODE_TAG,
+    TRAINING_ROWS_TAG,
+    VALIDATION_HELD_OUT,
+    VALIDATION_MODE_TAG,
 )
 from sentclf.data import log_split_inputs, read_label_set, read_split
 from sentclf.hub import offline_reason
@@ -98,7 +105,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--registered-model-name", required=True)
     add_precision_argument(parser)
+    add_few_shot_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_few_shot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--few-shot",
+        default="auto",
+        help="`true`: contrastive few-label training (train/few_shot.py); `false`: the ordinary fine-tune; "
+        "`auto`: few-shot when the rarest class has fewer than few_shot_threshold training rows",
+    )
+    parser.add_argument("--few-shot-threshold", type=int, default=DEFAULT_THRESHOLD)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +163,11 @@ def validate_args(args: argparse.Namespace) -> None:
             args.precision in PRECISION_CHOICES,
             f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {args.precision!r}",
         ),
+        (
+            args.few_shot in FEW_SHOT_CHOICES,
+            f"few_shot must be one of {', '.join(FEW_SHOT_CHOICES)}, got {args.few_shot!r}",
+        ),
+        (args.few_shot_threshold >= 1, f"few_shot_threshold must be >= 1, got {args.few_shot_threshold}"),
     ]
     problems = [message for ok, message in checks if not ok]
     if problems:
@@ -335,6 +358,7 @@ class Prepared:
     validation_split: EncodedSplit
     calibrate: bool
     precision: str
+    few_shot: bool = False
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -363,15 +387,20 @@ def prepare(args: argparse.Namespace) -> Prepared:
         )
     mlflow.log_param("torch_threads", torch.get_num_threads())
     train_frame = read_split(data_run_id, "train")
-    validation_frame = read_split(data_run_id, "validation")
+    validation_frame = read_split(data_run_id, "validation", allow_empty=True)  # empty: few-shot data
     check_labels(train_frame, "train", label_set, data_run_id)
     check_labels(validation_frame, "validation", label_set, data_run_id)
-    log_split_inputs(data_run_id, {"train": train_frame, "validation": validation_frame})
+    # A few-shot data set may have no validation rows (MLflow cannot digest an empty frame).
+    split_frames = {"train": train_frame, "validation": validation_frame}
+    log_split_inputs(data_run_id, {name: frame for name, frame in split_frames.items() if len(frame)})
     if args.max_train_samples != -1 and args.max_train_samples < len(train_frame):
         train_frame = train_frame.sample(n=args.max_train_samples, random_state=args.seed).reset_index(
             drop=True
         )
-    if args.batch_size > len(train_frame):
+    counts = np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
+    few_shot = use_few_shot(args.few_shot, counts, args.few_shot_threshold)
+    check_few_shot_data(few_shot, counts, len(validation_frame), args)
+    if args.batch_size > len(train_frame) and not few_shot:  # few-shot batches pairs, not rows
         raise StepInputError(
             f"batch_size {args.batch_size} is larger than the {len(train_frame)} training rows: lower "
             "batch_size or raise max_train_samples"
@@ -382,8 +411,33 @@ def prepare(args: argparse.Namespace) -> Prepared:
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     train_split = encode_split(train_frame, tokenizer, args.max_seq_length)
-    validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length)
-    return Prepared(source, config, label_set, tokenizer, train_split, validation_split, calibrate, precision)
+    validation_split = (
+        encode_split(validation_frame, tokenizer, args.max_seq_length)
+        if len(validation_frame)
+        else EncodedSplit([], np.zeros(0, np.int64), [])  # few-shot without validation: cross-validated
+    )
+    if few_shot and calibrate:  # the head is a logistic regression: its own probabilities decide
+        calibrate = False
+        mlflow.set_tag(DECISION_CALIBRATION_TAG, NO_CALIBRATION)
+    return Prepared(
+        source, config, label_set, tokenizer, train_split, validation_split, calibrate, precision, few_shot
+    )
+
+
+def check_few_shot_data(few_shot: bool, counts: np.ndarray, validation_rows: int, args) -> None:
+    """A preprocess run without a validation split (too few rows to hold any out) can only be trained
+    few-shot, which cross-validates instead; few-shot needs two rows of every class for a positive pair."""
+    if not few_shot and validation_rows == 0:
+        raise StepInputError(
+            "the preprocess run has no validation split (too few rows per class to hold any out), which "
+            f"only the few-shot mode can train on (it cross-validates): use few_shot=auto or true "
+            f"(now {args.few_shot}), or add labelled rows and rerun preprocess"
+        )
+    if few_shot and counts.min() < MIN_ROWS_PER_CLASS:
+        raise StepInputError(
+            f"few-shot training needs at least {MIN_ROWS_PER_CLASS} training rows of every class (pairs of "
+            f"the same class), the rarest has {int(counts.min())}: add labelled rows of it"
+        )
 
 
 def fit(
@@ -433,16 +487,25 @@ def fit(
     return model, summary
 
 
-def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace) -> str:
+def finish(
+    model: torch.nn.Module,
+    prepared: Prepared,
+    args: argparse.Namespace,
+    cross_validated: tuple[EncodedSplit, np.ndarray] | None = None,
+) -> str:
     """The trained model's threshold, evaluation artifacts, ONNX export, parity check, variants, and its
-    registered version (`challenger`), all on the active run; the version."""
+    registered version (`challenger`), all on the active run; the version. `cross_validated` (few-shot
+    without a validation split): the training rows and their out-of-fold logits, which the evaluation
+    artifacts show instead; the export is then checked on the training rows."""
     tokenizer, config, label_set = prepared.tokenizer, prepared.config, prepared.label_set
     validation_split, calibrate = prepared.validation_split, prepared.calibrate
+    if not len(validation_split):
+        validation_split = prepared.train_split
 
     logits, _ = predict(model, validation_split, args.batch_size * 2, tokenizer.pad_token_id)
     if calibrate:
         logits = tune_threshold(model, validation_split, logits, args.batch_size * 2, tokenizer.pad_token_id)
-    log_evaluation_artifacts(validation_split, logits, label_set)
+    log_evaluation_artifacts(*(cross_validated or (validation_split, logits)), label_set)
 
     with tempfile.TemporaryDirectory(prefix="sentclf-train-") as tmp:
         tmp_dir = Path(tmp)
@@ -466,8 +529,49 @@ def log_epoch_metrics(epoch: int, metrics: dict) -> None:
     mlflow.log_metrics(metrics, step=epoch)
 
 
+def fit_few_shot_model(
+    prepared: Prepared, args: argparse.Namespace
+) -> tuple[torch.nn.Module, tuple[EncodedSplit, np.ndarray] | None]:
+    """The few-shot model (train/few_shot.py) and its validation metrics: on the validation split, or
+    cross-validated over the training rows when there is none (then also those rows and their logits)."""
+    seed_everything(args.seed)
+    pad_id = prepared.tokenizer.pad_token_id
+    result = fit_few_shot(
+        prepared.source,
+        prepared.config,
+        prepared.train_split,
+        prepared.validation_split,
+        args.batch_size,
+        args.seed,
+        pad_id,
+    )
+    if result.out_of_fold is not None:
+        checked, logits = prepared.train_split, result.out_of_fold
+        mlflow.set_tag(VALIDATION_MODE_TAG, f"cross_validation_{result.folds}_folds")
+    else:
+        checked = prepared.validation_split
+        logits, _ = predict(result.model, checked, args.batch_size * 2, pad_id)
+    size = prepared.label_set.size
+    summary = classification_metrics(checked.labels, logits.argmax(axis=1), size, per_class=False)
+    mlflow.log_metrics(result.summary | {f"val_{key}": value for key, value in summary.items()})
+    logger.info("few-shot: %d training rows, validation %s", len(prepared.train_split), summary)
+    return result.model, (checked, logits) if result.out_of_fold is not None else None
+
+
 def run(args: argparse.Namespace) -> None:
     prepared = prepare(args)
+    mode = TRAINING_FEW_SHOT if prepared.few_shot else TRAINING_FINE_TUNE
+    mlflow.set_tags(
+        {
+            TRAINING_MODE_TAG: mode,
+            TRAINING_ROWS_TAG: len(prepared.train_split),
+            VALIDATION_MODE_TAG: VALIDATION_HELD_OUT,
+        }
+    )
+    if prepared.few_shot:
+        model, cross_validated = fit_few_shot_model(prepared, args)
+        finish(model, prepared, args, cross_validated)
+        return
     model, _ = fit(prepared, args, log_epoch_metrics)
     finish(model, prepared, args)
 
