@@ -22,12 +22,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "train")]
 
-import few_shot  # noqa: E402
 from transformers import AutoConfig, AutoTokenizer  # noqa: E402
 
 from sentclf.backbone import resolve_backbone  # noqa: E402
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN  # noqa: E402
 
+import few_shot  # noqa: E402
 from modeling import build_classifier  # noqa: E402
 from training import TrainConfig, encode_split, predict, train  # noqa: E402
 

@@ -24,7 +24,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from few_shot import DEFAULT_THRESHOLD, FEW_SHOT_CHOICES, MIN_ROWS_PER_CLASS, fit_few_shot, use_few_shot
 from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import BUNDLED_BACKBONE, resolve_backbone
@@ -53,6 +52,7 @@ from sentclf_runtime.names import LEGACY_SERVED_NAME
 
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
+from few_shot import DEFAULT_THRESHOLD, FEW_SHOT_CHOICES, MIN_ROWS_PER_CLASS, fit_few_shot, use_few_shot
 from modeling import POOLING_CHOICES, build_classifier
 from precision import PRECISION_CHOICES, resolve_precision
 from pyfunc_model import log_text_model

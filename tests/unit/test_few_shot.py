@@ -4,7 +4,6 @@ and train turns into the same kind of registered version, cross-validated and ta
 
 from pathlib import Path
 
-import few_shot
 import mlflow
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from tests.unit.test_model_card import card
 from tests.unit.test_preprocess import step_argv
 from tests.unit.test_train import train_args
 
+import few_shot
 import preprocess
 import train
 from training import EncodedSplit, predict
