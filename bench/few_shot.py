@@ -12,21 +12,19 @@ Accuracy with a 95% Wilson interval, and the training seconds, for each.
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
+from transformers import AutoConfig, AutoTokenizer
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "train")]
+from sentclf.backbone import resolve_backbone
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
-from transformers import AutoConfig, AutoTokenizer  # noqa: E402
+import benchlib
 
-from sentclf.backbone import resolve_backbone  # noqa: E402
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN  # noqa: E402
-
+benchlib.use_steps("train")
 import few_shot  # noqa: E402
 from modeling import build_classifier  # noqa: E402
 from training import TrainConfig, encode_split, predict, train  # noqa: E402
