@@ -51,6 +51,7 @@ PAIR_ITERATIONS = 20
 BODY_LEARNING_RATE = 2e-5
 CONTRASTIVE_EPOCHS = 1
 WARMUP_RATIO = 0.1
+LOG_EVERY_STEPS = 25
 # Cross-validation folds when there is no validation split (capped by the rarest class's rows).
 CV_FOLDS = 4
 # The fewest training rows per class few-shot accepts: a positive pair needs two rows of a class.
@@ -146,6 +147,9 @@ def contrastive_fit(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             total += loss.item() * len(chunk)
+            step = start // batch_size + 1
+            if step % LOG_EVERY_STEPS == 0:  # a silent phase of minutes reads as a hang in the step's log
+                logger.info("contrastive step %d/%d: loss %.4f", step, steps, loss.item())
     model.eval()
     seconds = time.perf_counter() - started
     return {
