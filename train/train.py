@@ -114,7 +114,8 @@ def add_few_shot_arguments(parser: argparse.ArgumentParser) -> None:
         "--few-shot",
         default="auto",
         help="`true`: contrastive few-label training (train/few_shot.py); `false`: the ordinary fine-tune; "
-        "`auto`: few-shot when the rarest class has fewer than few_shot_threshold training rows",
+        "`auto`: few-shot when the rarest class has fewer than few_shot_threshold training rows (counted "
+        "before the max_train_samples cap)",
     )
     parser.add_argument("--few-shot-threshold", type=int, default=DEFAULT_THRESHOLD)
 
@@ -393,12 +394,14 @@ def prepare(args: argparse.Namespace) -> Prepared:
     # A few-shot data set may have no validation rows (MLflow cannot digest an empty frame).
     split_frames = {"train": train_frame, "validation": validation_frame}
     log_split_inputs(data_run_id, {name: frame for name, frame in split_frames.items() if len(frame)})
+    # Few labels are a property of the data, not of a max_train_samples cap (a quick run on big data).
+    labelled = np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
+    few_shot = use_few_shot(args.few_shot, labelled, args.few_shot_threshold)
     if args.max_train_samples != -1 and args.max_train_samples < len(train_frame):
         train_frame = train_frame.sample(n=args.max_train_samples, random_state=args.seed).reset_index(
             drop=True
         )
     counts = np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
-    few_shot = use_few_shot(args.few_shot, counts, args.few_shot_threshold)
     check_few_shot_data(few_shot, counts, len(validation_frame), args)
     if args.batch_size > len(train_frame) and not few_shot:  # few-shot batches pairs, not rows
         raise StepInputError(
