@@ -45,9 +45,16 @@ def topic_folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def skipped_contrastive_fit(model, split, batch_size, seed, pad_id, log_step=None) -> dict[str, float]:
+    """The contrastive phase's summary without its training (seconds of CPU per fold otherwise)."""
+    return {"contrastive_pairs": 0, "contrastive_loss": 0.0, "contrastive_seconds": 0.0}
+
+
 @pytest.fixture
 def few_shot_data_run(tracking_store, tmp_path, monkeypatch):
-    monkeypatch.setattr(few_shot, "PAIR_ITERATIONS", 1)  # two optimizer steps per training
+    # The pipeline around the contrastive phase is what this data run tests (CV folds, head, export,
+    # registration); the phase itself runs for real in test_the_contrastive_phase_tunes_the_encoder.
+    monkeypatch.setattr(few_shot, "contrastive_fit", skipped_contrastive_fit)
     monkeypatch.setattr(few_shot, "CV_FOLDS", 2)
     preprocess.main(step_argv(dataset=str(topic_folder(tmp_path)), text_column="text", label_column="topic"))
     return mlflow.search_runs(experiment_ids=[tracking_store], output_format="list")[0]
@@ -87,6 +94,21 @@ def test_the_logistic_head_is_the_exported_linear_layer():
             LogisticRegression(max_iter=1000, random_state=0).fit(features, labels).predict_proba(features)
         )
         np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), expected, atol=1e-5)
+
+
+def test_the_contrastive_phase_tunes_the_encoder(monkeypatch):
+    monkeypatch.setattr(few_shot, "PAIR_ITERATIONS", 1)  # 6 rows: 12 pairs, one optimizer step of 16
+    source = resolve_backbone("bundled")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    texts = [text for texts in TOPICS.values() for text in texts[:2]]
+    split = EncodedSplit(
+        tokenizer(texts, max_length=16, truncation=True)["input_ids"], np.repeat([0, 1, 2], 2), texts
+    )
+    model = few_shot.FewShotClassifier(source, AutoConfig.from_pretrained(source, num_labels=3))
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+    summary = few_shot.contrastive_fit(model, split, 16, 0, tokenizer.pad_token_id)
+    assert summary["contrastive_pairs"] == 12 and np.isfinite(summary["contrastive_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters(), strict=True))
 
 
 def test_a_tiny_data_set_is_trained_few_shot_into_the_usual_registered_version(
