@@ -17,6 +17,10 @@ from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
+# Appended to the page's `make run`: short sequences (TREC questions are short; the contrastive phase's cost
+# is pairs x length), no label audit (its cross-validated fits), one epoch should the run fine-tune.
+TINY = "-P epochs=1 -P max_seq_length=32 -P label_audit=false"
+
 
 def shell_ok(store, command: str, timeout_s: float = 1800) -> str:
     result = store.shell(command, timeout_s=timeout_s)
@@ -33,6 +37,9 @@ def few_label_run(typed_store):
     assert lines[0] == "make example-data", lines
     shell_ok(typed_store, f"make example-data EXAMPLES={folder}", timeout_s=600)
     for line in lines[1:]:
+        if line.startswith("make run ARGS="):
+            assert line.endswith('"'), line
+            line = f'{line[:-1]} {TINY}"'
         shell_ok(typed_store, line.replace("~/sentclf-examples", str(folder)))
     return folder
 
