@@ -459,7 +459,12 @@ def prepare(args: argparse.Namespace) -> Prepared:
         train_frame = train_frame.sample(n=args.max_train_samples, random_state=args.seed).reset_index(
             drop=True
         )
-    counts = np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
+    # Rows per class after the cap (few-shot is single-label: a multi-label frame's labels are lists).
+    counts = (
+        np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
+        if few_shot
+        else None
+    )
     check_few_shot_data(few_shot, counts, len(validation_frame), args)
     if args.batch_size > len(train_frame) and not few_shot:  # few-shot batches pairs, not rows
         raise StepInputError(
@@ -526,7 +531,7 @@ def choose_few_shot(
     return few_shot
 
 
-def check_few_shot_data(few_shot: bool, counts: np.ndarray, validation_rows: int, args) -> None:
+def check_few_shot_data(few_shot: bool, counts: np.ndarray | None, validation_rows: int, args) -> None:
     """A preprocess run without a validation split (too few rows to hold any out) can only be trained
     few-shot, which cross-validates instead; few-shot needs two rows of every class for a positive pair."""
     if not few_shot and validation_rows == 0:
