@@ -144,3 +144,29 @@ def test_the_model_card_says_few_shot_and_on_how_many_rows(tracking_store):
     text = card(**{TRAINING_MODE_TAG: "few_shot", TRAINING_ROWS_TAG: "16", VALIDATION_MODE_TAG: "held_out"})
     assert "- training: **few-shot** (contrastive pairs + logistic head) on 16 labelled rows" in text
     assert "fine-tune (the train run predates" in card()
+
+
+def test_few_shot_refuses_multi_label_and_int8_naming_the_fix():
+    from argparse import Namespace
+
+    from sentclf.schema import LABEL_COLUMN, LabelSet
+
+    label_set = LabelSet.from_values([0, 1])
+    frame = pd.DataFrame({LABEL_COLUMN: [0, 0, 1, 1]})
+    args = Namespace(few_shot="true", few_shot_threshold=32, serve_variant="fp32")
+    with pytest.raises(train.StepInputError, match="label_mode=multi.*use few_shot=false or auto"):
+        train.choose_few_shot(args, frame, label_set, multi=True)
+    args.few_shot = "auto"  # auto fine-tunes multi-label data
+    assert not train.choose_few_shot(args, frame, label_set, multi=True)
+    args.serve_variant = "int8"
+    with pytest.raises(train.StepInputError, match="serves fp32 only: use serve_variant=fp32 or optimized"):
+        train.choose_few_shot(args, frame, label_set, multi=False)
+
+
+def test_a_fold_of_a_sentence_pair_split_keeps_its_segments():
+    split = EncodedSplit(
+        [[1, 2], [3, 4, 5], [6]], np.array([0, 1, 0]), ["a", "b", "c"], [[0, 1], [0, 0, 1], [0]]
+    )
+    fold = few_shot.subset(split, np.array([2, 1]))
+    assert fold.input_ids == [[6], [3, 4, 5]] and fold.token_type_ids == [[0], [0, 0, 1]]
+    assert few_shot.subset(EncodedSplit([[1]], np.array([0]), ["a"]), np.array([0])).token_type_ids is None
