@@ -35,6 +35,14 @@ TOPICS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def hub_offline_for_this_test_only(monkeypatch):
+    """Resolving the bundled backbone sets HF_HUB_OFFLINE=1 in this process (as the step does); set here,
+    monkeypatch restores it afterwards, so later tests (test_preprocess_sources' offline messages) do not
+    inherit it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 def topic_folder(tmp_path: Path) -> Path:
     """train.csv with four rows per class (too few to hold out validation) and a held-out test.csv."""
     rows = [(text, label) for label, texts in TOPICS.items() for text in texts]
