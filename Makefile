@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help serve explore run test browser venv dev-venv engine base-image images step-image score-image spark-cluster step-lock step ui \
+.PHONY: help serve explore label-next run test browser venv dev-venv engine base-image images step-image score-image spark-cluster step-lock step ui \
 	bench bench-serving lint clean cron-install example-data cron-remove retrain-status tracking-server \
 	tracking-server-stop tracking-user docs docs-build
 
@@ -64,6 +64,11 @@ serve: venv
 ## nearest training sentences; MODEL=models:/cola-classifier/3 for a version; default: the champion)
 explore: venv
 	$(PYTHON) -m tools.explore --model "$(MODEL)" $(ARGS)
+
+## label-next: the sentences to label next, from a capture folder and/or a file of unlabelled text, as a
+## CSV ready to label (docs/few-labels.md; ARGS="--capture captured/ --count 50 --out label-queue/")
+label-next: venv
+	$(PYTHON) -m tools.label_next --model "$(MODEL)" $(ARGS)
 
 ## test: the docs site built strictly, the unit tests, small end-to-end runs of the real pipeline, the
 ## docs' commands as typed (in the venv `make run` makes), a real browser

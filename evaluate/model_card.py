@@ -21,6 +21,10 @@ from sentclf.contract import (
     PRECISION_USED_TAG,
     SERVED_VARIANT_TAG,
     TEXT_PAIR_TAG,
+    TRAINING_FEW_SHOT,
+    TRAINING_MODE_TAG,
+    TRAINING_ROWS_TAG,
+    VALIDATION_MODE_TAG,
 )
 from sentclf.data import read_split
 from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR
@@ -143,6 +147,21 @@ def _variant_lines(train_tags: dict) -> list[str]:
     return lines
 
 
+def _training_line(train_tags: dict) -> str:
+    """How the version was trained: few-shot (train/few_shot.py) or the fine-tune, on how many rows, and how
+    it was validated; a train run older than these tags says nothing."""
+    mode, rows = train_tags.get(TRAINING_MODE_TAG), train_tags.get(TRAINING_ROWS_TAG, "?")
+    if mode is None:
+        return "- training: fine-tune (the train run predates the training-mode tags)"
+    validation = train_tags.get(VALIDATION_MODE_TAG, "unknown").replace("_", " ")
+    if mode == TRAINING_FEW_SHOT:
+        return (
+            f"- training: **few-shot** (contrastive pairs + logistic head) on {rows} labelled rows; "
+            f"validation: {validation}"
+        )
+    return f"- training: fine-tune on {rows} labelled rows; validation: {validation}"
+
+
 def _metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str]]:
     challenger, served = evaluation.challenger, evaluation.served
     rows = [
@@ -192,6 +211,7 @@ def render(evaluation: Evaluation, facts: Provenance) -> str:
         f"- code commit: `{train_tags.get('mlflow.source.git.commit', 'unknown')}`",
         _precision_line(train_tags, train_params),
         *_variant_lines(train_tags),
+        _training_line(train_tags),
         "",
         *table(
             ["parameter", "value"],

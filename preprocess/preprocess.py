@@ -47,7 +47,7 @@ from labels import encode, metric_keys, parse_labels_parameter, resolve_labels
 from profiling import backbone_tokenizer, log_profile
 from sources import Columns, Source, load_source
 from sources.readers import MISSING_SLICE_VALUE
-from splitting import drop_test_overlap, stratified_split
+from splitting import drop_test_overlap, stratified_split, validation_is_possible
 from text_pairs import check_pair_column, parse_text_pair_column
 from validation import ORIGIN_COLUMN, ValidationReport, validate_parts
 
@@ -218,11 +218,41 @@ def make_splits(
                 f"{len(dropped)} row(s) whose sentence also occurs in the test split were dropped from "
                 "train/validation (overlap_policy=drop)",
             )
-    train, validation = split(pool, args.val_fraction, args.seed)
+    # Few-shot (no validation split, the train step cross-validates) is a single-label mode: a multi-label
+    # set's labels are lists, checked and split by label_lists / multilabel.
+    few_shot = (
+        args.label_mode != MULTI_LABEL
+        and not pool.empty
+        and not validation_is_possible(pool, args.val_fraction)
+    )
+    if few_shot:
+        train, validation = no_validation_split(pool, args.val_fraction, source, report)
+    else:
+        train, validation = split(pool, args.val_fraction, args.seed)
     splits = {"train": train, "validation": validation, "test": test}
-    report.check_split_sizes(splits)
+    # An empty validation split is the few-shot case, reported by no_validation_split.
+    report.check_split_sizes({n: f for n, f in splits.items() if not (few_shot and n == "validation")})
     report.check_cross_split_overlap(splits)
     return splits, len(dropped)
+
+
+def no_validation_split(
+    pool: pd.DataFrame, val_fraction: float, source: Source, report: ValidationReport
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every row as train, an empty validation split): too few rows of some class to hold one out at
+    val_fraction; check_class_rows let it through because the train step's few-shot mode cross-validates
+    on the training rows instead (an ordinary fine-tune refuses such a run, naming the fix)."""
+    report.add(
+        "warning",
+        "no_validation_split",
+        source.origin["train"],
+        LABEL_COLUMN,
+        [],
+        f"too few rows per class to hold out a validation split at val_fraction={val_fraction} (the rarest "
+        f"class has {int(pool[LABEL_COLUMN].value_counts().min())}): every row is training data and the "
+        "train step's few-shot mode validates by cross-validation (few_shot=false refuses this run)",
+    )
+    return pool.reset_index(drop=True), pool.iloc[:0].reset_index(drop=True)
 
 
 def class_counts(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[str, dict[str, int]]:
@@ -275,6 +305,8 @@ def log_lineage(splits: dict[str, pd.DataFrame], source: Source) -> None:
         # MLflow's digest code calls a pandas API in a form pandas 4 will drop: not ours to fix.
         warnings.filterwarnings("ignore", message="Starting with pandas version 4.0")
         for name, frame in splits.items():
+            if frame.empty:  # a few-shot set's validation split: MLflow cannot digest an empty frame
+                continue
             # validation (and a test split held out of a single file) come from the train file.
             origin = source.lineage.get(name, source.lineage["train"])
             pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []

@@ -80,6 +80,8 @@ def length_histogram(splits: dict[str, pd.DataFrame], tokenizer: Tokenizer) -> p
 def log_profile(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path) -> dict:
     """Compute, log (profile.json, metrics, histogram) and return the profile."""
     tokenizer = backbone_tokenizer()
+    # A few-shot data set has an empty validation split (preprocess.no_validation_split): nothing to profile.
+    splits = {name: frame for name, frame in splits.items() if len(frame)}
     profile = {name: profile_split(frame, tokenizer, label_set) for name, frame in splits.items()}
     path = work_dir / "profile.json"
     path.write_text(json.dumps(profile, indent=2))

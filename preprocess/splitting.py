@@ -30,6 +30,13 @@ def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[p
     return frame[~held_out_mask].reset_index(drop=True), frame[held_out_mask].reset_index(drop=True)
 
 
+def validation_is_possible(frame: pd.DataFrame, fraction: float) -> bool:
+    """Whether stratified_split would hold out at least one row of every label; when it would not, the
+    data is a few-shot set: no validation split, and the train step cross-validates instead."""
+    counts = frame[LABEL_COLUMN].value_counts()
+    return bool(len(counts)) and all(held_out_count(int(rows), fraction) >= 1 for rows in counts)
+
+
 def drop_test_overlap(pool: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(kept, dropped): rows of `pool` (train + validation to be) whose sentence also occurs in `test`."""
     # A sentence-pair row overlaps when both its texts do (text_pairs.model_texts), not its first alone.

@@ -44,6 +44,17 @@ SUMMARY_TAG = "summary"  # pipeline and search runs: the result in one line (tra
 
 # --- Model-version tags ---------------------------------------------------------------------------------
 TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it (train writes; lineage reads)
+# train run: how the version was trained (TRAINING_FEW_SHOT or TRAINING_FINE_TUNE), on how many labelled
+# rows, and how it was validated (VALIDATION_HELD_OUT or "cross_validation_<k>_folds"); the model card
+# reads them.
+TRAINING_MODE_TAG = "training_mode"
+TRAINING_ROWS_TAG = "training_rows"
+VALIDATION_MODE_TAG = "validation_mode"
+TRAINING_FEW_SHOT, TRAINING_FINE_TUNE = "few_shot", "fine_tune"
+VALIDATION_HELD_OUT = "held_out"
+# preprocess and train: the fewest training rows per class few-shot training takes (a positive pair needs
+# two); preprocess lets a class this small through without a validation split, train cross-validates then.
+FEW_SHOT_MIN_ROWS_PER_CLASS = 2
 
 # --- Registry aliases: train sets `challenger` on each new version; only evaluate's gate moves `champion`.
 CHALLENGER_ALIAS = "challenger"

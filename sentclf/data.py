@@ -26,16 +26,20 @@ from sentclf_runtime.multilabel import SINGLE_LABEL
 from sentclf_runtime.pairs import joined_texts
 
 
-def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
+def read_split(
+    run_id: str, split: str, extra_columns: Sequence[str] = (), allow_empty: bool = False
+) -> pd.DataFrame:
     """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns (and
-    a sentence-pair task's text_pair), and the `extra_columns` (slice columns, read_slice_columns) it has."""
+    a sentence-pair task's text_pair), and the `extra_columns` (slice columns, read_slice_columns) it has.
+    `allow_empty`: a few-shot data set's validation split is empty (preprocess held none out), which the
+    train step handles."""
     with tempfile.TemporaryDirectory(prefix="sentclf-data-") as tmp:
         path = download_artifacts(run_id, split_artifact_path(split), tmp)
         frame = pd.read_parquet(path)
     missing = {TEXT_COLUMN, LABEL_COLUMN} - set(frame.columns)
     if missing:
         raise StepInputError(f"split {split} of run {run_id} lacks column(s) {sorted(missing)}")
-    if frame.empty:
+    if frame.empty and not allow_empty:
         raise StepInputError(f"split {split} of run {run_id} is empty")
     kept = [name for name in extra_columns if name in frame.columns]
     pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []

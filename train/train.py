@@ -36,6 +36,12 @@ from sentclf.contract import (
     SERVED_VARIANT_TAG,
     TEXT_PAIR_TAG,
     TRAIN_RUN_TAG,
+    TRAINING_FEW_SHOT,
+    TRAINING_FINE_TUNE,
+    TRAINING_MODE_TAG,
+    TRAINING_ROWS_TAG,
+    VALIDATION_HELD_OUT,
+    VALIDATION_MODE_TAG,
 )
 from sentclf.data import (
     log_split_inputs,
@@ -56,6 +62,7 @@ from sentclf_runtime.names import LEGACY_SERVED_NAME
 import multilabel_head
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
+from few_shot import DEFAULT_THRESHOLD, FEW_SHOT_CHOICES, MIN_ROWS_PER_CLASS, fit_few_shot, use_few_shot
 from int8 import DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
 from modeling import POOLING_CHOICES, build_classifier
 from pair_encoding import serving_config_for
@@ -117,7 +124,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve_variant=int8: int8 is served only when the 95%% paired-bootstrap interval of its test "
         "MCC minus fp32's lies above minus this; otherwise fp32 is served (docs/int8.md)",
     )
+    add_few_shot_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_few_shot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--few-shot",
+        default="auto",
+        help="`true`: contrastive few-label training (train/few_shot.py); `false`: the ordinary fine-tune; "
+        "`auto`: few-shot when the rarest class has fewer than few_shot_threshold training rows (counted "
+        "before the max_train_samples cap)",
+    )
+    parser.add_argument("--few-shot-threshold", type=int, default=DEFAULT_THRESHOLD)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
@@ -168,6 +187,11 @@ def validate_args(args: argparse.Namespace) -> None:
             0 <= args.int8_max_mcc_loss < 1,
             f"int8_max_mcc_loss must be in [0, 1) (an MCC loss), got {args.int8_max_mcc_loss}",
         ),
+        (
+            args.few_shot in FEW_SHOT_CHOICES,
+            f"few_shot must be one of {', '.join(FEW_SHOT_CHOICES)}, got {args.few_shot!r}",
+        ),
+        (args.few_shot_threshold >= 1, f"few_shot_threshold must be >= 1, got {args.few_shot_threshold}"),
     ]
     problems = [message for ok, message in checks if not ok]
     if problems:
@@ -376,6 +400,7 @@ class Prepared:
     precision: str
     data_run_id: str = ""
     multi_label: bool = False
+    few_shot: bool = False
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -419,19 +444,29 @@ def prepare(args: argparse.Namespace) -> Prepared:
         )
     mlflow.log_param("torch_threads", torch.get_num_threads())
     train_frame = read_split(data_run_id, "train")
-    validation_frame = read_split(data_run_id, "validation")
+    validation_frame = read_split(data_run_id, "validation", allow_empty=True)  # empty: few-shot data
     check = multilabel_head.check_lists if multi else None
     for name, frame in (("train", train_frame), ("validation", validation_frame)):
         if check:
             check(frame, LABEL_COLUMN, name, label_set, data_run_id)
         else:
             check_labels(frame, name, label_set, data_run_id)
-    log_split_inputs(data_run_id, {"train": train_frame, "validation": validation_frame})
+    # A few-shot data set may have no validation rows (MLflow cannot digest an empty frame).
+    split_frames = {"train": train_frame, "validation": validation_frame}
+    log_split_inputs(data_run_id, {name: frame for name, frame in split_frames.items() if len(frame)})
+    few_shot = choose_few_shot(args, train_frame, label_set, multi)
     if args.max_train_samples != -1 and args.max_train_samples < len(train_frame):
         train_frame = train_frame.sample(n=args.max_train_samples, random_state=args.seed).reset_index(
             drop=True
         )
-    if args.batch_size > len(train_frame):
+    # Rows per class after the cap (few-shot is single-label: a multi-label frame's labels are lists).
+    counts = (
+        np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
+        if few_shot
+        else None
+    )
+    check_few_shot_data(few_shot, counts, len(validation_frame), args)
+    if args.batch_size > len(train_frame) and not few_shot:  # few-shot batches pairs, not rows
         raise StepInputError(
             f"batch_size {args.batch_size} is larger than the {len(train_frame)} training rows: lower "
             "batch_size or raise max_train_samples"
@@ -447,7 +482,14 @@ def prepare(args: argparse.Namespace) -> Prepared:
     tokenizer = AutoTokenizer.from_pretrained(source)
     size = label_set.size if multi else 0
     train_split = encode_split(train_frame, tokenizer, args.max_seq_length, size)
-    validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length, size)
+    validation_split = (
+        encode_split(validation_frame, tokenizer, args.max_seq_length, size)
+        if len(validation_frame)
+        else EncodedSplit([], np.zeros(0, np.int64), [])  # few-shot without validation: cross-validated
+    )
+    if few_shot and calibrate:  # the head is a logistic regression: its own probabilities decide
+        calibrate = False
+        mlflow.set_tag(DECISION_CALIBRATION_TAG, NO_CALIBRATION)
     return Prepared(
         source,
         config,
@@ -459,7 +501,50 @@ def prepare(args: argparse.Namespace) -> Prepared:
         precision,
         data_run_id,
         multi,
+        few_shot,
     )
+
+
+def choose_few_shot(
+    args: argparse.Namespace, train_frame: pd.DataFrame, label_set: LabelSet, multi: bool
+) -> bool:
+    """Whether this run trains few-shot (few_shot=auto|true|false). Few labels are a property of the data,
+    not of a max_train_samples cap (a quick run on big data), so rows are counted before it. Few-shot is a
+    single-label recipe whose head is judged on fp32: multi-label data and serve_variant=int8 are refused
+    when few-shot is asked for (auto then fine-tunes multi-label data)."""
+    if multi:
+        if args.few_shot == "true":
+            raise StepInputError(
+                "few_shot=true trains a single-label head (one class per text); this data has several labels "
+                "per text (label_mode=multi): use few_shot=false or auto (docs/few-labels.md)"
+            )
+        return False
+    labelled = np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
+    few_shot = use_few_shot(args.few_shot, labelled, args.few_shot_threshold)
+    if few_shot and args.serve_variant == INT8:  # before training: the run could not serve what it asks for
+        raise StepInputError(
+            "this run trains few-shot (few_shot="
+            f"{args.few_shot}, the rarest class has {int(labelled.min())} training rows), which serves fp32 "
+            "only: use serve_variant=fp32 or optimized, or few_shot=false with more labelled rows "
+            "(docs/few-labels.md)"
+        )
+    return few_shot
+
+
+def check_few_shot_data(few_shot: bool, counts: np.ndarray | None, validation_rows: int, args) -> None:
+    """A preprocess run without a validation split (too few rows to hold any out) can only be trained
+    few-shot, which cross-validates instead; few-shot needs two rows of every class for a positive pair."""
+    if not few_shot and validation_rows == 0:
+        raise StepInputError(
+            "the preprocess run has no validation split (too few rows per class to hold any out), which "
+            f"only the few-shot mode can train on (it cross-validates): use few_shot=auto or true "
+            f"(now {args.few_shot}), or add labelled rows and rerun preprocess"
+        )
+    if few_shot and counts.min() < MIN_ROWS_PER_CLASS:
+        raise StepInputError(
+            f"few-shot training needs at least {MIN_ROWS_PER_CLASS} training rows of every class (pairs of "
+            f"the same class), the rarest has {int(counts.min())}: add labelled rows of it"
+        )
 
 
 def fit(
@@ -509,11 +594,20 @@ def fit(
     return model, summary
 
 
-def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace) -> str:
+def finish(
+    model: torch.nn.Module,
+    prepared: Prepared,
+    args: argparse.Namespace,
+    cross_validated: tuple[EncodedSplit, np.ndarray] | None = None,
+) -> str:
     """The trained model's threshold, evaluation artifacts, ONNX export, parity check, variants, and its
-    registered version (`challenger`), all on the active run; the version."""
+    registered version (`challenger`), all on the active run; the version. `cross_validated` (few-shot
+    without a validation split): the training rows and their out-of-fold logits, which the evaluation
+    artifacts show instead; the export is then checked on the training rows."""
     tokenizer, config, label_set = prepared.tokenizer, prepared.config, prepared.label_set
     validation_split, calibrate = prepared.validation_split, prepared.calibrate
+    if not len(validation_split):
+        validation_split = prepared.train_split
 
     logits, _ = predict(model, validation_split, args.batch_size * 2, tokenizer.pad_token_id)
     if calibrate:
@@ -522,7 +616,7 @@ def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace)
     if prepared.multi_label:  # per-label thresholds tuned on validation, shipped in the serving config
         thresholds = multilabel_head.tune_and_log(validation_split.labels, logits, label_set.names)
     else:
-        log_evaluation_artifacts(validation_split, logits, label_set)
+        log_evaluation_artifacts(*(cross_validated or (validation_split, logits)), label_set)
 
     with tempfile.TemporaryDirectory(prefix="sentclf-train-") as tmp:
         tmp_dir = Path(tmp)
@@ -565,8 +659,49 @@ def log_epoch_metrics(epoch: int, metrics: dict) -> None:
     mlflow.log_metrics(metrics, step=epoch)
 
 
+def fit_few_shot_model(
+    prepared: Prepared, args: argparse.Namespace
+) -> tuple[torch.nn.Module, tuple[EncodedSplit, np.ndarray] | None]:
+    """The few-shot model (train/few_shot.py) and its validation metrics: on the validation split, or
+    cross-validated over the training rows when there is none (then also those rows and their logits)."""
+    seed_everything(args.seed)
+    pad_id = prepared.tokenizer.pad_token_id
+    result = fit_few_shot(
+        prepared.source,
+        prepared.config,
+        prepared.train_split,
+        prepared.validation_split,
+        args.batch_size,
+        args.seed,
+        pad_id,
+    )
+    if result.out_of_fold is not None:
+        checked, logits = prepared.train_split, result.out_of_fold
+        mlflow.set_tag(VALIDATION_MODE_TAG, f"cross_validation_{result.folds}_folds")
+    else:
+        checked = prepared.validation_split
+        logits, _ = predict(result.model, checked, args.batch_size * 2, pad_id)
+    size = prepared.label_set.size
+    summary = classification_metrics(checked.labels, logits.argmax(axis=1), size, per_class=False)
+    mlflow.log_metrics(result.summary | {f"val_{key}": value for key, value in summary.items()})
+    logger.info("few-shot: %d training rows, validation %s", len(prepared.train_split), summary)
+    return result.model, (checked, logits) if result.out_of_fold is not None else None
+
+
 def run(args: argparse.Namespace) -> None:
     prepared = prepare(args)
+    mode = TRAINING_FEW_SHOT if prepared.few_shot else TRAINING_FINE_TUNE
+    mlflow.set_tags(
+        {
+            TRAINING_MODE_TAG: mode,
+            TRAINING_ROWS_TAG: len(prepared.train_split),
+            VALIDATION_MODE_TAG: VALIDATION_HELD_OUT,
+        }
+    )
+    if prepared.few_shot:
+        model, cross_validated = fit_few_shot_model(prepared, args)
+        finish(model, prepared, args, cross_validated)
+        return
     model, _ = fit(prepared, args, log_epoch_metrics)
     finish(model, prepared, args)
 

@@ -71,6 +71,8 @@ def test_a_three_class_run_sizes_the_head_and_names_the_classes_everywhere(three
     train.main(
         [
             *train_args(max_train_samples="-1", max_seq_length="16"),
+            "--few-shot",
+            "false",  # 16 rows per class: auto would train few-shot (test_few_shot.py)
             "--registered-model-name",
             "three",
             "--data-run-id",
@@ -150,6 +152,8 @@ def test_a_class_without_training_rows_fails_before_the_model_is_built(three_cla
         train.main(
             [
                 *train_args(max_train_samples="2", batch_size="1"),
+                "--few-shot",
+                "false",  # 16 rows per class: auto would train few-shot (test_few_shot.py)
                 "--registered-model-name",
                 "m",
                 "--data-run-id",
