@@ -1,7 +1,8 @@
 """Few-shot (train/few_shot.py) against the ordinary fine-tune on the same few labelled rows, scored on the
 same test rows: the figure on docs/benchmarks.md ("Few labels").
 
-    python bench/few_shot_accuracy.py ~/sentclf-examples/trec-8/data --text-column question --label-column answer_type
+    python bench/few_shot_accuracy.py ~/sentclf-examples/trec-8/data \
+        --text-column question --label-column answer_type
 
 The folder is what examples/few_labels.py writes (data/train.csv: N rows per class; data/test.csv). The
 fine-tune is the train step's own loop and model with the pipeline's defaults (5 epochs, batch 32, lr 2e-4,
