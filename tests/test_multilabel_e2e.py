@@ -57,8 +57,8 @@ def test_the_multilabel_page_as_typed(typed_store):
     image = steps["building"].data.tags["server_image"]
     with running_server(image, name_prefix="sentclf-multilabel") as (_, port, _):
         grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-        metadata = grpc.get_model_metadata("tickets", as_json=True)
-        result = grpc.infer("tickets", build_inputs(texts))
+        metadata = grpc.get_model_metadata("ticket-topics", as_json=True)
+        result = grpc.infer("ticket-topics", build_inputs(texts))
         grpc.close()
     assert [o["name"] for o in metadata["outputs"]][-1] == "label_set"
     probabilities = result.as_numpy("probabilities")
@@ -67,4 +67,6 @@ def test_the_multilabel_page_as_typed(typed_store):
     expected = [[LABELS[j] for j in range(4) if row[j] >= thresholds[j]] for row in probabilities]
     assert sets == expected
     assert np.all((probabilities >= 0) & (probabilities <= 1))
-    assert typed_store.client.get_model_version("tickets-classifier", version).tags[TEST_MICRO_F1_METRIC]
+    assert typed_store.client.get_model_version("ticket-topics-classifier", version).tags[
+        TEST_MICRO_F1_METRIC
+    ]
