@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentclf.contract import DEFAULT_CHAMPION_URI, MODEL_URI_FORMS, model_uri, parse_model_uri
+from sentclf.contract import DEFAULT_CHAMPION_URI, MODEL_URI_FORMS, model_uri
 
 logger = logging.getLogger("label_next")
 
@@ -183,27 +183,15 @@ def resolve_version(uri: str, work_dir: Path) -> tuple[Path, str | None, str]:
     """(the version's downloaded files, its preprocess run id or None, `name version N`)."""
     import mlflow
 
-    from sentclf.tracking import version_data_run_id
+    from sentclf.tracking import registered_version, version_data_run_id
 
     try:
-        ref = parse_model_uri(uri)
+        version = registered_version(uri)
     except ValueError as error:
-        raise LabelNextError(str(error)) from None
-    client = mlflow.MlflowClient()
-    try:
-        version = (
-            client.get_model_version_by_alias(ref.name, ref.alias)
-            if ref.alias
-            else client.get_model_version(ref.name, ref.version)
-        )
-    except mlflow.exceptions.MlflowException as error:
-        raise LabelNextError(
-            f"--model {uri}: no such version in {mlflow.get_tracking_uri()} ({error.message}); `make run` "
-            "registers versions, the gate moves `champion`"
-        ) from None
-    number = str(version.version)
-    model_dir = mlflow.artifacts.download_artifacts(model_uri(ref.name, number), dst_path=str(work_dir))
-    return Path(model_dir), version_data_run_id(ref.name, number), f"{ref.name} version {number}"
+        raise LabelNextError(f"--model {error}") from None
+    name, number = version.name, str(version.version)
+    model_dir = mlflow.artifacts.download_artifacts(model_uri(name, number), dst_path=str(work_dir))
+    return Path(model_dir), version_data_run_id(name, number), f"{name} version {number}"
 
 
 def labelled_keys(data_run_id: str | None) -> set[str]:
