@@ -15,6 +15,7 @@ import http.client
 import importlib.machinery
 import importlib.util
 import io
+import json
 import os
 import random
 import sys
@@ -27,11 +28,14 @@ from types import ModuleType
 
 import docker
 import docker.errors
+import mlflow
 from docker.models.containers import Container
 
 from sentclf.containers import CONTAINER_LABEL, LOOPBACK, running_server
 from sentclf.kserve_client import connect
 from sentclf.metrics import percentile_ms
+from sentclf.schema import DATA_ARTIFACT_DIR
+from sentclf.tracking import version_data_run_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_SRC = REPO_ROOT / "server"
@@ -244,3 +248,24 @@ def image_size_mb(client: docker.DockerClient, name: str) -> float | None:
     with contextlib.suppress(docker.errors.ImageNotFound):
         return client.images.get(name).attrs["Size"] / 1e6
     return None
+
+
+def registered_model_files(
+    model_name: str, version_or_alias: str, target: Path
+) -> tuple[Path, Path, dict, Path]:
+    """model.onnx, tokenizer.json, the serving config and the data folder of a registered version (the
+    files as the train step logs them under the model's `artifacts/`), downloaded under `target`."""
+    client = mlflow.MlflowClient()
+    version = version_or_alias
+    if not version_or_alias.isdigit():
+        version = client.get_model_version_by_alias(model_name, version_or_alias).version
+    model = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(target)))
+    data_run = version_data_run_id(model_name, str(version))
+    if not data_run:
+        sys.exit(f"{model_name} version {version} records no preprocess run: retrain it with `make run`")
+    data = mlflow.artifacts.download_artifacts(
+        run_id=data_run, artifact_path=DATA_ARTIFACT_DIR, dst_path=str(target / "data")
+    )
+    files = model / "artifacts"
+    config = json.loads((files / "serving_config.json").read_text())
+    return files / "model.onnx", files / "tokenizer.json", config, Path(data)

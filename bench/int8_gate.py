@@ -10,23 +10,19 @@ minus fp32, 95% interval; speedup: int8's sentences/s over fp32's, length-sorted
 
 import argparse
 import contextlib
-import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
 from tokenizers import Tokenizer
 
-from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, TEXT_COLUMN
-from sentclf.tracking import version_data_run_id
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
 import benchlib
 
@@ -62,25 +58,6 @@ def encode(ids: list[list[int]], labels: np.ndarray) -> Rows:
         mask = np.asarray([[1] * len(row) + [0] * (width - len(row)) for row in chunk], dtype=np.int64)
         feeds.append({"input_ids": padded, "attention_mask": mask, "token_type_ids": np.zeros_like(padded)})
     return Rows(feeds, order, labels)
-
-
-def download(model_name: str, version_or_alias: str, target: Path) -> tuple[Path, Path, dict, Path]:
-    """model.onnx, tokenizer.json, the serving config and the data folder of a registered version."""
-    client = mlflow.MlflowClient()
-    version = version_or_alias
-    if not version_or_alias.isdigit():
-        version = client.get_model_version_by_alias(model_name, version_or_alias).version
-    model = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(target)))
-    data_run = version_data_run_id(model_name, str(version))
-    if not data_run:
-        sys.exit(f"{model_name} version {version} records no preprocess run: retrain it with `make run`")
-    data = mlflow.artifacts.download_artifacts(
-        run_id=data_run, artifact_path=DATA_ARTIFACT_DIR, dst_path=str(target / "data")
-    )
-    files = model / "artifacts"
-    config = json.loads((files / "serving_config.json").read_text())
-    log.info("model %s version %s, data run %s", model_name, version, data_run)
-    return files / "model.onnx", files / "tokenizer.json", config, Path(data)
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -123,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     print(cpu_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="sentclf-int8-bench-") as tmp, contextlib.chdir(tmp):
         work = Path(tmp)
-        fp32_path, tokenizer_path, config, data = download(args.model_name, args.model_version, work)
+        fp32_path, tokenizer_path, config, data = benchlib.registered_model_files(
+            args.model_name, args.model_version, work
+        )
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
         tokenizer.enable_truncation(max_length=int(config["max_seq_length"]))
         train = pd.read_parquet(data / "train.parquet")

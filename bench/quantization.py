@@ -20,17 +20,14 @@ paired bootstrap on the validation rows, as folded).
 
 import argparse
 import contextlib
-import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -47,8 +44,9 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from tokenizers import Tokenizer
 
 from sentclf.metrics import classification_metrics, mcc_per_resample
-from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, TEXT_COLUMN
-from sentclf.tracking import version_data_run_id
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+
+import benchlib
 
 log = logging.getLogger("bench.quantization")
 
@@ -71,27 +69,6 @@ class Split:
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------
-
-
-def download(model_name: str, version_or_alias: str, target: Path) -> tuple[Path, Path, dict, Path]:
-    """model.onnx, tokenizer.json, serving_config and the data folder of a registered version's lineage."""
-    client = mlflow.MlflowClient()
-    if version_or_alias.isdigit():
-        version = version_or_alias
-    else:
-        version = client.get_model_version_by_alias(model_name, version_or_alias).version
-    model = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(target)))
-    data_run = version_data_run_id(model_name, str(version))
-    if not data_run:
-        sys.exit(f"{model_name} version {version} records no preprocess run: retrain it with `make run`")
-    data = Path(
-        mlflow.artifacts.download_artifacts(
-            run_id=data_run, artifact_path=DATA_ARTIFACT_DIR, dst_path=str(target / "data")
-        )
-    )
-    config = json.loads((model / "extra_files" / "serving_config.json").read_text())
-    log.info("model %s version %s, data run %s", model_name, version, data_run)
-    return model / "model.onnx", model / "extra_files" / "tokenizer.json", config, data
 
 
 def encode(
@@ -241,7 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     # when they fail): work inside the temporary directory.
     with tempfile.TemporaryDirectory(prefix="sentclf-quant-") as tmp, contextlib.chdir(tmp):
         work = Path(tmp)
-        fp32, tokenizer_path, config, data = download(args.model_name, args.model_version, work)
+        fp32, tokenizer_path, config, data = benchlib.registered_model_files(
+            args.model_name, args.model_version, work
+        )
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
         tokenizer.enable_truncation(max_length=int(config["max_seq_length"]))
         inputs = [i.name for i in session(fp32).get_inputs()]
