@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 # Appended to the page's `make run`: short sequences (TREC questions are short; the contrastive phase's cost
 # is pairs x length), no label audit (its cross-validated fits), one epoch should the run fine-tune.
-TINY = "-P epochs=1 -P max_seq_length=32 -P label_audit=false"
+TINY = "-P epochs=1 -P max_seq_length=32 -P label_audit=false -P requests_per_level=50"
 
 
 def shell_ok(store, command: str, timeout_s: float = 1800) -> str:

@@ -102,7 +102,10 @@ class TwoVersions:
 
 
 def train_version(store, recipe: str) -> str:
-    result = store.shell(f"mlflow run . --env-manager local {recipe} -P label_audit=false", timeout_s=2400)
+    result = store.shell(
+        f"mlflow run . --env-manager local {recipe} -P label_audit=false -P requests_per_level=50",
+        timeout_s=2400,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return str(max(int(v.version) for v in store.client.search_model_versions(f"name='{MODEL}'")))
 

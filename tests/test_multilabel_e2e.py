@@ -23,7 +23,7 @@ from .typed_blocks import typed_block
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 LABELS = ("billing", "login", "refund", "shipping")
-TINY = "-P epochs=1 -P max_seq_length=32"
+TINY = "-P epochs=1 -P max_seq_length=32 -P requests_per_level=50"
 
 
 def test_the_multilabel_page_as_typed(typed_store):

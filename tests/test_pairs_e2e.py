@@ -28,7 +28,7 @@ from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
-TINY = "-P epochs=1 -P max_train_samples=256 -P label_audit=false"
+TINY = "-P epochs=1 -P max_train_samples=256 -P label_audit=false -P requests_per_level=50"
 CLASSES = ["different", "duplicate"]
 EXAMPLE = REPO_ROOT / "examples" / "pairs" / "questions.csv"
 
