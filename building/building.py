@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 
 from sentclf.containers import checkout_labels, docker_client, run_labels, running_server
-from sentclf.contract import SERVED_NAME_TAG, SERVER_IMAGE_TAG, ModelRef, parse_model_uri
+from sentclf.contract import SERVED_NAME_TAG, SERVER_IMAGE_TAG, ModelRef
 from sentclf.images import (
     DEFAULT_BASE_IMAGE,
     build_with_builder_cache,
@@ -39,7 +39,7 @@ from sentclf.server_images import (
     served_model_name,
     server_image_tag,
 )
-from sentclf.tracking import StepInputError, step_run
+from sentclf.tracking import StepInputError, registered_version, step_run
 from sentclf_runtime.config import ServingConfig
 from sentclf_runtime.files import model_files
 from sentclf_runtime.pairs import pair_input
@@ -79,16 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_model_version(model_uri: str) -> tuple[str, str]:
     """(registered name, version) of a `models:/name/version` or `models:/name@alias` URI."""
     try:
-        ref = parse_model_uri(model_uri)
+        version = registered_version(model_uri)
     except ValueError as error:
         raise StepInputError(f"model_uri: {error}") from None
-    client = mlflow.MlflowClient()
-    try:
-        if ref.alias:
-            return ref.name, str(client.get_model_version_by_alias(ref.name, ref.alias).version)
-        return ref.name, str(client.get_model_version(ref.name, ref.version).version)
-    except mlflow.exceptions.MlflowException as error:
-        raise StepInputError(f"model_uri {model_uri!r} names no registered model version: {error}") from None
+    return version.name, str(version.version)
 
 
 def assemble_context(model_uri: str, context: Path) -> None:

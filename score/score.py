@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sentclf.contract import DEFAULT_CHAMPION_URI, ModelRef, parse_model_uri
-from sentclf.tracking import StepInputError, record_inputs, step_run
+from sentclf.contract import DEFAULT_CHAMPION_URI, ModelRef
+from sentclf.tracking import StepInputError, record_inputs, registered_version, step_run
 
 from spark_io import TEXT_COLUMN, TEXT_PAIR_COLUMN, deliver, host_path, read_inputs
 
@@ -52,18 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_model(uri: str) -> tuple[str, str]:
     """(name, version) of a models:/ URI, or a clear error."""
     try:
-        ref = parse_model_uri(uri)
+        version = registered_version(uri)
     except ValueError as error:
         raise StepInputError(f"model={error}") from None
-    client = mlflow.MlflowClient()
-    try:
-        if ref.alias:
-            version = client.get_model_version_by_alias(ref.name, ref.alias).version
-        else:
-            version = client.get_model_version(ref.name, ref.version).version
-    except mlflow.exceptions.MlflowException as error:
-        raise StepInputError(f"model={uri}: no such version ({error.message.splitlines()[0]})") from None
-    return ref.name, str(version)
+    return version.name, str(version.version)
 
 
 def spark_session(master: str, app_name: str):

@@ -100,3 +100,12 @@ def test_the_cluster_flags_need_a_context_and_exclude_each_other(tmp_path):
         building.parse_args(argv(tmp_path, "--prepare-only", "--record-pushed-image"))
     with pytest.raises(SystemExit):
         building.parse_args(argv(tmp_path, "--prepare-only")[:4] + ["--prepare-only"])  # no --context-dir
+
+
+def test_a_model_uri_naming_no_version_is_an_input_error_naming_the_parameter(tracking_store):
+    from sentclf.tracking import StepInputError
+
+    with pytest.raises(StepInputError, match=r"^model_uri: models:/nothing@champion: no such version"):
+        building.resolve_model_version("models:/nothing@champion")
+    with pytest.raises(StepInputError, match=r"^model_uri: "):
+        building.resolve_model_version("runs:/abc/model")
