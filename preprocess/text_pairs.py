@@ -77,19 +77,9 @@ def validate_pair_texts(frame: pd.DataFrame, origin: str, report: ValidationRepo
             "the second text of the pair is missing: every row of a sentence-pair task needs both texts. "
             "Fill or remove these rows",
         )
-    not_string = ~missing & ~texts.map(lambda value: isinstance(value, str))
-    if not_string.any():
-        report.add(
-            "error", "bad_text_type", origin, column, rows[not_string].tolist(), "second text is not a string"
-        )
-    blank = texts.map(lambda value: isinstance(value, str) and not value.strip())
-    if blank.any():
-        report.add(
-            "error",
-            "empty_text_pair",
-            origin,
-            column,
-            rows[blank].tolist(),
-            "the second text of the pair is empty or whitespace only: every row of a sentence-pair task "
-            "needs both texts. Fill or remove these rows",
-        )
+    blank = (
+        "empty_text_pair",
+        "the second text of the pair is empty or whitespace only: every row of a sentence-pair task needs "
+        "both texts. Fill or remove these rows",
+    )
+    report.flag_texts(origin, column, texts[~missing], rows[~missing], "second text", blank)

@@ -52,6 +52,20 @@ class ValidationReport:
     ) -> None:
         self.problems.append(Problem(severity, check, origin, column, rows, message))
 
+    def flag_texts(
+        self, origin: str, column: str, texts: pd.Series, rows: pd.Series, what: str, blank: tuple[str, str]
+    ) -> None:
+        """Row errors for the texts of a column that are not strings, and for blank ones (empty or white
+        space only): `blank` is that check's name and message."""
+        not_string = ~texts.map(lambda value: isinstance(value, str))
+        if not_string.any():
+            self.add(
+                "error", "bad_text_type", origin, column, rows[not_string].tolist(), f"{what} is not a string"
+            )
+        empty = texts.map(lambda value: isinstance(value, str) and not value.strip())
+        if empty.any():
+            self.add("error", blank[0], origin, column, rows[empty].tolist(), blank[1])
+
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
@@ -206,21 +220,9 @@ def validate_frame(
             )
     frame = frame.assign(**{LABEL_COLUMN: labels})
     texts = frame[TEXT_COLUMN]
-    not_string = ~texts.map(lambda value: isinstance(value, str))
-    if not_string.any():
-        report.add(
-            "error", "bad_text_type", origin, text_column, rows[not_string].tolist(), "text is not a string"
-        )
-    blank = texts.map(lambda value: isinstance(value, str) and not value.strip())
-    if blank.any():
-        report.add(
-            "error",
-            "empty_text",
-            origin,
-            text_column,
-            rows[blank].tolist(),
-            "text is empty or whitespace only",
-        )
+    report.flag_texts(
+        origin, text_column, texts, rows, "text", ("empty_text", "text is empty or whitespace only")
+    )
     too_long = texts.map(lambda value: isinstance(value, str) and len(value) > MAX_TEXT_CHARS)
     if too_long.any():
         report.add(
