@@ -39,21 +39,19 @@ from sentclf.backbone import token_counts
 from sentclf.containers import docker_client, health_status, run_labels, running_server
 from sentclf.contract import (
     CHAMPION_ALIAS,
-    GATE_DECISION_TAG,
-    GATE_SUMMARY_TAG,
     LABEL_AUDIT_ARTIFACT,
     LABEL_AUDIT_ROWS_METRIC,
     TEST_MCC_METRIC,
 )
 from sentclf.data import log_split_inputs, read_slice_columns, read_split
 from sentclf.schema import LABEL_COLUMN, LabelSet
-from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
+from sentclf.tracking import StepError, StepInputError, record_inputs, step_run
 
 import figures
 import model_card
 import multilabel_metrics
 import report
-from gate import Decision, GateConfig, apply, current_champion, decide
+from gate import Decision, GateConfig, apply, current_champion, decide, record
 from inputs import EvaluationInputs, resolve_inputs, resolve_label_set
 from load import ServerFailed, Target, latency_profile, load_sweep, predict_all
 from offline import Scores, score_version
@@ -274,22 +272,9 @@ def log_evaluation(evaluation: Evaluation) -> None:
     """Metrics, tags, figures, evaluation/report.html and evaluation/report.json of the active run."""
     metrics = evaluation.metrics()
     finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
-    mlflow.log_metrics(finite)
     decision, inputs = evaluation.decision, evaluation.inputs
-    # The same test metrics, latency and throughput on the version's own model page (MLflow 3's logged
-    # model), so they are read where the model is, not only on this run.
-    model_id = version_model_id(inputs.model_name, inputs.version)
-    if model_id:
-        mlflow.log_metrics(finite, model_id=model_id)
-    mlflow.set_tags(
-        {
-            GATE_DECISION_TAG: decision.verdict,
-            GATE_SUMMARY_TAG: decision.summary,
-            "promoted_to_champion": str(decision.promote).lower(),
-            "champion_before": evaluation.champion.version if evaluation.champion else "-",
-        }
-        | {f"gate.check.{check.name}": str(check) for check in decision.checks}
-    )
+    champion_before = evaluation.champion.version if evaluation.champion else None
+    record(finite, inputs.model_name, inputs.version, decision, champion_before)
     mlflow.MlflowClient().set_model_version_tag(
         inputs.model_name, inputs.version, TEST_MCC_METRIC, f"{metrics[TEST_MCC_METRIC]:.6f}"
     )

@@ -19,7 +19,14 @@ from mlflow.models import MetricThreshold
 from mlflow.models.evaluation import EvaluationResult
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-from sentclf.contract import CHAMPION_ALIAS, GATE_KEPT, GATE_PROMOTED
+from sentclf.contract import (
+    CHAMPION_ALIAS,
+    GATE_DECISION_TAG,
+    GATE_KEPT,
+    GATE_PROMOTED,
+    GATE_SUMMARY_TAG,
+)
+from sentclf.tracking import version_model_id
 
 from stats import PairedComparison
 
@@ -141,3 +148,23 @@ def apply(decision: Decision, name: str, version: str) -> None:
         logger.info("promoted %s version %s to %s: %s", name, version, CHAMPION_ALIAS, decision.summary)
     else:
         logger.info("%s version %s not promoted: %s", name, version, decision.summary)
+
+
+def record(
+    metrics: dict[str, float], model_name: str, version: str, decision: Decision, champion_before: str | None
+) -> None:
+    """The evaluation's metrics on the active run and on the version's own model page (MLflow 3's logged
+    model, so that they are read where the model is), and the gate's decision and checks as run tags."""
+    mlflow.log_metrics(metrics)
+    model_id = version_model_id(model_name, version)
+    if model_id:
+        mlflow.log_metrics(metrics, model_id=model_id)
+    mlflow.set_tags(
+        {
+            GATE_DECISION_TAG: decision.verdict,
+            GATE_SUMMARY_TAG: decision.summary,
+            "promoted_to_champion": str(decision.promote).lower(),
+            "champion_before": champion_before or "-",
+        }
+        | {f"gate.check.{check.name}": str(check) for check in decision.checks}
+    )

@@ -26,8 +26,6 @@ import numpy as np
 
 from sentclf.bootstrap import Interval
 from sentclf.contract import (
-    GATE_DECISION_TAG,
-    GATE_SUMMARY_TAG,
     SERVER_MEMORY_METRIC,
     TEST_MICRO_F1_METRIC,
     ModelRef,
@@ -35,9 +33,9 @@ from sentclf.contract import (
 from sentclf.multilabel_metrics import SUMMARY_KEYS, per_label, resampled_summary, summary
 from sentclf.schema import LabelSet
 from sentclf.text_model import TextClassifier
-from sentclf.tracking import StepInputError, version_model_id
+from sentclf.tracking import StepInputError
 
-from gate import Check, Decision, GateConfig, current_champion, mlflow_check
+from gate import Check, Decision, GateConfig, current_champion, mlflow_check, record
 from model_card import CARD_ARTIFACT
 from stats import interval, resample_indices
 
@@ -257,19 +255,7 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
         decision = Decision(False, decision.checks, "this version already is the champion")
 
     metrics = metric_dict(found, labels, served)
-    mlflow.log_metrics(metrics)
-    model_id = version_model_id(inputs.model_name, inputs.version)
-    if model_id:
-        mlflow.log_metrics(metrics, model_id=model_id)
-    mlflow.set_tags(
-        {
-            GATE_DECISION_TAG: decision.verdict,
-            GATE_SUMMARY_TAG: decision.summary,
-            "promoted_to_champion": str(decision.promote).lower(),
-            "champion_before": champion_version or "-",
-        }
-        | {f"gate.check.{check.name}": str(check) for check in decision.checks}
-    )
+    record(metrics, inputs.model_name, inputs.version, decision, champion_version)
     client = mlflow.MlflowClient()
     client.set_model_version_tag(
         inputs.model_name, inputs.version, TEST_MICRO_F1_METRIC, f"{metrics[TEST_MICRO_F1_METRIC]:.6f}"
