@@ -7,9 +7,10 @@ texts (sentclf.bootstrap's resampling, evaluate/stats.py), and per-label precisi
 
 The gate is on micro-F1 by default: a floor (`min_micro_f1`), the latency budget, and, against a
 multi-label champion with the same labels, the paired bootstrap of Δmicro-F1 on the same resampled texts
-(min_delta and confidence, as for MCC). Slices and the label audit are single-label features and are not
-computed here. The report (evaluation/report.html, report.json) and the model card (model_card.md, the
-version's description) have multi-label sections of their own.
+(min_delta and confidence, as for MCC). Slices (length buckets, slice columns) are scored on micro-F1
+and subset accuracy (multilabel_slices.py). The label audit of the data run is preprocess's. The report
+(evaluation/report.html, report.json) and the model card (model_card.md, the version's description)
+have multi-label sections of their own.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sentclf.tracking import StepInputError, version_model_id
 
 from gate import Check, Decision, GateConfig, current_champion, mlflow_check
 from model_card import CARD_ARTIFACT
+from multilabel_slices import MultiLabelSliceScore, card_lines, multilabel_slice_scores, table_html
 from stats import interval, resample_indices
 
 logger = logging.getLogger(__name__)
@@ -155,7 +157,13 @@ def metric_dict(found: dict[str, Interval], labels: dict[str, float], served) ->
 
 
 def report_html(
-    model: str, answers: VersionAnswers, label_set: LabelSet, found: dict[str, Interval], labels, decision
+    model: str,
+    answers: VersionAnswers,
+    label_set: LabelSet,
+    found: dict[str, Interval],
+    labels,
+    decision,
+    slices: tuple[MultiLabelSliceScore, ...] = (),
 ) -> str:
     """evaluation/report.html: the multi-label figures, per label, the thresholds and the gate."""
     esc = html.escape
@@ -179,6 +187,7 @@ def report_html(
         f"<th>interval</th></tr>{rows}</table>"
         "<h2>Per label</h2><table><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th>"
         f"<th>F1</th><th>support</th></tr>{per}</table>"
+        f"{table_html(slices, esc)}"
         f"<h2>Gate</h2><p>{esc(decision.summary)}</p><ul>{checks}</ul></body></html>"
     )
 
@@ -191,6 +200,7 @@ def model_card(
     labels,
     decision,
     rows,
+    slices: tuple[MultiLabelSliceScore, ...] = (),
 ) -> str:
     """The version's model card (markdown): task, labels and thresholds, figures with intervals, gate."""
     lines = [
@@ -224,6 +234,7 @@ def model_card(
         f"- The figures hold for data like the {rows} test texts; a label's figures rest on its support.",
         "- The thresholds were tuned on the validation split, which is small: a label with few validation "
         "texts has a noisy threshold.",
+        *card_lines(slices),
         "",
         "## Gate",
         f"- decision: {decision.summary}",
@@ -240,6 +251,9 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
     draws = resample_indices(len(targets), args.bootstrap_resamples, args.seed)
     found = scored(targets, answers.decisions, draws)
     labels = per_label(targets, answers.decisions, data.label_set.names)
+    slices = tuple(
+        multilabel_slice_scores(targets, answers.decisions, data.groups, args.bootstrap_resamples, args.seed)
+    )
     champion = None
     champion_version = current_champion(inputs.model_name)
     if champion_version is not None and champion_version != inputs.version:
@@ -257,6 +271,8 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
         decision = Decision(False, decision.checks, "this version already is the champion")
 
     metrics = metric_dict(found, labels, served)
+    if slices:
+        metrics |= {"slices": len(slices), "slices_flagged": sum(s.flagged for s in slices)}
     mlflow.log_metrics(metrics)
     model_id = version_model_id(inputs.model_name, inputs.version)
     if model_id:
@@ -275,7 +291,7 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
         inputs.model_name, inputs.version, TEST_MICRO_F1_METRIC, f"{metrics[TEST_MICRO_F1_METRIC]:.6f}"
     )
     mlflow.log_text(
-        report_html(inputs.model_name, answers, data.label_set, found, labels, decision),
+        report_html(inputs.model_name, answers, data.label_set, found, labels, decision, slices),
         "evaluation/report.html",
     )
     report = {
@@ -284,9 +300,12 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
         "per_label": labels,
         "thresholds": dict(zip(data.label_set.names, answers.thresholds, strict=True)),
         "gate": {"decision": decision.verdict, "reasons": decision.reasons},
+        "slices": [score.as_dict() for score in slices],
     }
     mlflow.log_dict(report, "evaluation/report.json")
-    card = model_card(inputs.model_name, answers, data.label_set, found, labels, decision, len(targets))
+    card = model_card(
+        inputs.model_name, answers, data.label_set, found, labels, decision, len(targets), slices
+    )
     mlflow.log_text(card, CARD_ARTIFACT)
     client.update_model_version(inputs.model_name, inputs.version, description=card)
     logger.info("test micro-F1 %s; %s", found["micro_f1"], decision.summary)
