@@ -164,8 +164,10 @@ def report_html(
     labels,
     decision,
     slices: tuple[MultiLabelSliceScore, ...] = (),
+    label_issues=None,
 ) -> str:
-    """evaluation/report.html: the multi-label figures, per label, the thresholds and the gate."""
+    """evaluation/report.html: the multi-label figures, per label, the thresholds, slices, the top of the
+    data's label audit (results.LabelIssues, or None) and the gate."""
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(key)}</td><td>{v.value:.4f}</td><td>[{v.low:.4f}, {v.high:.4f}]</td></tr>"
@@ -187,8 +189,28 @@ def report_html(
         f"<th>interval</th></tr>{rows}</table>"
         "<h2>Per label</h2><table><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th>"
         f"<th>F1</th><th>support</th></tr>{per}</table>"
-        f"{table_html(slices, esc)}"
+        f"{table_html(slices, esc)}{audit_html(label_issues)}"
         f"<h2>Gate</h2><p>{esc(decision.summary)}</p><ul>{checks}</ul></body></html>"
+    )
+
+
+def audit_html(issues) -> str:
+    """The data's label audit in the report: how many texts it lists, and the most suspect ones with their
+    given and suggested label sets (preprocess's label_issues.csv has them all)."""
+    if issues is None:
+        return ""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(str(r.get('file', '')))}</td><td>{esc(str(r.get('row', '')))}</td>"
+        f"<td>{esc(str(r.get('text', '')))}</td><td>{esc(str(r.get('given_label', '')))}</td>"
+        f"<td>{esc(str(r.get('suggested_label', '')))}</td></tr>"
+        for r in issues.top
+    )
+    audited = f" of {issues.audited} audited" if issues.audited else ""
+    return (
+        f"<h2>Label audit of the training data</h2><p>{issues.total} texts{audited} have a label set that "
+        "looks wrong (label_issues.csv of the preprocess run); the most suspect:</p><table><tr><th>file</th>"
+        f"<th>row</th><th>text</th><th>given</th><th>suggested</th></tr>{rows}</table>"
     )
 
 
@@ -243,8 +265,11 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
-def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args) -> Decision:
-    """Metrics with intervals, the gate on micro-F1, report and card; the alias is the caller's to move."""
+def conclude(
+    config: GateConfig, min_micro_f1: float, inputs, data, served, args, label_issues=None
+) -> Decision:
+    """Metrics with intervals, the gate on micro-F1, report and card; the alias is the caller's to move.
+    `label_issues`: the top of the data's label audit for the report (results.LabelIssues), if any."""
     targets = multi_hot(data.labels, data.label_set.size)
     ours = offline_answers(inputs.model_name, inputs.version, data.texts)
     answers = VersionAnswers(inputs.version, served.scores.probabilities, ours.thresholds)
@@ -291,7 +316,9 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
         inputs.model_name, inputs.version, TEST_MICRO_F1_METRIC, f"{metrics[TEST_MICRO_F1_METRIC]:.6f}"
     )
     mlflow.log_text(
-        report_html(inputs.model_name, answers, data.label_set, found, labels, decision, slices),
+        report_html(
+            inputs.model_name, answers, data.label_set, found, labels, decision, slices, label_issues
+        ),
         "evaluation/report.html",
     )
     report = {

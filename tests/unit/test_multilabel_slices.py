@@ -11,6 +11,7 @@ from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, TEXT_PAIR_COLUMN, LabelSet
 import evaluate
 import multilabel_metrics as ml
 import multilabel_slices as ms
+from results import LabelIssues
 from slices import LENGTH_DIMENSION, TOO_FEW
 from stats import resample_indices
 
@@ -76,8 +77,16 @@ def test_report_json_card_and_page_show_the_slices():
     names = ("a", "b", "c", "d<e>")
     labels = ml.per_label(targets, answers.decisions, names)
     decision = ml.gate(ml.GateConfig(0.0, 0.9, 100.0, 0.2), 0.5, found["micro_f1"].value, 10.0, None)
-    page = ml.report_html("t", answers, LabelSet(names, names), found, labels, decision, slices)
+    audit = LabelIssues(7, 200, ({"file": "t.csv", "row": 4, "text": "<b>x</b>", "given_label": '["a"]',
+                                  "suggested_label": '["a", "b"]', "score": 0.01},))  # fmt: skip
+    page = ml.report_html("t", answers, LabelSet(names, names), found, labels, decision, slices, audit)
     assert "<h2>Slices" in page and "<td>mail</td>" in page and ">worse<" in page and TOO_FEW in page
+    assert (
+        "7 texts of 200 audited" in page
+        and "&lt;b&gt;x&lt;/b&gt;" in page
+        and "[&quot;a&quot;, &quot;b&quot;]" in page
+    )
+    assert "Label audit" not in ml.report_html("t", answers, LabelSet(names, names), found, labels, decision)
     card = ml.model_card("t", answers, LabelSet(names, names), found, labels, decision, len(targets), slices)
     assert "Significantly worse than the rest of the test texts (micro-F1" in card
     assert "channel = `mail`" in card and "channel = `web`" not in card
