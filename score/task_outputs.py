@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sentclf.text_model import LABEL_SET_COLUMN
+from sentclf.tracking import StepInputError
 from sentclf_runtime.config import FILE_NAME, ServingConfig
 from sentclf_runtime.files import ONNX_FLAVOR_FILES, PYFUNC_FILES
 
@@ -41,7 +42,7 @@ def version_config(model_uri: str) -> ServingConfig:
             except mlflow.exceptions.MlflowException:
                 continue
             return ServingConfig.read(Path(local))
-    raise FileNotFoundError(f"{model_uri} holds no {FILE_NAME}: was it logged by the train step?")
+    raise StepInputError(f"model={model_uri} holds no {FILE_NAME}: was it logged by the train step?")
 
 
 def result_type(config: ServingConfig) -> str:

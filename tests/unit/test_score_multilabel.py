@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sentclf.text_model import TextClassifier
+from sentclf.tracking import StepInputError
 from tests.conftest import REPO_ROOT
 from tests.unit.test_evaluate import sample_rows
 from tests.unit.test_text_model import text_model_files
@@ -106,3 +107,22 @@ def test_a_pair_versions_second_text_is_written_beside_the_first(tmp_path):
     written = pq.read_table(tmp_path / "out" / score.OUTPUT_FILE)
     assert written.column_names == ["text", "text_pair", "class", "name", "probabilities"]
     assert written.to_pydict()["text_pair"] == ["b?"]
+
+
+def test_an_earlier_onnx_flavor_versions_config_is_read_and_a_missing_one_named(tracking_store, tmp_path):
+    import mlflow.onnx
+    import onnx
+
+    onnx_path, tokenizer, config = text_model_files(tmp_path / "files")
+    with mlflow.start_run():
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="model",
+            registered_model_name="old",
+            extra_files=[str(tokenizer), str(config)],
+        )
+        bare = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="bare", registered_model_name="bare")
+    old = task_outputs.version_config(f"models:/old/{info.registered_model_version}")
+    assert old.labels == ("unacceptable", "acceptable") and not old.multi_label
+    with pytest.raises(StepInputError, match="holds no serving_config.json"):
+        task_outputs.version_config(f"models:/bare/{bare.registered_model_version}")
