@@ -279,6 +279,8 @@ def conclude(
     slices = tuple(
         multilabel_slice_scores(targets, answers.decisions, data.groups, args.bootstrap_resamples, args.seed)
     )
+    if slices:
+        mlflow.log_metrics({"slices": len(slices), "slices_flagged": sum(s.flagged for s in slices)})
     champion = None
     champion_version = current_champion(inputs.model_name)
     if champion_version is not None and champion_version != inputs.version:
@@ -296,8 +298,6 @@ def conclude(
         decision = Decision(False, decision.checks, "this version already is the champion")
 
     metrics = metric_dict(found, labels, served)
-    if slices:
-        metrics |= {"slices": len(slices), "slices_flagged": sum(s.flagged for s in slices)}
     mlflow.log_metrics(metrics)
     model_id = version_model_id(inputs.model_name, inputs.version)
     if model_id:

@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 
 from sentclf.contract import DEFAULT_CHAMPION_URI, ModelRef, parse_model_uri
 from sentclf.tracking import StepInputError, record_inputs, step_run
-from sentclf_runtime.config import ServingConfig
 
 from spark_io import TEXT_COLUMN, TEXT_PAIR_COLUMN, deliver, host_path, read_inputs
 from task_outputs import (
     BASE_RESULT_TYPE,
+    ServingConfig,
     label_metrics,
     output_fields,
     prediction_fields,

@@ -23,6 +23,17 @@ from sentclf.tracking import StepInputError
 from sentclf_runtime.config import FILE_NAME, ServingConfig
 from sentclf_runtime.files import ONNX_FLAVOR_FILES, PYFUNC_FILES
 
+__all__ = [  # ServingConfig too: the type score.py's functions take
+    "BASE_RESULT_TYPE",
+    "ServingConfig",
+    "label_metrics",
+    "output_fields",
+    "prediction_fields",
+    "result_type",
+    "version_config",
+    "with_label_columns",
+]
+
 BASE_RESULT_TYPE = "struct<class: bigint, name: string, probabilities: array<float>>"
 MULTI_LABEL_RESULT_TYPE = BASE_RESULT_TYPE[:-1] + f", {LABEL_SET_COLUMN}: string>"
 # A multi-label version's per-label columns: `probability_<label name>` (the name as it is; Parquet takes
