@@ -369,7 +369,8 @@ def conclude(
     check_classes(served.scores, inputs, data.label_set)
     parity = check_parity(served.scores, score_version(inputs.model_name, inputs.version, data.texts))
     if multilabel_metrics.is_multi_label(data.labels):  # several labels per text: its own metrics and gate
-        decision = multilabel_metrics.conclude(config, args.min_micro_f1, inputs, data, served, args)
+        issues = read_label_issues(inputs.data_run_id)
+        decision = multilabel_metrics.conclude(config, args.min_micro_f1, inputs, data, served, args, issues)
         apply(decision, inputs.model_name, inputs.version)
         return None
     evaluation = judge(config, inputs, data, served, parity, args)

@@ -7,9 +7,10 @@ texts (sentclf.bootstrap's resampling, evaluate/stats.py), and per-label precisi
 
 The gate is on micro-F1 by default: a floor (`min_micro_f1`), the latency budget, and, against a
 multi-label champion with the same labels, the paired bootstrap of Δmicro-F1 on the same resampled texts
-(min_delta and confidence, as for MCC). Slices and the label audit are single-label features and are not
-computed here. The report (evaluation/report.html, report.json) and the model card (model_card.md, the
-version's description) have multi-label sections of their own.
+(min_delta and confidence, as for MCC). Slices (length buckets, slice columns) are scored on micro-F1
+and subset accuracy (multilabel_slices.py). The label audit of the data run is preprocess's. The report
+(evaluation/report.html, report.json) and the model card (model_card.md, the version's description)
+have multi-label sections of their own.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sentclf.tracking import StepInputError
 
 from gate import Check, Decision, GateConfig, current_champion, mlflow_check, record
 from model_card import CARD_ARTIFACT
+from multilabel_slices import MultiLabelSliceScore, card_lines, multilabel_slice_scores, table_html
 from stats import interval, resample_indices
 
 logger = logging.getLogger(__name__)
@@ -153,9 +155,17 @@ def metric_dict(found: dict[str, Interval], labels: dict[str, float], served) ->
 
 
 def report_html(
-    model: str, answers: VersionAnswers, label_set: LabelSet, found: dict[str, Interval], labels, decision
+    model: str,
+    answers: VersionAnswers,
+    label_set: LabelSet,
+    found: dict[str, Interval],
+    labels,
+    decision,
+    slices: tuple[MultiLabelSliceScore, ...] = (),
+    label_issues=None,
 ) -> str:
-    """evaluation/report.html: the multi-label figures, per label, the thresholds and the gate."""
+    """evaluation/report.html: the multi-label figures, per label, the thresholds, slices, the top of the
+    data's label audit (results.LabelIssues, or None) and the gate."""
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(key)}</td><td>{v.value:.4f}</td><td>[{v.low:.4f}, {v.high:.4f}]</td></tr>"
@@ -177,7 +187,28 @@ def report_html(
         f"<th>interval</th></tr>{rows}</table>"
         "<h2>Per label</h2><table><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th>"
         f"<th>F1</th><th>support</th></tr>{per}</table>"
+        f"{table_html(slices, esc)}{audit_html(label_issues)}"
         f"<h2>Gate</h2><p>{esc(decision.summary)}</p><ul>{checks}</ul></body></html>"
+    )
+
+
+def audit_html(issues) -> str:
+    """The data's label audit in the report: how many texts it lists, and the most suspect ones with their
+    given and suggested label sets (preprocess's label_issues.csv has them all)."""
+    if issues is None:
+        return ""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(str(r.get('file', '')))}</td><td>{esc(str(r.get('row', '')))}</td>"
+        f"<td>{esc(str(r.get('text', '')))}</td><td>{esc(str(r.get('given_label', '')))}</td>"
+        f"<td>{esc(str(r.get('suggested_label', '')))}</td></tr>"
+        for r in issues.top
+    )
+    audited = f" of {issues.audited} audited" if issues.audited else ""
+    return (
+        f"<h2>Label audit of the training data</h2><p>{issues.total} texts{audited} have a label set that "
+        "looks wrong (label_issues.csv of the preprocess run); the most suspect:</p><table><tr><th>file</th>"
+        f"<th>row</th><th>text</th><th>given</th><th>suggested</th></tr>{rows}</table>"
     )
 
 
@@ -189,6 +220,7 @@ def model_card(
     labels,
     decision,
     rows,
+    slices: tuple[MultiLabelSliceScore, ...] = (),
 ) -> str:
     """The version's model card (markdown): task, labels and thresholds, figures with intervals, gate."""
     lines = [
@@ -222,6 +254,7 @@ def model_card(
         f"- The figures hold for data like the {rows} test texts; a label's figures rest on its support.",
         "- The thresholds were tuned on the validation split, which is small: a label with few validation "
         "texts has a noisy threshold.",
+        *card_lines(slices),
         "",
         "## Gate",
         f"- decision: {decision.summary}",
@@ -230,14 +263,22 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
-def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args) -> Decision:
-    """Metrics with intervals, the gate on micro-F1, report and card; the alias is the caller's to move."""
+def conclude(
+    config: GateConfig, min_micro_f1: float, inputs, data, served, args, label_issues=None
+) -> Decision:
+    """Metrics with intervals, the gate on micro-F1, report and card; the alias is the caller's to move.
+    `label_issues`: the top of the data's label audit for the report (results.LabelIssues), if any."""
     targets = multi_hot(data.labels, data.label_set.size)
     ours = offline_answers(inputs.model_name, inputs.version, data.texts)
     answers = VersionAnswers(inputs.version, served.scores.probabilities, ours.thresholds)
     draws = resample_indices(len(targets), args.bootstrap_resamples, args.seed)
     found = scored(targets, answers.decisions, draws)
     labels = per_label(targets, answers.decisions, data.label_set.names)
+    slices = tuple(
+        multilabel_slice_scores(targets, answers.decisions, data.groups, args.bootstrap_resamples, args.seed)
+    )
+    if slices:
+        mlflow.log_metrics({"slices": len(slices), "slices_flagged": sum(s.flagged for s in slices)})
     champion = None
     champion_version = current_champion(inputs.model_name)
     if champion_version is not None and champion_version != inputs.version:
@@ -261,7 +302,9 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
         inputs.model_name, inputs.version, TEST_MICRO_F1_METRIC, f"{metrics[TEST_MICRO_F1_METRIC]:.6f}"
     )
     mlflow.log_text(
-        report_html(inputs.model_name, answers, data.label_set, found, labels, decision),
+        report_html(
+            inputs.model_name, answers, data.label_set, found, labels, decision, slices, label_issues
+        ),
         "evaluation/report.html",
     )
     report = {
@@ -270,9 +313,12 @@ def conclude(config: GateConfig, min_micro_f1: float, inputs, data, served, args
         "per_label": labels,
         "thresholds": dict(zip(data.label_set.names, answers.thresholds, strict=True)),
         "gate": {"decision": decision.verdict, "reasons": decision.reasons},
+        "slices": [score.as_dict() for score in slices],
     }
     mlflow.log_dict(report, "evaluation/report.json")
-    card = model_card(inputs.model_name, answers, data.label_set, found, labels, decision, len(targets))
+    card = model_card(
+        inputs.model_name, answers, data.label_set, found, labels, decision, len(targets), slices
+    )
     mlflow.log_text(card, CARD_ARTIFACT)
     client.update_model_version(inputs.model_name, inputs.version, description=card)
     logger.info("test micro-F1 %s; %s", found["micro_f1"], decision.summary)

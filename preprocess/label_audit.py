@@ -159,11 +159,11 @@ def audit(
 
 
 def log_label_audit(
-    pool: pd.DataFrame, label_set: LabelSet, seed: int, max_rows: int, work_dir: Path
+    pool: pd.DataFrame, label_set: LabelSet, seed: int, max_rows: int, work_dir: Path, auditor=audit
 ) -> None:
     """Audit the training data (train + validation splits, as `pool`, with its file and row columns) and
-    log label_issues.csv, the counts and the cost."""
-    result = audit(pool, label_set, seed, max_rows, files=pool.get(ORIGIN_COLUMN), rows=pool.get("row"))
+    log label_issues.csv, the counts and the cost. `auditor`: `audit`, or multilabel_audit's for lists."""
+    result = auditor(pool, label_set, seed, max_rows, files=pool.get(ORIGIN_COLUMN), rows=pool.get("row"))
     path = work_dir / LABEL_AUDIT_ARTIFACT
     result.issues.to_csv(path, index=False)
     mlflow.log_artifact(str(path))

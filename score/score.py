@@ -4,8 +4,9 @@ The driver reads the input files (spark_io), hands the sentences to Spark as a D
 with `mlflow.pyfunc.spark_udf` (env_manager local: the executors' own Python, the score image's, loads the
 pyfunc; ONNX Runtime with one thread per task, so the tasks, not ORT, use the cores). The scored rows come
 back to the driver, which writes <output>/scores.parquet (text, class, name, probabilities; in the input's
-order): the executors need no file system in common with the driver, so local[*] and a standalone cluster
-on other machines behave the same. The run logs rows (per file and per class), seconds, sentences/s and a
+order; a multi-label version adds label_set and a probability column per label: task_outputs): the
+executors need no file system in common with the driver, so local[*] and a standalone cluster on other
+machines behave the same. The run logs rows (per file and per class), seconds, sentences/s and a
 sample table.
 """
 
@@ -26,10 +27,20 @@ from sentclf.contract import DEFAULT_CHAMPION_URI, ModelRef
 from sentclf.tracking import StepInputError, record_inputs, registered_version, step_run
 
 from spark_io import TEXT_COLUMN, TEXT_PAIR_COLUMN, deliver, host_path, read_inputs
+from task_outputs import (
+    BASE_RESULT_TYPE,
+    ServingConfig,
+    label_metrics,
+    output_fields,
+    prediction_fields,
+    result_type,
+    version_config,
+    with_label_columns,
+)
 
 logger = logging.getLogger("score")
 
-RESULT_TYPE = "struct<class: bigint, name: string, probabilities: array<float>>"
+RESULT_TYPE = BASE_RESULT_TYPE  # a single-label version's; task_outputs.result_type gives each version's
 OUTPUT_FILE = "scores.parquet"
 SAMPLE_ROWS = 20
 
@@ -84,10 +95,14 @@ def spark_session(master: str, app_name: str):
     return builder.getOrCreate()
 
 
-def score_frame(spark, texts: pd.DataFrame, model_uri: str, partitions: int) -> tuple[pd.DataFrame, dict]:
-    """The sentences scored on Spark: text, class, name, probabilities; and how it went."""
+def score_frame(
+    spark, texts: pd.DataFrame, model_uri: str, partitions: int, config: ServingConfig | None = None
+) -> tuple[pd.DataFrame, dict]:
+    """The sentences scored on Spark: text, class, name, probabilities (a multi-label version's label_set
+    and per-label probabilities too); and how it went."""
     from pyspark.sql import functions as F
 
+    config = config or ServingConfig()
     slots = spark.sparkContext.defaultParallelism
     partitions = partitions or slots
     # Each row's place in the input, so the output keeps the input's order whatever the partitioning.
@@ -100,37 +115,28 @@ def score_frame(spark, texts: pd.DataFrame, model_uri: str, partitions: int) -> 
     # same count would only add a shuffle of every row.
     if frame.rdd.getNumPartitions() != partitions:
         frame = frame.repartition(partitions)
-    predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=RESULT_TYPE, env_manager="local")
+    predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type(config), env_manager="local")
     started = time.perf_counter()
     scored = (
         frame.withColumn("prediction", predict(*(F.col(name) for name in columns)))
         .select(
             "_row",
             *columns,
-            F.col("prediction.class").alias("class"),
-            F.col("prediction.name").alias("name"),
-            F.col("prediction.probabilities").alias("probabilities"),
+            *(F.col(f"prediction.{field}").alias(field) for field in prediction_fields(config)),
         )
         .toPandas()
     )
     seconds = time.perf_counter() - started
     scored = scored.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+    scored = with_label_columns(scored, config)
     return scored, {"task_slots": slots, "partitions": partitions, "seconds": seconds}
 
 
-def write_output(scored: pd.DataFrame, output: Path) -> None:
+def write_output(scored: pd.DataFrame, output: Path, config: ServingConfig | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="sentclf-score-") as tmp:
         path = Path(tmp) / OUTPUT_FILE
         pair = [(TEXT_PAIR_COLUMN, pa.string())] if TEXT_PAIR_COLUMN in scored.columns else []
-        schema = pa.schema(
-            [
-                ("text", pa.string()),
-                *pair,
-                ("class", pa.int64()),
-                ("name", pa.string()),
-                ("probabilities", pa.list_(pa.float32())),
-            ]
-        )
+        schema = pa.schema([("text", pa.string()), *pair, *output_fields(config or ServingConfig())])
         table = pa.Table.from_pandas(scored, schema=schema, preserve_index=False)
         pq.write_table(table, path)
         deliver({OUTPUT_FILE: path}, output)
@@ -141,6 +147,7 @@ def run(args: argparse.Namespace) -> None:
     model_uri = ModelRef(name, version).uri
     output = host_path(args.output)
     record_inputs(model_version=version, model_uri=model_uri, output=str(output))
+    config = version_config(model_uri)
     texts, rows_per_file = read_inputs(args.input, args.text_column, args.text_pair)
     logger.info(
         "%d sentences from %d file(s); scoring with %s on %s",
@@ -151,13 +158,13 @@ def run(args: argparse.Namespace) -> None:
     )
     spark = spark_session(args.spark_master, f"sentclf-score-{mlflow.active_run().info.run_id[:8]}")
     try:
-        scored, how = score_frame(spark, texts, model_uri, args.partitions)
+        scored, how = score_frame(spark, texts, model_uri, args.partitions, config)
         # The block managers Spark knows: the driver's, plus one per executor on a cluster.
         managers = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()
         executors = managers if args.spark_master.startswith("local") else managers - 1
     finally:
         spark.stop()
-    write_output(scored, output)
+    write_output(scored, output, config)
     per_class = scored["name"].value_counts()
     mlflow.log_metrics(
         {
@@ -170,6 +177,7 @@ def run(args: argparse.Namespace) -> None:
             "executors": max(executors, 1),
         }
         | {f"rows_class_{re.sub(r'[^0-9A-Za-z_.-]+', '_', str(k))}": int(v) for k, v in per_class.items()}
+        | label_metrics(scored, config)
     )
     mlflow.log_dict(rows_per_file, "score/rows_per_file.json")
     sample = scored.head(SAMPLE_ROWS).assign(

@@ -37,12 +37,14 @@ def test_the_multilabel_page_as_typed(typed_store):
     steps = {r.data.tags[STEP_TAG]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent}
     assert set(steps) == {"preprocess", "train", "building", "evaluate"}
     assert json.loads(steps["preprocess"].data.tags[LABEL_NAMES_TAG]) == list(LABELS)
+    assert steps["preprocess"].data.tags["label_audit"] == "done"  # per label (multilabel_audit.py)
 
     metrics = steps["evaluate"].data.metrics
     for name in ("micro_f1", "macro_f1", "subset_accuracy", "hamming_loss"):
         assert {f"test_{name}", f"test_{name}_low", f"test_{name}_high"} <= set(metrics), name
     assert metrics[f"{TEST_MICRO_F1_METRIC}_low"] <= metrics[TEST_MICRO_F1_METRIC]
     assert "gate.decision" in steps["evaluate"].data.tags
+    assert metrics["slices"] >= 1  # length buckets at least (multilabel_slices.py)
     with tempfile.TemporaryDirectory() as tmp:
         client = typed_store.client
         report = Path(
@@ -50,6 +52,7 @@ def test_the_multilabel_page_as_typed(typed_store):
         ).read_text()
     for name in LABELS:
         assert f"<td>{name}</td>" in report, name
+    assert "<h2>Slices" in report and "length (tokens)" in report
 
     version = steps["train"].data.tags["registered_model_version"]
     thresholds = [steps["train"].data.metrics[f"val_threshold_label_{name}"] for name in LABELS]

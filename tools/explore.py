@@ -17,6 +17,10 @@ linear layer (the pooled sentence vector the classifier head reads) as a second 
 graph, at load time. Every version has one, old or new, so no re-export is needed. A graph whose head is
 not a plain MatMul/Gemm (an int8 variant) falls back to its logits as the embedding, and the page says so.
 
+A sentence-pair version (docs/pairs.md) gets two text boxes: the pair is scored and embedded together, as
+the model reads it, occlusion removes each word of either text in turn (the other text kept whole), and
+the neighbours are training pairs.
+
 The training sentences are the version's own data (its preprocess run's train split, up to --max-index
 rows, a seeded sample above). Bad input (empty, huge, binary) gets a message, not a stack trace. The page
 listens on 127.0.0.1 only; it is a host tool, not part of the inference server.
@@ -112,6 +116,36 @@ def occlusion(scorer_predict, text: str, predicted: int) -> list[tuple[str, floa
     return [(word, full - float(p)) for word, p in zip(words, probabilities[1:, predicted], strict=True)]
 
 
+def pair_occlusion(scorer_predict, text: str, text_pair: str, predicted: int) -> list[tuple[str, str, float]]:
+    """(side, word, weight) per whitespace word of both texts of a pair ("text", then "text_pair"): the
+    predicted class's probability minus its probability with that word removed, the other text whole.
+    The only word of a text is not removed (an empty side is no pair): weight 0. Scored in one call."""
+    sides = {"text": text.split(), "text_pair": text_pair.split()}
+    variants, keys = [(text, text_pair)], []
+    for side, words in sides.items():
+        for i in range(len(words)):
+            keys.append((side, words[i]))
+            if len(words) < 2:
+                continue
+            shorter = " ".join(words[:i] + words[i + 1 :])
+            variants.append((shorter, text_pair) if side == "text" else (text, shorter))
+    probabilities = scorer_predict([v[0] for v in variants], [v[1] for v in variants])
+    full, scored = float(probabilities[0, predicted]), iter(probabilities[1:, predicted])
+    return [(side, word, 0.0 if len(sides[side]) < 2 else full - float(next(scored))) for side, word in keys]
+
+
+def check_pair(text: object, text_pair: object) -> tuple[str, str]:
+    """Both texts of a pair checked as check_text checks one; the second's problem says it is the second's."""
+    first = check_text(text)
+    try:
+        second = check_text(text_pair) if text_pair is not None else None
+    except ExploreInputError as error:
+        raise ExploreInputError(f"the second text: {error}") from None
+    if second is None:
+        raise ExploreInputError('this version reads sentence pairs: send {"text": "...", "text_pair": "..."}')
+    return first, second
+
+
 def normalised(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
@@ -127,9 +161,11 @@ class Neighbour:
 class Explorer:
     """One version's files and its training sentences, ready to explain a sentence."""
 
-    def __init__(self, model_dir: Path, texts: list[str], labels: list[int], source: str = "") -> None:
+    def __init__(self, model_dir: Path, texts: list, labels: list[int], source: str = "") -> None:
+        """`texts`: the training sentences, or a pairs version's (text, text_pair) tuples."""
         from sentclf_runtime.config import ServingConfig
         from sentclf_runtime.files import model_files
+        from sentclf_runtime.pairs import pair_input
         from sentclf_runtime.scorer import Scorer
 
         files = model_files(model_dir)
@@ -139,6 +175,7 @@ class Explorer:
         path.write_bytes(rewritten)
         self.scorer = Scorer(path, files["tokenizer.json"], ServingConfig.read(files["serving_config.json"]))
         self.names = list(self.scorer.labels)
+        self.pair_input = pair_input(self.scorer.config)  # the second input's name; None: single sentences
         self.source = source
         self.texts, self.labels = list(texts), np.asarray(labels, dtype=np.int64)
         self.index = normalised(self.embed(self.texts)) if self.texts else np.zeros((0, 1), np.float32)
@@ -147,8 +184,9 @@ class Explorer:
     def embedding_kind(self) -> str:
         return "the model's pooled sentence vector" if self.embedding_output else "the model's logits"
 
-    def embed(self, texts: list[str], batch: int = 64) -> np.ndarray:
-        """The model's own vectors of `texts` (see the module docstring)."""
+    def embed(self, texts: list, batch: int = 64) -> np.ndarray:
+        """The model's own vectors of `texts` (see the module docstring); (text, text_pair) tuples are
+        encoded together, as the scorer encodes them."""
         scorer, chunks = self.scorer, []
         wanted = self.embedding_output or scorer.output_name
         for start in range(0, len(texts), batch):
@@ -168,17 +206,39 @@ class Explorer:
             similarity = np.where(self.labels == exclude, -np.inf, similarity)
         best = np.argsort(-similarity, kind="stable")[:k]
         return [
-            Neighbour(self.texts[i], self.names[self.labels[i]], float(similarity[i]))
+            Neighbour(_shown(self.texts[i]), self.names[self.labels[i]], float(similarity[i]))
             for i in best
             if np.isfinite(similarity[i])
         ]
 
-    def explain(self, raw: object) -> dict:
-        """What the page shows for one sentence; ExploreInputError for bad input."""
+    def explain(self, raw: object, raw_pair: object = None) -> dict:
+        """What the page shows for one sentence (or a pairs version's pair); ExploreInputError for bad
+        input."""
+        if self.pair_input:
+            return self.explain_pair(*check_pair(raw, raw_pair))
+        if raw_pair is not None:
+            raise ExploreInputError('this version reads single sentences: send only {"text": "..."}')
         text = check_text(raw)
         probabilities = self.scorer.predict([text])[0]
         predicted = int(np.argmax(probabilities))
-        vector = self.embed([text])[0]
+        words = [
+            {"word": w, "weight": weight} for w, weight in occlusion(self.scorer.predict, text, predicted)
+        ]
+        return self._answer(text, probabilities, words, self.embed([text])[0])
+
+    def explain_pair(self, text: str, text_pair: str) -> dict:
+        """explain() of a pairs version: both texts scored together, occlusion over both."""
+        probabilities = self.scorer.predict([text], [text_pair])[0]
+        predicted = int(np.argmax(probabilities))
+        words = [
+            {"side": side, "word": w, "weight": weight}
+            for side, w, weight in pair_occlusion(self.scorer.predict, text, text_pair, predicted)
+        ]
+        vector = self.embed([(text, text_pair)])[0]
+        return self._answer(text, probabilities, words, vector) | {"text_pair": text_pair}
+
+    def _answer(self, text: str, probabilities: np.ndarray, words: list[dict], vector: np.ndarray) -> dict:
+        predicted = int(np.argmax(probabilities))
         return {
             "text": text,
             "label": self.names[predicted],
@@ -186,9 +246,7 @@ class Explorer:
                 {"label": name, "probability": float(p)}
                 for name, p in zip(self.names, probabilities, strict=True)
             ],
-            "words": [
-                {"word": w, "weight": weight} for w, weight in occlusion(self.scorer.predict, text, predicted)
-            ],
+            "words": words,
             "neighbours": [n.__dict__ for n in self.neighbours(vector, None)],
             "other_class": [n.__dict__ for n in self.neighbours(vector, predicted)],
             "embedding": self.embedding_kind,
@@ -209,15 +267,18 @@ def app(explorer: Explorer):
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page)
 
+    texts = 2 if explorer.pair_input else 1
+
     async def explain(request: Request) -> JSONResponse:
         body = await request.body()
-        if len(body) > 4 * MAX_CHARS + 100:
+        if len(body) > texts * (4 * MAX_CHARS + 100):
             return JSONResponse(
                 {"error": f"the text is too long: one sentence of up to {MAX_CHARS} characters"}, 400
             )
         try:
             payload = json.loads(body.decode("utf-8"))
-            return JSONResponse(explorer.explain(payload.get("text") if isinstance(payload, dict) else None))
+            payload = payload if isinstance(payload, dict) else {}
+            return JSONResponse(explorer.explain(payload.get("text"), payload.get("text_pair")))
         except (UnicodeDecodeError, ValueError) as error:  # ExploreInputError and bad JSON alike
             message = str(error) if isinstance(error, ExploreInputError) else 'send JSON {"text": "..."}'
             return JSONResponse({"error": message}, 400)
@@ -229,6 +290,7 @@ def app(explorer: Explorer):
                 "embedding": explorer.embedding_kind,
                 "index_rows": len(explorer.texts),
                 "source": explorer.source,
+                "pair_input": explorer.pair_input,
             }
         )
 
@@ -237,17 +299,20 @@ def app(explorer: Explorer):
     )
 
 
-def check_single_sentences(model_dir: Path, uri: str) -> None:
-    """This page explains one sentence; a sentence-pair version (docs/pairs.md) is refused with a message."""
-    from sentclf_runtime.config import ServingConfig
-    from sentclf_runtime.files import model_files
-    from sentclf_runtime.pairs import pair_input
+def _shown(item) -> str:
+    """A training sentence, or a pair as one text (`text [SEP] text_pair`), for the neighbour tables."""
+    from sentclf_runtime.pairs import joined_texts
 
-    if pair_input(ServingConfig.read(model_files(model_dir)["serving_config.json"])):
-        raise SystemExit(
-            f"{uri} reads sentence pairs (text and text_pair); this page explains single sentences only, "
-            "so far: ask the pairs model through the server or the pyfunc (docs/pairs.md)"
-        )
+    return joined_texts([item[0]], [item[1]])[0] if isinstance(item, tuple) else item
+
+
+def training_items(train) -> list:
+    """The train split's sentences, or (text, text_pair) tuples where it holds a second text."""
+    from sentclf.schema import TEXT_COLUMN, TEXT_PAIR_COLUMN
+
+    if TEXT_PAIR_COLUMN in train.columns:
+        return list(zip(train[TEXT_COLUMN].tolist(), train[TEXT_PAIR_COLUMN].tolist(), strict=True))
+    return train[TEXT_COLUMN].tolist()
 
 
 def load_version(uri: str, max_rows: int, work_dir: Path, seed: int = 0) -> Explorer:
@@ -255,7 +320,7 @@ def load_version(uri: str, max_rows: int, work_dir: Path, seed: int = 0) -> Expl
     import mlflow
 
     from sentclf.data import read_split
-    from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+    from sentclf.schema import LABEL_COLUMN
     from sentclf.tracking import registered_version, version_data_run_id
 
     try:
@@ -266,14 +331,13 @@ def load_version(uri: str, max_rows: int, work_dir: Path, seed: int = 0) -> Expl
     model_dir = Path(
         mlflow.artifacts.download_artifacts(model_uri(name, number), dst_path=str(work_dir / "model"))
     )
-    check_single_sentences(model_dir, uri)
     texts, labels, source = [], [], "no training data found: neighbours are not shown"
     data_run_id = version_data_run_id(name, number)
     if data_run_id:
         train = read_split(data_run_id, "train")
         if len(train) > max_rows:
             train = train.sample(max_rows, random_state=seed)
-        texts, labels = train[TEXT_COLUMN].tolist(), train[LABEL_COLUMN].tolist()
+        texts, labels = training_items(train), train[LABEL_COLUMN].tolist()
         source = f"{len(texts)} training sentences of preprocess run {data_run_id}"
     logger.info("%s version %s; %s", name, number, source)
     return Explorer(model_dir, texts, labels, f"{name} version {number}: {source}")

@@ -5,8 +5,10 @@ The data is read and encoded once (train.prepare); each trial trains a fresh mod
 `fit` (its loop, its per-epoch metrics) on a recipe the TPE sampler suggests from the search space
 (search_space.py), and reports its validation MCC (at the tuned threshold for two classes, what the step
 ships) after every epoch to Optuna's median pruner, which stops a trial whose MCC at that epoch is below
-the median of the earlier trials'. Trial 0 of a new study is the train step's own recipe as given (where
-the space allows it), so the search always has the default to beat.
+the median of the earlier trials'. Data with several labels per text is searched on its validation
+micro-F1 at per-label thresholds tuned on validation instead (tune_objective.py). Trial 0 of a new study
+is the train step's own recipe as given (where the space allows it), so the search always has the default
+to beat.
 
 The parent run logs the best trial's parameters (tags `best.<name>`), its validation MCC, the trials as a
 table and the figures (study_figures.py); with `register_best=true` the best trial's model goes through
@@ -42,6 +44,7 @@ from sentclf.tracking import StepCancelled, StepError, StepInputError, download_
 import train as train_step
 from search_space import DEFAULT_SPACE, Dimension, describe, parse_space, suggest
 from study_figures import log_study_figures
+from tune_objective import Objective, objective
 
 logger = logging.getLogger("tune")
 
@@ -153,6 +156,7 @@ class Search:
         self.args, self.prepared, self.space = args, prepared, space
         self.study_name, self.data_run_id = study_name, data_run_id
         self.kept: Kept | None = None
+        self.objective = objective(prepared.multi_label, prepared.calibrate)
 
     def trial_args(self, params: dict) -> argparse.Namespace:
         trial_args = copy.copy(self.args)
@@ -166,15 +170,15 @@ class Search:
         trial_args = self.trial_args(params)
         dropout = params["dropout"]
         forced = trial.number in self.args.forced_prunes
-        calibrate = self.prepared.calibrate
+        aim = self.objective
 
         def report(epoch: int, metrics: dict) -> None:
             mlflow.log_metrics(metrics, step=epoch)
-            score = metrics["val_mcc_tuned_threshold" if calibrate else "val_mcc"]
+            score = metrics[aim.epoch_metric]
             trial.report(-1.0 if forced else score, epoch)
             if epoch >= self.args.prune_warmup_epochs and trial.should_prune():
                 raise optuna.TrialPruned(
-                    f"epoch {epoch}: validation MCC {score:.4f}{' (forced, test only)' if forced else ''} "
+                    f"epoch {epoch}: {aim.words} {score:.4f}{' (forced, test only)' if forced else ''} "
                     "below the median of the earlier trials at this epoch"
                 )
 
@@ -195,7 +199,7 @@ class Search:
             mlflow.log_params(recipe)
             logger.info("trial %d: %s", trial.number, json.dumps(params))
             model, summary = train_step.fit(self.prepared, trial_args, report, dropout)
-            value = float(summary["best_val_mcc"])
+            value = float(summary[aim.best_metric])
             state, status = "COMPLETE", "FINISHED"
         except optuna.TrialPruned:
             state, status = "PRUNED", "KILLED"
@@ -243,8 +247,12 @@ def fail_interrupted_trials(study: optuna.Study) -> None:
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
-def summarize(study: optuna.Study, space: dict[str, Dimension]) -> optuna.trial.FrozenTrial | None:
-    """Best parameters as tags, the trials as a table, the figures: on the parent run."""
+def summarize(
+    study: optuna.Study, space: dict[str, Dimension], aim: Objective | None = None
+) -> optuna.trial.FrozenTrial | None:
+    """Best parameters as tags, the trials as a table, the figures: on the parent run. `aim`: the
+    search's objective (default: validation MCC)."""
+    aim = aim or objective(multi_label=False, calibrate=False)
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
     mlflow.log_metrics(
@@ -266,11 +274,12 @@ def summarize(study: optuna.Study, space: dict[str, Dimension]) -> optuna.trial.
         {f"best.{name}": str(value) for name, value in best.params.items()}
         | {"best.trial": str(best.number), "best.run_id": best.user_attrs.get(RUN_ID_ATTR, "")}
     )
-    mlflow.log_metric("best_val_mcc", best.value)
-    mlflow.log_dict({"trial": best.number, "val_mcc": best.value, "params": best.params}, "study/best.json")
+    mlflow.log_metric(aim.best_metric, best.value)
+    mlflow.log_dict({"trial": best.number, aim.short: best.value, "params": best.params}, "study/best.json")
     logger.info(
-        "best: trial %d, validation MCC %.4f, %s (%d complete, %d pruned of %d)",
+        "best: trial %d, %s %.4f, %s (%d complete, %d pruned of %d)",
         best.number,
+        aim.words,
         best.value,
         json.dumps(best.params),
         counts["COMPLETE"],
@@ -314,11 +323,6 @@ def register_best(search: Search, best: optuna.trial.FrozenTrial) -> str:
 def run(args: argparse.Namespace) -> None:
     space = validate_search_args(args)
     prepared = train_step.prepare(args)
-    if prepared.multi_label:  # the search selects trials on the single-label validation MCC
-        raise StepInputError(
-            "train -e tune searches on the validation MCC of one class per text; this data has several "
-            "labels per text (label_mode=multi): train it with the main entry point (docs/multi-label.md)"
-        )
     parent = mlflow.active_run()
     data_run_id = mlflow.get_run(parent.info.run_id).data.tags[INPUT_DATA_RUN_TAG]
     study_name = strip_quotes(args.study_name) or f"{args.registered_model_name}-{data_run_id}"
@@ -367,7 +371,7 @@ def run(args: argparse.Namespace) -> None:
                 )
         finally:
             save_study(db)  # the interrupted trial is FAIL in it now
-        best = summarize(study, space)
+        best = summarize(study, space, search.objective)
         if args.register_best:
             if best is None:
                 raise StepError("register_best: no trial finished, nothing to register")
@@ -375,7 +379,7 @@ def run(args: argparse.Namespace) -> None:
             logger.info("registered the best trial's model as version %s (challenger)", version)
         storage.engine.dispose()
     if best is not None and math.isfinite(best.value):
-        mlflow.set_tag(SUMMARY_TAG, f"best validation MCC {best.value:.4f} (trial {best.number})")
+        mlflow.set_tag(SUMMARY_TAG, f"best {search.objective.words} {best.value:.4f} (trial {best.number})")
 
 
 def main(argv: list[str] | None = None) -> None:

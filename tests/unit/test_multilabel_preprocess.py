@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 
 from examples.multilabel import generate
+from sentclf.contract import LABEL_AUDIT_ARTIFACT, LABEL_AUDIT_ROWS_METRIC
 from sentclf.data import read_label_set, read_schema, read_split
 from sentclf.schema import LABEL_COLUMN, SPLITS
 from tests.unit import test_preprocess as base
 from tests.unit.test_preprocess_labels import failed_message
 
+import label_audit
 import label_lists as multilabel
 from validation import ValidationReport
 
@@ -75,7 +77,11 @@ def test_rarest_label_strata_keep_every_label_in_both_parts():
     assert isinstance(held[LABEL_COLUMN].iloc[0], list)
 
 
-def test_step_on_the_shipped_tickets(experiment):
+def test_step_on_the_shipped_tickets(experiment, monkeypatch):
+    # The audit's embedder stood in for (the real one is tested single-label): it runs, not how well.
+    monkeypatch.setattr(
+        label_audit, "embed", lambda texts: np.random.default_rng(0).normal(size=(len(texts), 8))
+    )
     run = base.run_step(experiment, dataset=str(TICKETS), label_column="labels", label_audit="true", **MULTI)
     run_id = run.info.run_id
     assert read_label_set(run_id).names == ("billing", "login", "refund", "shipping")
@@ -88,7 +94,15 @@ def test_step_on_the_shipped_tickets(experiment):
     assert max(len(row) for row in splits["train"][LABEL_COLUMN]) == 3
     profile = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/profile.json"))
     assert sum(profile["train"]["label_count"].values()) > len(splits["train"])
-    assert run.data.tags["label_audit"] == "skipped: multi-label data"
+    assert run.data.tags["label_audit"] == "done"  # per label (multilabel_audit.py)
+    issues = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{LABEL_AUDIT_ARTIFACT}"))
+    assert run.data.metrics[LABEL_AUDIT_ROWS_METRIC] == len(splits["train"]) + len(splits["validation"])
+    assert issues.empty or set(json.loads(issues["given_label"].iloc[0])) <= {
+        "billing",
+        "login",
+        "refund",
+        "shipping",
+    }
     # the same rows as one 0/1 column per label: the same texts with the same label names
     columns = base.run_step(
         experiment, dataset=str(TICKET_COLUMNS), label_column="billing,login,shipping,refund", **MULTI
