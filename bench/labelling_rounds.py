@@ -19,9 +19,11 @@ a 95% bootstrap interval over the test rows; after the last round the paired dif
 bootstrapped over the same resampled test rows. Pool rows whose sentence (case- and whitespace-
 insensitively) is a test or starting row are dropped first.
 
-Cost: the contrastive phase dominates (a few pairs per second on a loaded 2-core machine), and SetFit's
-20 pair iterations over ~200 rows would take hours per model; --pair-budget caps the pairs per training
-(iterations = max(1, budget // (2 * rows))), the same for both arms, and the figure says so.
+Cost: the contrastive phase dominates (a few pairs per second on an idle 2-core machine, under one on a
+loaded one), and SetFit's 20 pair iterations over ~200 rows take hours per model there; --pair-budget caps
+the pairs per training (iterations = max(1, budget // (2 * rows))), the same for both arms. --pair-budget 0
+skips the contrastive phase: the recipe's head (few_shot.fit_head) on the untuned backbone, whose pool and
+test vectors are then computed once; the figure says which was run.
 """
 
 from __future__ import annotations
@@ -180,6 +182,7 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=0.5, help="label_next's --uncertainty-weight")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeats", type=int, default=1, help="the loop again with other random draws")
     args = parser.parse_args()
     columns = {args.text_column: TEXT_COLUMN, args.label_column: LABEL_COLUMN}
 
@@ -198,16 +201,20 @@ def main() -> None:
     print(benchlib.cpu_line())
     print(
         f"{len(start)} starting rows ({len(names)} classes), {len(pool)} in the pool, {len(test)} test rows; "
-        f"{args.rounds} rounds of {args.count} per arm; at most {args.pair_budget} pairs a few-shot training"
+        f"{args.rounds} rounds of {args.count} per arm; "
+        + (f"at most {args.pair_budget} pairs a few-shot training" if args.pair_budget else "head only")
     )
 
-    def fit(rows: np.ndarray):
+    def labelled(rows: np.ndarray) -> EncodedSplit:
         split = few_shot.subset(pool_split, rows)
-        merged = EncodedSplit(
+        return EncodedSplit(
             start_split.input_ids + split.input_ids,
             np.concatenate([start_split.labels, split.labels]),
             start_split.texts + split.texts,
         )
+
+    def fit(rows: np.ndarray):
+        merged = labelled(rows)
         counts = np.bincount(merged.labels, minlength=len(names))
         started = time.perf_counter()
         if few_shot.use_few_shot("auto", counts, few_shot.DEFAULT_THRESHOLD):
@@ -231,12 +238,38 @@ def main() -> None:
         logits, _ = predict(model, test_split, PREDICT_BATCH, pad)
         return logits.argmax(1) == test_split.labels
 
-    rng = np.random.default_rng(args.seed)
+    def scored_pool(model) -> tuple[np.ndarray, np.ndarray]:
+        return probabilities_and_vectors(model, pool_split, pad)
+
+    if args.pair_budget == 0:  # the head on the untuned backbone: one body, its vectors computed once
+        torch.manual_seed(args.seed)
+        body = few_shot.FewShotClassifier(source, config)
+        started = time.perf_counter()
+        pool_vectors, test_vectors = (few_shot.embeddings(body, s, pad) for s in (pool_split, test_split))
+        print(f"  pool and test rows embedded once: {time.perf_counter() - started:.0f} s", flush=True)
+
+        def fit(rows: np.ndarray):  # noqa: F811 (the head-only variant)
+            few_shot.fit_head(body, labelled(rows), len(names), args.seed, pad)
+            return (
+                body.classifier.weight.detach().numpy().copy(),
+                body.classifier.bias.detach().numpy().copy(),
+            )
+
+        def score(model) -> np.ndarray:  # noqa: F811
+            weight, bias = model
+            return (test_vectors @ weight.T + bias).argmax(1) == test_split.labels
+
+        def scored_pool(model) -> tuple[np.ndarray, np.ndarray]:  # noqa: F811
+            weight, bias = model
+            logits = torch.from_numpy(pool_vectors @ weight.T + bias)
+            return torch.softmax(logits, dim=1).numpy(), pool_vectors
+
+    rng = np.random.default_rng(args.seed)  # redrawn per repeat
 
     def pick(arm: str, model, available: np.ndarray, count: int) -> np.ndarray:
         if arm == "random":
             return draw_random(available, count, rng)
-        probabilities, vectors = probabilities_and_vectors(model, pool_split, pad)
+        probabilities, vectors = scored_pool(model)
         return draw_chosen(probabilities, vectors, available, count, args.weight)
 
     resamples = np.random.default_rng(args.seed + 1).integers(0, len(test), size=(args.resamples, len(test)))
@@ -246,14 +279,24 @@ def main() -> None:
             accuracy, low, high = bootstrap_accuracy(correct, resamples)
             print(f"{label} {arm}: accuracy {accuracy:.4f} [{low:.4f}, {high:.4f}]", flush=True)
 
-    started = time.perf_counter()
-    results = run_rounds(len(pool), args.rounds, args.count, fit, score, pick, report)
-    diff, low, high = paired_difference(results["chosen"][-1], results["random"][-1], resamples)
-    print(
-        f"after round {args.rounds}: chosen - random = {diff:+.4f} [{low:+.4f}, {high:+.4f}] "
-        f"(paired bootstrap, {args.resamples} resamples of the {len(test)} test rows); "
-        f"whole bench {time.perf_counter() - started:.0f} s"
-    )
+    differences = []
+    for repeat in range(args.repeats):
+        rng = np.random.default_rng(args.seed + repeat)
+        started = time.perf_counter()
+        print(f"repeat {repeat + 1}/{args.repeats} (random arm seed {args.seed + repeat})")
+        results = run_rounds(len(pool), args.rounds, args.count, fit, score, pick, report)
+        diff, low, high = paired_difference(results["chosen"][-1], results["random"][-1], resamples)
+        differences.append(diff)
+        print(
+            f"after round {args.rounds}: chosen - random = {diff:+.4f} [{low:+.4f}, {high:+.4f}] "
+            f"(paired bootstrap, {args.resamples} resamples of the {len(test)} test rows); "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+    if args.repeats > 1:
+        print(
+            f"chosen - random over {args.repeats} random draws: {', '.join(f'{d:+.4f}' for d in differences)}"
+        )
 
 
 if __name__ == "__main__":
