@@ -29,6 +29,7 @@ test vectors are then computed once; the figure says which was run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,7 +180,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=50, help="labels per round and arm")
     parser.add_argument("--pair-budget", type=int, default=400, help="contrastive pairs per training")
-    parser.add_argument("--weight", type=float, default=0.5, help="label_next's --uncertainty-weight")
+    parser.add_argument(
+        "--weights", type=float, nargs="+", default=[0.5], help="label_next's --uncertainty-weight(s)"
+    )
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=1, help="the loop again with other random draws")
@@ -249,7 +252,9 @@ def main() -> None:
         print(f"  pool and test rows embedded once: {time.perf_counter() - started:.0f} s", flush=True)
 
         def fit(rows: np.ndarray):  # noqa: F811 (the head-only variant)
-            few_shot.fit_head(body, labelled(rows), len(names), args.seed, pad)
+            merged = labelled(rows)
+            print(f"  labelled rows per class: {np.bincount(merged.labels, minlength=len(names)).tolist()}")
+            few_shot.fit_head(body, merged, len(names), args.seed, pad)
             return (
                 body.classifier.weight.detach().numpy().copy(),
                 body.classifier.bias.detach().numpy().copy(),
@@ -270,7 +275,7 @@ def main() -> None:
         if arm == "random":
             return draw_random(available, count, rng)
         probabilities, vectors = scored_pool(model)
-        return draw_chosen(probabilities, vectors, available, count, args.weight)
+        return draw_chosen(probabilities, vectors, available, count, mix)
 
     resamples = np.random.default_rng(args.seed + 1).integers(0, len(test), size=(args.resamples, len(test)))
 
@@ -279,11 +284,15 @@ def main() -> None:
             accuracy, low, high = bootstrap_accuracy(correct, resamples)
             print(f"{label} {arm}: accuracy {accuracy:.4f} [{low:.4f}, {high:.4f}]", flush=True)
 
-    differences = []
-    for repeat in range(args.repeats):
+    print(f"classes: {names}")
+    for mix, repeat in itertools.product(args.weights, range(args.repeats)):
+        if repeat == 0:
+            differences = []
         rng = np.random.default_rng(args.seed + repeat)
         started = time.perf_counter()
-        print(f"repeat {repeat + 1}/{args.repeats} (random arm seed {args.seed + repeat})")
+        print(
+            f"uncertainty weight {mix}, repeat {repeat + 1}/{args.repeats} (random seed {args.seed + repeat})"
+        )
         results = run_rounds(len(pool), args.rounds, args.count, fit, score, pick, report)
         diff, low, high = paired_difference(results["chosen"][-1], results["random"][-1], resamples)
         differences.append(diff)
@@ -293,10 +302,9 @@ def main() -> None:
             f"{time.perf_counter() - started:.0f} s",
             flush=True,
         )
-    if args.repeats > 1:
-        print(
-            f"chosen - random over {args.repeats} random draws: {', '.join(f'{d:+.4f}' for d in differences)}"
-        )
+        if repeat == args.repeats - 1 and args.repeats > 1:
+            shown = ", ".join(f"{d:+.4f}" for d in differences)
+            print(f"weight {mix}: chosen - random over {args.repeats} random draws: {shown}")
 
 
 if __name__ == "__main__":
