@@ -4,7 +4,10 @@ at random, from the same start, scored on the same test rows: the figures on doc
 labels").
 
     python bench/labelling_rounds.py ~/sentclf-examples/trec-8 --text-column question \
-        --label-column answer_type
+        --label-column answer_type --pair-budget 0 --repeats 3 --weights 0.5 1.0 0.0
+
+(the figures' command: the head-only variant, three random draws, label_next's default weight and the two
+extremes; without --pair-budget 0 each training runs the contrastive phase, see Cost below).
 
 The folder is what examples/few_labels.py writes: data/train.csv (N rows per class, seeded), data/test.csv
 and pool-labels.csv (the rest of the training file, the labels held back: an arm sees a pool row's label
