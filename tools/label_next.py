@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from sentclf.contract import DEFAULT_CHAMPION_URI, MODEL_URI_FORMS, model_uri
+from sentclf.label_selection import select, uncertainty
 
 logger = logging.getLogger("label_next")
 
@@ -154,29 +155,6 @@ def candidate_pool(texts: list[str], known: set[str], asked: set[str], seed: int
         rng = np.random.default_rng(seed)
         kept = [kept[i] for i in sorted(rng.choice(len(kept), MAX_POOL, replace=False))]
     return Pool(kept, in_data, in_ledger, repeats)
-
-
-def uncertainty(probabilities: np.ndarray) -> np.ndarray:
-    """1 - (top - second probability): 1 where the two best classes tie, 0 where one class is certain."""
-    top = np.sort(probabilities, axis=1)[:, ::-1]
-    return 1.0 - (top[:, 0] - top[:, 1])
-
-
-def select(vectors: np.ndarray, scores: np.ndarray, count: int, weight: float) -> list[int]:
-    """Greedy maximal marginal relevance: each pick maximises weight * score - (1 - weight) * its highest
-    cosine similarity to the picks so far (the first pick: the most uncertain)."""
-    unit = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-    closest = np.full(len(scores), -1.0)  # no pick yet: nothing is similar
-    chosen: list[int] = []
-    available = np.ones(len(scores), dtype=bool)
-    for _ in range(count):
-        value = weight * scores - (1.0 - weight) * np.maximum(closest, 0.0)
-        value[~available] = -np.inf
-        pick = int(np.argmax(value))
-        chosen.append(pick)
-        available[pick] = False
-        closest = np.maximum(closest, unit @ unit[pick])
-    return chosen
 
 
 def resolve_version(uri: str, work_dir: Path) -> tuple[Path, str | None, str]:
