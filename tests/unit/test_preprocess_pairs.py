@@ -1,9 +1,8 @@
 """Sentence pairs in the preprocess room (-P text_pair_column=...): the second text is read beside the
 first, a missing or empty one is a row error naming the file, row and column, the splits keep it as
-`text_pair`, schema.json and the run's tag name the column; the shipped example file is what its
-generator writes."""
+`text_pair`, schema.json and the run's tag name the column (on templated question pairs written to a
+temporary file, tests/unit/pair_questions.py)."""
 
-import importlib.util
 import json
 
 import mlflow
@@ -13,7 +12,7 @@ import pytest
 from sentclf.contract import TEXT_PAIR_TAG
 from sentclf.data import read_split, read_text_pair_column
 from sentclf.schema import TEXT_COLUMN, TEXT_PAIR_COLUMN, TEXT_PAIR_KEY
-from tests.conftest import REPO_ROOT
+from tests.unit import pair_questions
 from tests.unit.test_preprocess import (  # noqa: F401 (fixtures)
     assert_fails_without_data,
     experiment,
@@ -27,17 +26,20 @@ from splitting import drop_test_overlap
 from text_pairs import model_texts, parse_text_pair_column
 from validation import ValidationReport, validate_parts
 
-EXAMPLE = REPO_ROOT / "examples" / "pairs" / "questions.csv"
 PAIRS = Columns("question1", "is_duplicate", (), "question2")
 
 
-def test_the_example_file_is_what_its_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("make_pairs", EXAMPLE.with_name("make_pairs.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert EXAMPLE.read_text(encoding="utf-8") == module.render(module.make_rows())
-    frame = pd.read_csv(EXAMPLE)
-    assert len(frame) == module.ROWS and frame["is_duplicate"].mean() == 0.5
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The templated question pairs as a CSV file."""
+    path = tmp_path_factory.mktemp("pairs") / "questions.csv"
+    path.write_text(pair_questions.render(pair_questions.make_rows()), encoding="utf-8")
+    return path
+
+
+def test_the_question_pairs_are_balanced_and_distinct(example) -> None:
+    frame = pd.read_csv(example)
+    assert len(frame) == pair_questions.ROWS and frame["is_duplicate"].mean() == 0.5
     assert not frame.duplicated(["question1", "question2"]).any()
 
 
@@ -70,10 +72,10 @@ def test_a_missing_or_empty_second_text_is_a_row_error_naming_file_row_and_colum
     assert "pairs.csv, column question2, row(s) 2" in report.errors[0].describe()
 
 
-def test_the_step_keeps_the_pair_and_names_its_column(experiment) -> None:  # noqa: F811
+def test_the_step_keeps_the_pair_and_names_its_column(experiment, example) -> None:  # noqa: F811
     run = run_step(
         experiment,
-        dataset=str(EXAMPLE),
+        dataset=str(example),
         text_column="question1",
         label_column="is_duplicate",
         labels="0:different,1:duplicate",
@@ -84,7 +86,7 @@ def test_the_step_keeps_the_pair_and_names_its_column(experiment) -> None:  # no
     assert read_text_pair_column(run_id) == "question2"
     train = read_split(run_id, "train")
     assert list(train.columns) == [TEXT_COLUMN, TEXT_PAIR_COLUMN, "label"]
-    source = pd.read_csv(EXAMPLE).set_index("question1", drop=False)
+    source = pd.read_csv(example).set_index("question1", drop=False)
     assert (train[TEXT_PAIR_COLUMN].str.len() > 0).all()
     assert len(set(zip(train[TEXT_COLUMN], train[TEXT_PAIR_COLUMN], strict=True))) == len(train)
     assert set(train[TEXT_COLUMN]) <= set(source.index)
@@ -100,8 +102,8 @@ def test_cola_has_no_second_text_column(experiment) -> None:  # noqa: F811
     assert TEXT_PAIR_KEY not in {a.path for a in schema_less}
 
 
-def test_a_single_sentence_run_records_no_pair(experiment, tmp_path) -> None:  # noqa: F811
-    frame = pd.read_csv(EXAMPLE)[["question1", "is_duplicate"]]
+def test_a_single_sentence_run_records_no_pair(experiment, example, tmp_path) -> None:  # noqa: F811
+    frame = pd.read_csv(example)[["question1", "is_duplicate"]]
     frame.to_csv(tmp_path / "single.csv", index=False)
     run = run_step(
         experiment, dataset=str(tmp_path / "single.csv"), text_column="question1", label_column="is_duplicate"

@@ -1,24 +1,19 @@
-"""The offline example of a sentence-pair task (docs/pairs.md): pairs of support questions that ask the
-same thing (`is_duplicate` 1) or not (0), made from templates with a fixed seed, so that the file
-questions.csv beside this script is the same bytes on every machine (tests/unit/test_preprocess_pairs.py
-checks it). Written for this repository, no downloads, no licence of anyone else's data.
+"""Test data for the preprocess room's pair tests (tests/unit/test_preprocess_pairs.py): pairs of support
+questions that ask the same thing (`is_duplicate` 1) or not (0), made from templates with a fixed seed and
+written to a temporary file by the tests, so they need no download. (It was the shipped example of
+docs/pairs.md; the page's example is now the real movie-replies pairs `make example-data` makes.)
 
 Neither question alone tells the label: a duplicate pair asks the same thing (intent) about the same thing
 (object) in two different wordings; a different pair changes the intent or the object while often keeping
 the wording, so a model must read both questions together.
-
-    python examples/pairs/make_pairs.py            # rewrites examples/pairs/questions.csv
 """
 
 import csv
 import io
 import random
-import sys
-from pathlib import Path
 
 SEED = 36
 ROWS = 480  # half duplicates, half different
-OUT = Path(__file__).resolve().parent / "questions.csv"
 COLUMNS = ("question1", "question2", "is_duplicate")
 
 # Each intent's wordings of one question about {x}.
@@ -115,13 +110,3 @@ def render(pairs: list[tuple[str, str, int]]) -> str:
     writer.writerow(COLUMNS)
     writer.writerows(pairs)
     return out.getvalue()
-
-
-def main() -> int:
-    OUT.write_text(render(make_rows()), encoding="utf-8")
-    print(f"wrote {OUT} ({ROWS} pairs)", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
