@@ -45,6 +45,7 @@ from sentclf_runtime.config import FILE_NAME, ServingConfig
 from sentclf_runtime.names import LEGACY_SERVED_NAME
 
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
+from distill import NO_TEACHER, attach_teacher, check_distill_args
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
 from modeling import POOLING_CHOICES, build_classifier
 from precision import PRECISION_CHOICES, resolve_precision
@@ -98,7 +99,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--registered-model-name", required=True)
     add_precision_argument(parser)
+    add_teacher_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    """Distillation (train/distill.py, docs/teacher.md); the defaults train without a teacher."""
+    parser.add_argument(
+        "--teacher",
+        default=NO_TEACHER,
+        help="`none`, `mpnet` (all-mpnet-base-v2, offline) or a local Hugging Face folder / hub id",
+    )
+    parser.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature T")
+    parser.add_argument(
+        "--distill-alpha", type=float, default=0.5, help="weight of the teacher's KL (1 - it: the labels')"
+    )
+    parser.add_argument("--teacher-epochs", type=int, default=3, help="the teacher's fine-tuning epochs")
+    parser.add_argument("--teacher-learning-rate", type=float, default=3e-5)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
@@ -146,7 +163,7 @@ def validate_args(args: argparse.Namespace) -> None:
             f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {args.precision!r}",
         ),
     ]
-    problems = [message for ok, message in checks if not ok]
+    problems = [message for ok, message in checks if not ok] + check_distill_args(args)
     if problems:
         raise StepInputError("bad parameter(s): " + "; ".join(problems))
 
@@ -335,6 +352,8 @@ class Prepared:
     validation_split: EncodedSplit
     calibrate: bool
     precision: str
+    # The training loss when a teacher is distilled (train/distill.py); None: cross-entropy on the labels.
+    loss_fn: object = None
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -425,6 +444,7 @@ def fit(
         ema_decay=args.ema_decay,
         tune_threshold=calibrate,
         precision=prepared.precision,
+        loss_fn=prepared.loss_fn,
     )
     summary = train(
         model, train_split, validation_split, train_config, prepared.tokenizer.pad_token_id, log_epoch
@@ -467,7 +487,7 @@ def log_epoch_metrics(epoch: int, metrics: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    prepared = prepare(args)
+    prepared = attach_teacher(prepare(args), args, fit)
     model, _ = fit(prepared, args, log_epoch_metrics)
     finish(model, prepared, args)
 

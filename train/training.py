@@ -19,7 +19,7 @@ from sentclf.metrics import classification_metrics
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
 from calibration import best_margin_shift
-from precision import training_steps
+from precision import LossFn, model_inputs, training_steps
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     # `bf16` or `fp32` (resolved by precision.resolve_precision): the training passes only.
     precision: str = "fp32"
+    # The training loss when not cross-entropy on the labels (distillation, train/distill.py).
+    loss_fn: LossFn | None = None
 
 
 @dataclass
@@ -52,6 +54,8 @@ class EncodedSplit:
     input_ids: list[list[int]]
     labels: np.ndarray
     texts: list[str]
+    # A teacher's logits for each row (distillation, train/distill.py); batches carry them when set.
+    teacher_logits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -75,12 +79,15 @@ def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, 
     for row, sequence in enumerate(sequences):
         input_ids[row, : len(sequence)] = torch.tensor(sequence)
         attention_mask[row, : len(sequence)] = 1
-    return {
+    batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "token_type_ids": torch.zeros_like(input_ids),
         "labels": torch.from_numpy(split.labels[indices]),
     }
+    if split.teacher_logits is not None:
+        batch["teacher_logits"] = torch.from_numpy(split.teacher_logits[indices])
+    return batch
 
 
 def length_grouped_batches(
@@ -114,7 +121,7 @@ def predict(
     total_loss = 0.0
     for indices in sequential_batches(lengths, batch_size):
         batch = collate(split, indices, pad_id)
-        output = model(**batch)
+        output = model(**{**model_inputs(batch), "labels": batch["labels"]})
         logits[indices] = output.logits.float().numpy()
         total_loss += float(output.loss) * len(indices)
     return logits, total_loss / len(split)
@@ -223,7 +230,7 @@ def train(
 
     # The passes over each batch (fp32 on the model, or bf16 on a copy of it): the optimizer, clipping,
     # the weight average and validation always see the model's own fp32 weights.
-    steps = training_steps(model, config.precision)
+    steps = training_steps(model, config.precision, config.loss_fn)
     average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     best = {"mcc": -math.inf, "epoch": 0, "state": None}
     epochs_without_gain = 0
