@@ -27,7 +27,14 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from sentclf.teacher_weights import FILE_SHA256, MPNET, TeacherWeightsError, cache_root, mpnet_dir
+from sentclf.teacher_weights import (
+    FILE_SHA256,
+    MPNET,
+    TeacherWeightsError,
+    cache_root,
+    mpnet_dir,
+    sha256_file,
+)
 from sentclf.tracking import StepInputError
 
 from training import EncodedSplit, predict
@@ -112,8 +119,7 @@ def teacher_fingerprint(teacher: str, source: str) -> str:
         digest.update(json.dumps(FILE_SHA256, sort_keys=True).encode())
     elif Path(source).is_dir():
         for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(source)).encode())
-            digest.update(path.read_bytes())
+            digest.update(f"{path.relative_to(source)}\t{sha256_file(path)}\n".encode())
     else:
         digest.update(source.encode())
     return digest.hexdigest()

@@ -24,6 +24,7 @@ from distill import (
     attach_teacher,
     distillation_loss,
     distillation_loss_fn,
+    teacher_key,
 )
 from modeling import build_classifier
 from training import EncodedSplit, TrainConfig
@@ -160,3 +161,22 @@ def test_a_distilled_run_records_its_teacher_reuses_it_and_ships_only_the_studen
     )["train"]
     np.testing.assert_array_equal(distilled.train_split.teacher_logits, logged)
     assert distilled.loss_fn is not None and prepared.train_split.teacher_logits is None
+
+
+def test_the_teacher_key_changes_with_the_data_the_teacher_and_its_recipe_only():
+    def prepared(labels):
+        split = EncodedSplit([[1, 2]] * 3, np.array(labels), ["a b", "c d", "e f"])
+        label_set = argparse.Namespace(names=["no", "yes"])
+        return argparse.Namespace(
+            train_split=split, validation_split=split, label_set=label_set, precision="fp32"
+        )
+
+    args = train.parse_args([*train_args(), "--registered-model-name", "m", "--teacher", "mpnet"])
+    key = teacher_key(args, "weights-a", prepared([0, 1, 0]))
+    assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
+    assert key != teacher_key(args, "weights-b", prepared([0, 1, 0]))  # another teacher
+    assert key != teacher_key(args, "weights-a", prepared([0, 1, 1]))  # a changed label
+    args.distill_alpha = 0.9  # the student's recipe is not the teacher's
+    assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
+    args.teacher_epochs = 5
+    assert key != teacher_key(args, "weights-a", prepared([0, 1, 0]))
