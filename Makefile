@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help serve explore run test browser venv dev-venv engine base-image images step-image score-image spark-cluster step-lock step ui \
+.PHONY: help serve explore label-next run test browser venv dev-venv engine base-image images step-image score-image spark-cluster step-lock step ui \
 	bench bench-serving lint clean cron-install example-data cron-remove retrain-status tracking-server \
 	tracking-server-stop tracking-user docs docs-build
 
@@ -48,19 +48,27 @@ run: step-image
 ## terminal), HTTP 8000, gRPC 8001, metrics 8002; Ctrl-C stops and removes it
 ## (MODEL=models:/cola-classifier/3 for a version; default: the champion); CAPTURE=<folder> captures every
 ## answered request there for `mlflow run monitor`; with CHALLENGER=models:/cola-classifier@challenger
-## ROUTE=shadow|split:10, one server holds both versions
+## ROUTE=shadow|split:10, one server holds both versions; FEEDBACK=<folder> turns on the feedback endpoint
+## (labels posted to it land there for `mlflow run monitor -P feedback=<folder>`)
 MODEL ?= models:/cola-classifier@champion
 CAPTURE ?=
+FEEDBACK ?=
 CHALLENGER ?=
 ROUTE ?= shadow
 serve: venv
 	$(PYTHON) -m tools.serve --model "$(MODEL)" $(if $(CAPTURE),--capture-dir "$(CAPTURE)") \
+	  $(if $(FEEDBACK),--feedback-dir "$(FEEDBACK)") \
 	  $(if $(CHALLENGER),--challenger "$(CHALLENGER)" --route "$(ROUTE)")
 
 ## explore: a what-if page for a registered version on http://127.0.0.1:8502/ (class, word attributions,
 ## nearest training sentences; MODEL=models:/cola-classifier/3 for a version; default: the champion)
 explore: venv
 	$(PYTHON) -m tools.explore --model "$(MODEL)" $(ARGS)
+
+## label-next: the sentences to label next, from a capture folder and/or a file of unlabelled text, as a
+## CSV ready to label (docs/few-labels.md; ARGS="--capture captured/ --count 50 --out label-queue/")
+label-next: venv
+	$(PYTHON) -m tools.label_next --model "$(MODEL)" $(ARGS)
 
 ## test: the docs site built strictly, the unit tests, small end-to-end runs of the real pipeline, the
 ## docs' commands as typed (in the venv `make run` makes), a real browser

@@ -42,6 +42,7 @@ from sentclf.server_images import (
 from sentclf.tracking import StepInputError, step_run
 from sentclf_runtime.config import ServingConfig
 from sentclf_runtime.files import model_files
+from sentclf_runtime.pairs import pair_input
 
 logger = logging.getLogger("building")
 
@@ -112,15 +113,35 @@ def assemble_context(model_uri: str, context: Path) -> None:
     shutil.rmtree(context / "download")
 
 
-def smoke_test(image: str, serving_model_name: str, version: str) -> float:
-    """Start the image, wait for SERVING, classify two sentences, remove it. Returns seconds to SERVING."""
+def smoke_items(config: ServingConfig) -> list:
+    """What the smoke test sends: two sentences, or for a sentence-pair model two (text, text_pair) pairs."""
+    if pair_input(config) is None:
+        return list(SMOKE_SENTENCES)
+    return list(zip(SMOKE_SENTENCES, reversed(SMOKE_SENTENCES), strict=True))
+
+
+def answer_is_sound(
+    labels: np.ndarray, probabilities: np.ndarray, items: list, config: ServingConfig
+) -> bool:
+    """One label per item, and probabilities that sum to 1 per item (softmax), or for a multi-label model
+    each in [0, 1] (a sigmoid per label)."""
+    if labels.shape != (len(items),) or probabilities.shape != (len(items), len(config.labels)):
+        return False
+    if config.multi_label:
+        return bool(((probabilities >= 0) & (probabilities <= 1)).all())
+    return bool(np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4))
+
+
+def smoke_test(image: str, serving_model_name: str, version: str, config: ServingConfig) -> float:
+    """Start the image, wait for SERVING, classify two items, remove it. Returns seconds to SERVING."""
+    items = smoke_items(config)
     with running_server(image, name_prefix="sentclf-smoke", labels=run_labels(mlflow.active_run())) as (
         _,
         port,
         seconds_to_serving,
     ):
-        labels, probabilities = classify(connect(port), serving_model_name, SMOKE_SENTENCES, version)
-    if labels.shape != (len(SMOKE_SENTENCES),) or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4):
+        labels, probabilities = classify(connect(port), serving_model_name, items, version)
+    if not answer_is_sound(labels, probabilities, items, config):
         raise RuntimeError(f"smoke test: unexpected answer labels={labels} probabilities={probabilities}")
     logger.info("smoke test passed: labels %s, SERVING after %.2fs", labels.tolist(), seconds_to_serving)
     return seconds_to_serving
@@ -220,13 +241,14 @@ def run(args: argparse.Namespace) -> None:
         context = Path(tmp)
         prepare_context(args, name, version, context)
         tag = build_server_image(client, context, name, version, base)
+        config = ServingConfig.read(context / "model")
     image = client.images.get(tag)
     mlflow.log_metrics({"server_image_size_mb": image.attrs["Size"] / 1e6})
     mlflow.set_tag("server_image_id", image.id)
     logger.info("image %s (%s, %.0f MB)", tag, image.id[:19], image.attrs["Size"] / 1e6)
 
     served = served_name(args, name)
-    mlflow.log_metric("smoke_seconds_to_serving", smoke_test(tag, served, version))
+    mlflow.log_metric("smoke_seconds_to_serving", smoke_test(tag, served, version, config))
     # Only an image that passed its smoke test is handed on.
     record_image(name, version, tag, served)
     logger.info("%s answers to the model name %r", tag, served)

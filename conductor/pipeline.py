@@ -48,6 +48,7 @@ from sentclf.contract import (
     TEST_MCC_HIGH_METRIC,
     TEST_MCC_LOW_METRIC,
     TEST_MCC_METRIC,
+    TEST_MICRO_F1_METRIC,
     ModelRef,
 )
 from sentclf.dataset_snapshot import build_manifest, locate_dataset, log_snapshot
@@ -272,7 +273,11 @@ class Pipeline:
             else ""
         )
         reasons = evaluate.run.data.tags.get(GATE_SUMMARY_TAG, "no gate decision recorded")
-        summary = f"version {version}, test MCC {metrics[TEST_MCC_METRIC]:.4f}{interval}, {reasons}"
+        if TEST_MCC_METRIC in metrics:
+            summary = f"version {version}, test MCC {metrics[TEST_MCC_METRIC]:.4f}{interval}, {reasons}"
+        else:  # a multi-label version (evaluate/multilabel_metrics.py): micro-F1 is its headline
+            headline_f1 = metrics.get(TEST_MICRO_F1_METRIC, float("nan"))
+            summary = f"version {version}, test micro-F1 {headline_f1:.4f}, {reasons}"
         mlflow.set_tag(SUMMARY_TAG, summary)
         logger.info("pipeline finished: parent run %s: %s", self.parent.info.run_id, summary)
         link = run_link(DEFAULT_UI, self.parent.info.experiment_id, self.parent.info.run_id)

@@ -46,16 +46,18 @@ from sentclf.contract import (
     TEST_MCC_METRIC,
 )
 from sentclf.data import log_split_inputs, read_slice_columns, read_split
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import LABEL_COLUMN, LabelSet
 from sentclf.tracking import StepError, StepInputError, record_inputs, step_run, version_model_id
 
 import figures
 import model_card
+import multilabel_metrics
 import report
 from gate import Decision, GateConfig, apply, current_champion, decide
 from inputs import EvaluationInputs, resolve_inputs, resolve_label_set
 from load import ServerFailed, Target, latency_profile, load_sweep, predict_all
 from offline import Scores, score_version
+from pair_rows import evaluation_items, joined, pair_examples
 from results import Evaluation, EvaluationData, LabelIssues, Parity, Served, score_model
 from slices import LENGTH_DIMENSION, length_buckets, pooled_values, slice_scores
 from stats import paired_bootstrap, resample_indices
@@ -104,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-mcc", type=float, required=True)
     parser.add_argument("--bootstrap-resamples", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
+    # Not required: callers from before multi-label versions leave it out (MLproject passes its default).
+    parser.add_argument(
+        "--min-micro-f1", type=float, default=0.5, help="a multi-label version's floor (test micro-F1)"
+    )
     args = parser.parse_args(argv)
     problems = [
         message
@@ -334,7 +340,7 @@ def run(args: argparse.Namespace) -> None:
     slice_columns = read_slice_columns(inputs.data_run_id)
     test = read_split(inputs.data_run_id, "test", slice_columns)
     log_split_inputs(inputs.data_run_id, {"test": test})
-    texts = test[TEXT_COLUMN].tolist()
+    texts = evaluation_items(test)  # a sentence-pair task's rows as (text, text_pair) (pair_rows.py)
     data = EvaluationData(texts, test[LABEL_COLUMN].to_numpy(), label_set, slice_groups(test, slice_columns))
     mlflow.log_param("test_rows", len(test))
     config = GateConfig(args.min_delta, args.confidence, args.latency_budget_ms, args.min_mcc)
@@ -363,7 +369,7 @@ def read_label_issues(data_run_id: str, shown: int = LABEL_ISSUES_SHOWN) -> Labe
 def slice_groups(test, slice_columns: tuple[str, ...]) -> dict[str, list[str]]:
     """Dimension -> each test row's slice: its length bucket (backbone tokens), and its value of each
     slice column the data kept."""
-    groups = {LENGTH_DIMENSION: length_buckets(token_counts(test[TEXT_COLUMN].tolist()))}
+    groups = {LENGTH_DIMENSION: length_buckets(token_counts(joined(evaluation_items(test))))}
     for name in slice_columns:
         if name in test.columns:
             groups[name] = pooled_values(test[name].astype(str).tolist())
@@ -372,12 +378,18 @@ def slice_groups(test, slice_columns: tuple[str, ...]) -> dict[str, list[str]]:
 
 def conclude(
     config: GateConfig, inputs: EvaluationInputs, data: EvaluationData, served: Served, args
-) -> Evaluation:
+) -> Evaluation | None:
     """Parity, the comparison with the champion, the decision, the report; the alias moves last, so only
     an evaluation that got this far moves it."""
     check_classes(served.scores, inputs, data.label_set)
     parity = check_parity(served.scores, score_version(inputs.model_name, inputs.version, data.texts))
+    if multilabel_metrics.is_multi_label(data.labels):  # several labels per text: its own metrics and gate
+        decision = multilabel_metrics.conclude(config, args.min_micro_f1, inputs, data, served, args)
+        apply(decision, inputs.model_name, inputs.version)
+        return None
     evaluation = judge(config, inputs, data, served, parity, args)
+    examples = pair_examples(data.texts, data.labels, served.scores.labels, data.label_set.names)
+    evaluation = dataclasses.replace(evaluation, pair_examples=examples)
     log_evaluation(evaluation)
     model_card.publish(evaluation)
     logger.info(

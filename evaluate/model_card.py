@@ -17,13 +17,21 @@ from sentclf.contract import (
     INPUT_DATASET_SHA256_TAG,
     INPUT_DATASET_SNAPSHOT_TAG,
     INPUT_DATASET_TAG,
+    INT8_DECISION_TAG,
     PRECISION_USED_TAG,
+    SERVED_VARIANT_TAG,
+    TEXT_PAIR_TAG,
+    TRAINING_FEW_SHOT,
+    TRAINING_MODE_TAG,
+    TRAINING_ROWS_TAG,
+    VALIDATION_MODE_TAG,
 )
 from sentclf.data import read_split
 from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR
 from sentclf.schema import LABEL_COLUMN
 from sentclf.tracking import StepInputError
 
+from pair_rows import card_lines
 from results import Evaluation
 
 CARD_ARTIFACT = "model_card.md"
@@ -129,6 +137,31 @@ def _precision_line(train_tags: dict, train_params: dict) -> str:
     return f"- precision: `{ran}`" + (f" (asked: `{asked}`)" if asked and asked != ran else "")
 
 
+def _variant_lines(train_tags: dict) -> list[str]:
+    """The ONNX variant served (train's SERVED_VARIANT_TAG) and, where int8 was asked, why it is or is not
+    served (INT8_DECISION_TAG: int8 against fp32 on the test rows)."""
+    served = train_tags.get(SERVED_VARIANT_TAG)
+    lines = [f"- served variant: `{served}`"] if served else []
+    if INT8_DECISION_TAG in train_tags:
+        lines.append(f"- int8 decision: {train_tags[INT8_DECISION_TAG]}")
+    return lines
+
+
+def _training_line(train_tags: dict) -> str:
+    """How the version was trained: few-shot (train/few_shot.py) or the fine-tune, on how many rows, and how
+    it was validated; a train run older than these tags says nothing."""
+    mode, rows = train_tags.get(TRAINING_MODE_TAG), train_tags.get(TRAINING_ROWS_TAG, "?")
+    if mode is None:
+        return "- training: fine-tune (the train run predates the training-mode tags)"
+    validation = train_tags.get(VALIDATION_MODE_TAG, "unknown").replace("_", " ")
+    if mode == TRAINING_FEW_SHOT:
+        return (
+            f"- training: **few-shot** (contrastive pairs + logistic head) on {rows} labelled rows; "
+            f"validation: {validation}"
+        )
+    return f"- training: fine-tune on {rows} labelled rows; validation: {validation}"
+
+
 def _metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str]]:
     challenger, served = evaluation.challenger, evaluation.served
     rows = [
@@ -177,6 +210,8 @@ def render(evaluation: Evaluation, facts: Provenance) -> str:
         f"- train run: `{train_id}`",
         f"- code commit: `{train_tags.get('mlflow.source.git.commit', 'unknown')}`",
         _precision_line(train_tags, train_params),
+        *_variant_lines(train_tags),
+        _training_line(train_tags),
         "",
         *table(
             ["parameter", "value"],
@@ -226,6 +261,7 @@ def render(evaluation: Evaluation, facts: Provenance) -> str:
             f" and {len(few) - LISTED_CLASSES} more" if len(few) > LISTED_CLASSES else ""
         )
         lines.append(f"- Per-class figures rest on fewer than {FEW_ROWS} test rows for: {named}.")
+    lines += card_lines(evaluation.pair_examples, data_tags.get(TEXT_PAIR_TAG))
     lines += slice_lines(evaluation)
     lines += ["", "## Gate", f"- decision: {decision.summary}"]
     lines += [f"- {check}" for check in decision.checks]

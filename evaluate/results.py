@@ -182,6 +182,7 @@ class Evaluation:
     requests_per_level: int
     slices: tuple[SliceScore, ...] = ()  # the served model by slice (slices.py)
     label_issues: LabelIssues | None = None  # None: the data run has no label audit
+    pair_examples: tuple[dict, ...] = ()  # a sentence-pair task's first test pairs (pair_rows.py)
 
     @property
     def flagged_slices(self) -> list[SliceScore]:

@@ -21,8 +21,7 @@ import pandas as pd
 from tokenizers import Tokenizer
 
 from sentclf.contract import DEFAULT_CHAMPION_URI, VERDICT_ARTIFACT, ModelRef, MonitorVerdict
-from sentclf.data import read_split
-from sentclf.schema import TEXT_COLUMN
+from sentclf.data import model_inputs, read_split
 from sentclf.tracking import StepInputError, record_inputs, step_run
 from sentclf.traffic import parse_since, read_capture, served_records, text_features
 
@@ -108,8 +107,9 @@ def main(argv: list[str] | None = None) -> None:
             tokenizer = load_tokenizer(model.model_dir / "tokenizer.json")
             train = read_split(model.data_run_id, "train")
             test = read_split(model.data_run_id, "test")
-            reference = text_columns(train[TEXT_COLUMN].tolist(), tokenizer)
-            test_probs = test_probabilities(model.model_dir, test[TEXT_COLUMN].tolist())
+            # A sentence-pair task: pairs joined as the capture joins them; the test split scored as pairs.
+            reference = text_columns(model_inputs(train)[1], tokenizer)
+            test_probs = test_probabilities(model.model_dir, model_inputs(test)[0])
             reference["confidence"] = test_probs.max(axis=1)
             current = traffic_columns(traffic, tokenizer)
             scores = compare(

@@ -24,8 +24,11 @@ from tokenizers import Tokenizer
 from sentclf.contract import CHAMPION_ALIAS, TRAIN_RUN_TAG
 from sentclf.data import read_label_set, read_split
 from sentclf.drift_math import LENGTH_BIN_EDGES, ks_statistic, psi, total_variation
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import LABEL_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, newest_successful_run, version_data_run_id
+
+from label_lists import label_counts
+from text_pairs import model_texts
 
 GATED_STATISTICS = ("drift_label_psi", "drift_length_psi", "drift_length_ks")
 LABEL_SET_CHANGED = "label set changed"
@@ -98,7 +101,7 @@ def find_reference(model_name: str, current_run_id: str) -> Reference:
 
 def label_shares(frame: pd.DataFrame, label_set: LabelSet) -> dict[str, float]:
     """Class name -> share of the rows, in class-index order."""
-    counts = np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=label_set.size)
+    counts = label_counts(frame[LABEL_COLUMN], label_set.size)  # multi-label: each label's rows
     return dict(zip(label_set.names, (counts / counts.sum()).tolist(), strict=True))
 
 
@@ -130,7 +133,7 @@ def label_drift(
 
 
 def token_lengths(frame: pd.DataFrame, tokenizer: Tokenizer) -> np.ndarray:
-    encodings = tokenizer.encode_batch(frame[TEXT_COLUMN].tolist(), add_special_tokens=False)
+    encodings = tokenizer.encode_batch(model_texts(frame).tolist(), add_special_tokens=False)
     return np.array([len(encoding.ids) for encoding in encodings])
 
 
@@ -140,7 +143,7 @@ def length_shares(lengths: np.ndarray) -> np.ndarray:
 
 
 def words(frame: pd.DataFrame) -> list[str]:
-    return [word for text in frame[TEXT_COLUMN] for word in WORD.findall(text.lower())]
+    return [word for text in model_texts(frame) for word in WORD.findall(text.lower())]
 
 
 def vocabulary_drift(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[dict[str, float], set[str]]:

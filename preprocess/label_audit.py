@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from sentclf.contract import LABEL_AUDIT_ARTIFACT, LABEL_AUDIT_ROWS_METRIC
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import LABEL_COLUMN, LabelSet
 
+from text_pairs import model_texts
 from validation import ORIGIN_COLUMN
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def label_issues(
         {
             "file": files.to_numpy()[ranked],
             "row": rows.to_numpy()[ranked],
-            "text": frame[TEXT_COLUMN].to_numpy()[ranked],
+            "text": model_texts(frame).to_numpy()[ranked],
             "given_label": names[labels[ranked]],
             "suggested_label": names[present[local[ranked].argmax(axis=1)]],
             "score": np.round(scores[ranked], 6),
@@ -150,7 +151,7 @@ def audit(
     if sampled:
         keep = np.sort(np.random.default_rng(seed).choice(len(frame), max_rows, replace=False))
         frame, files, rows = (part.iloc[keep].reset_index(drop=True) for part in (frame, files, rows))
-    features = embedder(frame[TEXT_COLUMN].tolist())
+    features = embedder(model_texts(frame).tolist())  # a pair: both texts (text_pairs.py)
     labels = frame[LABEL_COLUMN].to_numpy(dtype=np.int64)
     probabilities = out_of_fold_probabilities(features, labels, label_set.size, seed)
     issues = label_issues(frame, probabilities, label_set, files, rows)

@@ -8,7 +8,9 @@ by their value, unless the parameter (`0:negative`) or the source (a hub ClassLa
 
 Checks, each a blocking problem that names the file, the class and the fix: one label column mixing
 numbers and names; fewer than MIN_CLASSES or more than MAX_CLASSES classes; a class of the held-out
-file that training lacks; a class with too few rows to stratify into train, validation (and test).
+file that training lacks; a class with too few rows to stratify into train, validation (and test), unless
+it has enough for few-shot training without a validation split (rows_needed_few_shot: preprocess then
+holds none out, and the train step cross-validates).
 """
 
 import re
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from sentclf.contract import FEW_SHOT_MIN_ROWS_PER_CLASS
 from sentclf.schema import LABEL_COLUMN, MAX_CLASSES, MIN_CLASSES, LabelSet
 
 from sources.readers import LABEL_NAMES_ATTR, LABEL_SET_ATTR
@@ -200,6 +203,18 @@ def rows_needed(val_fraction: float, test_fraction: float | None) -> int:
     return rows
 
 
+def rows_needed_few_shot(test_fraction: float | None) -> int:
+    """The fewest rows a class needs without a validation split: FEW_SHOT_MIN_ROWS_PER_CLASS training rows
+    (and a test row, when the test split is held out of the same files)."""
+    rows = FEW_SHOT_MIN_ROWS_PER_CLASS
+    while test_fraction is not None and (
+        held_out_count(rows, test_fraction) < 1
+        or rows - held_out_count(rows, test_fraction) < FEW_SHOT_MIN_ROWS_PER_CLASS
+    ):
+        rows += 1
+    return rows
+
+
 def check_class_rows(
     train: pd.DataFrame,
     test: pd.DataFrame | None,
@@ -217,10 +232,12 @@ def check_class_rows(
     fractions = f"val_fraction={val_fraction}" + (
         f", test_fraction={test_fraction}" if test_fraction is not None else ""
     )
+    few_shot_needed = rows_needed_few_shot(test_fraction)
     counts = train[LABEL_COLUMN].value_counts()
     for index, value in enumerate(label_set.values):
         rows = int(counts.get(value, 0))
-        if rows >= needed:
+        # few_shot_needed: no validation split is held out, and train cross-validates.
+        if rows >= needed or rows >= few_shot_needed:
             continue
         name = describe_class(label_set, index)
         remedy = f"add rows of {name}, or drop the class (remove its rows)"
@@ -236,8 +253,8 @@ def check_class_rows(
             origin,
             column,
             [],
-            f"{name} has {rows} row(s); {needed} are needed to stratify it into {parts} ({fractions}). "
-            f"Fix: {remedy}",
+            f"{name} has {rows} row(s); {needed} are needed to stratify it into {parts} ({fractions}), "
+            f"or {few_shot_needed} for few-shot training without a validation split. Fix: {remedy}",
         )
     if test is None:
         return

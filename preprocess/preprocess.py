@@ -21,37 +21,46 @@ import warnings
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 from sentclf.cli import parse_bool
-from sentclf.contract import LABEL_NAMES_TAG
+from sentclf.contract import LABEL_NAMES_TAG, TEXT_PAIR_TAG
 from sentclf.dataset_snapshot import MANIFEST, SNAPSHOT_DIR, is_snapshot_uri, log_snapshot
 from sentclf.schema import (
     DATA_ARTIFACT_DIR,
     LABEL_COLUMN,
+    LABEL_MODE_KEY,
     SCHEMA_ARTIFACT,
     SLICE_COLUMNS_KEY,
     TEXT_COLUMN,
+    TEXT_PAIR_COLUMN,
+    TEXT_PAIR_KEY,
     LabelSet,
 )
 from sentclf.tracking import record_inputs, step_run
+from sentclf_runtime.multilabel import LABEL_MODES, MULTI_LABEL
 
+import label_lists as multilabel
 from drift import check_drift
+from label_lists import label_counts
 from labels import encode, metric_keys, parse_labels_parameter, resolve_labels
 from profiling import backbone_tokenizer, log_profile
 from sources import Columns, Source, load_source
 from sources.readers import MISSING_SLICE_VALUE
-from splitting import drop_test_overlap, stratified_split
+from splitting import drop_test_overlap, stratified_split, validation_is_possible
+from text_pairs import check_pair_column, parse_text_pair_column
 from validation import ORIGIN_COLUMN, ValidationReport, validate_parts
 
+# label_delimiter by name: the default, `pipe`, needs no quoting in a shell (`-P label_delimiter=|` would be
+# a pipe there) nor on the Kubernetes backend, which refuses values a shell would have to quote.
+DELIMITER_NAMES = {"pipe": "|", "semicolon": ";", "comma": ",", "slash": "/", "plus": "+"}
 logger = logging.getLogger("preprocess")
 
 OVERLAP_POLICIES = ("keep", "drop")
 # slice_columns' default: no slice columns (an empty default would reach a Kubernetes Job with its quotes).
 NO_SLICE_COLUMNS = "none"
 # Columns of the step's own frames, which a slice column must not be named like.
-OWN_COLUMNS = (TEXT_COLUMN, LABEL_COLUMN, "row", ORIGIN_COLUMN)
+OWN_COLUMNS = (TEXT_COLUMN, LABEL_COLUMN, "row", ORIGIN_COLUMN, TEXT_PAIR_COLUMN)
 
 
 def parse_slice_columns(text: str, text_column: str, label_column: str) -> tuple[str, ...]:
@@ -102,7 +111,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="columns of the files kept for sliced metrics, comma separated (none: none; CoLA's files "
         "always keep their source column)",
     )
+    parser.add_argument(
+        "--text-pair-column",
+        required=True,
+        help="a sentence-pair task's second text column (none: single sentences; preprocess/pairs.py)",
+    )
+    parser.add_argument(
+        "--label-mode",
+        choices=LABEL_MODES,
+        required=True,
+        help="single: one class per text; multi: a list of labels per text (label_lists.py)",
+    )
+    parser.add_argument(
+        "--label-delimiter",
+        required=True,
+        help=f"multi: what separates the labels of a list column: a name ({', '.join(DELIMITER_NAMES)}) "
+        "or the characters themselves",
+    )
     args = parser.parse_args(argv)
+    args.text_pair = parse_text_pair_column(args.text_pair_column)
+    if args.text_pair in (args.text_column, args.label_column):
+        parser.error(f"--text-pair-column {args.text_pair!r} must be another column than the text and label")
+    args.label_delimiter = DELIMITER_NAMES.get(args.label_delimiter, args.label_delimiter)
+    if args.label_mode == MULTI_LABEL and (not args.label_delimiter or args.label_delimiter.isspace()):
+        parser.error(
+            "--label-delimiter must be a visible character or a string, e.g. pipe (|), semicolon (;)"
+        )
     for name in ("val_fraction", "test_fraction"):
         if not 0.0 < getattr(args, name) < 0.5:
             parser.error(f"--{name.replace('_', '-')} must be in (0, 0.5), got {getattr(args, name)}")
@@ -117,7 +151,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--drift-threshold must be positive, got {args.drift_threshold}")
     try:
         args.label_set = parse_labels_parameter(args.labels)
-        args.slices = parse_slice_columns(args.slice_columns, args.text_column, args.label_column)
+        multi = args.label_mode == MULTI_LABEL
+        label_columns = (multi and multilabel.indicator_columns(args.label_column)) or (args.label_column,)
+        args.slices = parse_slice_columns(args.slice_columns, args.text_column, label_columns[0])
+        if set(args.slices) & set(label_columns):
+            raise ValueError(f"slice_columns {list(args.slices)} name a label column {list(label_columns)}")
+        if args.text_pair in args.slices:
+            raise ValueError(f"slice_columns: {args.text_pair!r} is the second text column, text_pair_column")
+        if args.text_pair in label_columns:
+            raise ValueError(f"--text-pair-column {args.text_pair!r} is a label column {list(label_columns)}")
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -135,7 +177,8 @@ def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path) -> None:
     slices = slice_columns_of(splits)
     for name, frame in splits.items():
         # A folder's files may not all hold a column CoLA's layout adds (its source): missing there.
-        kept = frame.reindex(columns=[TEXT_COLUMN, LABEL_COLUMN, *slices])
+        pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []
+        kept = frame.reindex(columns=[TEXT_COLUMN, *pair, LABEL_COLUMN, *slices])
         kept[slices] = kept[slices].fillna(MISSING_SLICE_VALUE).astype(str)
         kept.to_parquet(out_dir / f"{name}.parquet", index=False)
 
@@ -145,8 +188,11 @@ def split_metrics(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[
     metrics = {}
     for name, frame in splits.items():
         metrics[f"{name}_rows"] = len(frame)
+        multi = multilabel.is_list_column(frame[LABEL_COLUMN])
+        counts = label_counts(frame[LABEL_COLUMN], label_set.size) if multi else None
         for index, key in enumerate(metric_keys(label_set)):
-            metrics[f"{name}_share_{key}"] = float((frame[LABEL_COLUMN] == index).mean())
+            share = counts[index] / len(frame) if multi else (frame[LABEL_COLUMN] == index).mean()
+            metrics[f"{name}_share_{key}"] = float(share)
     return metrics
 
 
@@ -155,9 +201,10 @@ def make_splits(
 ) -> tuple[dict[str, pd.DataFrame], int]:
     """(train, validation, test splits; rows dropped by the overlap policy). Problems go into `report`."""
     pool, test = frames["train"], frames.get("test")
+    split = multilabel.multilabel_split if args.label_mode == MULTI_LABEL else stratified_split
     if test is None:
         # No held-out file: hold out a stratified share of the train file, as CoLA's dev file would be.
-        pool, test = stratified_split(pool, args.test_fraction, args.seed)
+        pool, test = split(pool, args.test_fraction, args.seed)
     dropped = pool.iloc[:0]
     if args.overlap_policy == "drop":
         pool, dropped = drop_test_overlap(pool, test)
@@ -171,11 +218,41 @@ def make_splits(
                 f"{len(dropped)} row(s) whose sentence also occurs in the test split were dropped from "
                 "train/validation (overlap_policy=drop)",
             )
-    train, validation = stratified_split(pool, args.val_fraction, args.seed)
+    # Few-shot (no validation split, the train step cross-validates) is a single-label mode: a multi-label
+    # set's labels are lists, checked and split by label_lists / multilabel.
+    few_shot = (
+        args.label_mode != MULTI_LABEL
+        and not pool.empty
+        and not validation_is_possible(pool, args.val_fraction)
+    )
+    if few_shot:
+        train, validation = no_validation_split(pool, args.val_fraction, source, report)
+    else:
+        train, validation = split(pool, args.val_fraction, args.seed)
     splits = {"train": train, "validation": validation, "test": test}
-    report.check_split_sizes(splits)
+    # An empty validation split is the few-shot case, reported by no_validation_split.
+    report.check_split_sizes({n: f for n, f in splits.items() if not (few_shot and n == "validation")})
     report.check_cross_split_overlap(splits)
     return splits, len(dropped)
+
+
+def no_validation_split(
+    pool: pd.DataFrame, val_fraction: float, source: Source, report: ValidationReport
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every row as train, an empty validation split): too few rows of some class to hold one out at
+    val_fraction; check_class_rows let it through because the train step's few-shot mode cross-validates
+    on the training rows instead (an ordinary fine-tune refuses such a run, naming the fix)."""
+    report.add(
+        "warning",
+        "no_validation_split",
+        source.origin["train"],
+        LABEL_COLUMN,
+        [],
+        f"too few rows per class to hold out a validation split at val_fraction={val_fraction} (the rarest "
+        f"class has {int(pool[LABEL_COLUMN].value_counts().min())}): every row is training data and the "
+        "train step's few-shot mode validates by cross-validation (few_shot=false refuses this run)",
+    )
+    return pool.reset_index(drop=True), pool.iloc[:0].reset_index(drop=True)
 
 
 def class_counts(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[str, dict[str, int]]:
@@ -185,7 +262,7 @@ def class_counts(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[s
             label: int(count)
             for label, count in zip(
                 label_set.names,
-                np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=label_set.size),
+                label_counts(frame[LABEL_COLUMN], label_set.size),
                 strict=True,
             )
         }
@@ -193,19 +270,26 @@ def class_counts(splits: dict[str, pd.DataFrame], label_set: LabelSet) -> dict[s
     }
 
 
-def log_schema(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path) -> dict:
+def log_schema(
+    splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path, text_pair: str | None = None
+) -> dict:
     """schema.json: the splits' columns, the label set (what every later step reads the classes from)
-    and each split's class counts."""
+    and each split's class counts; for a sentence-pair task, the user's second text column."""
     slices = slice_columns_of(splits)
+    pair = {TEXT_PAIR_COLUMN: "string"} if text_pair else {}
+    multi = any(multilabel.is_list_column(frame[LABEL_COLUMN]) for frame in splits.values())
+    label_type = "list<int64>" if multi else "int64"
     schema = {
-        "columns": {TEXT_COLUMN: "string", LABEL_COLUMN: "int64"} | {name: "string" for name in slices},
+        "columns": {TEXT_COLUMN: "string", **pair, LABEL_COLUMN: label_type}
+        | {name: "string" for name in slices},
+        TEXT_PAIR_KEY: text_pair,
         SLICE_COLUMNS_KEY: slices,
         "label_set": label_set.as_dict(),
         # The class index (the label column's value) -> its name; kept for readers of the first layout.
         "labels": {str(i): name for i, name in enumerate(label_set.names)},
         "class_counts": class_counts(splits, label_set),
         "splits": list(splits),
-    }
+    } | ({LABEL_MODE_KEY: MULTI_LABEL} if multi else {})
     (work_dir / SCHEMA_ARTIFACT).write_text(json.dumps(schema, indent=2))
     mlflow.log_artifact(str(work_dir / SCHEMA_ARTIFACT))
     return schema
@@ -221,11 +305,17 @@ def log_lineage(splits: dict[str, pd.DataFrame], source: Source) -> None:
         # MLflow's digest code calls a pandas API in a form pandas 4 will drop: not ours to fix.
         warnings.filterwarnings("ignore", message="Starting with pandas version 4.0")
         for name, frame in splits.items():
+            if frame.empty:  # a few-shot set's validation split: MLflow cannot digest an empty frame
+                continue
             # validation (and a test split held out of a single file) come from the train file.
             origin = source.lineage.get(name, source.lineage["train"])
-            dataset = mlflow.data.from_pandas(
-                frame[[TEXT_COLUMN, LABEL_COLUMN]], source=origin, name=name, targets=LABEL_COLUMN
-            )
+            pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []
+            columns = frame[[TEXT_COLUMN, *pair, LABEL_COLUMN]]
+            if multilabel.is_list_column(columns[LABEL_COLUMN]):  # the digest needs scalars: "0|2"
+                columns = columns.assign(
+                    **{LABEL_COLUMN: ["|".join(map(str, row)) for row in columns[LABEL_COLUMN]]}
+                )
+            dataset = mlflow.data.from_pandas(columns, source=origin, name=name, targets=LABEL_COLUMN)
             mlflow.log_input(dataset, context=name)
 
 
@@ -248,7 +338,12 @@ def audit_labels(
     splits: dict[str, pd.DataFrame], label_set: LabelSet, args: argparse.Namespace, work_dir: Path
 ) -> None:
     """The label audit of the training data (train + validation), label_issues.csv. A step image built
-    before cleanlab was added skips it with a warning and the tag label_audit=skipped."""
+    before cleanlab was added skips it with a warning and the tag label_audit=skipped; so does a
+    multi-label data set (the audit's model is a single-label one)."""
+    if args.label_mode == MULTI_LABEL:
+        logger.info("label audit skipped: it audits single-label data")
+        mlflow.set_tag("label_audit", "skipped: multi-label data")
+        return
     try:
         import cleanlab  # noqa: F401
     except ImportError:
@@ -265,24 +360,53 @@ def audit_labels(
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="sentclf-preprocess-") as tmp:
         tmp_dir = Path(tmp)
-        source = load_source(
-            args.dataset, Columns(args.text_column, args.label_column, args.slices), tmp_dir / "snapshot"
+        multi = args.label_mode == MULTI_LABEL
+        columns = (
+            multilabel.source_columns(args.text_column, args.label_column, args.slices, args.text_pair)
+            if multi
+            else Columns(args.text_column, args.label_column, args.slices, args.text_pair)
         )
+        source = load_source(args.dataset, columns, tmp_dir / "snapshot")
         report = ValidationReport()
+        if args.text_pair:
+            check_pair_column(source.parts, report)
+        parts_by_split = source.parts
+        given = args.label_set
+        if multi and given is None and multilabel.indicator_columns(args.label_column):
+            # one 0/1 column per label: the labels are the columns, in the files' order
+            indicators = multilabel.indicator_columns(args.label_column)
+            given = LabelSet(indicators, indicators)
+        if multi:  # the label lists parsed first; the shared checks then see each list as one value
+            parts_by_split = {
+                split: [
+                    (
+                        origin,
+                        multilabel.parse_part(
+                            frame, origin, report, args.label_column, args.label_delimiter, given
+                        ),
+                    )
+                    for origin, frame in parts
+                ]
+                for split, parts in source.parts.items()
+            }
         frames = {
-            split: validate_parts(parts, split, report, args.label_set)
-            for split, parts in source.parts.items()
+            split: validate_parts(parts, split, report, None if multi else args.label_set)
+            for split, parts in parts_by_split.items()
         }
-        label_set = resolve_labels(
-            frames,
-            args.label_set,
-            args.val_fraction,
-            None if "test" in frames else args.test_fraction,
-            report,
-        )
+        if multi:
+            label_set = multilabel.resolve_multi_labels(frames, given, report)
+        else:
+            label_set = resolve_labels(
+                frames,
+                args.label_set,
+                args.val_fraction,
+                None if "test" in frames else args.test_fraction,
+                report,
+            )
         splits, dropped = {}, 0
         if label_set is not None and not report.errors:
-            frames = {split: encode(frame, label_set) for split, frame in frames.items()}
+            encoder = multilabel.encode if multi else encode
+            frames = {split: encoder(frame, label_set) for split, frame in frames.items()}
             splits, dropped = make_splits(frames, source, args, report)
         report_path = tmp_dir / "validation_report.json"
         report_path.write_text(json.dumps(report.as_dict(), indent=2))
@@ -298,7 +422,7 @@ def run(args: argparse.Namespace) -> None:
         mlflow.log_metrics(split_metrics(splits, label_set) | {"overlap_dropped_rows": dropped})
         logger.info("label set: %s", dict(zip(label_set.names, label_set.values, strict=True)))
         log_profile(splits, label_set, tmp_dir)
-        log_schema(splits, label_set, tmp_dir)
+        log_schema(splits, label_set, tmp_dir, args.text_pair)
         check_drift(
             splits["train"],
             label_set,
@@ -315,6 +439,8 @@ def run(args: argparse.Namespace) -> None:
         write_splits(splits, tmp_dir / DATA_ARTIFACT_DIR)
         mlflow.log_artifacts(str(tmp_dir / DATA_ARTIFACT_DIR), DATA_ARTIFACT_DIR)
         mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
+        if args.text_pair:
+            mlflow.set_tag(TEXT_PAIR_TAG, args.text_pair)
     logger.info("logged splits: %s", {name: len(frame) for name, frame in splits.items()})
 
 

@@ -15,7 +15,10 @@ import pandas as pd  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from sentclf.backbone import measuring_tokenizer  # noqa: E402
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet  # noqa: E402
+from sentclf.schema import LABEL_COLUMN, LabelSet  # noqa: E402
+
+from label_lists import label_counts  # noqa: E402
+from text_pairs import model_texts  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +29,14 @@ def backbone_tokenizer() -> Tokenizer:
 
 
 def profile_split(frame: pd.DataFrame, tokenizer: Tokenizer, label_set: LabelSet) -> dict:
-    texts = frame[TEXT_COLUMN].tolist()
+    texts = model_texts(frame).tolist()  # a pair: both texts (text_pairs.py)
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     token_lengths = np.array([len(e.ids) for e in encodings])
-    char_lengths = frame[TEXT_COLUMN].str.len().to_numpy()
+    char_lengths = model_texts(frame).str.len().to_numpy()
     unk_id = tokenizer.token_to_id("[UNK]")
     tokens = np.concatenate([np.asarray(e.ids) for e in encodings]) if encodings else np.array([])
     words = {word for text in texts for word in text.lower().split()}
-    counts = np.bincount(frame[LABEL_COLUMN].to_numpy(dtype=int), minlength=label_set.size)
+    counts = label_counts(frame[LABEL_COLUMN], label_set.size)  # multi-label: rows holding each label
     return {
         "rows": len(frame),
         "label_share": {
@@ -61,7 +64,7 @@ def length_histogram(splits: dict[str, pd.DataFrame], tokenizer: Tokenizer) -> p
     figure, axis = plt.subplots(figsize=(7, 4))
     for name, frame in splits.items():
         lengths = [
-            len(e.ids) for e in tokenizer.encode_batch(frame[TEXT_COLUMN].tolist(), add_special_tokens=False)
+            len(e.ids) for e in tokenizer.encode_batch(model_texts(frame).tolist(), add_special_tokens=False)
         ]
         axis.hist(
             lengths, bins=range(0, max(lengths) + 2), alpha=0.5, density=True, label=f"{name} ({len(frame)})"
@@ -77,6 +80,8 @@ def length_histogram(splits: dict[str, pd.DataFrame], tokenizer: Tokenizer) -> p
 def log_profile(splits: dict[str, pd.DataFrame], label_set: LabelSet, work_dir: Path) -> dict:
     """Compute, log (profile.json, metrics, histogram) and return the profile."""
     tokenizer = backbone_tokenizer()
+    # A few-shot data set has an empty validation split (preprocess.no_validation_split): nothing to profile.
+    splits = {name: frame for name, frame in splits.items() if len(frame)}
     profile = {name: profile_split(frame, tokenizer, label_set) for name, frame in splits.items()}
     path = work_dir / "profile.json"
     path.write_text(json.dumps(profile, indent=2))

@@ -3,9 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+from sentclf.schema import LABEL_COLUMN
 
 # The overlap check's own sentence key, so that what is dropped is exactly what it would warn about.
+from text_pairs import model_texts
 from validation import sentence_key
 
 
@@ -29,7 +30,15 @@ def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[p
     return frame[~held_out_mask].reset_index(drop=True), frame[held_out_mask].reset_index(drop=True)
 
 
+def validation_is_possible(frame: pd.DataFrame, fraction: float) -> bool:
+    """Whether stratified_split would hold out at least one row of every label; when it would not, the
+    data is a few-shot set: no validation split, and the train step cross-validates instead."""
+    counts = frame[LABEL_COLUMN].value_counts()
+    return bool(len(counts)) and all(held_out_count(int(rows), fraction) >= 1 for rows in counts)
+
+
 def drop_test_overlap(pool: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(kept, dropped): rows of `pool` (train + validation to be) whose sentence also occurs in `test`."""
-    shared = sentence_key(pool[TEXT_COLUMN]).isin(set(sentence_key(test[TEXT_COLUMN])))
+    # A sentence-pair row overlaps when both its texts do (text_pairs.model_texts), not its first alone.
+    shared = sentence_key(model_texts(pool)).isin(set(sentence_key(model_texts(test))))
     return pool[~shared].reset_index(drop=True), pool[shared].reset_index(drop=True)

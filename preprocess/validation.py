@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, LabelSet
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN, TEXT_PAIR_COLUMN, LabelSet
 from sentclf.tracking import StepInputError
 
 from sources.readers import LABEL_NAMES_ATTR, LABEL_SET_ATTR, USER_COLUMNS_ATTR
+from text_pairs import is_pairs, model_texts, validate_pair_texts
 
 MAX_TEXT_CHARS = 512
 EXAMPLES_PER_PROBLEM = 5
@@ -90,9 +91,9 @@ class ValidationReport:
     def check_cross_split_overlap(self, splits: dict[str, pd.DataFrame]) -> None:
         """Sentences of the test split that also occur in train or validation inflate test scores."""
         test = splits["test"]
-        test_keys = sentence_key(test[TEXT_COLUMN])
+        test_keys = sentence_key(model_texts(test))  # a pair: both texts
         for name in ("train", "validation"):
-            shared = test_keys.isin(set(sentence_key(splits[name][TEXT_COLUMN])))
+            shared = test_keys.isin(set(sentence_key(model_texts(splits[name]))))
             if shared.any():
                 rows = test.loc[shared, "row"].tolist() if "row" in test else []
                 self.add(
@@ -230,7 +231,8 @@ def validate_frame(
             rows[too_long].tolist(),
             f"text longer than {MAX_TEXT_CHARS} characters (truncated by the tokenizer)",
         )
-    duplicated = frame.duplicated(subset=[TEXT_COLUMN, LABEL_COLUMN], keep="first")
+    validate_pair_texts(frame, origin, report, rows)
+    duplicated = frame.duplicated(subset=[TEXT_COLUMN, *pair_columns(frame), LABEL_COLUMN], keep="first")
     if duplicated.any():
         report.add(
             "warning",
@@ -243,6 +245,11 @@ def validate_frame(
     if not unparsed.any() and labels.map(lambda label: isinstance(label, int)).all():
         frame = frame.assign(**{LABEL_COLUMN: labels.astype("int64")})
     return frame
+
+
+def pair_columns(frame: pd.DataFrame) -> list[str]:
+    """A sentence-pair frame's second text column (a row repeats another only with both texts), else none."""
+    return [TEXT_PAIR_COLUMN] if is_pairs(frame) else []
 
 
 def validate_parts(

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from sentclf.contract import DEFAULT_CHAMPION_URI, ModelRef, parse_model_uri
 from sentclf.tracking import StepInputError, record_inputs, step_run
 
-from spark_io import TEXT_COLUMN, deliver, host_path, read_inputs
+from spark_io import TEXT_COLUMN, TEXT_PAIR_COLUMN, deliver, host_path, read_inputs
 
 logger = logging.getLogger("score")
 
@@ -42,7 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spark-master", default="local[*]")
     parser.add_argument("--text-column", default="auto")
     parser.add_argument("--partitions", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--text-pair-column", default="none", help="a sentence-pair model's second text")
+    args = parser.parse_args(argv)
+    name = args.text_pair_column.strip()
+    args.text_pair = None if not name or name.lower() == "none" else name
+    return args
 
 
 def resolve_model(uri: str) -> tuple[str, str]:
@@ -95,7 +99,10 @@ def score_frame(spark, texts: pd.DataFrame, model_uri: str, partitions: int) -> 
     slots = spark.sparkContext.defaultParallelism
     partitions = partitions or slots
     # Each row's place in the input, so the output keeps the input's order whatever the partitioning.
-    numbered = texts[[TEXT_COLUMN]].assign(_row=range(len(texts)))
+    # A sentence-pair model's pyfunc takes its second column by position (spark_udf names the columns
+    # after the model's signature: text, text_pair).
+    columns = [TEXT_COLUMN] + ([TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in texts.columns else [])
+    numbered = texts[columns].assign(_row=range(len(texts)))
     frame = spark.createDataFrame(numbered)
     # createDataFrame already cuts a pandas frame into one even slice per task slot; a repartition to the
     # same count would only add a shuffle of every row.
@@ -104,10 +111,10 @@ def score_frame(spark, texts: pd.DataFrame, model_uri: str, partitions: int) -> 
     predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=RESULT_TYPE, env_manager="local")
     started = time.perf_counter()
     scored = (
-        frame.withColumn("prediction", predict(F.col(TEXT_COLUMN)))
+        frame.withColumn("prediction", predict(*(F.col(name) for name in columns)))
         .select(
             "_row",
-            TEXT_COLUMN,
+            *columns,
             F.col("prediction.class").alias("class"),
             F.col("prediction.name").alias("name"),
             F.col("prediction.probabilities").alias("probabilities"),
@@ -122,9 +129,11 @@ def score_frame(spark, texts: pd.DataFrame, model_uri: str, partitions: int) -> 
 def write_output(scored: pd.DataFrame, output: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="sentclf-score-") as tmp:
         path = Path(tmp) / OUTPUT_FILE
+        pair = [(TEXT_PAIR_COLUMN, pa.string())] if TEXT_PAIR_COLUMN in scored.columns else []
         schema = pa.schema(
             [
                 ("text", pa.string()),
+                *pair,
                 ("class", pa.int64()),
                 ("name", pa.string()),
                 ("probabilities", pa.list_(pa.float32())),
@@ -140,7 +149,7 @@ def run(args: argparse.Namespace) -> None:
     model_uri = ModelRef(name, version).uri
     output = host_path(args.output)
     record_inputs(model_version=version, model_uri=model_uri, output=str(output))
-    texts, rows_per_file = read_inputs(args.input, args.text_column)
+    texts, rows_per_file = read_inputs(args.input, args.text_column, args.text_pair)
     logger.info(
         "%d sentences from %d file(s); scoring with %s on %s",
         len(texts),

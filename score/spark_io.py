@@ -23,6 +23,8 @@ logger = logging.getLogger("score")
 HOST_ROOT = Path(os.environ.get("SENTCLF_HOST_ROOT", "/mlflow/host"))
 STEP_DIR = Path(__file__).resolve().parent
 TEXT_COLUMN = "text"
+# A sentence-pair model's second text (-P text_pair_column=<column>): the pyfunc's second column.
+TEXT_PAIR_COLUMN = "text_pair"
 # A column of these names is the text, in this order, unless text_column names one.
 TEXT_CANDIDATES = ("text", "sentence")
 COLA_SENTENCE_COLUMN = 3  # a CoLA TSV: source, label, original label, sentence; no header
@@ -109,14 +111,27 @@ def read_texts(path: Path, text_column: str = "auto") -> pd.Series:
     return frame[column].fillna("").astype(str).rename(TEXT_COLUMN)
 
 
-def read_inputs(given: str, text_column: str = "auto") -> tuple[pd.DataFrame, dict[str, int]]:
-    """One `text` frame of every input file, and the rows each file gave."""
+def read_pair_texts(path: Path, text_pair_column: str) -> pd.Series:
+    """A sentence-pair model's second texts of one file, from the column the user named."""
+    if path.suffix.lower() == ".tsv" and is_cola_tsv(path):
+        raise StepInputError(f"{path.name}: a headerless CoLA TSV holds one text per row, no second text")
+    return read_texts(path, text_pair_column).rename(TEXT_PAIR_COLUMN)
+
+
+def read_inputs(
+    given: str, text_column: str = "auto", text_pair_column: str | None = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One `text` frame of every input file (with `text_pair` for a sentence-pair model), and the rows
+    each file gave."""
     parts, rows = [], {}
     for path in input_files(given):
         texts = read_texts(path, text_column)
+        if text_pair_column:
+            texts = pd.concat([texts, read_pair_texts(path, text_pair_column)], axis=1)
         parts.append(texts)
         rows[path.name] = len(texts)
-    frame = pd.concat(parts, ignore_index=True).to_frame()
+    frame = pd.concat(parts, ignore_index=True)
+    frame = frame.to_frame() if isinstance(frame, pd.Series) else frame
     if frame.empty:
         raise StepInputError(f"input {given}: no rows")
     return frame, rows

@@ -174,6 +174,13 @@ admin_password() {  # from the variable or the file; never echoed
   fi
 }
 
+# MLflow checks a password with a deliberately slow hash (scrypt: 0.1-0.6 s of a core) on every request;
+# a pipeline makes hundreds. Its own credential cache (off by default) checks each (user, password) once a
+# minute instead; a password changed or a user deleted through the API is dropped at once by the worker
+# that handled it, by the others within the minute (docs/tracking-and-kubernetes.md).
+auth_cache_lines="# Each (user, password) is checked once per minute per worker (MLflow's credential cache).
+auth_cache_ttl_seconds = 60"
+
 write_auth_config() {
   (umask 077 && cat >"$auth_ini" <<EOF
 # MLflow's basic-auth app (written by scripts/tracking-server.sh). Users and permissions live in the
@@ -184,6 +191,7 @@ default_permission = READ
 database_uri = $auth_db_uri
 admin_username = ${TRACKING_ADMIN_USER:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+$auth_cache_lines
 EOF
   )
   [ -s "$flask_key" ] || (umask 077 && openssl rand -hex 32 | tr -d '\n' >"$flask_key")
@@ -280,6 +288,8 @@ start_server() {
   local -a app=() env=()
   if [ "$auth" = 1 ]; then
     [ -f "$auth_ini" ] || write_auth_config
+    # A configuration written before the cache was turned on gets it (the file is this script's own).
+    grep -q '^auth_cache_ttl_seconds' "$auth_ini" || printf '%s\n' "$auth_cache_lines" >>"$auth_ini"
     app=(--app-name basic-auth)
     env=(MLFLOW_AUTH_CONFIG_PATH="$auth_ini" MLFLOW_FLASK_SERVER_SECRET_KEY="$(cat "$flask_key")")
     # The admin is created at the first start only (preflight checked its password is there).

@@ -26,10 +26,16 @@ INPUT_DATASET_TAG = "input.dataset"
 INPUT_DATASET_SHA256_TAG = "input.dataset_sha256"
 INPUT_DATASET_SNAPSHOT_TAG = "input.dataset_snapshot"
 LABEL_NAMES_TAG = "label_names"  # preprocess run and model version: the class names in order, as JSON
+# preprocess run, train run and model version of a sentence-pair task: the user's second text column
+# (absent: single sentences); the serving config says the same to the runtime (text_pair_input).
+TEXT_PAIR_TAG = "task.text_pair_column"
 MODEL_VERSION_TAG = "registered_model_version"  # train run (and the pipeline's parent): the version
 SERVER_IMAGE_TAG = "server_image"  # building run and model version (and the parent): its server image
 SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
 PRECISION_USED_TAG = "precision_used"  # train run: the precision that ran (bf16|fp32); the model card reads
+SERVED_VARIANT_TAG = "served_variant"  # train run: the ONNX variant it logged and serves; the card reads
+# train run with serve_variant=int8: int8 against fp32 on the test rows, and the choice, in one line (card)
+INT8_DECISION_TAG = "int8.decision"
 # evaluate run (and the pipeline's parent, copied there): GATE_PROMOTED or GATE_KEPT; the conductor reads it
 GATE_DECISION_TAG = "gate.decision"
 GATE_SUMMARY_TAG = "gate.summary"  # evaluate run: the gate's reasons in one line; the conductor reads it
@@ -38,6 +44,17 @@ SUMMARY_TAG = "summary"  # pipeline and search runs: the result in one line (tra
 
 # --- Model-version tags ---------------------------------------------------------------------------------
 TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it (train writes; lineage reads)
+# train run: how the version was trained (TRAINING_FEW_SHOT or TRAINING_FINE_TUNE), on how many labelled
+# rows, and how it was validated (VALIDATION_HELD_OUT or "cross_validation_<k>_folds"); the model card
+# reads them.
+TRAINING_MODE_TAG = "training_mode"
+TRAINING_ROWS_TAG = "training_rows"
+VALIDATION_MODE_TAG = "validation_mode"
+TRAINING_FEW_SHOT, TRAINING_FINE_TUNE = "few_shot", "fine_tune"
+VALIDATION_HELD_OUT = "held_out"
+# preprocess and train: the fewest training rows per class few-shot training takes (a positive pair needs
+# two); preprocess lets a class this small through without a validation split, train cross-validates then.
+FEW_SHOT_MIN_ROWS_PER_CLASS = 2
 
 # --- Registry aliases: train sets `challenger` on each new version; only evaluate's gate moves `champion`.
 CHALLENGER_ALIAS = "challenger"
@@ -46,6 +63,9 @@ CHAMPION_ALIAS = "champion"
 # --- Metrics read outside the room that logs them -------------------------------------------------------
 TEST_MCC_METRIC = "test_mcc"  # evaluate: the headline (also a model-version tag); the conductor reads it
 TEST_MCC_LOW_METRIC, TEST_MCC_HIGH_METRIC = "test_mcc_low", "test_mcc_high"  # evaluate: its interval
+# evaluate (multi-label versions): the headline instead of test_mcc (also a model-version tag); the
+# conductor reads it
+TEST_MICRO_F1_METRIC = "test_micro_f1"
 SERVER_MEMORY_METRIC = "server_memory_peak_mb"  # evaluate: the server's peak memory; kube serving sizes by it
 # evaluate's metrics the conductor copies onto the pipeline's parent run (the runs table compares them).
 HEADLINE_METRIC_PREFIXES = ("test_", "latency_", "throughput_")

@@ -12,28 +12,49 @@ import pandas as pd
 from sentclf.schema import (
     COLA_LABELS,
     LABEL_COLUMN,
+    LABEL_MODE_KEY,
     SCHEMA_ARTIFACT,
     SLICE_COLUMNS_KEY,
     TEXT_COLUMN,
+    TEXT_PAIR_COLUMN,
+    TEXT_PAIR_KEY,
     LabelSet,
     split_artifact_path,
 )
 from sentclf.tracking import StepInputError, download_artifacts
+from sentclf_runtime.multilabel import SINGLE_LABEL
+from sentclf_runtime.pairs import joined_texts
 
 
-def read_split(run_id: str, split: str, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
-    """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns, and
-    the `extra_columns` (slice columns, see read_slice_columns) it has."""
+def read_split(
+    run_id: str, split: str, extra_columns: Sequence[str] = (), allow_empty: bool = False
+) -> pd.DataFrame:
+    """One split (train / validation / test) of preprocess run `run_id`, as sentence + label columns (and
+    a sentence-pair task's text_pair), and the `extra_columns` (slice columns, read_slice_columns) it has.
+    `allow_empty`: a few-shot data set's validation split is empty (preprocess held none out), which the
+    train step handles."""
     with tempfile.TemporaryDirectory(prefix="sentclf-data-") as tmp:
         path = download_artifacts(run_id, split_artifact_path(split), tmp)
         frame = pd.read_parquet(path)
     missing = {TEXT_COLUMN, LABEL_COLUMN} - set(frame.columns)
     if missing:
         raise StepInputError(f"split {split} of run {run_id} lacks column(s) {sorted(missing)}")
-    if frame.empty:
+    if frame.empty and not allow_empty:
         raise StepInputError(f"split {split} of run {run_id} is empty")
     kept = [name for name in extra_columns if name in frame.columns]
-    return frame[[TEXT_COLUMN, LABEL_COLUMN, *kept]].reset_index(drop=True)
+    pair = [TEXT_PAIR_COLUMN] if TEXT_PAIR_COLUMN in frame.columns else []
+    return frame[[TEXT_COLUMN, *pair, LABEL_COLUMN, *kept]].reset_index(drop=True)
+
+
+def model_inputs(frame: pd.DataFrame) -> tuple[list, list[str]]:
+    """A split's rows as a model takes them (sentences, or (text, text_pair) tuples of a sentence-pair
+    task, which sentclf.text_model scores as pairs), and as one text each (a pair joined as the server's
+    capture joins it, sentclf_runtime.pairs)."""
+    texts = frame[TEXT_COLUMN].tolist()
+    if TEXT_PAIR_COLUMN not in frame.columns:
+        return texts, texts
+    pairs = frame[TEXT_PAIR_COLUMN].tolist()
+    return list(zip(texts, pairs, strict=True)), joined_texts(texts, pairs)
 
 
 def read_schema(run_id: str) -> dict:
@@ -41,6 +62,14 @@ def read_schema(run_id: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="sentclf-schema-") as tmp:
         path = download_artifacts(run_id, SCHEMA_ARTIFACT, tmp)
         return json.loads(Path(path).read_text())
+
+
+def read_text_pair_column(run_id: str) -> str | None:
+    """The user's second text column of a sentence-pair task's preprocess run; None: single sentences."""
+    name = read_schema(run_id).get(TEXT_PAIR_KEY)
+    if name is not None and not isinstance(name, str):
+        raise StepInputError(f"run {run_id}: {SCHEMA_ARTIFACT}'s {TEXT_PAIR_KEY} is not a column name")
+    return name or None
 
 
 def read_slice_columns(run_id: str) -> tuple[str, ...]:
@@ -63,6 +92,12 @@ def read_label_set(run_id: str) -> LabelSet:
         raise StepInputError(f"run {run_id}: {SCHEMA_ARTIFACT} has no valid label set ({error})") from None
 
 
+def read_label_mode(run_id: str) -> str:
+    """`multi` when the preprocess run recorded several labels per text (schema.json's label_mode), else
+    `single` (every run from before label modes existed)."""
+    return read_schema(run_id).get(LABEL_MODE_KEY, SINGLE_LABEL)
+
+
 def log_split_inputs(run_id: str, splits: dict[str, pd.DataFrame]) -> None:
     """The splits this run read from preprocess run `run_id`, as its MLflow dataset inputs (the UI's
     Datasets column, and lineage past preprocess): each named by its split, its source the artifact (where
@@ -74,6 +109,10 @@ def log_split_inputs(run_id: str, splits: dict[str, pd.DataFrame]) -> None:
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         for split, frame in splits.items():
             columns = frame[[TEXT_COLUMN, LABEL_COLUMN]]
+            if len(columns) and not pd.api.types.is_scalar(columns[LABEL_COLUMN].iloc[0]):
+                # a multi-label split's lists of label indices: the digest needs scalars ("0|2")
+                joined = ["|".join(map(str, row)) for row in columns[LABEL_COLUMN]]
+                columns = columns.assign(**{LABEL_COLUMN: joined})
             try:
                 dataset = mlflow.data.from_pandas(
                     columns,

@@ -6,6 +6,7 @@ import tritonclient.grpc as grpcclient
 from sentclf.containers import LOOPBACK
 from sentclf_runtime.outputs import LABEL_NAME_OUTPUT, LABEL_OUTPUT, TEXT_INPUT
 from sentclf_runtime.outputs import PROBS_OUTPUT as PROBABILITIES_OUTPUT
+from sentclf_runtime.pairs import TEXT_PAIR_INPUT, split_items
 
 # `label_name` is answered by servers built since label sets are data; older ones answer only the other two.
 __all__ = ["LABEL_NAME_OUTPUT", "LABEL_OUTPUT", "PROBABILITIES_OUTPUT", "TEXT_INPUT", "classify", "connect"]
@@ -16,10 +17,16 @@ def connect(port: int) -> grpcclient.InferenceServerClient:
 
 
 def build_inputs(texts: list[str]) -> list[grpcclient.InferInput]:
-    """One BYTES input of shape [len(texts)], sent as raw contents (tritonclient's default)."""
-    text_input = grpcclient.InferInput(TEXT_INPUT, [len(texts)], "BYTES")
-    text_input.set_data_from_numpy(np.array([t.encode("utf-8") for t in texts], dtype=np.object_))
-    return [text_input]
+    """One BYTES input of shape [len(texts)], sent as raw contents (tritonclient's default). Texts given
+    as (text, text_pair) tuples, for a sentence-pair model (sentclf_runtime.pairs), go as two inputs."""
+    texts, text_pairs = split_items(texts)
+    named = [(TEXT_INPUT, texts)] + ([] if text_pairs is None else [(TEXT_PAIR_INPUT, text_pairs)])
+    tensors = []
+    for name, values in named:
+        tensor = grpcclient.InferInput(name, [len(values)], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode("utf-8") for t in values], dtype=np.object_))
+        tensors.append(tensor)
+    return tensors
 
 
 def requested_outputs() -> list[grpcclient.InferRequestedOutput]:

@@ -30,6 +30,13 @@ DATA_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
 # schema.json's list of the splits' slice columns: kept from the user's files (preprocess's slice_columns,
 # and CoLA's source column), stored as text beside sentence and label; evaluate scores the model per value.
 SLICE_COLUMNS_KEY = "slice_columns"
+# Sentence pairs (-P text_pair_column=...): the splits' second text column, and schema.json's key holding
+# the user's name of it (absent or null: single sentences). Every later room reads the task kind there.
+TEXT_PAIR_COLUMN = "text_pair"
+TEXT_PAIR_KEY = "text_pair_column"
+# schema.json's task kind: `multi` (several labels per text; each split's label is the list of the row's
+# label indices) or absent (one class per text). The values are the runtime's (sentclf_runtime.multilabel).
+LABEL_MODE_KEY = "label_mode"
 
 
 @dataclass(frozen=True)

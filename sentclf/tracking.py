@@ -13,7 +13,14 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 
-from sentclf.contract import INPUT_DATA_RUN_TAG, MODELS_URI_SCHEME, STEP_TAG, TRAIN_RUN_TAG, input_tag
+from sentclf.contract import (
+    INPUT_DATA_RUN_TAG,
+    MODELS_URI_SCHEME,
+    STEP_TAG,
+    TRAIN_RUN_TAG,
+    input_tag,
+    parse_model_uri,
+)
 
 RUN_NAME_TAG = "mlflow.runName"
 LOG_ARTIFACT_DIR = "logs"
@@ -228,3 +235,19 @@ def version_data_run_id(model_name: str, version: str) -> str | None:
     # The tag since the train step stopped re-logging its data_run_id parameter; the param before.
     tagged = train_run.data.tags.get(INPUT_DATA_RUN_TAG)
     return tagged or train_run.data.params.get("data_run_id")
+
+
+def registered_version(uri: str) -> mlflow.entities.model_registry.ModelVersion:
+    """The registered version a `models:/<name>/<version>` or `models:/<name>@<alias>` URI names. A bad URI
+    or one naming no version raises ValueError with the fix (the host tools' shared lookup)."""
+    ref = parse_model_uri(uri)
+    client = mlflow.MlflowClient()
+    try:
+        if ref.alias:
+            return client.get_model_version_by_alias(ref.name, ref.alias)
+        return client.get_model_version(ref.name, ref.version)
+    except mlflow.exceptions.MlflowException as error:
+        raise ValueError(
+            f"{uri}: no such version in {mlflow.get_tracking_uri()} ({error.message}); `make run` "
+            "registers versions, the gate moves `champion`"
+        ) from None

@@ -11,4 +11,5 @@ steps and the benches all run the very same scorer, output names, serving config
 - `features`: the token features the capture records and the monitor compares with training data.
 - `files`: where the three files sit in a downloaded version (either layout).
 - `names`: the model name a server answers to.
+- `multilabel`: several labels per text: the sigmoid, the per-label thresholds, the label sets.
 """

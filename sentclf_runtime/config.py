@@ -11,6 +11,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .multilabel import (
+    DEFAULT_THRESHOLD,
+    LABEL_MODE_KEY,
+    LABEL_MODES,
+    MULTI_LABEL,
+    SINGLE_LABEL,
+    THRESHOLDS_KEY,
+)
+
 FILE_NAME = "serving_config.json"
 # A config without `labels` (written before the label set was data) is a CoLA model.
 DEFAULT_LABELS = ("unacceptable", "acceptable")
@@ -34,23 +43,38 @@ class ServingConfig:
     # False for a config written before the label set was data: its class names are a guess (the scorer
     # names the classes of a graph with another class count by index).
     labels_given: bool = field(default=True, compare=False)
+    # Several labels per text (sentclf_runtime.multilabel): `multi` scores with a sigmoid per label and
+    # decides each label at its own threshold; `single` (absent from the file) is the softmax and argmax.
+    label_mode: str = SINGLE_LABEL
+    thresholds: tuple[float, ...] | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_mode == MULTI_LABEL
+
+    def label_thresholds(self) -> tuple[float, ...]:
+        """A multi-label model's per-label thresholds (DEFAULT_THRESHOLD where the file gives none)."""
+        return self.thresholds or (DEFAULT_THRESHOLD,) * len(self.labels)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = FILE_NAME) -> ServingConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{where} must hold a JSON object")
-        known = {"labels", "max_seq_length", "model_name", "model_version"}
+        known = {"labels", "max_seq_length", "model_name", "model_version", LABEL_MODE_KEY, THRESHOLDS_KEY}
         max_seq_length = data.get("max_seq_length", DEFAULT_MAX_SEQ_LENGTH)
         if not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool) or max_seq_length < 2:
             raise ConfigError(f"{where}: 'max_seq_length' must be an integer >= 2")
         name, version = data.get("model_name"), data.get("model_version")
+        labels = _labels(data.get("labels", list(DEFAULT_LABELS)), where)
         return cls(
-            labels=_labels(data.get("labels", list(DEFAULT_LABELS)), where),
+            labels=labels,
             max_seq_length=max_seq_length,
             model_name=None if name is None else str(name),
             model_version=None if version is None else str(version),
             extra={key: value for key, value in data.items() if key not in known},
             labels_given="labels" in data,
+            label_mode=_label_mode(data.get(LABEL_MODE_KEY, SINGLE_LABEL), where),
+            thresholds=_thresholds(data.get(THRESHOLDS_KEY), len(labels), where),
         )
 
     @classmethod
@@ -75,6 +99,9 @@ class ServingConfig:
             data["model_name"] = self.model_name
         if self.model_version is not None:
             data["model_version"] = self.model_version
+        if self.multi_label:  # a single-label config's file stays as it was
+            data[LABEL_MODE_KEY] = self.label_mode
+            data[THRESHOLDS_KEY] = list(self.label_thresholds())
         return data
 
     def write(self, path: str | Path) -> Path:
@@ -97,3 +124,21 @@ def _labels(labels: Any, where: str) -> tuple[str, ...]:
     if repeated:
         raise ConfigError(f"{where}: 'labels' repeat {repeated}; each class needs its own name")
     return tuple(labels)
+
+
+def _label_mode(mode: Any, where: str) -> str:
+    if mode not in LABEL_MODES:
+        raise ConfigError(f"{where}: '{LABEL_MODE_KEY}' must be one of {list(LABEL_MODES)}, got {mode!r}")
+    return mode
+
+
+def _thresholds(values: Any, count: int, where: str) -> tuple[float, ...] | None:
+    """One decision threshold in (0, 1) per label, in label order; None when the file has none."""
+    if values is None:
+        return None
+    ok = isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and 0.0 < v < 1.0 for v in values
+    )
+    if not ok or len(values) != count:
+        raise ConfigError(f"{where}: '{THRESHOLDS_KEY}' must be {count} numbers in (0, 1), one per label")
+    return tuple(float(v) for v in values)

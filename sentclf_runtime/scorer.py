@@ -23,7 +23,9 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from .config import ServingConfig
+from .multilabel import sigmoid
 from .outputs import KNOWN_INPUTS, LOGITS_OUTPUT
+from .pairs import pair_input
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,8 @@ class Scorer:
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             expected = f"[batch, {len(self.labels)}]"
             raise ModelError(f"model returned logits of shape {list(logits.shape)}, expected {expected}")
-        return softmax(logits)
+        # Several labels per text: each label is its own yes/no (sentclf_runtime.multilabel).
+        return sigmoid(logits) if self.config.multi_label else softmax(logits)
 
     def buckets(self, lengths: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
         """(order, [start, end) ranges into order): the sentences of each ORT run. Without bucketing,
@@ -201,9 +204,13 @@ class Scorer:
         sorted_lengths = [lengths[i] for i in order]
         return order, plan_buckets(sorted_lengths, self.max_batch_size, self.run_cost_tokens)
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
+    def predict(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> np.ndarray:
         """Float32 probabilities [len(texts), len(labels)], in the order of `texts`. A long input runs in
-        windows of SORT_WINDOW sentences, so the tokenizer's output is never held for all of it at once."""
+        windows of SORT_WINDOW sentences, so the tokenizer's output is never held for all of it at once.
+        A pairs model (sentclf_runtime.pairs) takes `text_pairs`, one per text, or items that are already
+        (text, text_pair) tuples (what the server's batcher hands on); each pair is encoded together."""
+        if text_pairs is not None:
+            texts = list(zip(texts, text_pairs, strict=True))
         texts = list(texts)
         if len(texts) <= SORT_WINDOW:
             return self._predict_window(texts)
@@ -268,7 +275,7 @@ class Scorer:
     def warm_up(self) -> None:
         """One dummy inference (triggers ORT's lazy allocations and checks the output shape early), then,
         with length bucketing, the run-cost calibration."""
-        self.predict(["warm up"])
+        self.predict([("warm up", "warm up") if pair_input(self.config) else "warm up"])
         if self.length_bucketing:
             self.run_cost_tokens = self.calibrate_run_cost()
             log.info("length bucketing: one ORT call costs about %.1f sentence tokens", self.run_cost_tokens)

@@ -81,6 +81,19 @@ def require_docker() -> None:
     pytest.skip("no Docker engine answers")
 
 
+@pytest.fixture(autouse=True)
+def hub_offline_as_it_was():
+    """Code that resolves the bundled backbone in this process sets HF_HUB_OFFLINE=1 (sentclf.backbone, as
+    a step does in its own process): put it back after each test, so that no later test (the hub's offline
+    messages) depends on which tests ran before it."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    yield
+    if before is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = before
+
+
 @pytest.fixture
 def tracking_store(tmp_path, monkeypatch):
     """A fresh sqlite tracking store and an experiment whose artifacts live under tmp_path."""

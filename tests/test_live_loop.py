@@ -43,6 +43,7 @@ def page_commands(page: Path = PAGE) -> list[str]:
     """The commands of the page's marked blocks (tests/typed_blocks.py), in page order."""
     blocks = [
         typed_block("live-serve"),
+        typed_block("live-feedback"),
         typed_block("live-labels"),
         typed_block("live-monitor"),
         typed_block("live-promote-dry-run"),
@@ -79,6 +80,7 @@ def test_every_command_of_the_page_names_what_exists():
         check=True,
     ).stdout
     assert '--capture-dir "/home/user/sentclf-traffic"' in printed, printed
+    assert '--feedback-dir "/home/user/sentclf-labels"' in printed, printed
     assert '--challenger "models:/cola-classifier@challenger" --route "shadow"' in printed, printed
     (retrain,) = typed("RETRAIN_TRAFFIC=")
     assert nightly.LIVE_FEEDBACK_ENV in retrain and retrain.endswith("scripts/retrain.sh")
@@ -146,12 +148,14 @@ class ShadowServer:
             text=True,
             start_new_session=True,
         )
-        self.http = self.grpc = None
+        self.http = self.grpc = self.image = None
         deadline = time.monotonic() + 600
         while (self.http is None or self.grpc is None) and time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if not line and self.process.poll() is not None:
                 raise AssertionError(f"make serve exited {self.process.returncode}")
+            if match := re.search(r"^serving .* from (\S+) \(container", line):
+                self.image = match[1]
             if match := re.search(r"HTTP\s+http://(127\.0\.0\.1:\d+)", line):
                 self.http = match[1]
             if match := re.search(r"gRPC\s+(127\.0\.0\.1:\d+)", line):
@@ -227,9 +231,31 @@ def serve_and_send(store, home: Path, sentences: list[str], champion: str) -> di
             # inside it (server/sentclf_server/shadow.py) and drops them otherwise, and this test wants
             # every sentence answered by both versions.
             time.sleep(SHADOW_GAP_S)
+        post_feedback_as_typed(server)
     finally:
         server.stop()
+    import docker
+
+    assert server.image and "-with-v" in server.image, server.image
+    with pytest.raises(docker.errors.ImageNotFound):  # the two-version image goes with the server
+        docker.from_env().images.get(server.image)
+    (posted,) = (home / "sentclf-labels").glob("feedback-*.jsonl")
+    assert json.loads(posted.read_text())["id"] == "order-1234"
     return served
+
+
+def post_feedback_as_typed(server: ShadowServer) -> None:
+    """The page's curl to the feedback endpoint of the server `make serve ... FEEDBACK=` started (its HTTP
+    port is the test's, not 8000)."""
+    (command,) = typed("curl")
+    answer = subprocess.run(
+        ["bash", "-c", command.replace("127.0.0.1:8000", server.http)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert answer.returncode == 0 and json.loads(answer.stdout) == {"accepted": 1}, answer
 
 
 def captured(folder: Path) -> dict[str, dict[tuple[str, int], dict]]:

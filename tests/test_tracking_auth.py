@@ -165,6 +165,11 @@ def test_a_request_without_a_login_gets_401(team):
     assert requests.get(search, verify=team.cert, auth=("alice", team.passwords["alice"]), timeout=10).ok
     with pytest.raises(requests.exceptions.SSLError):  # TLS, with a certificate nobody trusts blindly
         requests.get(search, timeout=10)
+    # A right password after a wrong one, and a wrong one after a right one: the credential cache the
+    # login runs with (each password's slow hash checked once a minute) remembers only what passed.
+    assert requests.get(search, verify=team.cert, auth=("alice", "wrong"), timeout=10).status_code == 401
+    ini = (team.directory / "secrets" / "basic-auth.ini").read_text()
+    assert "\nauth_cache_ttl_seconds = 60\n" in ini
 
 
 def test_the_pipeline_runs_as_the_job_user_over_https_and_no_password_leaks(team, monkeypatch):

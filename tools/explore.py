@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sentclf.contract import DEFAULT_CHAMPION_URI, MODEL_URI_FORMS, model_uri, parse_model_uri
+from sentclf.contract import DEFAULT_CHAMPION_URI, MODEL_URI_FORMS, model_uri
 
 logger = logging.getLogger("explore")
 
@@ -237,34 +237,36 @@ def app(explorer: Explorer):
     )
 
 
+def check_single_sentences(model_dir: Path, uri: str) -> None:
+    """This page explains one sentence; a sentence-pair version (docs/pairs.md) is refused with a message."""
+    from sentclf_runtime.config import ServingConfig
+    from sentclf_runtime.files import model_files
+    from sentclf_runtime.pairs import pair_input
+
+    if pair_input(ServingConfig.read(model_files(model_dir)["serving_config.json"])):
+        raise SystemExit(
+            f"{uri} reads sentence pairs (text and text_pair); this page explains single sentences only, "
+            "so far: ask the pairs model through the server or the pyfunc (docs/pairs.md)"
+        )
+
+
 def load_version(uri: str, max_rows: int, work_dir: Path, seed: int = 0) -> Explorer:
     """An Explorer of a registered version and its training sentences (its preprocess run's train split)."""
     import mlflow
 
     from sentclf.data import read_split
     from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
-    from sentclf.tracking import version_data_run_id
+    from sentclf.tracking import registered_version, version_data_run_id
 
     try:
-        ref = parse_model_uri(uri)
+        version = registered_version(uri)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    client = mlflow.MlflowClient()
-    try:
-        version = (
-            client.get_model_version_by_alias(ref.name, ref.alias)
-            if ref.alias
-            else client.get_model_version(ref.name, ref.version)
-        )
-    except mlflow.exceptions.MlflowException as error:
-        raise SystemExit(
-            f"{uri}: no such version in {mlflow.get_tracking_uri()} ({error.message}); `make run` "
-            "registers versions, the gate moves `champion`"
-        ) from None
-    name, number = ref.name, str(version.version)
+    name, number = version.name, str(version.version)
     model_dir = Path(
         mlflow.artifacts.download_artifacts(model_uri(name, number), dst_path=str(work_dir / "model"))
     )
+    check_single_sentences(model_dir, uri)
     texts, labels, source = [], [], "no training data found: neighbours are not shown"
     data_run_id = version_data_run_id(name, number)
     if data_run_id:

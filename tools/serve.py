@@ -9,12 +9,14 @@ The model URI names a version (`models:/<name>/<version>`) or an alias (`models:
 image is the one the building step tagged that version with (`server_image`). The container runs on the
 host network with the three ports printed, its log follows on stdout, and Ctrl-C (or SIGTERM) stops it
 with the server's own drain and removes it. `--capture-dir <folder>` (`make serve CAPTURE=<folder>`) mounts
-that folder and turns the server's capture on, so `mlflow run monitor -P traffic=<folder>` has traffic.
+that folder and turns the server's capture on, so `mlflow run monitor -P traffic=<folder>` has traffic;
+`--feedback-dir <folder>` (`make serve FEEDBACK=<folder>`) mounts that one and turns the feedback endpoint on,
+so labels posted to it reach `mlflow run monitor -P feedback=<folder>` (the two may be one folder).
 
 With --challenger, one image holds both versions' files: the champion's server image with the challenger's
 model directory copied in from its own server image (`<champion image>-with-v<challenger version>`, built
-here from a two-line Dockerfile, nothing else rebuilt), run with CHALLENGER_DIR and ROUTE (server/README.md,
-"Two versions": why one server holds both).
+here from a two-line Dockerfile, nothing else rebuilt, removed again on exit), run with CHALLENGER_DIR and
+ROUTE (server/README.md, "Two versions": why one server holds both).
 """
 
 from __future__ import annotations
@@ -82,13 +84,45 @@ def check_route(route: str) -> str:
     return route.strip().lower()
 
 
-def capture_volume(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """The server's environment and volume for capturing into `folder` (it must exist: the server runs as
+def writable_volume(folder: Path, mount: str, variable: str) -> tuple[dict[str, str], dict[str, dict]]:
+    """The server's environment and volume for writing into `folder` (it must exist: the server runs as
     uid 10001 and writes there, so its owner decides who may, e.g. `chmod 777`)."""
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
-        raise ServeError(f"capture folder {folder} does not exist: mkdir -p {folder} && chmod 777 {folder}")
-    return {"CAPTURE_DIR": "/traffic"}, {str(folder): {"bind": "/traffic", "mode": "rw"}}
+        raise ServeError(f"folder {folder} does not exist: mkdir -p {folder} && chmod 777 {folder}")
+    return {variable: mount}, {str(folder): {"bind": mount, "mode": "rw"}}
+
+
+def capture_volume(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Capture every answered request into `folder` (CAPTURE_DIR)."""
+    return writable_volume(folder, "/traffic", "CAPTURE_DIR")
+
+
+def feedback_volume(folder: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Append the labels posted to the feedback endpoint to `folder` (FEEDBACK_DIR). The same folder as the
+    capture's is one volume (the monitor reads labels and capture from one folder as well)."""
+    return writable_volume(folder, "/feedback", "FEEDBACK_DIR")
+
+
+def server_volumes(
+    capture_dir: Path | None, feedback_dir: Path | None
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Environment and volumes for the capture and feedback folders given (each optional)."""
+    environment: dict[str, str] = {}
+    volumes: dict[str, dict[str, str]] = {}
+    if capture_dir:
+        env, vol = capture_volume(capture_dir)
+        environment |= env
+        volumes |= vol
+    if feedback_dir:
+        env, vol = feedback_volume(feedback_dir)
+        host = next(iter(vol))
+        if host in volumes:  # one folder for both: write the labels where the capture goes
+            env = {"FEEDBACK_DIR": volumes[host]["bind"]}
+            vol = {}
+        environment |= env
+        volumes |= vol
+    return environment, volumes
 
 
 def _local_image(engine: docker.DockerClient, image: str, name: str, version: str) -> None:
@@ -138,10 +172,11 @@ def serve(
     capture_dir: Path | None = None,
     challenger_uri: str | None = None,
     route: str = SHADOW_ROUTE,
+    feedback_dir: Path | None = None,
 ) -> int:
     if challenger_uri:
         route = check_route(route)  # before anything is looked up
-    capture_env, volumes = capture_volume(capture_dir) if capture_dir else ({}, {})
+    folders_env, volumes = server_volumes(capture_dir, feedback_dir)
     name, version, image = resolve_image(model_uri)
     served = recorded_served_name(mlflow.MlflowClient().get_model_version(name, version).tags)
     engine = docker.from_env()
@@ -150,7 +185,7 @@ def serve(
         "HTTP_PORT": str(http_port),
         "GRPC_PORT": str(grpc_port),
         "METRICS_PORT": str(metrics_port),
-        **capture_env,
+        **folders_env,
     }
     described = f"{name} version {version}"
     if challenger_uri:
@@ -180,7 +215,10 @@ def serve(
         print(f"  gRPC     127.0.0.1:{grpc_port}", flush=True)
         print(f"  metrics  http://127.0.0.1:{metrics_port}/metrics", flush=True)
         if capture_dir:
-            print(f"  capture  every answered request into {next(iter(volumes))}", flush=True)
+            print(f"  capture  every answered request into {capture_dir.expanduser().resolve()}", flush=True)
+        if feedback_dir:
+            where = feedback_dir.expanduser().resolve()
+            print(f"  feedback POST /v2/models/{served}/feedback appends labels into {where}", flush=True)
         print("Ctrl-C stops and removes it.", flush=True)
         follower = threading.Thread(target=_follow, args=(container,), daemon=True)
         follower.start()
@@ -199,6 +237,16 @@ def serve(
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)
         print(f"removed {container.name}", flush=True)
+        if challenger_uri:
+            remove_both_versions_image(engine, image)
+
+
+def remove_both_versions_image(engine: docker.DockerClient, image: str) -> None:
+    """The two-version image is this command's own (rebuilt in seconds from the two versions' images):
+    removed on exit so that the versions' image garbage collection is not left one image per pair.
+    Another `make serve` still running it keeps it (the engine refuses)."""
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        engine.images.remove(image, noprune=False)
 
 
 def _follow(container: docker.models.containers.Container) -> None:
@@ -215,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--capture-dir", type=Path, help="capture every answered request into this folder")
+    parser.add_argument("--feedback-dir", type=Path, help="turn the feedback endpoint on, writing here")
     parser.add_argument("--challenger", default="", help="a second version's model URI, served beside it")
     parser.add_argument("--route", default=SHADOW_ROUTE, help="with --challenger: shadow or split:<percent>")
     args = parser.parse_args(argv)
@@ -227,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             capture_dir=args.capture_dir,
             challenger_uri=args.challenger or None,
             route=args.route,
+            feedback_dir=args.feedback_dir,
         )
     except ServeError as exc:
         print(f"make serve: {exc}", file=sys.stderr)

@@ -93,6 +93,11 @@ def check_distill_args(args: argparse.Namespace) -> list[str]:
             bool(args.teacher.strip()),
             "teacher must be `none`, `mpnet`, a local Hugging Face folder or a hub id",
         ),
+        (
+            args.teacher == NO_TEACHER or args.few_shot != "true",
+            "few_shot=true trains a contrastive few-label model, which a teacher's soft targets do not "
+            "train: use teacher=none, or few_shot=false to distill",
+        ),
     ]
     return [message for ok, message in checks if not ok]
 
@@ -255,11 +260,33 @@ def train_teacher(prepared, args: argparse.Namespace, source: str, key: str, fit
     return train_logits
 
 
+def refuse_unsupported(prepared, args: argparse.Namespace) -> None:
+    """The tasks distillation does not train (before a teacher costs anything): the distillation loss is a
+    softmax over one class per text, and the teacher reads single sentences."""
+    if prepared.few_shot:
+        raise StepInputError(
+            f"teacher={args.teacher}: this data trains few-shot (the rarest class has fewer than "
+            f"few_shot_threshold={args.few_shot_threshold} training rows), which a teacher's soft targets do "
+            "not train: use teacher=none, or few_shot=false to fine-tune and distill"
+        )
+    if prepared.multi_label:
+        raise StepInputError(
+            f"teacher={args.teacher}: distillation matches one softmax over the classes per text; this data "
+            "has several labels per text (label_mode=multi): use teacher=none (docs/multi-label.md)"
+        )
+    if prepared.train_split.token_type_ids is not None:
+        raise StepInputError(
+            f"teacher={args.teacher}: the teacher reads single sentences; this is a sentence-pair task "
+            "(text_pair_column): use teacher=none (docs/pairs.md)"
+        )
+
+
 def attach_teacher(prepared, args: argparse.Namespace, fit):
     """`prepared` with the teacher's logits on its train rows and the distillation loss (teacher=none: as it
     is). The teacher is trained once per key; a finished teacher run with the same key is reused."""
     if args.teacher == NO_TEACHER:
         return prepared
+    refuse_unsupported(prepared, args)
     source = resolve_teacher(args.teacher)
     key = teacher_key(args, teacher_fingerprint(args.teacher, source), prepared)
     previous = find_teacher_run(key)

@@ -56,7 +56,12 @@ class MeanPoolingClassifier(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         logits = self.classifier(self.dropout(pooled))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        if labels is None:
+            loss = None
+        elif labels.is_floating_point():  # several labels per text: multi-hot targets, a sigmoid per label
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        else:
+            loss = nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 

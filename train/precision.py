@@ -162,10 +162,12 @@ class Bf16Steps:
             self.tokens.refresh(inputs["input_ids"])
         logits = self.copy(**inputs).logits
         # The loss itself in fp32: log-softmax over bf16 logits would round the small differences away.
-        if self.loss_fn is None:
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        else:
+        if self.loss_fn is not None:  # distillation (train/distill.py): the batch carries a teacher's logits
             loss = self.loss_fn(logits.float(), batch)
+        elif labels.is_floating_point():  # several labels per text: multi-hot targets (multilabel_head.py)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         loss.backward()
         sources = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.sources]
         torch._foreach_copy_(self.grads, sources)

@@ -25,6 +25,8 @@ from mlflow.types.schema import Array
 import sentclf
 import sentclf_runtime
 from sentclf.text_model import ARTIFACT_KEYS, TEXT_COLUMN, TextModel
+from sentclf_runtime.config import ServingConfig
+from sentclf_runtime.pairs import pair_input
 
 EXAMPLE_SENTENCES = ["The cat sat on the mat.", "Cat the mat on sat the."]
 
@@ -43,6 +45,13 @@ def text_signature() -> ModelSignature:
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def pair_signature(second: str) -> ModelSignature:
+    """A sentence-pair model's input: two named string columns, `text` and the second input's name (the
+    serving config's `text_pair_input`); the outputs are a single-sentence model's."""
+    inputs = Schema([ColSpec(DataType.string, TEXT_COLUMN), ColSpec(DataType.string, second)])
+    return ModelSignature(inputs=inputs, outputs=text_signature().outputs)
 
 
 def pip_requirements() -> list[str]:
@@ -66,6 +75,9 @@ def log_text_model(
     pyfunc module (a minimal `sentclf` package) and the model's runtime (`sentclf_runtime`, the server's
     scorer), so the model loads without this project installed."""
     files = {"model.onnx": onnx_path, "tokenizer.json": tokenizer_json, "serving_config.json": serving_config}
+    second = pair_input(ServingConfig.read(serving_config))
+    signature = text_signature() if second is None else pair_signature(second)
+    example = {TEXT_COLUMN: EXAMPLE_SENTENCES} | ({} if second is None else {second: EXAMPLE_SENTENCES[::-1]})
     with tempfile.TemporaryDirectory(prefix="sentclf-pyfunc-") as tmp:
         package = Path(tmp) / "sentclf"
         package.mkdir()
@@ -87,8 +99,8 @@ def log_text_model(
             python_model=TextModel(),
             artifacts=artifacts,
             code_paths=[str(package), str(runtime)],
-            signature=text_signature(),
-            input_example=pd.DataFrame({TEXT_COLUMN: EXAMPLE_SENTENCES}),
+            signature=signature,
+            input_example=pd.DataFrame(example),
             pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,
         )

@@ -33,26 +33,45 @@ from sentclf.contract import (
     LABEL_NAMES_TAG,
     MODEL_VERSION_TAG,
     PRECISION_USED_TAG,
+    SERVED_VARIANT_TAG,
+    TEXT_PAIR_TAG,
     TRAIN_RUN_TAG,
+    TRAINING_FEW_SHOT,
+    TRAINING_FINE_TUNE,
+    TRAINING_MODE_TAG,
+    TRAINING_ROWS_TAG,
+    VALIDATION_HELD_OUT,
+    VALIDATION_MODE_TAG,
 )
-from sentclf.data import log_split_inputs, read_label_set, read_split
+from sentclf.data import (
+    log_split_inputs,
+    read_label_mode,
+    read_label_set,
+    read_split,
+    read_text_pair_column,
+)
 from sentclf.hub import offline_reason
 from sentclf.metrics import classification_metrics
 from sentclf.plots import log_confusion_matrix
 from sentclf.schema import LABEL_COLUMN, LabelSet
 from sentclf.tracking import StepInputError, record_inputs, resolve_step_run, step_run
 from sentclf_runtime.config import FILE_NAME, ServingConfig
+from sentclf_runtime.multilabel import MULTI_LABEL
 from sentclf_runtime.names import LEGACY_SERVED_NAME
 
+import multilabel_head
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from distill import NO_TEACHER, attach_teacher, check_distill_args
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
+from few_shot import DEFAULT_THRESHOLD, FEW_SHOT_CHOICES, MIN_ROWS_PER_CLASS, fit_few_shot, use_few_shot
+from int8 import DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
 from modeling import POOLING_CHOICES, build_classifier
+from pair_encoding import serving_config_for
 from precision import PRECISION_CHOICES, resolve_precision
 from pyfunc_model import log_text_model
 from reporting import classification_report, misclassified_table
 from training import EncodedSplit, TrainConfig, collate, encode_split, predict, train
-from variants import VARIANTS, build_variants, compare_variants
+from variants import VARIANTS, build_variants, compare_variants, onnx_logits
 
 logger = logging.getLogger("train")
 
@@ -99,8 +118,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--registered-model-name", required=True)
     add_precision_argument(parser)
+    parser.add_argument(
+        "--int8-max-mcc-loss",
+        type=float,
+        default=DEFAULT_MAX_MCC_LOSS,
+        help="serve_variant=int8: int8 is served only when the 95%% paired-bootstrap interval of its test "
+        "MCC minus fp32's lies above minus this; otherwise fp32 is served (docs/int8.md)",
+    )
+    add_few_shot_arguments(parser)
     add_teacher_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_few_shot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--few-shot",
+        default="auto",
+        help="`true`: contrastive few-label training (train/few_shot.py); `false`: the ordinary fine-tune; "
+        "`auto`: few-shot when the rarest class has fewer than few_shot_threshold training rows (counted "
+        "before the max_train_samples cap)",
+    )
+    parser.add_argument("--few-shot-threshold", type=int, default=DEFAULT_THRESHOLD)
 
 
 def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,6 +200,15 @@ def validate_args(args: argparse.Namespace) -> None:
             args.precision in PRECISION_CHOICES,
             f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {args.precision!r}",
         ),
+        (
+            0 <= args.int8_max_mcc_loss < 1,
+            f"int8_max_mcc_loss must be in [0, 1) (an MCC loss), got {args.int8_max_mcc_loss}",
+        ),
+        (
+            args.few_shot in FEW_SHOT_CHOICES,
+            f"few_shot must be one of {', '.join(FEW_SHOT_CHOICES)}, got {args.few_shot!r}",
+        ),
+        (args.few_shot_threshold >= 1, f"few_shot_threshold must be >= 1, got {args.few_shot_threshold}"),
     ]
     problems = [message for ok, message in checks if not ok] + check_distill_args(args)
     if problems:
@@ -258,14 +305,23 @@ def log_evaluation_artifacts(split: EncodedSplit, logits: np.ndarray, label_set:
     )
 
 
-def write_serving_config(tokenizer_dir: Path, args: argparse.Namespace, label_set: LabelSet) -> Path:
-    """The version's serving config; the name it is served under is building's to set."""
+def write_serving_config(
+    tokenizer_dir: Path,
+    args: argparse.Namespace,
+    label_set: LabelSet,
+    thresholds: tuple[float, ...] | None = None,
+) -> Path:
+    """The version's serving config; the name it is served under is building's to set. `thresholds`: a
+    multi-label model's per-label decision thresholds (label_mode multi)."""
+    multi = {"label_mode": MULTI_LABEL, "thresholds": thresholds} if thresholds is not None else {}
     config = ServingConfig(
         labels=tuple(label_set.names),
         max_seq_length=args.max_seq_length,
         model_name=LEGACY_SERVED_NAME,
         extra={"input_names": INPUT_NAMES, "output_name": OUTPUT_NAME},
+        **multi,
     )
+    config = serving_config_for(config, getattr(args, "text_pair_column", None))
     return config.write(tokenizer_dir / FILE_NAME)
 
 
@@ -275,12 +331,16 @@ MODEL_METRIC_PREFIXES = ("val_", "best_val_", "parity_", "variant_", "decision_s
 
 
 def log_and_register(
-    onnx_path: Path, tokenizer_dir: Path, args: argparse.Namespace, label_set: LabelSet
+    onnx_path: Path,
+    tokenizer_dir: Path,
+    args: argparse.Namespace,
+    label_set: LabelSet,
+    thresholds: tuple[float, ...] | None = None,
 ) -> str:
     """Log the text-level pyfunc (ONNX graph, tokenizer, serving config), register a version (tagged with
     its run and its classes' names), alias it `challenger`, and log the validation metrics against the
     version's model_id."""
-    serving_config = write_serving_config(tokenizer_dir, args, label_set)
+    serving_config = write_serving_config(tokenizer_dir, args, label_set, thresholds)
     info = log_text_model(
         onnx_path, tokenizer_dir / "tokenizer.json", serving_config, args.registered_model_name
     )
@@ -297,6 +357,9 @@ def log_and_register(
     client.set_registered_model_alias(args.registered_model_name, CHALLENGER_ALIAS, version)
     client.set_model_version_tag(args.registered_model_name, version, TRAIN_RUN_TAG, run_id)
     client.set_model_version_tag(args.registered_model_name, version, LABEL_NAMES_TAG, label_set.names_json())
+    text_pair_column = getattr(args, "text_pair_column", None)
+    if text_pair_column:
+        client.set_model_version_tag(args.registered_model_name, version, TEXT_PAIR_TAG, text_pair_column)
     mlflow.set_tag(MODEL_VERSION_TAG, version)
     logger.info(
         "registered %s version %s (alias %s, model %s)",
@@ -352,6 +415,9 @@ class Prepared:
     validation_split: EncodedSplit
     calibrate: bool
     precision: str
+    data_run_id: str = ""
+    multi_label: bool = False
+    few_shot: bool = False
     # The training loss when a teacher is distilled (train/distill.py); None: cross-entropy on the labels.
     loss_fn: object = None
 
@@ -371,38 +437,133 @@ def prepare(args: argparse.Namespace) -> Prepared:
     record_inputs(data_run_id=data_run_id)
     label_set = read_label_set(data_run_id)
     configure_head(config, label_set)
+    multi = read_label_mode(data_run_id) == MULTI_LABEL
+    if multi:  # a sigmoid per label, BCE-with-logits (the stock HF head reads problem_type)
+        config.problem_type = "multi_label_classification"
+    if multi and args.serve_variant == INT8:  # before training: the run could not serve what it asks for
+        raise StepInputError(
+            "serve_variant=int8 is served only when a paired bootstrap keeps its test MCC, a single-label "
+            "measure; this data has several labels per text (label_mode=multi): use serve_variant=fp32 or "
+            "optimized (docs/int8.md)"
+        )
     mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
+    # A sentence-pair task (pair_encoding.py): the serving config and the version say so.
+    args.text_pair_column = read_text_pair_column(data_run_id)
+    if args.text_pair_column:
+        mlflow.set_tag(TEXT_PAIR_TAG, args.text_pair_column)
     # The margin shift is a two-class decision; for more classes the argmax decides (README: no per-class
     # bias is fitted, validation is too small per class to fit and check one on).
-    calibrate = args.tune_threshold and label_set.is_binary
+    calibrate = args.tune_threshold and label_set.is_binary and not multi
     mlflow.set_tag(DECISION_CALIBRATION_TAG, MARGIN_SHIFT if calibrate else NO_CALIBRATION)
-    if args.tune_threshold and not calibrate:
+    if multi:
+        logger.info("several labels per text: one decision threshold per label, tuned on validation")
+    elif args.tune_threshold and not calibrate:
         logger.info(
             "tune_threshold: %d classes, no decision calibration (the argmax decides)", label_set.size
         )
     mlflow.log_param("torch_threads", torch.get_num_threads())
     train_frame = read_split(data_run_id, "train")
-    validation_frame = read_split(data_run_id, "validation")
-    check_labels(train_frame, "train", label_set, data_run_id)
-    check_labels(validation_frame, "validation", label_set, data_run_id)
-    log_split_inputs(data_run_id, {"train": train_frame, "validation": validation_frame})
+    validation_frame = read_split(data_run_id, "validation", allow_empty=True)  # empty: few-shot data
+    check = multilabel_head.check_lists if multi else None
+    for name, frame in (("train", train_frame), ("validation", validation_frame)):
+        if check:
+            check(frame, LABEL_COLUMN, name, label_set, data_run_id)
+        else:
+            check_labels(frame, name, label_set, data_run_id)
+    # A few-shot data set may have no validation rows (MLflow cannot digest an empty frame).
+    split_frames = {"train": train_frame, "validation": validation_frame}
+    log_split_inputs(data_run_id, {name: frame for name, frame in split_frames.items() if len(frame)})
+    few_shot = choose_few_shot(args, train_frame, label_set, multi)
     if args.max_train_samples != -1 and args.max_train_samples < len(train_frame):
         train_frame = train_frame.sample(n=args.max_train_samples, random_state=args.seed).reset_index(
             drop=True
         )
-    if args.batch_size > len(train_frame):
+    # Rows per class after the cap (few-shot is single-label: a multi-label frame's labels are lists).
+    counts = (
+        np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
+        if few_shot
+        else None
+    )
+    check_few_shot_data(few_shot, counts, len(validation_frame), args)
+    if args.batch_size > len(train_frame) and not few_shot:  # few-shot batches pairs, not rows
         raise StepInputError(
             f"batch_size {args.batch_size} is larger than the {len(train_frame)} training rows: lower "
             "batch_size or raise max_train_samples"
         )
-    check_every_class_is_trained(
-        train_frame[LABEL_COLUMN].to_numpy(np.int64), label_set, args.max_train_samples
-    )
+    if multi:
+        targets = multilabel_head.multi_hot(train_frame[LABEL_COLUMN], label_set.size)
+        multilabel_head.check_every_label_is_trained(targets, label_set)
+    else:
+        check_every_class_is_trained(
+            train_frame[LABEL_COLUMN].to_numpy(np.int64), label_set, args.max_train_samples
+        )
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    train_split = encode_split(train_frame, tokenizer, args.max_seq_length)
-    validation_split = encode_split(validation_frame, tokenizer, args.max_seq_length)
-    return Prepared(source, config, label_set, tokenizer, train_split, validation_split, calibrate, precision)
+    size = label_set.size if multi else 0
+    train_split = encode_split(train_frame, tokenizer, args.max_seq_length, size)
+    validation_split = (
+        encode_split(validation_frame, tokenizer, args.max_seq_length, size)
+        if len(validation_frame)
+        else EncodedSplit([], np.zeros(0, np.int64), [])  # few-shot without validation: cross-validated
+    )
+    if few_shot and calibrate:  # the head is a logistic regression: its own probabilities decide
+        calibrate = False
+        mlflow.set_tag(DECISION_CALIBRATION_TAG, NO_CALIBRATION)
+    return Prepared(
+        source,
+        config,
+        label_set,
+        tokenizer,
+        train_split,
+        validation_split,
+        calibrate,
+        precision,
+        data_run_id,
+        multi,
+        few_shot,
+    )
+
+
+def choose_few_shot(
+    args: argparse.Namespace, train_frame: pd.DataFrame, label_set: LabelSet, multi: bool
+) -> bool:
+    """Whether this run trains few-shot (few_shot=auto|true|false). Few labels are a property of the data,
+    not of a max_train_samples cap (a quick run on big data), so rows are counted before it. Few-shot is a
+    single-label recipe whose head is judged on fp32: multi-label data and serve_variant=int8 are refused
+    when few-shot is asked for (auto then fine-tunes multi-label data)."""
+    if multi:
+        if args.few_shot == "true":
+            raise StepInputError(
+                "few_shot=true trains a single-label head (one class per text); this data has several labels "
+                "per text (label_mode=multi): use few_shot=false or auto (docs/few-labels.md)"
+            )
+        return False
+    labelled = np.bincount(train_frame[LABEL_COLUMN].to_numpy(np.int64), minlength=label_set.size)
+    few_shot = use_few_shot(args.few_shot, labelled, args.few_shot_threshold)
+    if few_shot and args.serve_variant == INT8:  # before training: the run could not serve what it asks for
+        raise StepInputError(
+            "this run trains few-shot (few_shot="
+            f"{args.few_shot}, the rarest class has {int(labelled.min())} training rows), which serves fp32 "
+            "only: use serve_variant=fp32 or optimized, or few_shot=false with more labelled rows "
+            "(docs/few-labels.md)"
+        )
+    return few_shot
+
+
+def check_few_shot_data(few_shot: bool, counts: np.ndarray | None, validation_rows: int, args) -> None:
+    """A preprocess run without a validation split (too few rows to hold any out) can only be trained
+    few-shot, which cross-validates instead; few-shot needs two rows of every class for a positive pair."""
+    if not few_shot and validation_rows == 0:
+        raise StepInputError(
+            "the preprocess run has no validation split (too few rows per class to hold any out), which "
+            f"only the few-shot mode can train on (it cross-validates): use few_shot=auto or true "
+            f"(now {args.few_shot}), or add labelled rows and rerun preprocess"
+        )
+    if few_shot and counts.min() < MIN_ROWS_PER_CLASS:
+        raise StepInputError(
+            f"few-shot training needs at least {MIN_ROWS_PER_CLASS} training rows of every class (pairs of "
+            f"the same class), the rarest has {int(counts.min())}: add labelled rows of it"
+        )
 
 
 def fit(
@@ -453,16 +614,29 @@ def fit(
     return model, summary
 
 
-def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace) -> str:
+def finish(
+    model: torch.nn.Module,
+    prepared: Prepared,
+    args: argparse.Namespace,
+    cross_validated: tuple[EncodedSplit, np.ndarray] | None = None,
+) -> str:
     """The trained model's threshold, evaluation artifacts, ONNX export, parity check, variants, and its
-    registered version (`challenger`), all on the active run; the version."""
+    registered version (`challenger`), all on the active run; the version. `cross_validated` (few-shot
+    without a validation split): the training rows and their out-of-fold logits, which the evaluation
+    artifacts show instead; the export is then checked on the training rows."""
     tokenizer, config, label_set = prepared.tokenizer, prepared.config, prepared.label_set
     validation_split, calibrate = prepared.validation_split, prepared.calibrate
+    if not len(validation_split):
+        validation_split = prepared.train_split
 
     logits, _ = predict(model, validation_split, args.batch_size * 2, tokenizer.pad_token_id)
     if calibrate:
         logits = tune_threshold(model, validation_split, logits, args.batch_size * 2, tokenizer.pad_token_id)
-    log_evaluation_artifacts(validation_split, logits, label_set)
+    thresholds = None
+    if prepared.multi_label:  # per-label thresholds tuned on validation, shipped in the serving config
+        thresholds = multilabel_head.tune_and_log(validation_split.labels, logits, label_set.names)
+    else:
+        log_evaluation_artifacts(*(cross_validated or (validation_split, logits)), label_set)
 
     with tempfile.TemporaryDirectory(prefix="sentclf-train-") as tmp:
         tmp_dir = Path(tmp)
@@ -471,23 +645,83 @@ def finish(model: torch.nn.Module, prepared: Prepared, args: argparse.Namespace)
         parity = parity_report(model, onnx_path, validation_split, tokenizer.pad_token_id)
         mlflow.log_metrics(parity)
         check_parity(parity)
-        variants = build_variants(onnx_path, config, tmp_dir)
+        wants_int8 = args.serve_variant == INT8
+        calibration = TrainingRows(prepared.train_split.input_ids, seed=args.seed) if wants_int8 else None
+        variants = build_variants(onnx_path, config, tmp_dir, calibration)
         mlflow.log_metrics(compare_variants(variants, validation_split, logits, tokenizer.pad_token_id))
-        mlflow.set_tag("served_variant", args.serve_variant)
+        served = choose_variant(variants, prepared, args)
+        mlflow.set_tag(SERVED_VARIANT_TAG, served)
         for name, path in variants.items():
-            if name != args.serve_variant:  # the served one is the logged model itself
+            if name != served:  # the served one is the logged model itself
                 mlflow.log_artifact(str(path), "onnx_variants")
         tokenizer_dir = tmp_dir / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
-        return log_and_register(variants[args.serve_variant], tokenizer_dir, args, label_set)
+        return log_and_register(variants[served], tokenizer_dir, args, label_set, thresholds)
+
+
+def choose_variant(variants: dict[str, Path], prepared: Prepared, args: argparse.Namespace) -> str:
+    """The variant asked for, except int8, which is served only when it keeps fp32's test MCC within
+    int8_max_mcc_loss on the same test rows (int8.py); the comparison is recorded either way."""
+    if args.serve_variant != INT8:
+        return args.serve_variant
+    frame = read_split(prepared.data_run_id, "test")
+    check_labels(frame, "test", prepared.label_set, prepared.data_run_id)
+    log_split_inputs(prepared.data_run_id, {"test": frame})
+    test_split = encode_split(frame, prepared.tokenizer, args.max_seq_length)
+    pad_id = prepared.tokenizer.pad_token_id
+    fp32, int8 = (onnx_logits(variants[name], test_split, pad_id).argmax(axis=1) for name in ("fp32", INT8))
+    decision = decide(test_split.labels, fp32, int8, prepared.label_set.size, args.int8_max_mcc_loss)
+    record(decision)
+    return decision.served
 
 
 def log_epoch_metrics(epoch: int, metrics: dict) -> None:
     mlflow.log_metrics(metrics, step=epoch)
 
 
+def fit_few_shot_model(
+    prepared: Prepared, args: argparse.Namespace
+) -> tuple[torch.nn.Module, tuple[EncodedSplit, np.ndarray] | None]:
+    """The few-shot model (train/few_shot.py) and its validation metrics: on the validation split, or
+    cross-validated over the training rows when there is none (then also those rows and their logits)."""
+    seed_everything(args.seed)
+    pad_id = prepared.tokenizer.pad_token_id
+    result = fit_few_shot(
+        prepared.source,
+        prepared.config,
+        prepared.train_split,
+        prepared.validation_split,
+        args.batch_size,
+        args.seed,
+        pad_id,
+    )
+    if result.out_of_fold is not None:
+        checked, logits = prepared.train_split, result.out_of_fold
+        mlflow.set_tag(VALIDATION_MODE_TAG, f"cross_validation_{result.folds}_folds")
+    else:
+        checked = prepared.validation_split
+        logits, _ = predict(result.model, checked, args.batch_size * 2, pad_id)
+    size = prepared.label_set.size
+    summary = classification_metrics(checked.labels, logits.argmax(axis=1), size, per_class=False)
+    mlflow.log_metrics(result.summary | {f"val_{key}": value for key, value in summary.items()})
+    logger.info("few-shot: %d training rows, validation %s", len(prepared.train_split), summary)
+    return result.model, (checked, logits) if result.out_of_fold is not None else None
+
+
 def run(args: argparse.Namespace) -> None:
     prepared = attach_teacher(prepare(args), args, fit)
+    mode = TRAINING_FEW_SHOT if prepared.few_shot else TRAINING_FINE_TUNE
+    mlflow.set_tags(
+        {
+            TRAINING_MODE_TAG: mode,
+            TRAINING_ROWS_TAG: len(prepared.train_split),
+            VALIDATION_MODE_TAG: VALIDATION_HELD_OUT,
+        }
+    )
+    if prepared.few_shot:
+        model, cross_validated = fit_few_shot_model(prepared, args)
+        finish(model, prepared, args, cross_validated)
+        return
     model, _ = fit(prepared, args, log_epoch_metrics)
     finish(model, prepared, args)
 

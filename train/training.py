@@ -18,7 +18,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 from sentclf.metrics import classification_metrics
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
+import multilabel_head
 from calibration import best_margin_shift
+from pair_encoding import encode_pairs, is_pairs
 from precision import LossFn, model_inputs, training_steps
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class EncodedSplit:
     input_ids: list[list[int]]
     labels: np.ndarray
     texts: list[str]
+    token_type_ids: list[list[int]] | None = None  # a sentence-pair split's segments (pair_encoding.py)
     # A teacher's logits for each row (distillation, train/distill.py); batches carry them when set.
     teacher_logits: np.ndarray | None = None
 
@@ -62,12 +65,19 @@ class EncodedSplit:
 
 
 def encode_split(
-    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_seq_length: int
+    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_seq_length: int, multi_label_size: int = 0
 ) -> EncodedSplit:
-    encoded = tokenizer(frame[TEXT_COLUMN].tolist(), truncation=True, max_length=max_seq_length)
-    return EncodedSplit(
-        encoded["input_ids"], frame[LABEL_COLUMN].to_numpy(np.int64), frame[TEXT_COLUMN].tolist()
+    """`multi_label_size` > 0: the labels are lists of label indices, encoded multi-hot (float32)."""
+    labels = (
+        multilabel_head.multi_hot(frame[LABEL_COLUMN], multi_label_size)
+        if multi_label_size
+        else frame[LABEL_COLUMN].to_numpy(np.int64)
     )
+    if is_pairs(frame):
+        input_ids, token_type_ids, shown = encode_pairs(frame, tokenizer, max_seq_length)
+        return EncodedSplit(input_ids, labels, shown, token_type_ids)
+    encoded = tokenizer(frame[TEXT_COLUMN].tolist(), truncation=True, max_length=max_seq_length)
+    return EncodedSplit(encoded["input_ids"], labels, frame[TEXT_COLUMN].tolist())
 
 
 def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
@@ -76,13 +86,16 @@ def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, 
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    token_type_ids = torch.zeros_like(input_ids)
     for row, sequence in enumerate(sequences):
         input_ids[row, : len(sequence)] = torch.tensor(sequence)
         attention_mask[row, : len(sequence)] = 1
+        if split.token_type_ids is not None:  # a pair's second segment, as the runtime's scorer feeds it
+            token_type_ids[row, : len(sequence)] = torch.tensor(split.token_type_ids[indices[row]])
     batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
-        "token_type_ids": torch.zeros_like(input_ids),
+        "token_type_ids": token_type_ids,
         "labels": torch.from_numpy(split.labels[indices]),
     }
     if split.teacher_logits is not None:
@@ -134,6 +147,8 @@ def evaluate(
     with `tune_threshold` (two classes), also the MCC the model reaches once its decision threshold is tuned
     on this split (what the train step will ship)."""
     logits, loss = predict(model, split, batch_size, pad_id)
+    if split.labels.ndim == 2:  # several labels per text
+        return {"loss": loss, **multilabel_head.validation_metrics(split.labels, logits)}
     summary = classification_metrics(split.labels, logits.argmax(axis=1), logits.shape[1], per_class=False)
     metrics = {"loss": loss, **summary}
     if tune_threshold:
@@ -261,7 +276,7 @@ def train(
             validation = evaluate(
                 model, validation_split, config.batch_size * 2, pad_id, config.tune_threshold
             )
-            score = validation["mcc_tuned_threshold" if config.tune_threshold else "mcc"]
+            score = validation[multilabel_head.selection_key(validation, config.tune_threshold)]
             metrics = {
                 "train_loss": running_loss / len(train_split),
                 "train_samples_per_second": len(train_split) / epoch_seconds,
@@ -270,16 +285,19 @@ def train(
             log_epoch(epoch, metrics)
             if score > best["mcc"]:
                 best = {"mcc": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        logger.info(
-            "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f%s (%.0f samples/s)",
-            epoch,
-            metrics["train_loss"],
-            validation["loss"],
-            validation["accuracy"],
-            validation["mcc"],
-            f" ({score:.4f} at the tuned threshold)" if config.tune_threshold else "",
-            metrics["train_samples_per_second"],
-        )
+        if "mcc" not in validation:  # several labels per text
+            multilabel_head.log_epoch(epoch, metrics["train_loss"], validation)
+        else:
+            logger.info(
+                "epoch %d: train_loss %.4f val_loss %.4f val_acc %.4f val_mcc %.4f%s (%.0f samples/s)",
+                epoch,
+                metrics["train_loss"],
+                validation["loss"],
+                validation["accuracy"],
+                validation["mcc"],
+                f" ({score:.4f} at the tuned threshold)" if config.tune_threshold else "",
+                metrics["train_samples_per_second"],
+            )
         if best["epoch"] == epoch:
             epochs_without_gain = 0
         else:
@@ -295,7 +313,7 @@ def train(
     model.eval()
     return {
         "best_epoch": best["epoch"],
-        "best_val_mcc": best["mcc"],
+        multilabel_head.best_key(validation_split): best["mcc"],
         "epochs_run": epoch,
         # Not `train_samples_per_second`: that name holds the per-epoch series, whose last step would hide it.
         "mean_train_samples_per_second": samples_seen / train_seconds,

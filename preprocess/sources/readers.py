@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sentclf.schema import COLA_LABELS, LABEL_COLUMN, TEXT_COLUMN
+from sentclf.schema import COLA_LABELS, LABEL_COLUMN, TEXT_COLUMN, TEXT_PAIR_COLUMN
 from sentclf.tracking import StepInputError
 
 SUPPORTED_SUFFIXES = (".tsv", ".csv", ".parquet", ".jsonl")
@@ -47,16 +47,18 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Columns:
     """The user's names of the text and label columns (parameters text_column, label_column), and of the
-    columns to keep for sliced metrics (parameter slice_columns; kept under their own names)."""
+    columns to keep for sliced metrics (parameter slice_columns; kept under their own names), and of a
+    sentence-pair task's second text column (parameter text_pair_column; None: single sentences)."""
 
     text: str = TEXT_COLUMN
     label: str = LABEL_COLUMN
     slices: tuple[str, ...] = ()
+    pair: str | None = None
 
     @property
     def used(self) -> list[str]:
         """Every column read from a file, in order."""
-        return [self.text, self.label, *self.slices]
+        return [self.text, *([self.pair] if self.pair else []), self.label, *self.slices]
 
 
 def check_utf8(path: Path) -> None:
@@ -127,9 +129,13 @@ def as_schema_frame(frame: pd.DataFrame, where: str, columns: Columns) -> pd.Dat
     renamed = frame[[columns.text, columns.label]].rename(
         columns={columns.text: TEXT_COLUMN, columns.label: LABEL_COLUMN}
     )
+    if columns.pair:  # a sentence-pair task's second text (preprocess/text_pairs.py)
+        renamed.insert(1, TEXT_PAIR_COLUMN, frame[columns.pair].to_numpy())
     slices = {name: slice_values(frame[name]) for name in columns.slices}
     result = renamed.assign(**slices, row=range(1, len(renamed) + 1)).reset_index(drop=True)
     result.attrs = {USER_COLUMNS_ATTR: {TEXT_COLUMN: columns.text, LABEL_COLUMN: columns.label}}
+    if columns.pair:
+        result.attrs[USER_COLUMNS_ATTR][TEXT_PAIR_COLUMN] = columns.pair
     return result
 
 
@@ -143,6 +149,7 @@ def require_columns(where: str, found: list[str], columns: Columns) -> None:
     for role, name, parameter in (
         ("text", columns.text, "text_column"),
         ("label", columns.label, "label_column"),
+        *((("second text", columns.pair, "text_pair_column"),) if columns.pair else ()),
         *(("slice", name, "slice_columns") for name in columns.slices),
     ):
         if name not in found:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sentclf_runtime.config import ConfigError, ServingConfig
 from sentclf_runtime.names import LEGACY_SERVED_NAME
+from sentclf_runtime.pairs import pair_input
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -47,6 +48,11 @@ class Settings:
     @property
     def labels(self) -> tuple[str, ...]:
         return self.serving.labels
+
+    @property
+    def pair_input(self) -> str | None:
+        """A sentence-pair model's second input (sentclf_runtime.pairs); None: single sentences."""
+        return pair_input(self.serving)
 
     @property
     def max_seq_length(self) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sentclf_runtime.outputs import TEXT_INPUT
+from sentclf_runtime.pairs import PairError, check_pairs, joined_texts
 
 from . import SERVER_NAME, __version__
 from .batcher import BatcherStopped, DynamicBatcher, RequestCancelled
@@ -27,7 +28,8 @@ from .config import Settings
 from .feedback import FeedbackLog
 from .limits import LimitExceeded, RequestLimits
 from .metrics import ModelMetrics, count_routed
-from .outputs import output_metadata
+from .outputs import served_metadata
+from .pair_inputs import input_names
 from .refusals import log_refusal
 from .shadow import SHADOW_MAX_IN_FLIGHT, ShadowScorer
 from .versions import ROUTE_CHALLENGER, ROUTE_CHAMPION, ROUTE_DIRECT, ROUTE_SHADOW, Route, Versions
@@ -167,10 +169,13 @@ class DataPlane:
             "name": settings.model_name,
             "versions": [v.version for v in self.served],
             "platform": PLATFORM,
-            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+            "inputs": [
+                {"name": name, "datatype": "BYTES", "shape": [-1]}
+                for name in input_names(settings.pair_input)
+            ],
             "outputs": [
                 {"name": name, "datatype": datatype, "shape": shape}
-                for name, datatype, shape in output_metadata(len(settings.labels))
+                for name, datatype, shape in served_metadata(settings.serving)
             ],
         }
 
@@ -222,10 +227,17 @@ class DataPlane:
         request_id: str | None = None,
         routing_key: str | None = None,
         outcome: RequestOutcome | None = None,
+        text_pairs: list[str] | None = None,
     ) -> Answer:
         """Score validated sentences (each first cut to what the model reads) with the version the route
         chooses (or the one named); its answer, version, route and the request's id (generated when the
-        caller sent none). In shadow mode a copy goes to the challenger after the answer."""
+        caller sent none). In shadow mode a copy goes to the challenger after the answer. A sentence-pair
+        model takes `text_pairs`, one per text (sentclf_runtime.pairs); each pair goes to the batcher as
+        one (text, text_pair) item."""
+        try:
+            check_pairs(self.settings.serving, texts, text_pairs, INPUT_NAME)
+        except PairError as exc:
+            raise InferenceError("INVALID_ARGUMENT", str(exc)) from None
         request_id = request_id or uuid.uuid4().hex
         target, route = self.choose(version, routing_key or request_id)
         if outcome is not None:
@@ -240,6 +252,11 @@ class DataPlane:
         sent = texts
         texts = self.limits.cut(texts, target.metrics.truncated.inc)
         check_text(texts)  # what the tokenizer will read
+        if text_pairs is not None:
+            pairs = self.limits.cut(text_pairs, target.metrics.truncated.inc)
+            check_text(pairs, self.settings.pair_input)
+            texts = list(zip(texts, pairs, strict=True))
+            sent = joined_texts(sent, text_pairs)  # the capture keeps a pair as one text
         try:
             probs, queue_s, compute_s = batcher.submit_timed(texts, on_cancel)
         except BatcherStopped as exc:
@@ -268,7 +285,7 @@ class DataPlane:
             self.capture.offer(sent, probs, request_id, challenger.version, False, ROUTE_SHADOW)
 
 
-def check_text(texts: list[str]) -> None:
+def check_text(texts: list[str], name: str = INPUT_NAME) -> None:
     """Refuse a request whose text the tokenizer cannot take (a lone surrogate such as JSON's "\\ud800",
     which has no UTF-8 form) before it joins a batch, where it would fail its batch-mates too."""
     for index, text in enumerate(texts):
@@ -279,6 +296,6 @@ def check_text(texts: list[str]) -> None:
         except UnicodeEncodeError as exc:
             raise InferenceError(
                 "INVALID_ARGUMENT",
-                f"input '{INPUT_NAME}' element {index} is not valid Unicode text ({exc.reason} at character "
+                f"input '{name}' element {index} is not valid Unicode text ({exc.reason} at character "
                 f"{exc.start}); send UTF-8 text without lone surrogates",
             ) from None

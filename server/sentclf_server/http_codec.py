@@ -20,6 +20,7 @@ from sentclf_runtime.outputs import TEXT_INPUT
 
 from .codec import CodecError, decode_bytes_tensor
 from .outputs import OUTPUT_NAMES, OutputTensor
+from .pair_inputs import PairInputError, parse_http_pairs
 
 INPUT_NAME = TEXT_INPUT  # the runtime's name, shared with the clients
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -37,6 +38,7 @@ class InferRequest:
     binary: dict[str, bool]  # output name -> sent as binary data
     id: str | None
     routing_key: str | None = None  # parameters.routing_key: the caller's key for a split route
+    text_pairs: list[str] | None = None  # a sentence-pair model's second texts (pair_inputs.py)
 
 
 def _object(value: object, what: str) -> dict:
@@ -77,9 +79,9 @@ def _text_tensor(request: dict) -> dict:
     return inputs[0]
 
 
-def _count(tensor: dict) -> int:
+def _count(tensor: dict, name: str = INPUT_NAME) -> int:
     if tensor.get("datatype") != "BYTES":
-        raise BadRequest(f"input '{INPUT_NAME}' must be BYTES, got datatype {tensor.get('datatype')!r}")
+        raise BadRequest(f"input '{name}' must be BYTES, got datatype {tensor.get('datatype')!r}")
     shape = tensor.get("shape")
     if (
         not isinstance(shape, list)
@@ -88,56 +90,56 @@ def _count(tensor: dict) -> int:
         or isinstance(shape[0], bool)
         or shape[0] < 0
     ):
-        raise BadRequest(f"input '{INPUT_NAME}' must have shape [batch] (1-D), got {shape}")
+        raise BadRequest(f"input '{name}' must have shape [batch] (1-D), got {shape}")
     return shape[0]
 
 
-def _strings(tensor: dict, binary: bytes, count: int) -> list[str]:
-    parameters = _object(tensor.get("parameters", {}), f"input '{INPUT_NAME}' parameters")
+def _strings(tensor: dict, binary: bytes, count: int, name: str = INPUT_NAME) -> list[str]:
+    parameters = _object(tensor.get("parameters", {}), f"input '{name}' parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
         if "data" in tensor:
-            raise BadRequest(f"input '{INPUT_NAME}' has both 'data' and binary_data_size")
+            raise BadRequest(f"input '{name}' has both 'data' and binary_data_size")
         if not isinstance(size, int) or size != len(binary):
-            raise BadRequest(f"input '{INPUT_NAME}' binary_data_size {size} but {len(binary)} bytes follow")
+            raise BadRequest(f"input '{name}' binary_data_size {size} but {len(binary)} bytes follow")
         try:
             items = decode_bytes_tensor(binary)
         except CodecError as exc:
-            raise BadRequest(f"input '{INPUT_NAME}' binary BYTES are malformed: {exc}") from None
+            raise BadRequest(f"input '{name}' binary BYTES are malformed: {exc}") from None
         texts = []
         for index, item in enumerate(items):
             try:
                 texts.append(item.decode("utf-8"))
             except UnicodeDecodeError as exc:
-                raise BadRequest(f"input '{INPUT_NAME}' element {index} is not valid UTF-8: {exc}") from None
+                raise BadRequest(f"input '{name}' element {index} is not valid UTF-8: {exc}") from None
     else:
         if binary:
             raise BadRequest(f"{len(binary)} bytes follow the JSON, but no input announces binary data")
         data = tensor.get("data")
         if not isinstance(data, list):
-            raise BadRequest(f"input '{INPUT_NAME}' needs 'data': a list of strings")
+            raise BadRequest(f"input '{name}' needs 'data': a list of strings")
         if not all(isinstance(item, str) for item in data):
-            raise BadRequest(f"input '{INPUT_NAME}' data must be JSON strings (BYTES elements)")
+            raise BadRequest(f"input '{name}' data must be JSON strings (BYTES elements)")
         texts = data
     if len(texts) != count:
-        raise BadRequest(f"input '{INPUT_NAME}' has shape [{count}] but {len(texts)} elements")
+        raise BadRequest(f"input '{name}' has shape [{count}] but {len(texts)} elements")
     return texts
 
 
-def _outputs(request: dict) -> tuple[list[str], dict[str, bool]]:
+def _outputs(request: dict, available: Sequence[str] = OUTPUT_NAMES) -> tuple[list[str], dict[str, bool]]:
     parameters = _object(request.get("parameters", {}), "'parameters'")
     default_binary = parameters.get("binary_data_output") is True
     asked = request.get("outputs")
     if asked is None or asked == []:
-        return list(OUTPUT_NAMES), dict.fromkeys(OUTPUT_NAMES, default_binary)
+        return list(available), dict.fromkeys(available, default_binary)
     if not isinstance(asked, list) or not all(isinstance(item, dict) for item in asked):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     names: list[str] = []
     binary: dict[str, bool] = {}
     for output in asked:
         name = output.get("name")
-        if name not in OUTPUT_NAMES:
-            raise BadRequest(f"unknown output '{name}'; available: {list(OUTPUT_NAMES)}")
+        if name not in available:
+            raise BadRequest(f"unknown output '{name}'; available: {list(available)}")
         out_params = _object(output.get("parameters", {}), f"output '{name}' parameters")
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in out_params]
         if unsupported:
@@ -149,21 +151,34 @@ def _outputs(request: dict) -> tuple[list[str], dict[str, bool]]:
     return names, binary
 
 
-def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
+def parse_infer_request(
+    body: bytes,
+    header_length: int | None,
+    pair_input: str | None = None,
+    available: Sequence[str] = OUTPUT_NAMES,
+) -> InferRequest:
     """The sentences, outputs and id of an infer request body; BadRequest for anything malformed.
-    The sentence count is checked against the request limits by the caller (empty batch included)."""
+    The sentence count is checked against the request limits by the caller (empty batch included).
+    `pair_input`: a sentence-pair model's second input, read beside `text` (pair_inputs.py)."""
     request, binary = _header(body, header_length)
-    tensor = _text_tensor(request)
-    count = _count(tensor)
-    texts = _strings(tensor, binary, count)
-    outputs, binary_outputs = _outputs(request)
+    text_pairs = None
+    if pair_input is None:
+        tensor = _text_tensor(request)
+        count = _count(tensor)
+        texts = _strings(tensor, binary, count)
+    else:
+        try:
+            texts, text_pairs = parse_http_pairs(request, binary, pair_input, _count, _strings)
+        except PairInputError as exc:
+            raise BadRequest(str(exc)) from None
+    outputs, binary_outputs = _outputs(request, available)
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")
     routing_key = _object(request.get("parameters", {}), "'parameters'").get("routing_key")
     if routing_key is not None and not isinstance(routing_key, str):
         raise BadRequest("parameters.routing_key must be a string (the caller's key for a split route)")
-    return InferRequest(texts, outputs, binary_outputs, request_id, routing_key)
+    return InferRequest(texts, outputs, binary_outputs, request_id, routing_key, text_pairs)
 
 
 def _json_data(tensor: OutputTensor) -> list:

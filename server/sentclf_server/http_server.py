@@ -46,7 +46,8 @@ from .dataplane import HTTP_STATUS, DataPlane, InferenceError, RequestOutcome
 from .feedback import FeedbackError, parse_feedback
 from .http_codec import HEADER_LENGTH, BadRequest, encode_infer_response, error_body, parse_infer_request
 from .metrics import count_request
-from .outputs import LABEL_NAMES_PARAMETER, encode_outputs, label_names_json, output_metadata
+from .outputs import config_parameters, encode_outputs, served_metadata, served_outputs, thresholds_of
+from .pair_inputs import input_names
 from .refusals import RateLimitFilter, log_refusal
 from .versions import ROUTING_KEY_HEADER
 
@@ -277,7 +278,12 @@ class InferenceApp:
         """In a worker thread: parse, infer (in the chosen version's batcher), encode."""
         plane = self.plane
         try:
-            request = parse_infer_request(body, int(header_length) if header_length is not None else None)
+            request = parse_infer_request(
+                body,
+                int(header_length) if header_length is not None else None,
+                plane.settings.pair_input,
+                served_outputs(plane.settings.serving),
+            )
         except (BadRequest, ValueError) as exc:
             raise InferenceError("INVALID_ARGUMENT", str(exc)) from None
         plane.check_count(len(request.texts))
@@ -287,9 +293,12 @@ class InferenceApp:
             request_id=request.id,
             routing_key=request.routing_key or routing_key,
             outcome=outcome,
+            text_pairs=request.text_pairs,
         )
         settings = plane.settings
-        tensors = encode_outputs(answer.probs, settings.labels, request.outputs)
+        tensors = encode_outputs(
+            answer.probs, settings.labels, request.outputs, thresholds_of(settings.serving)
+        )
         payload, json_length = encode_infer_response(
             settings.model_name, answer.version, answer.id, tensors, request.binary
         )
@@ -312,12 +321,17 @@ def _model_config(plane: DataPlane) -> dict:
         "name": settings.model_name,
         "platform": "onnxruntime_onnx",
         "max_batch_size": 0,
-        "input": [{"name": "text", "data_type": "TYPE_STRING", "dims": [-1]}],
+        "input": [
+            {"name": name, "data_type": "TYPE_STRING", "dims": [-1]}
+            for name in input_names(settings.pair_input)
+        ],
         "output": [
             {"name": name, "data_type": _CONFIG_TYPES[datatype], "dims": shape}
-            for name, datatype, shape in output_metadata(len(settings.labels))
+            for name, datatype, shape in served_metadata(settings.serving)
         ],
-        "parameters": {LABEL_NAMES_PARAMETER: {"string_value": label_names_json(settings.labels)}},
+        "parameters": {
+            key: {"string_value": value} for key, value in config_parameters(settings.serving).items()
+        },
     }
 
 

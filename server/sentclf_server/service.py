@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -17,9 +18,17 @@ from .limits import LimitExceeded, RequestLimits
 
 # `X as X`: the output names stay importable from here, where they lived before outputs.py.
 from .outputs import LABEL_NAME_OUTPUT as LABEL_NAME_OUTPUT
-from .outputs import LABEL_NAMES_PARAMETER, OUTPUT_NAMES, encode_outputs, label_names_json, output_metadata
 from .outputs import LABEL_OUTPUT as LABEL_OUTPUT
+from .outputs import (
+    OUTPUT_NAMES,
+    config_parameters,
+    encode_outputs,
+    served_metadata,
+    served_outputs,
+    thresholds_of,
+)
 from .outputs import PROBS_OUTPUT as PROBS_OUTPUT
+from .pair_inputs import PairInputError, input_names, parse_grpc_pairs
 from .versions import ROUTING_KEY_HEADER, ROUTING_KEY_PARAMETER
 
 log = logging.getLogger(__name__)
@@ -70,14 +79,16 @@ def _text_tensor(request: service_pb2.ModelInferRequest) -> service_pb2.ModelInf
     return request.inputs[0]
 
 
-def _check_shape(tensor: service_pb2.ModelInferRequest.InferInputTensor, max_request_batch: int) -> int:
+def _check_shape(
+    tensor: service_pb2.ModelInferRequest.InferInputTensor, max_request_batch: int, name: str = INPUT_NAME
+) -> int:
     if tensor.datatype != "BYTES":
-        raise RequestError(_INVALID, f"input '{INPUT_NAME}' must be BYTES, got datatype {tensor.datatype!r}")
+        raise RequestError(_INVALID, f"input '{name}' must be BYTES, got datatype {tensor.datatype!r}")
     shape = list(tensor.shape)
     if len(shape) != 1 or shape[0] < 0:
-        raise RequestError(_INVALID, f"input '{INPUT_NAME}' must have shape [batch] (1-D), got {shape}")
+        raise RequestError(_INVALID, f"input '{name}' must have shape [batch] (1-D), got {shape}")
     try:
-        RequestLimits(0, max_request_batch, 0).check_count(shape[0], INPUT_NAME)
+        RequestLimits(0, max_request_batch, 0).check_count(shape[0], name)
     except LimitExceeded as exc:
         raise RequestError(_INVALID, str(exc)) from None
     return shape[0]
@@ -104,14 +115,28 @@ def parse_text_input(request: service_pb2.ModelInferRequest, max_request_batch: 
     return [_utf8(item, i) for i, item in enumerate(items)]
 
 
-def requested_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
+def parse_pair_input(
+    request: service_pb2.ModelInferRequest, max_request_batch: int, second: str
+) -> tuple[list[str], list[str]]:
+    """A sentence-pair model's two BYTES inputs, `text` and `second` (pair_inputs.py)."""
+    try:
+        return parse_grpc_pairs(
+            request, second, lambda tensor, name: _check_shape(tensor, max_request_batch, name)
+        )
+    except PairInputError as exc:
+        raise RequestError(_INVALID, str(exc)) from None
+
+
+def requested_outputs(
+    request: service_pb2.ModelInferRequest, available: Sequence[str] = OUTPUT_NAMES
+) -> list[str]:
     """Names of the outputs to return, in request order; all of them when the request names none."""
     if not request.outputs:
-        return list(OUTPUT_NAMES)
+        return list(available)
     names: list[str] = []
     for output in request.outputs:
-        if output.name not in OUTPUT_NAMES:
-            raise RequestError(_INVALID, f"unknown output '{output.name}'; available: {list(OUTPUT_NAMES)}")
+        if output.name not in available:
+            raise RequestError(_INVALID, f"unknown output '{output.name}'; available: {list(available)}")
         unsupported = [key for key in _UNSUPPORTED_OUTPUT_PARAMS if key in output.parameters]
         if unsupported:
             raise RequestError(_INVALID, f"output '{output.name}': parameters {unsupported} not supported")
@@ -136,7 +161,7 @@ def build_response(
         model_version=version or settings.model_version,
         id=request.id if request_id is None else request_id,
     )
-    for output in encode_outputs(probs, settings.labels, outputs):
+    for output in encode_outputs(probs, settings.labels, outputs, thresholds_of(settings.serving)):
         response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         response.raw_output_contents.append(output.raw)
     return response
@@ -175,18 +200,20 @@ def model_config(settings: Settings) -> model_config_pb2.ModelConfig:
     order as the parameter `label_names`, a JSON list of strings."""
     outputs = [
         model_config_pb2.ModelOutput(name=name, data_type=_CONFIG_TYPES[datatype], dims=shape)
-        for name, datatype, shape in output_metadata(len(settings.labels))
+        for name, datatype, shape in served_metadata(settings.serving)
     ]
     return model_config_pb2.ModelConfig(
         name=settings.model_name,
         platform=PLATFORM,
         max_batch_size=0,
-        input=[model_config_pb2.ModelInput(name=INPUT_NAME, data_type=_CONFIG_TYPES["BYTES"], dims=[-1])],
+        input=[
+            model_config_pb2.ModelInput(name=name, data_type=_CONFIG_TYPES["BYTES"], dims=[-1])
+            for name in input_names(settings.pair_input)
+        ],
         output=outputs,
         parameters={
-            LABEL_NAMES_PARAMETER: model_config_pb2.ModelParameter(
-                string_value=label_names_json(settings.labels)
-            )
+            key: model_config_pb2.ModelParameter(string_value=value)
+            for key, value in config_parameters(settings.serving).items()
         },
     )
 
@@ -239,8 +266,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             name=settings.model_name,
             versions=[v.version for v in self._state.served],
             platform=PLATFORM,
-            inputs=[_tensor_metadata(INPUT_NAME, "BYTES", [-1])],
-            outputs=[_tensor_metadata(*output) for output in output_metadata(len(settings.labels))],
+            inputs=[_tensor_metadata(name, "BYTES", [-1]) for name in input_names(settings.pair_input)],
+            outputs=[_tensor_metadata(*output) for output in served_metadata(settings.serving)],
         )
 
     def ModelConfig(
@@ -263,8 +290,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         if state.batcher is None:
             raise _status(InferenceError("UNAVAILABLE", "model is still loading; retry when SERVING"))
         settings = state.settings
-        texts = parse_text_input(request, settings.max_request_batch)
-        outputs = requested_outputs(request)
+        text_pairs = None
+        if settings.pair_input is None:
+            texts = parse_text_input(request, settings.max_request_batch)
+        else:
+            texts, text_pairs = parse_pair_input(request, settings.max_request_batch, settings.pair_input)
+        outputs = requested_outputs(request, served_outputs(settings.serving))
         try:
             answer = state.infer(
                 texts,
@@ -273,6 +304,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 request_id=request.id or None,
                 routing_key=_routing_key(request, context),
                 outcome=outcome,
+                text_pairs=text_pairs,
             )
         except InferenceError as err:
             raise _status(err) from None

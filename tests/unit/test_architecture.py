@@ -153,3 +153,18 @@ def test_the_benches_reach_the_train_and_preprocess_steps():
     reach = {path.stem: declared_steps(path) for path in python_files("bench")}
     assert reach["recipe_sweep"] == reach["train_throughput"] == {"train", "preprocess"}
     assert reach["batch_scoring"] == {"train"}
+
+
+def test_no_two_step_or_bench_modules_share_a_name():
+    """The tests (and the benches) put every step folder and bench/ on sys.path: a module name used twice
+    imports whichever folder comes first (bench/few_shot.py once hid train/few_shot.py from the train
+    step's tests)."""
+    folders = [*STEPS, "bench"]
+    seen: dict[str, str] = {}
+    clashes = []
+    for folder in folders:
+        for path in sorted((REPO_ROOT / folder).glob("*.py")):
+            if path.stem in seen:
+                clashes.append(f"{seen[path.stem]}/{path.name} and {folder}/{path.name}")
+            seen[path.stem] = folder
+    assert clashes == []

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
 from sentclf.contract import STEP_TAG
+from sentclf.tracking import StepInputError
 from tests.unit.test_train import data_run, train_args  # noqa: F401 (data_run is a fixture)
 
 import train
@@ -68,7 +69,7 @@ def test_alpha_0_trains_exactly_like_plain_training_and_a_teacher_changes_it():
                   warmup_ratio=0.0, weight_decay=0.0, precision="fp32")  # fmt: skip
     plain = trained_state(split, TrainConfig(**recipe), tokenizer.pad_token_id)
     teacher_logits = np.random.default_rng(0).normal(size=(len(split), 2)).astype(np.float32) * 4
-    with_teacher = EncodedSplit(split.input_ids, split.labels, split.texts, teacher_logits)
+    with_teacher = EncodedSplit(split.input_ids, split.labels, split.texts, teacher_logits=teacher_logits)
     at_zero = trained_state(
         with_teacher, TrainConfig(**recipe, loss_fn=distillation_loss_fn(2.0, 0.0)), tokenizer.pad_token_id
     )
@@ -180,3 +181,29 @@ def test_the_teacher_key_changes_with_the_data_the_teacher_and_its_recipe_only()
     assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
     args.teacher_epochs = 5
     assert key != teacher_key(args, "weights-a", prepared([0, 1, 0]))
+
+
+def test_a_teacher_with_forced_few_shot_is_refused_before_heavy_work(tracking_store):
+    with pytest.raises(SystemExit, match="few_shot=true trains a contrastive few-label model"):
+        train.main(
+            [*train_args(), "--registered-model-name", "m", "--teacher", "mpnet", "--few-shot", "true"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ({"few_shot": True}, "this data trains few-shot"),
+        ({"multi_label": True}, "several labels per text"),
+        ({"token_type_ids": [[0, 0, 1]]}, "sentence-pair task"),
+    ],
+)
+def test_tasks_distillation_does_not_train_are_refused_before_the_teacher_loads(task, message):
+    split = EncodedSplit([[1, 2, 3]], np.zeros(1, np.int64), ["a b"], task.get("token_type_ids"))
+    prepared = argparse.Namespace(
+        few_shot=task.get("few_shot", False), multi_label=task.get("multi_label", False), train_split=split
+    )
+    # A teacher that cannot load and fit=None: the refusal must come before either is touched.
+    args = argparse.Namespace(teacher="/no/such/teacher", few_shot_threshold=32)
+    with pytest.raises(StepInputError, match=message):
+        attach_teacher(prepared, args, fit=None)

@@ -23,6 +23,7 @@ HOST_ENTRY_MODULES = (
     "tools.tracking_users",
     "tools.tune",
     "tools.explore",  # make explore (onnx, onnxruntime, tokenizers, Starlette: requirements/host.txt)
+    "tools.label_next",  # make label-next
     "conductor.spark_cluster",  # make spark-cluster
     "ops.nightly",
     "ops.retrain_when",

@@ -306,19 +306,20 @@ def test_a_class_too_small_to_stratify(experiment, tmp_path):
     message = failed_message(experiment, "login", dataset=path, **COLUMNS)
     assert (
         f"{path}, column topic: class 'login' has 3 row(s); 7 are needed to stratify it into train, "
-        "validation and test (val_fraction=0.1, test_fraction=0.1). Fix: add rows of class 'login', or "
-        "drop the class (remove its rows)" in message
+        "validation and test (val_fraction=0.1, test_fraction=0.1), or 6 for few-shot training without a "
+        "validation split. Fix: add rows of class 'login', or drop the class (remove its rows)" in message
     )
-    # With a held-out file, 6 rows reach train and validation; val_fraction=0.3 would split these 3.
-    frame.loc[[4, 51], "topic"] = "login"  # 5 rows
+    # With a held-out file, 6 rows reach train and validation, 2 are enough for few-shot (no validation
+    # split: tests/unit/test_few_shot.py); one row is too few for either.
+    frame.loc[[50, 90], "topic"] = "billing"  # 1 row
     write(frame, tmp_path / "train.csv")
     write(labelled(40, ["billing", "refund", "login"], 11), tmp_path / "test.csv")
     (tmp_path / "tickets.csv").unlink()
     message = failed_message(experiment, "login", dataset=str(tmp_path), **COLUMNS)
     assert (
-        "class 'login' has 5 row(s); 6 are needed to stratify it into train and validation "
-        "(val_fraction=0.1). Fix: add rows of class 'login', or drop the class (remove its rows), or raise "
-        "val_fraction (to 0.15, for 5 row(s))" in message
+        "class 'login' has 1 row(s); 6 are needed to stratify it into train and validation "
+        "(val_fraction=0.1), or 2 for few-shot training without a validation split. Fix: add rows of class "
+        "'login', or drop the class (remove its rows)" in message
     )
 
 

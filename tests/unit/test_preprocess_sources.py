@@ -284,6 +284,8 @@ def test_hub_ids_parse_into_path_and_config():
 
 @pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
 def test_hub_id_offline_fails_fast_naming_the_offline_options(monkeypatch, variable):
+    for other in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(other, raising=False)
     monkeypatch.setenv(variable, "1")
     start = time.monotonic()
     with pytest.raises(StepInputError, match=rf"offline mode is set \({variable}=1\)\. Offline, use `cola`"):

@@ -71,6 +71,8 @@ def test_a_three_class_run_sizes_the_head_and_names_the_classes_everywhere(three
     train.main(
         [
             *train_args(max_train_samples="-1", max_seq_length="16"),
+            "--few-shot",
+            "false",  # 16 rows per class: auto would train few-shot (test_few_shot.py)
             "--registered-model-name",
             "three",
             "--data-run-id",
@@ -84,7 +86,13 @@ def test_a_three_class_run_sizes_the_head_and_names_the_classes_everywhere(three
     assert json.loads(run.data.tags["label_names"]) == list(THREE.names)
     assert run.data.tags["decision_calibration"] == "none"  # tune_threshold=true, but three classes
     assert "decision_shift" not in run.data.metrics
-    for key in ("val_mcc", "val_f1_macro", "val_f1_weighted", "best_val_mcc", "variant_int8_val_mcc_delta"):
+    for key in (
+        "val_mcc",
+        "val_f1_macro",
+        "val_f1_weighted",
+        "best_val_mcc",
+        "variant_optimized_val_mcc_delta",
+    ):
         assert key in run.data.metrics, key
     for name in ("negative", "neutral_mixed", "positive"):
         for metric in ("precision", "recall", "f1", "support"):
@@ -144,6 +152,8 @@ def test_a_class_without_training_rows_fails_before_the_model_is_built(three_cla
         train.main(
             [
                 *train_args(max_train_samples="2", batch_size="1"),
+                "--few-shot",
+                "false",  # 16 rows per class: auto would train few-shot (test_few_shot.py)
                 "--registered-model-name",
                 "m",
                 "--data-run-id",

@@ -1,0 +1,258 @@
+"""Few-label training (SetFit's recipe): contrastive fine-tuning of the backbone on sentence pairs drawn
+from the few labelled rows, then a logistic-regression head on the tuned embeddings, folded into the
+model's linear layer.
+
+Why: with a handful of rows per class, fine-tuning the whole network with cross-entropy mostly learns
+noise, and a validation split of one row per class selects epochs at random. A sentence-embedding backbone
+(all-MiniLM-L6-v2 was trained contrastively) learns far more from pairs: n labelled rows make O(n^2)
+same-class / other-class pairs, and the head then only has to draw lines between well-separated clusters
+(Tunstall et al., "Efficient Few-Shot Learning Without Prompts", 2022).
+
+Why not the `setfit` package itself: setfit 1.2.0 supports transformers 5, but imports the `evaluate`
+package (a name this repository's evaluate/ step shadows) and sentence-transformers' [train] extra
+(accelerate); neither is in the step image. The recipe is small: the pairs are drawn as SetFit draws them,
+the loss is sentence-transformers' CosineSimilarityLoss, the head scikit-learn's LogisticRegression.
+
+The result is the same model the ordinary fine-tune exports (train.modeling.MeanPoolingClassifier: token
+ids -> logits), with an L2 normalisation before the linear layer, as SetFit's head reads normalised
+embeddings: ONNX, pyfunc, serving config, building and serving do not change.
+
+Validation: the preprocess run's validation split when it has one; when it has none (too few rows to hold
+any out, preprocess leaves it empty), stratified k-fold cross-validation: the recipe is run per fold and
+the out-of-fold predictions are the validation figures; the shipped model is then trained on every row.
+"""
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+from torch import nn
+from transformers import PretrainedConfig, get_linear_schedule_with_warmup
+
+from sentclf.contract import FEW_SHOT_MIN_ROWS_PER_CLASS
+
+from modeling import MeanPoolingClassifier
+from training import EncodedSplit, collate, sequential_batches
+
+logger = logging.getLogger(__name__)
+
+FEW_SHOT_CHOICES = ("auto", "true", "false")
+# `auto` trains few-shot below this many labelled rows in the rarest class. SetFit's gains over a full
+# fine-tune are largest at 8-16 rows per class and fade by ~64; at 32 both are close, and below it the
+# fine-tune's validation split is too small to select an epoch on.
+DEFAULT_THRESHOLD = 32
+# SetFit's defaults: 20 pair-sampling iterations (each row is the anchor of one positive and one negative
+# pair per iteration), one epoch over the pairs, a body learning rate of 2e-5.
+PAIR_ITERATIONS = 20
+BODY_LEARNING_RATE = 2e-5
+CONTRASTIVE_EPOCHS = 1
+WARMUP_RATIO = 0.1
+LOG_EVERY_STEPS = 25
+# Cross-validation folds when there is no validation split (capped by the rarest class's rows).
+CV_FOLDS = 4
+# The fewest training rows per class few-shot accepts: a positive pair needs two rows of a class.
+MIN_ROWS_PER_CLASS = FEW_SHOT_MIN_ROWS_PER_CLASS
+
+
+def use_few_shot(mode: str, rows_per_class: np.ndarray, threshold: int) -> bool:
+    """Whether to train few-shot: `true`/`false` as asked; `auto` when the rarest class has fewer than
+    `threshold` training rows."""
+    if mode == "auto":
+        return int(rows_per_class.min()) < threshold
+    return mode == "true"
+
+
+class FewShotClassifier(MeanPoolingClassifier):
+    """Encoder -> masked mean -> L2 normalisation -> linear: the sentence embedding SetFit tunes, and the
+    logistic head fitted on it as the linear layer (its softmax is the head's predict_proba)."""
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=1)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        logits = self.classifier(self.embed(input_ids, attention_mask, token_type_ids))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class _Embedder(nn.Module):
+    """What sentence-transformers' losses call: features in, {"sentence_embedding": ...} out."""
+
+    def __init__(self, model: FewShotClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"sentence_embedding": self.model.embed(**features)}
+
+
+def sample_pairs(labels: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:
+    """[pairs, 3] (row a, row b, 1.0 same class / 0.0 other class), as SetFit's `sample_pairs` draws them:
+    per iteration, each row anchors one positive and one negative pair."""
+    by_class = {label: np.flatnonzero(labels == label) for label in np.unique(labels)}
+    others = {label: np.flatnonzero(labels != label) for label in by_class}
+    pairs = []
+    for _ in range(iterations):
+        for anchor, label in enumerate(labels):
+            same = by_class[label][by_class[label] != anchor]
+            if len(same):
+                pairs.append((anchor, rng.choice(same), 1.0))
+            if len(others[label]):
+                pairs.append((anchor, rng.choice(others[label]), 0.0))
+    return np.asarray(pairs, dtype=np.float64)
+
+
+def _features(split: EncodedSplit, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    batch = collate(split, rows, pad_id)
+    return {name: batch[name] for name in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def contrastive_fit(
+    model: FewShotClassifier, split: EncodedSplit, batch_size: int, seed: int, pad_id: int, log_step=None
+) -> dict[str, float]:
+    """Tune the encoder on pairs of `split`'s rows with the cosine-similarity loss; the summary."""
+    rng = np.random.default_rng(seed)
+    pairs = sample_pairs(split.labels, PAIR_ITERATIONS, rng)
+    pairs = pairs[rng.permutation(len(pairs))]
+    loss_fn = CosineSimilarityLoss(_Embedder(model))
+    steps = math.ceil(len(pairs) / batch_size) * CONTRASTIVE_EPOCHS
+    optimizer = torch.optim.AdamW(model.encoder.parameters(), lr=BODY_LEARNING_RATE)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_RATIO * steps), steps)
+    model.train()
+    started, total = time.perf_counter(), 0.0
+    for _ in range(CONTRASTIVE_EPOCHS):
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            a, b = chunk[:, 0].astype(int), chunk[:, 1].astype(int)
+            target = torch.tensor(chunk[:, 2], dtype=torch.float32)
+            loss = loss_fn([_features(split, a, pad_id), _features(split, b, pad_id)], target)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total += loss.item() * len(chunk)
+            step = start // batch_size + 1
+            if step % LOG_EVERY_STEPS == 0:  # a silent phase of minutes reads as a hang in the step's log
+                logger.info("contrastive step %d/%d: loss %.4f", step, steps, loss.item())
+    model.eval()
+    seconds = time.perf_counter() - started
+    return {
+        "contrastive_pairs": len(pairs),
+        "contrastive_loss": total / len(pairs),
+        "contrastive_seconds": seconds,
+    }
+
+
+@torch.inference_mode()
+def embeddings(
+    model: FewShotClassifier, split: EncodedSplit, pad_id: int, batch_size: int = 64
+) -> np.ndarray:
+    """[rows, hidden] normalised sentence embeddings in input order."""
+    model.eval()
+    lengths = np.array([len(s) for s in split.input_ids])
+    out = np.zeros((len(split), model.config.hidden_size), dtype=np.float32)
+    for rows in sequential_batches(lengths, batch_size):
+        out[rows] = model.embed(**_features(split, rows, pad_id)).numpy()
+    return out
+
+
+def fit_head(model: FewShotClassifier, split: EncodedSplit, classes: int, seed: int, pad_id: int) -> None:
+    """Fit a logistic regression on the tuned embeddings and write it into the model's linear layer.
+    Two classes: sklearn's one weight vector w becomes the logits (-w/2, w/2), whose softmax is its
+    sigmoid."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = LogisticRegression(max_iter=1000, random_state=seed)
+    head.fit(embeddings(model, split, pad_id), split.labels)
+    weight = np.zeros((classes, model.config.hidden_size))
+    bias = np.zeros(classes)
+    if len(head.classes_) == 2 and head.coef_.shape[0] == 1:
+        low, high = head.classes_
+        weight[low], weight[high] = -head.coef_[0] / 2, head.coef_[0] / 2
+        bias[low], bias[high] = -head.intercept_[0] / 2, head.intercept_[0] / 2
+    else:
+        weight[head.classes_], bias[head.classes_] = head.coef_, head.intercept_
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(weight))
+        model.classifier.bias.copy_(torch.from_numpy(bias))
+
+
+@dataclass
+class FewShotResult:
+    model: FewShotClassifier
+    summary: dict[str, float]
+    # Out-of-fold logits over the training rows when validation was cross-validated, else None.
+    out_of_fold: np.ndarray | None
+    folds: int
+
+
+def train_one(
+    source: str, config: PretrainedConfig, split: EncodedSplit, batch_size: int, seed: int, pad_id: int
+) -> tuple[FewShotClassifier, dict[str, float]]:
+    """One run of the recipe on `split`: a fresh backbone, contrastive tuning, the head."""
+    torch.manual_seed(seed)
+    model = FewShotClassifier(source, config)
+    summary = contrastive_fit(model, split, batch_size, seed, pad_id)
+    fit_head(model, split, config.num_labels, seed, pad_id)
+    return model, summary
+
+
+def subset(split: EncodedSplit, rows: np.ndarray) -> EncodedSplit:
+    pairs = None if split.token_type_ids is None else [split.token_type_ids[i] for i in rows]
+    return EncodedSplit(  # a sentence-pair split keeps its segments (collate reads them)
+        [split.input_ids[i] for i in rows], split.labels[rows], [split.texts[i] for i in rows], pairs
+    )
+
+
+def cross_validated_logits(
+    source: str, config: PretrainedConfig, split: EncodedSplit, batch_size: int, seed: int, pad_id: int
+) -> tuple[np.ndarray, int]:
+    """Out-of-fold logits of every row (stratified k-fold, k = min(CV_FOLDS, the rarest class's rows)),
+    and k."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from training import predict
+
+    counts = np.bincount(split.labels, minlength=config.num_labels)
+    folds = max(2, min(CV_FOLDS, int(counts[counts > 0].min())))
+    logits = np.zeros((len(split), config.num_labels), dtype=np.float32)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for fold, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(split)), split.labels), 1):
+        model, _ = train_one(source, config, subset(split, fit_rows), batch_size, seed, pad_id)
+        logits[held_rows], _ = predict(model, subset(split, held_rows), batch_size * 2, pad_id)
+        logger.info("few-shot cross-validation: fold %d/%d done", fold, folds)
+    return logits, folds
+
+
+def fit_few_shot(
+    source: str,
+    config: PretrainedConfig,
+    train_split: EncodedSplit,
+    validation_split: EncodedSplit,
+    batch_size: int,
+    seed: int,
+    pad_id: int,
+) -> FewShotResult:
+    """The shipped model (trained on every training row) and, without a validation split, the
+    cross-validated logits that stand in for validation."""
+    out_of_fold, folds = None, 0
+    if len(validation_split) == 0:
+        out_of_fold, folds = cross_validated_logits(source, config, train_split, batch_size, seed, pad_id)
+    model, summary = train_one(source, config, train_split, batch_size, seed, pad_id)
+    return FewShotResult(model, summary, out_of_fold, folds)
