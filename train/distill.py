@@ -27,6 +27,9 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+from sentclf.data import read_split
+from sentclf.metrics import classification_metrics
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 from sentclf.teacher_weights import (
     FILE_SHA256,
     MPNET,
@@ -221,6 +224,21 @@ def teacher_args(args: argparse.Namespace, source: str) -> argparse.Namespace:
     return own
 
 
+def teacher_test_metrics(model: torch.nn.Module, own_prepared, batch_size: int, max_seq_length: int) -> dict:
+    """The teacher's own MCC and accuracy on the test rows (argmax, no calibration): the figure that says
+    how much better than the student it is (docs/teacher.md). Reported only, never used to choose."""
+    if not own_prepared.data_run_id:
+        return {}
+    frame = read_split(own_prepared.data_run_id, "test")
+    texts = frame[TEXT_COLUMN].tolist()
+    ids = own_prepared.tokenizer(texts, truncation=True, max_length=max_seq_length)["input_ids"]
+    split = EncodedSplit(ids, frame[LABEL_COLUMN].to_numpy(np.int64), texts)
+    logits, _ = predict(model, split, batch_size * 2, own_prepared.tokenizer.pad_token_id)
+    size = own_prepared.label_set.size
+    metrics = classification_metrics(split.labels, logits.argmax(axis=1), size, per_class=False)
+    return {f"teacher_test_{name}": value for name, value in metrics.items() if name in ("mcc", "accuracy")}
+
+
 def train_teacher(prepared, args: argparse.Namespace, source: str, key: str, fit) -> np.ndarray:
     """Fine-tune the teacher in a nested run (its metrics, cost and logits logged); its train rows' logits."""
     own_prepared = teacher_prepared(prepared, source, args.max_seq_length)
@@ -249,6 +267,8 @@ def train_teacher(prepared, args: argparse.Namespace, source: str, key: str, fit
                 "teacher_parameters": sum(p.numel() for p in model.parameters()),
             }
         )
+        test_metrics = teacher_test_metrics(model, own_prepared, args.batch_size, args.max_seq_length)
+        mlflow.log_metrics(test_metrics)
         with tempfile.TemporaryDirectory(prefix="sentclf-teacher-") as tmp:
             path = Path(tmp) / Path(LOGITS_ARTIFACT).name
             np.savez(path, train=train_logits, validation=validation_logits)
@@ -256,7 +276,7 @@ def train_teacher(prepared, args: argparse.Namespace, source: str, key: str, fit
         run_id = mlflow.active_run().info.run_id
     logger.info("teacher trained (run %s): best val MCC %.4f", run_id, summary["best_val_mcc"])
     mlflow.set_tags({TEACHER_RUN_TAG: run_id, TEACHER_REUSED_TAG: "false"})
-    mlflow.log_metric("teacher_best_val_mcc", summary["best_val_mcc"])
+    mlflow.log_metrics({"teacher_best_val_mcc": summary["best_val_mcc"], **test_metrics})
     return train_logits
 
 
