@@ -61,6 +61,7 @@ from sentclf_runtime.names import LEGACY_SERVED_NAME
 
 import multilabel_head
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
+from distill import NO_TEACHER, attach_teacher, check_distill_args
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
 from few_shot import DEFAULT_THRESHOLD, FEW_SHOT_CHOICES, MIN_ROWS_PER_CLASS, fit_few_shot, use_few_shot
 from int8 import DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
@@ -125,6 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "MCC minus fp32's lies above minus this; otherwise fp32 is served (docs/int8.md)",
     )
     add_few_shot_arguments(parser)
+    add_teacher_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -137,6 +139,21 @@ def add_few_shot_arguments(parser: argparse.ArgumentParser) -> None:
         "before the max_train_samples cap)",
     )
     parser.add_argument("--few-shot-threshold", type=int, default=DEFAULT_THRESHOLD)
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    """Distillation (train/distill.py, docs/teacher.md); the defaults train without a teacher."""
+    parser.add_argument(
+        "--teacher",
+        default=NO_TEACHER,
+        help="`none`, `mpnet` (all-mpnet-base-v2, offline) or a local Hugging Face folder / hub id",
+    )
+    parser.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature T")
+    parser.add_argument(
+        "--distill-alpha", type=float, default=0.5, help="weight of the teacher's KL (1 - it: the labels')"
+    )
+    parser.add_argument("--teacher-epochs", type=int, default=3, help="the teacher's fine-tuning epochs")
+    parser.add_argument("--teacher-learning-rate", type=float, default=3e-5)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
@@ -193,7 +210,7 @@ def validate_args(args: argparse.Namespace) -> None:
         ),
         (args.few_shot_threshold >= 1, f"few_shot_threshold must be >= 1, got {args.few_shot_threshold}"),
     ]
-    problems = [message for ok, message in checks if not ok]
+    problems = [message for ok, message in checks if not ok] + check_distill_args(args)
     if problems:
         raise StepInputError("bad parameter(s): " + "; ".join(problems))
 
@@ -401,6 +418,8 @@ class Prepared:
     data_run_id: str = ""
     multi_label: bool = False
     few_shot: bool = False
+    # The training loss when a teacher is distilled (train/distill.py); None: cross-entropy on the labels.
+    loss_fn: object = None
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -586,6 +605,7 @@ def fit(
         ema_decay=args.ema_decay,
         tune_threshold=calibrate,
         precision=prepared.precision,
+        loss_fn=prepared.loss_fn,
     )
     summary = train(
         model, train_split, validation_split, train_config, prepared.tokenizer.pad_token_id, log_epoch
@@ -689,7 +709,7 @@ def fit_few_shot_model(
 
 
 def run(args: argparse.Namespace) -> None:
-    prepared = prepare(args)
+    prepared = attach_teacher(prepare(args), args, fit)
     mode = TRAINING_FEW_SHOT if prepared.few_shot else TRAINING_FINE_TUNE
     mlflow.set_tags(
         {

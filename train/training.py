@@ -21,7 +21,7 @@ from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 import multilabel_head
 from calibration import best_margin_shift
 from pair_encoding import encode_pairs, is_pairs
-from precision import training_steps
+from precision import LossFn, model_inputs, training_steps
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     # `bf16` or `fp32` (resolved by precision.resolve_precision): the training passes only.
     precision: str = "fp32"
+    # The training loss when not cross-entropy on the labels (distillation, train/distill.py).
+    loss_fn: LossFn | None = None
 
 
 @dataclass
@@ -55,6 +57,8 @@ class EncodedSplit:
     labels: np.ndarray
     texts: list[str]
     token_type_ids: list[list[int]] | None = None  # a sentence-pair split's segments (pair_encoding.py)
+    # A teacher's logits for each row (distillation, train/distill.py); batches carry them when set.
+    teacher_logits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -88,12 +92,15 @@ def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, 
         attention_mask[row, : len(sequence)] = 1
         if split.token_type_ids is not None:  # a pair's second segment, as the runtime's scorer feeds it
             token_type_ids[row, : len(sequence)] = torch.tensor(split.token_type_ids[indices[row]])
-    return {
+    batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "token_type_ids": token_type_ids,
         "labels": torch.from_numpy(split.labels[indices]),
     }
+    if split.teacher_logits is not None:
+        batch["teacher_logits"] = torch.from_numpy(split.teacher_logits[indices])
+    return batch
 
 
 def length_grouped_batches(
@@ -127,7 +134,7 @@ def predict(
     total_loss = 0.0
     for indices in sequential_batches(lengths, batch_size):
         batch = collate(split, indices, pad_id)
-        output = model(**batch)
+        output = model(**{**model_inputs(batch), "labels": batch["labels"]})
         logits[indices] = output.logits.float().numpy()
         total_loss += float(output.loss) * len(indices)
     return logits, total_loss / len(split)
@@ -238,7 +245,7 @@ def train(
 
     # The passes over each batch (fp32 on the model, or bf16 on a copy of it): the optimizer, clipping,
     # the weight average and validation always see the model's own fp32 weights.
-    steps = training_steps(model, config.precision)
+    steps = training_steps(model, config.precision, config.loss_fn)
     average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     best = {"mcc": -math.inf, "epoch": 0, "state": None}
     epochs_without_gain = 0

@@ -1,0 +1,213 @@
+"""Distillation from a teacher (train/distill.py): the loss, alpha = 0 is plain training, a distilled train
+run records its teacher in a run of its own, a second run reuses it, and nothing of the teacher ships."""
+
+import argparse
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnx
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from sentclf.backbone import resolve_backbone
+from sentclf.contract import STEP_TAG
+from sentclf.tracking import StepInputError
+from tests.unit.test_train import data_run, train_args  # noqa: F401 (data_run is a fixture)
+
+import train
+from distill import (
+    LOGITS_ARTIFACT,
+    TEACHER_KEY_TAG,
+    TEACHER_REUSED_TAG,
+    TEACHER_RUN_TAG,
+    attach_teacher,
+    distillation_loss,
+    distillation_loss_fn,
+    teacher_key,
+)
+from modeling import build_classifier
+from training import EncodedSplit, TrainConfig
+from training import train as train_loop
+
+
+def test_the_loss_is_cross_entropy_at_alpha_0_and_kl_at_alpha_1():
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(8, 5, generator=generator), torch.randn(8, 5, generator=generator)
+    labels = torch.arange(8) % 5  # five classes: any label set
+    plain = torch.nn.functional.cross_entropy(student, labels)
+    assert torch.equal(distillation_loss(student, teacher, labels, 2.0, 0.0), plain)
+    # alpha = 1: T^2 * KL(teacher_T || student_T), by hand; zero when the student copies the teacher.
+    t, s = torch.softmax(teacher / 3.0, -1), torch.softmax(student / 3.0, -1)
+    by_hand = 9.0 * (t * (t.log() - s.log())).sum(-1).mean()
+    assert torch.allclose(distillation_loss(student, teacher, labels, 3.0, 1.0), by_hand, atol=1e-6)
+    assert float(distillation_loss(teacher, teacher, labels, 3.0, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    mixed = distillation_loss(student, teacher, labels, 3.0, 0.25)
+    assert torch.allclose(mixed, 0.25 * by_hand + 0.75 * plain, atol=1e-6)
+
+
+def tiny_split(tokenizer) -> EncodedSplit:
+    texts = [f"The {w} sat on the mat number {i}." for i, w in enumerate(["cat", "dog", "man", "bird"] * 4)]
+    labels = np.array([i % 2 for i in range(len(texts))], dtype=np.int64)
+    return EncodedSplit(tokenizer(texts, truncation=True, max_length=16)["input_ids"], labels, texts)
+
+
+def trained_state(split: EncodedSplit, config: TrainConfig, pad_id: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    source = resolve_backbone("bundled")
+    model_config = AutoConfig.from_pretrained(source, num_labels=2)
+    model = build_classifier(source, model_config, "mean")
+    train_loop(model, split, split, config, pad_id, lambda epoch, metrics: None)
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def test_alpha_0_trains_exactly_like_plain_training_and_a_teacher_changes_it():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("bundled"))
+    split = tiny_split(tokenizer)
+    recipe = dict(epochs=1, batch_size=8, learning_rate=1e-4, max_seq_length=16, seed=1, patience=1,
+                  warmup_ratio=0.0, weight_decay=0.0, precision="fp32")  # fmt: skip
+    plain = trained_state(split, TrainConfig(**recipe), tokenizer.pad_token_id)
+    teacher_logits = np.random.default_rng(0).normal(size=(len(split), 2)).astype(np.float32) * 4
+    with_teacher = EncodedSplit(split.input_ids, split.labels, split.texts, teacher_logits=teacher_logits)
+    at_zero = trained_state(
+        with_teacher, TrainConfig(**recipe, loss_fn=distillation_loss_fn(2.0, 0.0)), tokenizer.pad_token_id
+    )
+    assert all(torch.equal(plain[name], at_zero[name]) for name in plain)
+    distilled = trained_state(
+        with_teacher, TrainConfig(**recipe, loss_fn=distillation_loss_fn(2.0, 0.9)), tokenizer.pad_token_id
+    )
+    assert not torch.equal(plain["classifier.weight"], distilled["classifier.weight"])
+
+
+def test_no_teacher_leaves_the_training_as_it_was():
+    prepared = object()  # attach_teacher must not even look at it
+    args = argparse.Namespace(teacher="none")
+    assert attach_teacher(prepared, args, fit=None) is prepared
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--distill-alpha", "1.5", "distill_alpha must be in"),
+        ("--distill-temperature", "0", "distill_temperature must be > 0"),
+        ("--teacher-epochs", "0", "teacher_epochs must be >= 1"),
+    ],
+)
+def test_bad_distillation_parameters_fail_before_heavy_work(tracking_store, flag, value, message):
+    with pytest.raises(SystemExit, match=message):
+        train.main([*train_args(), "--registered-model-name", "m", flag, value])
+
+
+@pytest.fixture
+def small_teacher(tmp_path) -> Path:
+    """A teacher unlike the student: the bundled backbone cut to 2 layers, saved as a local HF folder."""
+    source = resolve_backbone("bundled")
+    folder = tmp_path / "teacher"
+    AutoModel.from_pretrained(source, num_hidden_layers=2).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def teacher_runs(experiment_id: str) -> list:
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id], filter_string=f"tags.`{TEACHER_KEY_TAG}` != ''", output_format="list"
+    )
+
+
+def test_a_distilled_run_records_its_teacher_reuses_it_and_ships_only_the_student(
+    data_run,  # noqa: F811
+    tracking_store,
+    small_teacher,
+):
+    teacher = ["--teacher", str(small_teacher), "--teacher-epochs", "1", "--teacher-learning-rate", "1e-4"]
+    train.main([*train_args(), "--registered-model-name", "student", *teacher])
+    student_run = mlflow.search_runs(
+        experiment_ids=[tracking_store], filter_string=f"tags.`{STEP_TAG}` = 'train'", output_format="list"
+    )[0]
+    assert student_run.info.status == "FINISHED"
+    [teacher_run] = teacher_runs(tracking_store)
+    assert teacher_run.data.tags["mlflow.parentRunId"] == student_run.info.run_id
+    assert student_run.data.tags[TEACHER_RUN_TAG] == teacher_run.info.run_id
+    assert student_run.data.tags[TEACHER_REUSED_TAG] == "false"
+    assert {
+        "best_val_mcc",
+        "teacher_train_seconds",
+        "teacher_parameters",
+        "val_mcc",
+        "teacher_test_mcc",
+    } <= set(teacher_run.data.metrics)
+    assert {"teacher_best_val_mcc", "teacher_test_mcc"} <= set(student_run.data.metrics)
+
+    # Only the student ships: the registered model's files are the plain ones and its graph holds the
+    # student's parameter count (22.7M; with the 2-layer teacher's ~15M beside it, it would be ~38M).
+    version = mlflow.MlflowClient().get_model_version_by_alias("student", "challenger")
+    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/student/{version.version}"))
+    files = {p.relative_to(model_dir / "artifacts").as_posix() for p in (model_dir / "artifacts").rglob("*")}
+    assert files == {"model.onnx", "tokenizer.json", "serving_config.json"}
+    assert not [p for p in model_dir.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".npz")]
+    graph = onnx.load(str(model_dir / "artifacts" / "model.onnx")).graph
+    onnx_parameters = sum(int(np.prod(init.dims)) for init in graph.initializer)
+    student_config = AutoConfig.from_pretrained(resolve_backbone("bundled"), num_labels=2)
+    student_parameters = sum(p.numel() for p in build_classifier(
+        resolve_backbone("bundled"), student_config, "mean").parameters())  # fmt: skip
+    assert onnx_parameters == pytest.approx(student_parameters, rel=0.01)
+
+    # The same teacher, data and recipe: the next run reuses the teacher's logits, trains no teacher.
+    args = train.parse_args([*train_args(), "--registered-model-name", "student", *teacher])
+    with mlflow.start_run() as second:
+        prepared = train.prepare(args)
+        distilled = attach_teacher(prepared, args, fit=None)  # fit=None: training a teacher would fail
+    assert len(teacher_runs(tracking_store)) == 1
+    tags = mlflow.get_run(second.info.run_id).data.tags
+    assert (tags[TEACHER_REUSED_TAG], tags[TEACHER_RUN_TAG]) == ("true", teacher_run.info.run_id)
+    logged = np.load(
+        mlflow.artifacts.download_artifacts(run_id=teacher_run.info.run_id, artifact_path=LOGITS_ARTIFACT)
+    )["train"]
+    np.testing.assert_array_equal(distilled.train_split.teacher_logits, logged)
+    assert distilled.loss_fn is not None and prepared.train_split.teacher_logits is None
+
+
+def test_the_teacher_key_changes_with_the_data_the_teacher_and_its_recipe_only():
+    def prepared(labels):
+        split = EncodedSplit([[1, 2]] * 3, np.array(labels), ["a b", "c d", "e f"])
+        label_set = argparse.Namespace(names=["no", "yes"])
+        return argparse.Namespace(
+            train_split=split, validation_split=split, label_set=label_set, precision="fp32"
+        )
+
+    args = train.parse_args([*train_args(), "--registered-model-name", "m", "--teacher", "mpnet"])
+    key = teacher_key(args, "weights-a", prepared([0, 1, 0]))
+    assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
+    assert key != teacher_key(args, "weights-b", prepared([0, 1, 0]))  # another teacher
+    assert key != teacher_key(args, "weights-a", prepared([0, 1, 1]))  # a changed label
+    args.distill_alpha = 0.9  # the student's recipe is not the teacher's
+    assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
+    args.teacher_epochs = 5
+    assert key != teacher_key(args, "weights-a", prepared([0, 1, 0]))
+
+
+def test_a_teacher_with_forced_few_shot_is_refused_before_heavy_work(tracking_store):
+    with pytest.raises(SystemExit, match="few_shot=true trains a contrastive few-label model"):
+        train.main(
+            [*train_args(), "--registered-model-name", "m", "--teacher", "mpnet", "--few-shot", "true"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ({"few_shot": True}, "this data trains few-shot"),
+        ({"multi_label": True}, "several labels per text"),
+        ({"token_type_ids": [[0, 0, 1]]}, "sentence-pair task"),
+    ],
+)
+def test_tasks_distillation_does_not_train_are_refused_before_the_teacher_loads(task, message):
+    split = EncodedSplit([[1, 2, 3]], np.zeros(1, np.int64), ["a b"], task.get("token_type_ids"))
+    prepared = argparse.Namespace(
+        few_shot=task.get("few_shot", False), multi_label=task.get("multi_label", False), train_split=split
+    )
+    # A teacher that cannot load and fit=None: the refusal must come before either is touched.
+    args = argparse.Namespace(teacher="/no/such/teacher", few_shot_threshold=32)
+    with pytest.raises(StepInputError, match=message):
+        attach_teacher(prepared, args, fit=None)

@@ -1,0 +1,323 @@
+"""Distillation from a teacher (`-P teacher=...`): a larger encoder is fine-tuned on the task once, its
+logits on the training rows become soft targets, and the served student learns from them as well as from
+the labels (Hinton et al., "Distilling the Knowledge in a Neural Network"):
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
+
+The teacher runs in its own MLflow run, nested in the train run (its parameters, per-epoch metrics, cost,
+and its logits as an artifact), keyed by a fingerprint of the teacher's files, the data it learns from and
+its recipe: a later train run with the same key reuses those logits instead of training the teacher again
+(the nightly retrain pays for the teacher only when the data or the teacher changed). The teacher's weights
+are never logged: only the student is exported, registered and served. docs/teacher.md.
+"""
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from sentclf.data import read_split
+from sentclf.metrics import classification_metrics
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+from sentclf.teacher_weights import (
+    FILE_SHA256,
+    MPNET,
+    TeacherWeightsError,
+    cache_root,
+    mpnet_dir,
+    sha256_file,
+)
+from sentclf.tracking import StepInputError
+
+from training import EncodedSplit, predict
+
+logger = logging.getLogger("train.distill")
+
+NO_TEACHER = "none"
+# The teacher run's key (what it learned from, in a hash) and role; the student's run names its teacher.
+TEACHER_KEY_TAG = "sentclf.teacher_key"
+TEACHER_ROLE_TAG = "sentclf.role"
+TEACHER_ROLE = "teacher"
+TEACHER_RUN_TAG = "teacher_run_id"
+TEACHER_REUSED_TAG = "teacher_reused"
+LOGITS_ARTIFACT = "teacher/logits.npz"
+# Bump when the teacher's training changes in a way its key's inputs do not show.
+KEY_VERSION = "1"
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
+    """KL to the teacher's softened distribution (scaled by T^2, so its gradients keep their size as T
+    changes) mixed by `alpha` with cross-entropy on the labels; alpha = 0 is plain cross-entropy."""
+    hard = torch.nn.functional.cross_entropy(student, labels)
+    if alpha == 0:
+        return hard
+    soft = torch.nn.functional.kl_div(
+        torch.log_softmax(student / temperature, dim=-1),
+        torch.log_softmax(teacher / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * temperature**2 * soft + (1 - alpha) * hard
+
+
+def distillation_loss_fn(temperature: float, alpha: float) -> Callable:
+    """The train loop's loss (precision.LossFn): the batch carries the teacher's logits (collate)."""
+
+    def loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return distillation_loss(logits, batch["teacher_logits"], batch["labels"], temperature, alpha)
+
+    return loss
+
+
+def check_distill_args(args: argparse.Namespace) -> list[str]:
+    """The distillation parameters' problems, each with the fix (empty: fine)."""
+    checks = [
+        (args.distill_temperature > 0, f"distill_temperature must be > 0, got {args.distill_temperature}"),
+        (0 <= args.distill_alpha <= 1, f"distill_alpha must be in [0, 1], got {args.distill_alpha}"),
+        (args.teacher_epochs >= 1, f"teacher_epochs must be >= 1, got {args.teacher_epochs}"),
+        (
+            args.teacher_learning_rate > 0,
+            f"teacher_learning_rate must be > 0, got {args.teacher_learning_rate}",
+        ),
+        (
+            bool(args.teacher.strip()),
+            "teacher must be `none`, `mpnet`, a local Hugging Face folder or a hub id",
+        ),
+        (
+            args.teacher == NO_TEACHER or args.few_shot != "true",
+            "few_shot=true trains a contrastive few-label model, which a teacher's soft targets do not "
+            "train: use teacher=none, or few_shot=false to distill",
+        ),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+def resolve_teacher(teacher: str) -> str:
+    """What `from_pretrained` loads: `mpnet` (the checked offline all-mpnet-base-v2), a folder (as given,
+    or by its name in the teacher cache, which the train step's container mounts), or a hub id."""
+    if teacher == MPNET:
+        try:
+            return str(mpnet_dir())
+        except TeacherWeightsError as error:
+            raise StepInputError(f"teacher=mpnet: {error}") from None
+    cached = cache_root() / teacher
+    if not Path(teacher).is_dir() and "/" not in teacher.strip("/") and cached.is_dir():
+        return str(cached)
+    return teacher
+
+
+def teacher_fingerprint(teacher: str, source: str) -> str:
+    """What identifies the teacher's weights: the recorded sha256 (mpnet), every file's bytes (a folder),
+    or the hub id (whose files the hub may change: pin a folder to be sure)."""
+    digest = hashlib.sha256()
+    if teacher == MPNET:
+        digest.update(json.dumps(FILE_SHA256, sort_keys=True).encode())
+    elif Path(source).is_dir():
+        for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(source)}\t{sha256_file(path)}\n".encode())
+    else:
+        digest.update(source.encode())
+    return digest.hexdigest()
+
+
+def split_fingerprint(split: EncodedSplit) -> str:
+    digest = hashlib.sha256()
+    for text, label in zip(split.texts, split.labels.tolist(), strict=True):
+        digest.update(f"{label}\t{text}\n".encode())
+    return digest.hexdigest()
+
+
+def teacher_key(args: argparse.Namespace, fingerprint: str, prepared) -> str:
+    """The hash of everything the teacher's logits depend on: a match means they can be reused as they are."""
+    parts = {
+        "version": KEY_VERSION,
+        "teacher": fingerprint,
+        "train": split_fingerprint(prepared.train_split),
+        "validation": split_fingerprint(prepared.validation_split),
+        "labels": list(prepared.label_set.names),
+        "recipe": [
+            args.teacher_epochs,
+            args.teacher_learning_rate,
+            args.max_seq_length,
+            args.batch_size,
+            args.seed,
+            args.patience,
+            args.warmup_ratio,
+            args.weight_decay,
+            prepared.precision,
+        ],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def find_teacher_run(key: str) -> mlflow.entities.Run | None:
+    """The newest finished teacher run of this experiment with this key, if any."""
+    experiment_id = mlflow.active_run().info.experiment_id
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{TEACHER_KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None
+
+
+def reused_logits(run: mlflow.entities.Run, rows: int) -> np.ndarray | None:
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=LOGITS_ARTIFACT)
+    except (OSError, mlflow.exceptions.MlflowException):
+        return None
+    logits = np.load(path)["train"]
+    return logits if logits.shape[0] == rows else None
+
+
+def teacher_prepared(prepared, source: str, max_seq_length: int):
+    """The student's data, tokenized for the teacher, with the teacher's backbone and the same head size."""
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise StepInputError(
+            f"teacher {source!r} cannot be loaded ({str(error).splitlines()[0]}): use `mpnet`, `none`, a "
+            "local Hugging Face folder or a hub id where a hub is reachable"
+        ) from None
+    config.num_labels = prepared.label_set.size
+    config.id2label = dict(enumerate(prepared.label_set.names))
+    config.label2id = {name: index for index, name in enumerate(prepared.label_set.names)}
+
+    def encode(split: EncodedSplit) -> EncodedSplit:
+        ids = tokenizer(split.texts, truncation=True, max_length=max_seq_length)["input_ids"]
+        return EncodedSplit(ids, split.labels, split.texts)
+
+    return dataclasses.replace(
+        prepared,
+        source=source,
+        config=config,
+        tokenizer=tokenizer,
+        train_split=encode(prepared.train_split),
+        validation_split=encode(prepared.validation_split),
+        calibrate=False,
+        loss_fn=None,
+    )
+
+
+def teacher_args(args: argparse.Namespace, source: str) -> argparse.Namespace:
+    """The teacher's recipe: the step's, with its own epochs and learning rate, mean pooling, one rate for
+    every layer (a larger model at a small rate), no weight average."""
+    own = copy.copy(args)
+    own.epochs, own.learning_rate = args.teacher_epochs, args.teacher_learning_rate
+    own.pooling, own.layer_lr_decay, own.ema_decay, own.base_model = "mean", 1.0, 0.0, source
+    return own
+
+
+def teacher_test_metrics(model: torch.nn.Module, own_prepared, batch_size: int, max_seq_length: int) -> dict:
+    """The teacher's own MCC and accuracy on the test rows (argmax, no calibration): the figure that says
+    how much better than the student it is (docs/teacher.md). Reported only, never used to choose."""
+    if not own_prepared.data_run_id:
+        return {}
+    frame = read_split(own_prepared.data_run_id, "test")
+    texts = frame[TEXT_COLUMN].tolist()
+    ids = own_prepared.tokenizer(texts, truncation=True, max_length=max_seq_length)["input_ids"]
+    split = EncodedSplit(ids, frame[LABEL_COLUMN].to_numpy(np.int64), texts)
+    logits, _ = predict(model, split, batch_size * 2, own_prepared.tokenizer.pad_token_id)
+    size = own_prepared.label_set.size
+    metrics = classification_metrics(split.labels, logits.argmax(axis=1), size, per_class=False)
+    return {f"teacher_test_{name}": value for name, value in metrics.items() if name in ("mcc", "accuracy")}
+
+
+def train_teacher(prepared, args: argparse.Namespace, source: str, key: str, fit) -> np.ndarray:
+    """Fine-tune the teacher in a nested run (its metrics, cost and logits logged); its train rows' logits."""
+    own_prepared = teacher_prepared(prepared, source, args.max_seq_length)
+    own_args = teacher_args(args, source)
+    with mlflow.start_run(run_name="teacher", nested=True):
+        mlflow.set_tags({TEACHER_KEY_TAG: key, TEACHER_ROLE_TAG: TEACHER_ROLE})
+        mlflow.log_params(
+            {
+                "teacher": args.teacher,
+                "teacher_source": source,
+                "epochs": own_args.epochs,
+                "learning_rate": own_args.learning_rate,
+                "max_seq_length": args.max_seq_length,
+                "batch_size": args.batch_size,
+                "seed": args.seed,
+            }
+        )
+        started = time.perf_counter()
+        model, summary = fit(own_prepared, own_args, lambda epoch, m: mlflow.log_metrics(m, step=epoch))
+        pad_id = own_prepared.tokenizer.pad_token_id
+        train_logits, _ = predict(model, own_prepared.train_split, args.batch_size * 2, pad_id)
+        validation_logits, _ = predict(model, own_prepared.validation_split, args.batch_size * 2, pad_id)
+        mlflow.log_metrics(
+            {
+                "teacher_train_seconds": time.perf_counter() - started,
+                "teacher_parameters": sum(p.numel() for p in model.parameters()),
+            }
+        )
+        test_metrics = teacher_test_metrics(model, own_prepared, args.batch_size, args.max_seq_length)
+        mlflow.log_metrics(test_metrics)
+        with tempfile.TemporaryDirectory(prefix="sentclf-teacher-") as tmp:
+            path = Path(tmp) / Path(LOGITS_ARTIFACT).name
+            np.savez(path, train=train_logits, validation=validation_logits)
+            mlflow.log_artifact(str(path), str(Path(LOGITS_ARTIFACT).parent))
+        run_id = mlflow.active_run().info.run_id
+    logger.info("teacher trained (run %s): best val MCC %.4f", run_id, summary["best_val_mcc"])
+    mlflow.set_tags({TEACHER_RUN_TAG: run_id, TEACHER_REUSED_TAG: "false"})
+    mlflow.log_metrics({"teacher_best_val_mcc": summary["best_val_mcc"], **test_metrics})
+    return train_logits
+
+
+def refuse_unsupported(prepared, args: argparse.Namespace) -> None:
+    """The tasks distillation does not train (before a teacher costs anything): the distillation loss is a
+    softmax over one class per text, and the teacher reads single sentences."""
+    if prepared.few_shot:
+        raise StepInputError(
+            f"teacher={args.teacher}: this data trains few-shot (the rarest class has fewer than "
+            f"few_shot_threshold={args.few_shot_threshold} training rows), which a teacher's soft targets do "
+            "not train: use teacher=none, or few_shot=false to fine-tune and distill"
+        )
+    if prepared.multi_label:
+        raise StepInputError(
+            f"teacher={args.teacher}: distillation matches one softmax over the classes per text; this data "
+            "has several labels per text (label_mode=multi): use teacher=none (docs/multi-label.md)"
+        )
+    if prepared.train_split.token_type_ids is not None:
+        raise StepInputError(
+            f"teacher={args.teacher}: the teacher reads single sentences; this is a sentence-pair task "
+            "(text_pair_column): use teacher=none (docs/pairs.md)"
+        )
+
+
+def attach_teacher(prepared, args: argparse.Namespace, fit):
+    """`prepared` with the teacher's logits on its train rows and the distillation loss (teacher=none: as it
+    is). The teacher is trained once per key; a finished teacher run with the same key is reused."""
+    if args.teacher == NO_TEACHER:
+        return prepared
+    refuse_unsupported(prepared, args)
+    source = resolve_teacher(args.teacher)
+    key = teacher_key(args, teacher_fingerprint(args.teacher, source), prepared)
+    previous = find_teacher_run(key)
+    logits = reused_logits(previous, len(prepared.train_split)) if previous is not None else None
+    if logits is not None:
+        logger.info("teacher: reusing run %s (same teacher, data and recipe)", previous.info.run_id)
+        mlflow.set_tags({TEACHER_RUN_TAG: previous.info.run_id, TEACHER_REUSED_TAG: "true"})
+        if "best_val_mcc" in previous.data.metrics:
+            mlflow.log_metric("teacher_best_val_mcc", previous.data.metrics["best_val_mcc"])
+    else:
+        logits = train_teacher(prepared, args, source, key, fit)
+    train_split = dataclasses.replace(prepared.train_split, teacher_logits=logits.astype(np.float32))
+    loss_fn = distillation_loss_fn(args.distill_temperature, args.distill_alpha)
+    return dataclasses.replace(prepared, train_split=train_split, loss_fn=loss_fn)
