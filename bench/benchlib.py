@@ -118,6 +118,14 @@ def use_steps(*steps: str) -> None:
             sys.path.insert(1, str(directory))  # after bench/ itself, before the installed packages
 
 
+def example_tickets(folder: Path) -> Path:
+    """The templated multi-label tickets `make example-data` writes (examples/multilabel/generate.py, the
+    same bytes every time), written into `folder`; the path of its tickets.csv (labels a `|` list)."""
+    generate = load_module("generate", REPO_ROOT / "examples" / "multilabel")
+    listed, _ = generate.write_tickets(folder)
+    return listed
+
+
 def server_package() -> ModuleType:
     """The inference server's package (server/sentclf_server), so `sentclf_server.<module>`
     imports work in this process: the server's own tokenizer + ONNX Runtime code, called in-process."""

@@ -1,14 +1,17 @@
 """The multi-label label audit's recall and cost: `python bench/multilabel_audit_recall.py [--wrong 0.05]`.
 
-Plants wrong label sets into the shipped multi-label tickets (examples/multilabel/tickets.csv, labels a
-`|` list): each chosen text loses one of its labels and gains one it did not have. Then runs
-preprocess/multilabel_audit.py's `audit_multilabel` (the bundled backbone's embeddings, per-label
-out-of-fold logistic regressions, cleanlab's multi-label confident learning) in this process, on this
-machine's cores. Printed: the texts, the planted ones, how many of them the audit lists (over the whole
-list and within its first 2 x planted), the list's length and the seconds, with the CPU model.
+Plants wrong label sets into the example multi-label tickets (tickets.csv as `make example-data` writes
+it, examples/multilabel/generate.py, here into a temporary folder; labels a `|` list): each chosen text
+loses one of its labels and gains one it did not have. Then runs preprocess/multilabel_audit.py's
+`audit_multilabel` (the bundled backbone's embeddings, per-label out-of-fold logistic regressions,
+cleanlab's multi-label confident learning) in this process, on this machine's cores. Printed: the texts,
+the planted ones, how many of them the audit lists (over the whole list and within its first 2 x planted),
+the list's length and the seconds, with the CPU model.
 """
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,8 +23,6 @@ import benchlib
 benchlib.use_steps("preprocess")
 from multilabel_audit import audit_multilabel  # noqa: E402
 
-TICKETS = benchlib.REPO_ROOT / "examples" / "multilabel" / "tickets.csv"
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
 
-    frame = pd.read_csv(TICKETS)
+    with tempfile.TemporaryDirectory(prefix="sentclf-bench-") as tmp:
+        frame = pd.read_csv(benchlib.example_tickets(Path(tmp)))
     names = tuple(sorted({name for labels in frame["labels"] for name in labels.split("|")}))
     sets = [sorted(names.index(name) for name in labels.split("|")) for labels in frame["labels"]]
     rng = np.random.default_rng(args.seed)

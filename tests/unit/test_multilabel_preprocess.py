@@ -1,9 +1,10 @@
 """Several labels per text in the preprocess room (`-P label_mode=multi`): lists in one column or one 0/1
 column per label, parsed and validated (errors name file, row and column), the label set the union of the
-labels, splits stratified on each row's rarest label, schema.json `label_mode: multi`; and the shipped
-example data set is what its generator writes."""
+labels, splits stratified on each row's rarest label, schema.json `label_mode: multi`; on the templated
+example tickets `make example-data` writes (examples/multilabel/generate.py, written here into tmp_path)."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -23,16 +24,13 @@ from validation import ValidationReport
 
 store = base.store
 experiment = base.experiment
-TICKETS = generate.HERE / "tickets.csv"
-TICKET_COLUMNS = generate.HERE / "tickets_columns.csv"
 MULTI = {"label_mode": "multi", "text_column": "text"}
 
 
-def test_the_shipped_example_is_what_the_generator_writes():
-    rows = generate.tickets()
-    assert TICKETS.read_text(encoding="utf-8") == generate.render(rows, columns=False)
-    assert TICKET_COLUMNS.read_text(encoding="utf-8") == generate.render(rows, columns=True)
-    assert {len(labels) for _, labels in rows} == {1, 2, 3}
+@pytest.fixture
+def tickets(tmp_path) -> tuple[Path, Path]:
+    """The example tickets as `make example-data` writes them: tickets.csv, tickets_columns.csv."""
+    return generate.write_tickets(tmp_path / "tickets")
 
 
 def parsed(cells: list, label_column: str = "labels", allowed=None, **columns) -> tuple[pd.DataFrame, list]:
@@ -77,12 +75,13 @@ def test_rarest_label_strata_keep_every_label_in_both_parts():
     assert isinstance(held[LABEL_COLUMN].iloc[0], list)
 
 
-def test_step_on_the_shipped_tickets(experiment, monkeypatch):
+def test_step_on_the_example_tickets(experiment, monkeypatch, tickets):
     # The audit's embedder stood in for (the real one is tested single-label): it runs, not how well.
     monkeypatch.setattr(
         label_audit, "embed", lambda texts: np.random.default_rng(0).normal(size=(len(texts), 8))
     )
-    run = base.run_step(experiment, dataset=str(TICKETS), label_column="labels", label_audit="true", **MULTI)
+    listed, columns_file = tickets
+    run = base.run_step(experiment, dataset=str(listed), label_column="labels", label_audit="true", **MULTI)
     run_id = run.info.run_id
     assert read_label_set(run_id).names == ("billing", "login", "refund", "shipping")
     schema = read_schema(run_id)
@@ -105,7 +104,7 @@ def test_step_on_the_shipped_tickets(experiment, monkeypatch):
     }
     # the same rows as one 0/1 column per label: the same texts with the same label names
     columns = base.run_step(
-        experiment, dataset=str(TICKET_COLUMNS), label_column="billing,login,shipping,refund", **MULTI
+        experiment, dataset=str(columns_file), label_column="billing,login,shipping,refund", **MULTI
     )
     names = ("billing", "login", "shipping", "refund")
     assert read_label_set(columns.info.run_id).names == names
@@ -121,8 +120,8 @@ def test_step_on_the_shipped_tickets(experiment, monkeypatch):
     assert named(columns.info.run_id, names) == named(run_id, read_label_set(run_id).names)
 
 
-def test_a_bad_row_fails_the_step_before_any_data(experiment, tmp_path):
-    frame = pd.read_csv(TICKETS)
+def test_a_bad_row_fails_the_step_before_any_data(experiment, tmp_path, tickets):
+    frame = pd.read_csv(tickets[0])
     frame.loc[7, "labels"] = "billing;refund"
     frame.loc[12, "labels"] = ""
     path = tmp_path / "tickets.csv"

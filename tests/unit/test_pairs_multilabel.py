@@ -2,6 +2,8 @@
 a list (or one 0/1 column per label) keeps both through preprocess, and the train step encodes it with the
 pair template and multi-hot targets."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -15,16 +17,22 @@ experiment = base.experiment
 NAMES = ("billing", "login", "refund", "shipping")
 
 
-def pairs_of_tickets(path, columns: bool) -> None:
-    """The shipped tickets with a second text per row (the customer's follow-up)."""
-    frame = pd.read_csv(generate.HERE / ("tickets_columns.csv" if columns else "tickets.csv"))
+@pytest.fixture
+def tickets(tmp_path) -> tuple[Path, Path]:
+    """The example tickets as `make example-data` writes them: tickets.csv, tickets_columns.csv."""
+    return generate.write_tickets(tmp_path / "example-tickets")
+
+
+def pairs_of_tickets(source: Path, path: Path) -> None:
+    """The example tickets with a second text per row (the customer's follow-up)."""
+    frame = pd.read_csv(source)
     frame.insert(1, "follow_up", [f"Follow-up number {i} from the customer." for i in range(len(frame))])
     frame.to_csv(path, index=False)
 
 
 @pytest.mark.parametrize("columns", [False, True], ids=["list", "indicators"])
-def test_a_pairs_file_with_several_labels_per_text(experiment, tmp_path, columns):  # noqa: F811
-    pairs_of_tickets(tmp_path / "tickets.csv", columns)
+def test_a_pairs_file_with_several_labels_per_text(experiment, tmp_path, tickets, columns):  # noqa: F811
+    pairs_of_tickets(tickets[1] if columns else tickets[0], tmp_path / "tickets.csv")
     run = base.run_step(
         experiment,
         dataset=str(tmp_path / "tickets.csv"),
