@@ -1,7 +1,8 @@
-"""Several labels per text end to end: docs/multi-label.md's command as typed (tiny parameters added) on
-the shipped example tickets, through preprocess, train, building and evaluate; the served image answers
-each text's label set over gRPC (`label_set`, a JSON list) with every label's probability, and evaluate
-reports micro-F1 with its interval and gates on it."""
+"""Several labels per text end to end: docs/multi-label.md's block as typed, its `make example-data` into a
+folder outside the repository and its `make run` on the templated tickets made there (tiny parameters
+added), through preprocess, train, building and evaluate; the served image answers each text's label set
+over gRPC (`label_set`, a JSON list) with every label's probability, and evaluate reports micro-F1 with
+its interval and gates on it."""
 
 import json
 import re
@@ -17,7 +18,7 @@ from sentclf.containers import running_server
 from sentclf.contract import LABEL_NAMES_TAG, STEP_TAG, TEST_MICRO_F1_METRIC
 from sentclf.kserve_client import build_inputs
 
-from .conftest import REPO_ROOT, require_docker
+from .conftest import require_docker
 from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -26,9 +27,23 @@ LABELS = ("billing", "login", "refund", "shipping")
 TINY = "-P epochs=1 -P max_seq_length=32 -P requests_per_level=50"
 
 
-def test_the_multilabel_page_as_typed(typed_store):
+@pytest.fixture(scope="module")
+def examples(typed_store) -> Path:
+    """The page's `make example-data`, as printed, into a folder outside the repository."""
     require_docker()
-    (command,) = typed_block("multilabel").lines
+    folder = Path(tempfile.mkdtemp(prefix="sentclf-examples-", dir=typed_store.root))
+    command = typed_block("multilabel").line("make example-data")
+    assert command == "make example-data", command
+    result = typed_store.shell(f"{command} EXAMPLES={folder}", timeout_s=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return folder
+
+
+def test_the_multilabel_page_as_typed(typed_store, examples):
+    block = typed_block("multilabel")
+    assert len(block.lines) == 2, block.lines  # the two lines below, nothing untested
+    command = block.line("make run").replace("~/sentclf-examples", str(examples))
+    assert str(examples / "tickets" / "tickets.csv") in command, command
     args = re.search(r'ARGS="([^"]*)"', command).group(1)
     result = typed_store.shell(f'make run ARGS="{args} {TINY}"', timeout_s=1800)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
@@ -56,7 +71,7 @@ def test_the_multilabel_page_as_typed(typed_store):
 
     version = steps["train"].data.tags["registered_model_version"]
     thresholds = [steps["train"].data.metrics[f"val_threshold_label_{name}"] for name in LABELS]
-    texts = pd.read_csv(REPO_ROOT / "examples" / "multilabel" / "tickets.csv")["text"].head(12).tolist()
+    texts = pd.read_csv(examples / "tickets" / "tickets.csv")["text"].head(12).tolist()
     image = steps["building"].data.tags["server_image"]
     with running_server(image, name_prefix="sentclf-multilabel") as (_, port, _):
         grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
