@@ -37,6 +37,7 @@ from pathlib import Path
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from sentclf.containers import free_ports
 from sentclf.server_images import SERVER_PYTHONPATH
 
 SENTENCES = ["the cat sat on the mat", "dog", "colorless green ideas sleep furiously", "héllo wörld"]
@@ -350,12 +351,6 @@ def run_soak(
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, required=True)
@@ -366,7 +361,7 @@ def main() -> int:
     parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--max-memory-ratio", type=float, default=1.2)
     args = parser.parse_args()
-    ports = {"HTTP_PORT": _free_port(), "GRPC_PORT": _free_port(), "METRICS_PORT": _free_port()}
+    ports = dict(zip(("HTTP_PORT", "GRPC_PORT", "METRICS_PORT"), free_ports(3), strict=True))
     env = {
         **os.environ,
         "PYTHONPATH": SERVER_PYTHONPATH,

@@ -40,7 +40,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from sentclf import loadgen
-from sentclf.containers import LOOPBACK, free_port
+from sentclf.containers import LOOPBACK, free_port, free_ports
 from sentclf.engine import docker_client
 from sentclf.images import step_image
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
@@ -191,7 +191,7 @@ def kserve_peer(python: Path, model_dir: Path, model: str, workdir: Path, timeou
     """KServe ModelServer: --grpc_port is its gRPC flag (it binds [::]; REST on --http_port binds 0.0.0.0,
     both on free ports, and we only ever call 127.0.0.1). One uvicorn worker; per-request latency log off
     (our server logs no line per request either). Yields (grpc_port, http_port, seconds to ready)."""
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port = free_ports(2)
     command = [
         str(python), str(PEERS_DIR / "kserve_server.py"),
         "--grpc_port", str(grpc_port), "--http_port", str(http_port),
@@ -205,13 +205,13 @@ def write_mlserver_settings(root: Path, model: str, parallel_workers: int, max_b
     """settings.json + <model>/model-settings.json for `mlserver start root`; returns the gRPC port.
     Loopback only, free ports, metrics server off (ours exports metrics, but nobody scrapes during the
     bench), debug off (it turns on a gRPC access-log line per request)."""
-    grpc_port = free_port()
+    grpc_port, http_port, metrics_port = free_ports(3)
     settings = {
         "debug": False,
         "host": LOOPBACK,
-        "http_port": free_port(),
+        "http_port": http_port,
         "grpc_port": grpc_port,
-        "metrics_port": free_port(),
+        "metrics_port": metrics_port,
         "metrics_endpoint": None,
         "parallel_workers": parallel_workers,
         "load_models_at_startup": True,

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,15 +26,10 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as triton
 
+from sentclf.containers import free_ports
 from sentclf.server_images import SERVER_PYTHONPATH
 
 SENTENCES = ["the cat sat on the mat", "dog", "colorless green ideas sleep furiously", "the book was read"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _input(text: str) -> triton.InferInput:
@@ -85,7 +79,7 @@ def _shadow_counts(metrics_port: int) -> dict[str, float]:
 
 
 def _run(model_dir: Path, challenger: Path | None, requests: int) -> dict:
-    grpc_port, metrics_port = _free_port(), _free_port()
+    grpc_port, metrics_port = free_ports(2)
     env = {
         **os.environ,
         "PYTHONPATH": SERVER_PYTHONPATH,

@@ -40,9 +40,20 @@ class ServerStartError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on loopback that are free right now.
+
+    Every probe stays bound until all are drawn: a port released at once may be
+    handed out again by the next probe, and two listeners on one port fail.
+    """
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind((LOOPBACK, 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
 def own_container_id(mountinfo: str | None = None) -> str | None:
@@ -156,7 +167,7 @@ def running_server(
     Yields (container, grpc_port, seconds from start to SERVING).
     """
     client = docker_client()
-    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_ports(3)
     environment = {
         "GRPC_PORT": str(grpc_port),
         "METRICS_PORT": str(metrics_port),

@@ -13,8 +13,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from sentclf.containers import free_ports
 from sentclf.contract import MonitorVerdict
-from tests.server.conftest import ServerContainer, free_port, server_env
+from tests.server.conftest import ServerContainer, server_env
 
 from .conftest import REPO_ROOT, UNDER_CI, require_docker
 from .test_commands_as_typed import _ports_free, leftover_containers, make_serve_in_foreground
@@ -62,7 +63,7 @@ def serve_and_send(image: str, folder: Path, sentences: list[str]) -> None:
     folder.mkdir(parents=True)
     folder.chmod(0o777)  # the server runs as uid 10001
 
-    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_ports(3)
     container = docker.from_env().containers.run(
         image,
         detach=True,

@@ -21,12 +21,11 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from sentclf.containers import PIPELINE_LABEL
+from sentclf.containers import PIPELINE_LABEL, free_port, free_ports
 from sentclf.contract import STEP_TAG
 from sentclf.images import step_image
 
 from .conftest import REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
-from .test_tracking_server import free_port
 from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -72,7 +71,7 @@ class Team:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.directory = root / "tracking"
-        self.port, self.backend_port, self.pg_port = free_port(), free_port(), free_port()
+        self.port, self.backend_port, self.pg_port = free_ports(3)
         self.url = f"https://127.0.0.1:{self.port}"
         self.cert = self.directory / "tls" / "self-signed.crt"
         self.passwords = {name: secrets.token_urlsafe(18) for name in ("admin", "nightly", "alice")}

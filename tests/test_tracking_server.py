@@ -7,7 +7,6 @@ mlruns: every artifact must be in the server's own store."""
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from sentclf.containers import free_ports
 from sentclf.contract import STEP_TAG
 
 from .conftest import REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
@@ -24,12 +24,6 @@ from .typed_blocks import typed_block
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 TINY = "-P epochs=1 -P max_train_samples=128 -P use_cache=false -P label_audit=false -P requests_per_level=50"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make(
@@ -56,9 +50,10 @@ def server():
     """A tracking server of its own (ports and data directory), stopped and removed afterwards."""
     require_docker()
     directory = REPO_ROOT / ".build" / f"test-tracking-{uuid.uuid4().hex[:8]}"
-    url = f"http://127.0.0.1:{(port := free_port())}"
+    port, pg_port = free_ports(2)
+    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env |= {"TRACKING_DIR": str(directory), "TRACKING_PORT": str(port), "PG_PORT": str(free_port())}
+    env |= {"TRACKING_DIR": str(directory), "TRACKING_PORT": str(port), "PG_PORT": str(pg_port)}
     started = typed("make tracking-server", env, timeout_s=600)
     assert started.returncode == 0, started.stdout + started.stderr
     yield url, directory, env

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
+from sentclf.containers import free_ports
 from sentclf.server_images import SERVER_PYTHONPATH
 from tests.conftest import require_docker
 
@@ -245,12 +245,6 @@ def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_model_dir(tmp_path_factory.mktemp("slow_model"), slow_size=1024)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class _Server:
     """What the protocol tests need of a running server, whichever way it runs."""
 
@@ -367,7 +361,7 @@ def server_env(grpc_port: int, metrics_port: int, http_port: int = 0, **override
 
 def start_server(model_dir: Path, log_path: Path, **env_overrides: str) -> ServerProcess:
     """Start `python -m sentclf_server` bound to loopback on free ports; returns once it is SERVING."""
-    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_ports(3)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [SERVER_PYTHONPATH, os.environ.get("PYTHONPATH")])),
@@ -391,7 +385,7 @@ def start_container(
     """Run the server image on the host network, bound to loopback on free ports; by default returns once
     it is SERVING. `model_dir` is mounted (read-only) over the model baked into the image. The caller
     stops it (ServerContainer.stop removes it)."""
-    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_ports(3)
     volumes = {str(model_dir): {"bind": "/models/model", "mode": "ro"}} if model_dir else None
     container = docker.from_env().containers.run(
         image,

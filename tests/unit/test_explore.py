@@ -3,6 +3,7 @@ conftest.py): input checks, the embedding output added to the graph, occlusion, 
 and the Starlette app's answers to good and bad input."""
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -129,15 +130,14 @@ def test_the_app_answers_bad_input_with_a_message_not_a_trace(explorer):
         assert answer.json()["error"] and "Traceback" not in answer.text
 
 
-def test_a_registered_alias_loads_with_its_own_training_sentences(tracking_store, tmp_path):
-    """load_version resolves models:/name@alias, downloads the version (onnx flavor layout) and indexes the
-    train split of the preprocess run its train run names."""
+def register_whatif(tmp_path):
+    """A registered `whatif` version (onnx flavor layout, alias champion) whose train run names a
+    preprocess run with TRAINING as its train split; returns that preprocess run's id."""
     import mlflow
     import mlflow.onnx
     import pandas as pd
 
     from sentclf.schema import split_artifact_path
-    from tools.explore import load_version
 
     data = tmp_path / "data"
     data.mkdir()
@@ -154,14 +154,70 @@ def test_a_registered_alias_loads_with_its_own_training_sentences(tracking_store
             registered_model_name="whatif",
             extra_files=[str(files / "tokenizer.json"), str(files / "serving_config.json")],
         )
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias("whatif", "champion", info.registered_model_version)
+    mlflow.MlflowClient().set_registered_model_alias("whatif", "champion", info.registered_model_version)
     assert train_run.info.run_id
+    return data_run.info.run_id
+
+
+def test_a_registered_alias_loads_with_its_own_training_sentences(tracking_store, tmp_path):
+    """load_version resolves models:/name@alias, downloads the version (onnx flavor layout) and indexes the
+    train split of the preprocess run its train run names."""
+    from tools.explore import load_version
+
+    data_run_id = register_whatif(tmp_path)
     explorer = load_version("models:/whatif@champion", max_rows=4, work_dir=tmp_path / "work")
+    texts = [text for text, _ in TRAINING]
     assert len(explorer.texts) == 4 and set(explorer.texts) <= set(texts)  # a sample of max_rows
-    assert f"preprocess run {data_run.info.run_id}" in explorer.source
+    assert f"preprocess run {data_run_id}" in explorer.source
     assert explorer.explain("the cat sat")["label"] in ("unacceptable", "acceptable")
     with pytest.raises(SystemExit, match="no such version"):
         load_version("models:/whatif@nobody", 10, tmp_path / "w2")
     with pytest.raises(SystemExit, match="is not models"):
         load_version("whatif", 10, tmp_path / "w3")
+
+
+def copies(scratch) -> list[str]:
+    """The page's own temporary folders (onnxruntime keeps a session file of its own there too)."""
+    return [name for name in os.listdir(scratch) if name.startswith("sentclf-explore-")]
+
+
+def test_the_page_stopped_by_sigterm_leaves_no_model_copy_behind(tracking_store, tmp_path):
+    """`kill` (SIGTERM, what a supervisor or a test sends) stops the page and removes its temporary model
+    copies: uvicorn raises SIGTERM again after its shutdown, which would end Python before its cleanup."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from sentclf.containers import free_port
+    from tests.conftest import REPO_ROOT
+
+    register_whatif(tmp_path)
+    scratch, port = tmp_path / "tmp", free_port()
+    scratch.mkdir()
+    page = subprocess.Popen(
+        [sys.executable, "-m", "tools.explore", "--model", "models:/whatif@champion", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert page.poll() is None, page.stdout.read()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the page did not answer in 2 minutes"
+                time.sleep(0.5)
+        assert len(copies(scratch)) == 2  # the downloaded version and the rewritten graph
+        page.send_signal(signal.SIGTERM)
+        assert page.wait(30) == 128 + signal.SIGTERM
+        assert copies(scratch) == []
+    finally:
+        page.kill()
+        page.wait()
