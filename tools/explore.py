@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import sys
 import tempfile
 import unicodedata
 from dataclasses import dataclass
@@ -356,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # uvicorn stops on SIGTERM, then raises it again; Python's default action would end the process before
+    # the temporary model copies below are removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="sentclf-explore-") as tmp:
         explorer = load_version(args.model or DEFAULT_MODEL, args.max_index, Path(tmp))
         print(
