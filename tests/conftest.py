@@ -147,18 +147,28 @@ class TypedStore:
 
 
 def remove_store_images(client: mlflow.MlflowClient) -> None:
-    """The server images of every registered model of a store (found by its image namespace)."""
+    """The server images of every registered model of a store (found by its image namespace), and the
+    builder stage kept for their repository once no image of it is left (a test's own model name, such
+    as nightly-<hex>, would leave one per session; a name still in use keeps its build cache)."""
     import docker
 
+    from sentclf.images import this_checkout
+
     engine = docker.from_env()
+    repositories = set()
     for model in client.search_registered_models():
         namespace = model.tags.get("sentclf.image_namespace")
         if not namespace:
             continue
         for image in engine.images.list(filters={"label": f"sentclf.image_namespace={namespace}"}):
             for tag in image.tags or [image.id]:
+                repositories.add(tag.rsplit(":", 1)[0])
                 with contextlib.suppress(docker.errors.APIError):
                     engine.images.remove(tag, force=True)
+    for repository in repositories:
+        if not engine.images.list(name=repository):
+            with contextlib.suppress(docker.errors.APIError):
+                engine.images.remove(f"{repository}-builder:{this_checkout()}", force=True)
 
 
 @pytest.fixture(scope="session")
