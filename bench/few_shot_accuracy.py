@@ -56,7 +56,6 @@ def main() -> None:
     parser.add_argument("--body-learning-rates", type=float, nargs="+", default=[few_shot.BODY_LEARNING_RATE])
     parser.add_argument("--no-fine-tune", action="store_true", help="the few-shot recipe(s) only")
     args = parser.parse_args()
-    few_shot.PAIR_ITERATIONS = args.pair_iterations
     frames = {}
     for split in ("train", "test"):
         frame = pd.read_csv(args.data / f"{split}.csv", dtype=str, keep_default_na=False)
@@ -83,7 +82,9 @@ def main() -> None:
     for rate in args.body_learning_rates:
         few_shot.BODY_LEARNING_RATE = rate
         started = time.perf_counter()
-        model, summary = few_shot.train_one(source, config, train_split, 16, args.seed, pad)
+        model, summary = few_shot.train_one(
+            source, config, train_split, 16, args.seed, pad, args.pair_iterations
+        )
         name = f"few-shot (body lr {rate:g}, {summary['contrastive_pairs']} pairs)"
         results[name] = (model, time.perf_counter() - started)
     flags = {}

@@ -224,8 +224,8 @@ def main() -> None:
         counts = np.bincount(merged.labels, minlength=len(names))
         started = time.perf_counter()
         if few_shot.use_few_shot("auto", counts, few_shot.DEFAULT_THRESHOLD):
-            few_shot.PAIR_ITERATIONS = pair_iterations(len(merged), args.pair_budget)
-            model, summary = few_shot.train_one(source, config, merged, BATCH, args.seed, pad)
+            iterations = pair_iterations(len(merged), args.pair_budget)
+            model, summary = few_shot.train_one(source, config, merged, BATCH, args.seed, pad, iterations)
             how = f"few-shot, {summary['contrastive_pairs']} pairs"
         else:
             torch.manual_seed(args.seed)

@@ -17,9 +17,12 @@ from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
-# Appended to the page's `make run`: short sequences (TREC questions are short; the contrastive phase's cost
-# is pairs x length), no label audit (its cross-validated fits), one epoch should the run fine-tune.
-TINY = "-P epochs=1 -P max_seq_length=32 -P label_audit=false -P requests_per_level=50"
+# Appended to the page's `make run`: short sequences and 2 pair iterations instead of 20 (the contrastive
+# phase's cost is pairs x length), no label audit (its cross-validated fits), one epoch should the run
+# fine-tune.
+TINY = (
+    "-P epochs=1 -P max_seq_length=32 -P few_shot_iterations=2 -P label_audit=false -P requests_per_level=50"
+)
 
 
 def shell_ok(store, command: str, timeout_s: float = 1800) -> str:
@@ -50,6 +53,7 @@ def test_eight_rows_per_class_train_few_shot_into_a_served_version(few_label_run
     train = [r for r in runs if r.data.tags.get(STEP_TAG) == "train"][-1]
     assert train.data.tags[TRAINING_MODE_TAG] == "few_shot"
     assert int(train.data.tags[TRAINING_ROWS_TAG]) == 42  # 7 per class: preprocess held one out
+    assert train.data.metrics["contrastive_pairs"] == 42 * 2 * 2  # few_shot_iterations=2: a +/- pair each
     evaluate = [r for r in runs if r.data.tags.get(STEP_TAG) == "evaluate"][-1]
     assert evaluate.info.status == "FINISHED"
     card = typed_store.client.download_artifacts(evaluate.info.run_id, "model_card.md")

@@ -124,11 +124,17 @@ def _features(split: EncodedSplit, rows: np.ndarray, pad_id: int) -> dict[str, t
 
 
 def contrastive_fit(
-    model: FewShotClassifier, split: EncodedSplit, batch_size: int, seed: int, pad_id: int, log_step=None
+    model: FewShotClassifier,
+    split: EncodedSplit,
+    batch_size: int,
+    seed: int,
+    pad_id: int,
+    log_step=None,
+    iterations: int = PAIR_ITERATIONS,
 ) -> dict[str, float]:
     """Tune the encoder on pairs of `split`'s rows with the cosine-similarity loss; the summary."""
     rng = np.random.default_rng(seed)
-    pairs = sample_pairs(split.labels, PAIR_ITERATIONS, rng)
+    pairs = sample_pairs(split.labels, iterations, rng)
     pairs = pairs[rng.permutation(len(pairs))]
     loss_fn = CosineSimilarityLoss(_Embedder(model))
     steps = math.ceil(len(pairs) / batch_size) * CONTRASTIVE_EPOCHS
@@ -203,12 +209,18 @@ class FewShotResult:
 
 
 def train_one(
-    source: str, config: PretrainedConfig, split: EncodedSplit, batch_size: int, seed: int, pad_id: int
+    source: str,
+    config: PretrainedConfig,
+    split: EncodedSplit,
+    batch_size: int,
+    seed: int,
+    pad_id: int,
+    iterations: int = PAIR_ITERATIONS,
 ) -> tuple[FewShotClassifier, dict[str, float]]:
     """One run of the recipe on `split`: a fresh backbone, contrastive tuning, the head."""
     torch.manual_seed(seed)
     model = FewShotClassifier(source, config)
-    summary = contrastive_fit(model, split, batch_size, seed, pad_id)
+    summary = contrastive_fit(model, split, batch_size, seed, pad_id, iterations=iterations)
     fit_head(model, split, config.num_labels, seed, pad_id)
     return model, summary
 
@@ -221,7 +233,13 @@ def subset(split: EncodedSplit, rows: np.ndarray) -> EncodedSplit:
 
 
 def cross_validated_logits(
-    source: str, config: PretrainedConfig, split: EncodedSplit, batch_size: int, seed: int, pad_id: int
+    source: str,
+    config: PretrainedConfig,
+    split: EncodedSplit,
+    batch_size: int,
+    seed: int,
+    pad_id: int,
+    iterations: int = PAIR_ITERATIONS,
 ) -> tuple[np.ndarray, int]:
     """Out-of-fold logits of every row (stratified k-fold, k = min(CV_FOLDS, the rarest class's rows)),
     and k."""
@@ -234,7 +252,7 @@ def cross_validated_logits(
     logits = np.zeros((len(split), config.num_labels), dtype=np.float32)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for fold, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(split)), split.labels), 1):
-        model, _ = train_one(source, config, subset(split, fit_rows), batch_size, seed, pad_id)
+        model, _ = train_one(source, config, subset(split, fit_rows), batch_size, seed, pad_id, iterations)
         logits[held_rows], _ = predict(model, subset(split, held_rows), batch_size * 2, pad_id)
         logger.info("few-shot cross-validation: fold %d/%d done", fold, folds)
     return logits, folds
@@ -248,11 +266,14 @@ def fit_few_shot(
     batch_size: int,
     seed: int,
     pad_id: int,
+    iterations: int = PAIR_ITERATIONS,
 ) -> FewShotResult:
     """The shipped model (trained on every training row) and, without a validation split, the
     cross-validated logits that stand in for validation."""
     out_of_fold, folds = None, 0
     if len(validation_split) == 0:
-        out_of_fold, folds = cross_validated_logits(source, config, train_split, batch_size, seed, pad_id)
-    model, summary = train_one(source, config, train_split, batch_size, seed, pad_id)
+        out_of_fold, folds = cross_validated_logits(
+            source, config, train_split, batch_size, seed, pad_id, iterations
+        )
+    model, summary = train_one(source, config, train_split, batch_size, seed, pad_id, iterations)
     return FewShotResult(model, summary, out_of_fold, folds)

@@ -63,7 +63,14 @@ import multilabel_head
 from calibration import best_margin_shift, fold_shift_into_head, output_layer
 from distill import NO_TEACHER, attach_teacher, check_distill_args
 from export import INPUT_NAMES, OUTPUT_NAME, check_parity, export_onnx, parity_report
-from few_shot import DEFAULT_THRESHOLD, FEW_SHOT_CHOICES, MIN_ROWS_PER_CLASS, fit_few_shot, use_few_shot
+from few_shot import (
+    DEFAULT_THRESHOLD,
+    FEW_SHOT_CHOICES,
+    MIN_ROWS_PER_CLASS,
+    PAIR_ITERATIONS,
+    fit_few_shot,
+    use_few_shot,
+)
 from int8 import DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
 from modeling import POOLING_CHOICES, build_classifier
 from pair_encoding import serving_config_for
@@ -139,6 +146,12 @@ def add_few_shot_arguments(parser: argparse.ArgumentParser) -> None:
         "before the max_train_samples cap)",
     )
     parser.add_argument("--few-shot-threshold", type=int, default=DEFAULT_THRESHOLD)
+    parser.add_argument(
+        "--few-shot-iterations",
+        type=int,
+        default=PAIR_ITERATIONS,
+        help="contrastive pairs per training row are 2 x this (SetFit's num_iterations; fewer: quicker)",
+    )
 
 
 def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
@@ -209,6 +222,10 @@ def validate_args(args: argparse.Namespace) -> None:
             f"few_shot must be one of {', '.join(FEW_SHOT_CHOICES)}, got {args.few_shot!r}",
         ),
         (args.few_shot_threshold >= 1, f"few_shot_threshold must be >= 1, got {args.few_shot_threshold}"),
+        (
+            args.few_shot_iterations >= 1,
+            f"few_shot_iterations must be >= 1, got {args.few_shot_iterations}",
+        ),
     ]
     problems = [message for ok, message in checks if not ok] + check_distill_args(args)
     if problems:
@@ -694,6 +711,7 @@ def fit_few_shot_model(
         args.batch_size,
         args.seed,
         pad_id,
+        args.few_shot_iterations,
     )
     if result.out_of_fold is not None:
         checked, logits = prepared.train_split, result.out_of_fold

@@ -53,8 +53,14 @@ def topic_folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def skipped_contrastive_fit(model, split, batch_size, seed, pad_id, log_step=None) -> dict[str, float]:
+CONTRASTIVE_CALLS: list[int] = []  # the iterations each skipped phase was asked for
+
+
+def skipped_contrastive_fit(
+    model, split, batch_size, seed, pad_id, log_step=None, iterations=few_shot.PAIR_ITERATIONS
+) -> dict[str, float]:
     """The contrastive phase's summary without its training (seconds of CPU per fold otherwise)."""
+    CONTRASTIVE_CALLS.append(iterations)
     return {"contrastive_pairs": 0, "contrastive_loss": 0.0, "contrastive_seconds": 0.0}
 
 
@@ -104,8 +110,7 @@ def test_the_logistic_head_is_the_exported_linear_layer():
         np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), expected, atol=1e-5)
 
 
-def test_the_contrastive_phase_tunes_the_encoder(monkeypatch):
-    monkeypatch.setattr(few_shot, "PAIR_ITERATIONS", 1)  # 6 rows: 12 pairs, one optimizer step of 16
+def test_the_contrastive_phase_tunes_the_encoder():
     source = resolve_backbone("bundled")
     tokenizer = AutoTokenizer.from_pretrained(source)
     texts = [text for texts in TOPICS.values() for text in texts[:2]]
@@ -114,7 +119,8 @@ def test_the_contrastive_phase_tunes_the_encoder(monkeypatch):
     )
     model = few_shot.FewShotClassifier(source, AutoConfig.from_pretrained(source, num_labels=3))
     before = [p.detach().clone() for p in model.encoder.parameters()]
-    summary = few_shot.contrastive_fit(model, split, 16, 0, tokenizer.pad_token_id)
+    # one iteration: 6 rows, 12 pairs, one optimizer step of 16
+    summary = few_shot.contrastive_fit(model, split, 16, 0, tokenizer.pad_token_id, iterations=1)
     assert summary["contrastive_pairs"] == 12 and np.isfinite(summary["contrastive_loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters(), strict=True))
 
@@ -128,7 +134,9 @@ def test_a_tiny_data_set_is_trained_few_shot_into_the_usual_registered_version(
     # An ordinary fine-tune refuses the run, naming the fix; auto trains it few-shot.
     with pytest.raises(SystemExit, match="no validation split .* use few_shot=auto or true"):
         train.main([*train_args(), "--registered-model-name", "few", "--few-shot", "false"])
-    train.main([*train_args(), "--registered-model-name", "few"])
+    CONTRASTIVE_CALLS.clear()
+    train.main([*train_args(), "--registered-model-name", "few", "--few-shot-iterations", "3"])
+    assert CONTRASTIVE_CALLS == [3, 3, 3]  # two cross-validation folds and the shipped model
     run = mlflow.search_runs(
         experiment_ids=[tracking_store],
         filter_string=f"tags.`{STEP_TAG}` = 'train' and attributes.status = 'FINISHED'",

@@ -96,6 +96,11 @@ def test_bad_parameters_fail_before_heavy_work(tracking_store, override, message
         train.main([*train_args(**override), "--registered-model-name", "m"])
 
 
+def test_a_few_shot_phase_of_no_pairs_is_refused(tracking_store):
+    with pytest.raises(SystemExit, match="few_shot_iterations must be >= 1, got 0"):
+        train.main([*train_args(), "--registered-model-name", "m", "--few-shot-iterations", "0"])
+
+
 def test_batch_larger_than_data_is_rejected(data_run):
     with pytest.raises(SystemExit, match="batch_size 128 is larger than the 64 training rows"):
         train.main([*train_args(batch_size="128"), "--registered-model-name", "m", "--data-run-id", data_run])
