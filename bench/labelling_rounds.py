@@ -44,7 +44,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.backbone import resolve_backbone
-from sentclf.label_selection import select, uncertainty
+from sentclf.label_selection import BALANCE_CHOICES, DEFAULT_BALANCE, predicted_classes, select, uncertainty
 from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 
 import benchlib
@@ -87,13 +87,20 @@ def draw_random(available: np.ndarray, count: int, rng: np.random.Generator) -> 
 
 
 def draw_chosen(
-    probabilities: np.ndarray, vectors: np.ndarray, available: np.ndarray, count: int, weight: float
+    probabilities: np.ndarray,
+    vectors: np.ndarray,
+    available: np.ndarray,
+    count: int,
+    weight: float,
+    balance: str = "none",
 ) -> np.ndarray:
     """`count` pool rows picked by the selection command's logic among the available ones (the model's
-    probabilities and vectors are over the whole pool)."""
+    probabilities and vectors are over the whole pool); `balance="predicted"`: the predicted classes
+    take turns, as label_next's --balance predicted."""
     if count > len(available):
         raise ValueError(f"asked for {count} rows but only {len(available)} remain in the pool")
-    picks = select(vectors[available], uncertainty(probabilities[available]), count, weight)
+    shown = probabilities[available]
+    picks = select(vectors[available], uncertainty(shown), count, weight, predicted_classes(shown, balance))
     return available[picks]
 
 
@@ -185,6 +192,13 @@ def main() -> None:
     parser.add_argument("--pair-budget", type=int, default=400, help="contrastive pairs per training")
     parser.add_argument(
         "--weights", type=float, nargs="+", default=[0.5], help="label_next's --uncertainty-weight(s)"
+    )
+    parser.add_argument(
+        "--balance",
+        nargs="+",
+        choices=BALANCE_CHOICES,
+        default=[DEFAULT_BALANCE],
+        help="label_next's --balance value(s): `predicted` gives each predicted class its turn",
     )
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=42)
@@ -278,7 +292,7 @@ def main() -> None:
         if arm == "random":
             return draw_random(available, count, rng)
         probabilities, vectors = scored_pool(model)
-        return draw_chosen(probabilities, vectors, available, count, mix)
+        return draw_chosen(probabilities, vectors, available, count, mix, balance)
 
     resamples = np.random.default_rng(args.seed + 1).integers(0, len(test), size=(args.resamples, len(test)))
 
@@ -288,13 +302,14 @@ def main() -> None:
             print(f"{label} {arm}: accuracy {accuracy:.4f} [{low:.4f}, {high:.4f}]", flush=True)
 
     print(f"classes: {names}")
-    for mix, repeat in itertools.product(args.weights, range(args.repeats)):
+    for mix, balance, repeat in itertools.product(args.weights, args.balance, range(args.repeats)):
         if repeat == 0:
             differences = []
         rng = np.random.default_rng(args.seed + repeat)
         started = time.perf_counter()
         print(
-            f"uncertainty weight {mix}, repeat {repeat + 1}/{args.repeats} (random seed {args.seed + repeat})"
+            f"uncertainty weight {mix}, balance {balance}, repeat {repeat + 1}/{args.repeats} "
+            f"(random seed {args.seed + repeat})"
         )
         results = run_rounds(len(pool), args.rounds, args.count, fit, score, pick, report)
         diff, low, high = paired_difference(results["chosen"][-1], results["random"][-1], resamples)
@@ -307,7 +322,7 @@ def main() -> None:
         )
         if repeat == args.repeats - 1 and args.repeats > 1:
             shown = ", ".join(f"{d:+.4f}" for d in differences)
-            print(f"weight {mix}: chosen - random over {args.repeats} random draws: {shown}")
+            print(f"weight {mix}, balance {balance}: chosen - random over {args.repeats} draws: {shown}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from sentclf.contract import DEFAULT_CHAMPION_URI, MODEL_URI_FORMS, model_uri
-from sentclf.label_selection import select, uncertainty
+from sentclf.label_selection import BALANCE_CHOICES, DEFAULT_BALANCE, predicted_classes, select, uncertainty
 
 logger = logging.getLogger("label_next")
 
@@ -216,6 +216,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_UNCERTAINTY_WEIGHT,
         help="1: the most uncertain only; 0: the most different only (default 0.5)",
     )
+    parser.add_argument(
+        "--balance",
+        choices=BALANCE_CHOICES,
+        default=DEFAULT_BALANCE,
+        help="`predicted`: the model's predicted classes take turns in the batch; `none`: margin and "
+        f"diversity alone (default {DEFAULT_BALANCE})",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.capture is None and args.texts is None:
@@ -247,7 +254,8 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> Path:
         explorer = Explorer(model_dir, [], [])
         probabilities = explorer.scorer.predict(pool.texts)
         scores = uncertainty(probabilities)
-        picks = select(explorer.embed(pool.texts), scores, args.count, args.uncertainty_weight)
+        classes = predicted_classes(probabilities, args.balance)
+        picks = select(explorer.embed(pool.texts), scores, args.count, args.uncertainty_weight, classes)
     chosen = [pool.texts[i] for i in picks]
     path = write_batch(chosen, args.out, args.text_column, args.label_column, now or datetime.now(UTC))
     logger.info(

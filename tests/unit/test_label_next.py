@@ -80,6 +80,17 @@ def test_selection_mixes_uncertainty_with_diversity():
     assert label_next.uncertainty(np.array([[0.5, 0.5], [1.0, 0.0]])).tolist() == [1.0, 0.0]
 
 
+def test_balanced_selection_gives_each_predicted_class_its_turn():
+    # The four most uncertain sentences are predicted class 0; class 1 and 2 have one candidate each.
+    vectors = np.eye(6)
+    scores = np.array([0.9, 0.89, 0.88, 0.87, 0.3, 0.2])
+    classes = np.array([0, 0, 0, 0, 1, 2])
+    assert label_next.select(vectors, scores, 4, weight=1.0) == [0, 1, 2, 3]
+    assert label_next.select(vectors, scores, 4, weight=1.0, classes=classes) == [0, 4, 5, 1]
+    # A class without candidates left no longer holds the others back.
+    assert label_next.select(vectors, scores, 6, weight=1.0, classes=classes) == [0, 4, 5, 1, 2, 3]
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
