@@ -8,7 +8,7 @@ import numpy as np
 # `predicted`: each predicted class takes its turn in a batch (select's `classes`); `none`: margin and
 # diversity alone.
 BALANCE_CHOICES = ("predicted", "none")
-DEFAULT_BALANCE = "none"
+DEFAULT_BALANCE = "predicted"
 
 
 def predicted_classes(probabilities: np.ndarray, balance: str) -> np.ndarray | None:

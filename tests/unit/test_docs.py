@@ -92,6 +92,16 @@ def test_make_ui_takes_a_port_and_the_tracking_server_does_not_collide_with_it()
     assert "port=${TRACKING_PORT:-5050}" in script
 
 
+def test_make_help_as_typed_lists_the_targets_the_docs_name():
+    """`make help` (README, docs/index.md) in a shell, as printed: every target the pages tell a person
+    to type is listed with its description."""
+    listed = subprocess.run(
+        ["bash", "-c", "make help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    for target in ("run", "test", "serve", "ui", "docs", "docs-build", "example-data", "explore", "bench"):
+        assert f"\n  make {target}\n" in listed, target
+
+
 def test_make_docs_serves_the_site_on_a_port_of_its_own():
     assert "mkdocs serve --strict --dev-addr 127.0.0.1:15080" in make_dry_run("docs")
     assert "--dev-addr 127.0.0.1:15099" in make_dry_run("docs", "DOCS_PORT=15099")
