@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -142,8 +143,36 @@ class TypedStore:
             check=False,
         )
 
+    def background(self, command: str) -> subprocess.Popen:
+        """`command` started as `shell` runs it, in a process group of its own (as a terminal or `timeout`
+        gives it), stdout and stderr together; the caller stops it."""
+        return subprocess.Popen(
+            ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
     def runs(self) -> list:
         return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def wait_answering(process: subprocess.Popen, url: str, timeout_s: float = 600) -> None:
+    """Until `url` answers; fails with the process's output if it exits first, or after `timeout_s`."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, process.stdout.read()[-5000:]
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer in {timeout_s:.0f} s"
+            time.sleep(2)
 
 
 def remove_store_images(client: mlflow.MlflowClient) -> None:

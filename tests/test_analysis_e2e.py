@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from sentclf.contract import (
     STEP_TAG,
 )
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, wait_answering
 from .test_commands_as_typed import run_typed
 from .typed_blocks import typed_block
 
@@ -103,25 +102,10 @@ def test_make_explore_as_typed_answers_a_sentence_by_class_name(typed_store):
     version = train.data.tags[MODEL_VERSION_TAG]
     port = free_port()
     typed = f"{line.replace('cola-classifier/3', f'cola-classifier/{version}')} ARGS='--port {port}'"
-    process = subprocess.Popen(
-        ["bash", "-c", f"source .venv/bin/activate && exec {typed}"],
-        cwd=REPO_ROOT,
-        env=typed_store.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = typed_store.background(typed)
     try:
-        deadline = time.monotonic() + 600  # indexing the training sentences takes a while on a slow machine
-        while True:
-            assert process.poll() is None, process.stdout.read()[-5000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=5).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "make explore did not answer in 10 minutes"
-                time.sleep(2)
+        # indexing the training sentences takes a while on a slow machine
+        wait_answering(process, f"http://127.0.0.1:{port}/api/info", timeout_s=600)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/explain",
             data=json.dumps({"text": "The cat sat on the mat."}).encode(),

@@ -467,15 +467,7 @@ def test_a_cancel_stops_the_step_and_leaves_nothing(typed_store, prefix, extra, 
     require_docker()
     before = versions(typed_store)
     command = f"{typed(prefix)} {extra}"
-    process = subprocess.Popen(
-        ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
-        cwd=REPO_ROOT,
-        env=typed_store.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal or `timeout` would have
-    )
+    process = typed_store.background(command)
     seen: list[str] = []
     try:
         wait_for_line(process, "INFO train: training on", seen)  # inside the training loop

@@ -9,9 +9,7 @@ import json
 import os
 import re
 import signal
-import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -31,7 +29,7 @@ from sentclf.kserve_client import LABEL_NAME_OUTPUT, PROBABILITIES_OUTPUT, build
 from sentclf.schema import TEXT_PAIR_COLUMN
 from sentclf_runtime.pairs import PAIR_INPUT_KEY, TEXT_PAIR_INPUT
 
-from .conftest import REPO_ROOT, require_docker
+from .conftest import REPO_ROOT, require_docker, wait_answering
 from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -144,25 +142,9 @@ def test_the_what_if_page_as_printed_explains_a_pair(typed_store, pipeline) -> N
     version = pipeline["train"].data.tags["registered_model_version"]
     port = free_port()
     command = EXPLORE.replace("@champion", f"/{version}") + f" ARGS='--port {port} --max-index 300'"
-    process = subprocess.Popen(
-        ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
-        cwd=REPO_ROOT,
-        env=typed_store.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = typed_store.background(command)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            assert process.poll() is None, process.stdout.read()[-5000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=5).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "make explore did not answer in 10 minutes"
-                time.sleep(2)
+        wait_answering(process, f"http://127.0.0.1:{port}/api/info", timeout_s=600)
         pair = {"text": "where are you going tonight?", "text_pair": "to the movies with kat."}
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/explain",

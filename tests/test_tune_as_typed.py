@@ -5,14 +5,12 @@ trials, its runs ended, and no container."""
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
 from sentclf.contract import STEP_TAG
 
-from .conftest import REPO_ROOT
 from .test_commands_as_typed import leftover_containers, output, wait_for_line
 from .typed_blocks import typed_block
 
@@ -74,15 +72,7 @@ def test_a_search_cancelled_mid_trial_keeps_its_finished_trials_and_leaves_nothi
     (command, *_) = tune_commands()
     ensure_preprocess_run(typed_store)
     tiny = "-P trials=3 -P max_train_samples=256 -P space=epochs=2 -P study_name=cancelled"
-    process = subprocess.Popen(
-        ["bash", "-c", f"source .venv/bin/activate && exec {command} {tiny}"],
-        cwd=REPO_ROOT,
-        env=typed_store.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = typed_store.background(f"{command} {tiny}")
     seen: list[str] = []
     try:
         wait_for_line(process, "trial 1:", seen)  # trial 0 finished, trial 1 started
