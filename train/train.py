@@ -163,7 +163,7 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature T")
     parser.add_argument(
-        "--distill-alpha", type=float, default=0.5, help="weight of the teacher's KL (1 - it: the labels')"
+        "--distill-alpha", type=float, default=0.9, help="weight of the teacher's KL (1 - it: the labels')"
     )
     parser.add_argument("--teacher-epochs", type=int, default=3, help="the teacher's fine-tuning epochs")
     parser.add_argument("--teacher-learning-rate", type=float, default=3e-5)
