@@ -15,6 +15,7 @@ from conductor.parameters import root_parameters
 from conductor.pipeline import run_pipeline
 from sentclf.cli import parse_bool
 from sentclf.tracking import StepCancelled, configure_logging, raise_cancelled
+from sentclf.unlabelled_text import NO_UNLABELLED
 
 logger = logging.getLogger("main")
 
@@ -30,6 +31,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.backend = resolve_backend_name(args.backend)
     except ValueError as error:
         parser.error(str(error))
+    if args.unlabelled != NO_UNLABELLED and args.teacher == "none":
+        parser.error(
+            f"unlabelled={args.unlabelled}: unlabelled text is labelled by a teacher for the student; add "
+            "-P teacher=mpnet (docs/teacher.md), or leave unlabelled=none"
+        )
+    if args.unlabelled != NO_UNLABELLED and args.backend == "kubernetes":
+        parser.error(
+            "unlabelled: preprocess reads it from this machine's files, which a Kubernetes pod does not "
+            "see; run with backend=local, or leave unlabelled=none"
+        )
     if int(args.keep_images) < 1:
         parser.error(
             f"keep_images must be >= 1 (the newest versions whose images stay), got {args.keep_images}"

@@ -54,6 +54,7 @@ from sentclf.contract import (
 from sentclf.dataset_snapshot import build_manifest, locate_dataset, log_snapshot
 from sentclf.engine import docker_client
 from sentclf.tracking import RUN_NAME_TAG, StepCancelled, mark_ml_experiment
+from sentclf.unlabelled_text import NO_UNLABELLED, source_fingerprint
 
 logger = logging.getLogger("main")
 
@@ -127,6 +128,13 @@ def describe_parent(parent: Run, args: argparse.Namespace) -> None:
     mark_ml_experiment(parent.info.experiment_id)
 
 
+def unlabelled_input(unlabelled: str) -> dict[str, str]:
+    """The unlabelled text's bytes as a cache input of preprocess (new capture records: a new run); none
+    given, nothing, so the keys of runs without it stay as they were."""
+    path = locate_dataset(unlabelled, PROJECT_DIR) if unlabelled != NO_UNLABELLED else None
+    return {"unlabelled": source_fingerprint(path)} if path else {}
+
+
 @dataclass(frozen=True)
 class StepResult:
     run: Run
@@ -162,7 +170,10 @@ class Pipeline:
         manifest = build_manifest(data_path) if data_path else None
         preprocess = self.step(
             "preprocess",
-            inputs={"data": manifest.sha256 if manifest else args.dataset},
+            inputs={
+                "data": manifest.sha256 if manifest else args.dataset,
+                **unlabelled_input(args.unlabelled),
+            },
             **({"dataset": lambda: log_snapshot(data_path, manifest)} if manifest else {}),
         )
         train = self.step("train", inputs={"preprocess": preprocess.key}, data_run_id=preprocess.run_id)

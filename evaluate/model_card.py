@@ -24,6 +24,7 @@ from sentclf.contract import (
     TRAINING_FEW_SHOT,
     TRAINING_MODE_TAG,
     TRAINING_ROWS_TAG,
+    TRAINING_UNLABELLED_ROWS_TAG,
     VALIDATION_MODE_TAG,
 )
 from sentclf.data import read_split
@@ -159,7 +160,9 @@ def _training_line(train_tags: dict) -> str:
             f"- training: **few-shot** (contrastive pairs + logistic head) on {rows} labelled rows; "
             f"validation: {validation}"
         )
-    return f"- training: fine-tune on {rows} labelled rows; validation: {validation}"
+    unlabelled = int(train_tags.get(TRAINING_UNLABELLED_ROWS_TAG) or 0)
+    taught = f" and {unlabelled} unlabelled texts the teacher labelled" if unlabelled else ""
+    return f"- training: fine-tune on {rows} labelled rows{taught}; validation: {validation}"
 
 
 def _metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str]]:

@@ -6,7 +6,8 @@ comes from the training data, or from `labels` (see labels.py). Artifacts:
 data/{train,validation,test}.parquet (columns sentence, label: the class index 0..N-1, and the slice
 columns: `slice_columns` and CoLA's source_code, as text), schema.json (with the label set, also in the run
 tag `label_names`, and the slice columns), validation_report.json, profile.json, a length histogram,
-drift_report.json and label_issues.csv (the label audit, label_audit.py); each split is also logged as an
+drift_report.json and label_issues.csv (the label audit, label_audit.py), and with `unlabelled` the new
+texts a teacher labels (data/unlabelled.parquet, unlabelled.py); each split is also logged as an
 MLflow dataset input (digest, source). Host data and the shipped CoLA leave their sha256 manifest in the
 lineage (tags input.dataset*, dataset/manifest.json), host data also a snapshot of its files when this step
 read them itself. A blocking validation problem, or drift with fail_on_drift, fails the run before anything
@@ -49,6 +50,7 @@ from sources import Columns, Source, load_source
 from sources.readers import MISSING_SLICE_VALUE
 from splitting import drop_test_overlap, stratified_split, validation_is_possible
 from text_pairs import check_pair_column, parse_text_pair_column
+from unlabelled import NO_UNLABELLED, UNLABELLED_ARTIFACT, new_texts, read_unlabelled
 from validation import ORIGIN_COLUMN, ValidationReport, validate_parts
 
 # label_delimiter by name: the default, `pipe`, needs no quoting in a shell (`-P label_delimiter=|` would be
@@ -128,6 +130,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"multi: what separates the labels of a list column: a name ({', '.join(DELIMITER_NAMES)}) "
         "or the characters themselves",
     )
+    parser.add_argument(
+        "--unlabelled",
+        default=NO_UNLABELLED,
+        help="a capture folder or a file/folder of text a teacher labels for the student (unlabelled.py)",
+    )
     args = parser.parse_args(argv)
     args.text_pair = parse_text_pair_column(args.text_pair_column)
     if args.text_pair in (args.text_column, args.label_column):
@@ -144,6 +151,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--text-column and --label-column must be two column names, got {args.text_column!r} "
             f"and {args.label_column!r}"
+        )
+    if args.unlabelled != NO_UNLABELLED and (args.text_pair or args.label_mode == MULTI_LABEL):
+        parser.error(
+            "--unlabelled: a teacher labels single sentences with one class each; this is a "
+            f"{'sentence-pair' if args.text_pair else 'multi-label'} task: use unlabelled=none"
         )
     if args.label_audit_max_rows < 100:
         parser.error(f"--label-audit-max-rows must be >= 100, got {args.label_audit_max_rows}")
@@ -163,6 +175,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as error:
         parser.error(str(error))
     return args
+
+
+def log_unlabelled(texts: list[str], splits: dict[str, pd.DataFrame], seed: int, out_dir: Path) -> None:
+    """data/unlabelled.parquet (the new texts, unlabelled.py) and its counts."""
+    frame, counts = new_texts(texts, splits, seed)
+    frame.to_parquet(out_dir / UNLABELLED_ARTIFACT, index=False)
+    mlflow.log_metrics(counts)
+    logger.info(
+        "unlabelled: %d new texts kept (%d already labelled, %d repeats skipped)",
+        counts["unlabelled_rows"],
+        counts["unlabelled_skipped_labelled"],
+        counts["unlabelled_repeats"],
+    )
 
 
 def slice_columns_of(splits: dict[str, pd.DataFrame]) -> list[str]:
@@ -365,6 +390,9 @@ def run(args: argparse.Namespace) -> None:
             else Columns(args.text_column, args.label_column, args.slices, args.text_pair)
         )
         source = load_source(args.dataset, columns, tmp_dir / "snapshot")
+        unlabelled_texts = (
+            read_unlabelled(args.unlabelled, args.text_column) if args.unlabelled != NO_UNLABELLED else None
+        )
         report = ValidationReport()
         if args.text_pair:
             check_pair_column(source.parts, report)
@@ -435,6 +463,8 @@ def run(args: argparse.Namespace) -> None:
             audit_labels(splits, label_set, args, tmp_dir)
         # Last, so that data/ and the label_names tag exist only for a run whose data passed every check.
         write_splits(splits, tmp_dir / DATA_ARTIFACT_DIR)
+        if unlabelled_texts is not None:
+            log_unlabelled(unlabelled_texts, splits, args.seed, tmp_dir / DATA_ARTIFACT_DIR)
         mlflow.log_artifacts(str(tmp_dir / DATA_ARTIFACT_DIR), DATA_ARTIFACT_DIR)
         mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
         if args.text_pair:

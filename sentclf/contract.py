@@ -49,6 +49,8 @@ TRAIN_RUN_TAG = "train_run_id"  # model version: the run that trained it (train 
 # reads them.
 TRAINING_MODE_TAG = "training_mode"
 TRAINING_ROWS_TAG = "training_rows"
+# train run: how many unlabelled texts (preprocess's `unlabelled`) the teacher labelled for the student.
+TRAINING_UNLABELLED_ROWS_TAG = "training_unlabelled_rows"
 VALIDATION_MODE_TAG = "validation_mode"
 TRAINING_FEW_SHOT, TRAINING_FINE_TUNE = "few_shot", "fine_tune"
 VALIDATION_HELD_OUT = "held_out"

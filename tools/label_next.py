@@ -37,11 +37,11 @@ import pandas as pd
 
 from sentclf.contract import DEFAULT_CHAMPION_URI, MODEL_URI_FORMS, model_uri
 from sentclf.label_selection import BALANCE_CHOICES, DEFAULT_BALANCE, predicted_classes, select, uncertainty
+from sentclf.unlabelled_text import TextSourceError, capture_texts, given_texts, sentence_key
 
 logger = logging.getLogger("label_next")
 
 LEDGER = "asked.jsonl"
-TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".parquet")
 # Candidates scored at most (a seeded sample above it): the scoring and the O(N * pool) selection stay
 # well under a minute on a laptop.
 MAX_POOL = 20000
@@ -49,73 +49,12 @@ MAX_POOL = 20000
 DEFAULT_UNCERTAINTY_WEIGHT = 0.5
 
 
-class LabelNextError(ValueError):
-    """The input cannot give a batch; the message says why and what to do."""
-
-
-def sentence_key(text: str) -> str:
-    """Sentences compared as preprocess compares them (its validation.sentence_key): case- and
-    whitespace-insensitively."""
-    return " ".join(text.split()).casefold()
+# The input cannot give a batch; the message says why and what to do (the readers' error, one class).
+LabelNextError = TextSourceError
 
 
 def key_hash(text: str) -> str:
     return hashlib.sha256(sentence_key(text).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def capture_texts(folder: Path) -> list[str]:
-    """The texts of a capture folder's served records."""
-    from sentclf.traffic import CAPTURE_GLOB, read_capture, served_records
-
-    if not folder.is_dir():
-        raise LabelNextError(f"--capture {folder}: not a folder (give the server's capture folder)")
-    records = served_records(read_capture(folder, None))
-    if records.empty:
-        raise LabelNextError(
-            f"--capture {folder}: no capture records ({CAPTURE_GLOB}) in it; serve with CAPTURE=<folder> "
-            "(make serve) and send traffic first, or give --texts"
-        )
-    if "text" not in records:
-        raise LabelNextError(
-            f"--capture {folder}: its {len(records)} records hold no text (captured with CAPTURE_TEXT=false, "
-            "hashes only): give --texts, or capture with text"
-        )
-    return [t for t in records["text"].tolist() if isinstance(t, str)]
-
-
-def file_texts(path: Path, text_column: str) -> list[str]:
-    """The texts of one unlabelled file."""
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    if suffix in (".csv", ".tsv"):
-        frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-    elif suffix == ".jsonl":
-        frame = pd.read_json(path, lines=True, dtype=False)
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        raise LabelNextError(
-            f"--texts {path}: a {suffix or 'suffixless'} file; give {', '.join(TEXT_SUFFIXES)}"
-        )
-    if text_column not in frame.columns:
-        raise LabelNextError(
-            f"--texts {path}: no column {text_column!r} (its columns: {', '.join(map(str, frame.columns))}); "
-            "name the text column with --text-column"
-        )
-    return [t for t in frame[text_column].tolist() if isinstance(t, str)]
-
-
-def given_texts(path: Path, text_column: str) -> list[str]:
-    """The texts of a file, or of every file with a known suffix in a folder (sorted, recursively)."""
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-        if not files:
-            raise LabelNextError(f"--texts {path}: no {', '.join(TEXT_SUFFIXES)} files in this folder")
-        return [text for file in files for text in file_texts(file, text_column)]
-    if not path.is_file():
-        raise LabelNextError(f"--texts {path}: no such file or folder")
-    return file_texts(path, text_column)
 
 
 def read_ledger(out: Path) -> set[str]:

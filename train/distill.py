@@ -24,12 +24,14 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.data import read_split
 from sentclf.metrics import classification_metrics
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, TEXT_COLUMN
 from sentclf.teacher_weights import (
     FILE_SHA256,
     MPNET,
@@ -40,6 +42,7 @@ from sentclf.teacher_weights import (
 )
 from sentclf.tracking import StepInputError
 
+from modeling import build_classifier
 from training import EncodedSplit, predict
 
 logger = logging.getLogger("train.distill")
@@ -52,6 +55,12 @@ TEACHER_ROLE = "teacher"
 TEACHER_RUN_TAG = "teacher_run_id"
 TEACHER_REUSED_TAG = "teacher_reused"
 LOGITS_ARTIFACT = "teacher/logits.npz"
+# The fine-tuned teacher (its weights and config; never registered nor served): what labels the unlabelled
+# text of a later run without training the teacher again.
+TEACHER_MODEL_ARTIFACT = "teacher/model"
+WEIGHTS_FILE = "model.safetensors"
+# preprocess's unlabelled text (preprocess/unlabelled.py).
+UNLABELLED_ARTIFACT = f"{DATA_ARTIFACT_DIR}/unlabelled.parquet"
 # Bump when the teacher's training changes in a way its key's inputs do not show.
 KEY_VERSION = "1"
 
@@ -239,8 +248,11 @@ def teacher_test_metrics(model: torch.nn.Module, own_prepared, batch_size: int, 
     return {f"teacher_test_{name}": value for name, value in metrics.items() if name in ("mcc", "accuracy")}
 
 
-def train_teacher(prepared, args: argparse.Namespace, source: str, key: str, fit) -> np.ndarray:
-    """Fine-tune the teacher in a nested run (its metrics, cost and logits logged); its train rows' logits."""
+def train_teacher(
+    prepared, args: argparse.Namespace, source: str, key: str, fit
+) -> tuple[np.ndarray, torch.nn.Module]:
+    """Fine-tune the teacher in a nested run (its metrics, cost, logits and weights logged); its train rows'
+    logits and the model."""
     own_prepared = teacher_prepared(prepared, source, args.max_seq_length)
     own_args = teacher_args(args, source)
     with mlflow.start_run(run_name="teacher", nested=True):
@@ -273,11 +285,80 @@ def train_teacher(prepared, args: argparse.Namespace, source: str, key: str, fit
             path = Path(tmp) / Path(LOGITS_ARTIFACT).name
             np.savez(path, train=train_logits, validation=validation_logits)
             mlflow.log_artifact(str(path), str(Path(LOGITS_ARTIFACT).parent))
+            log_teacher_model(model, own_prepared.config, Path(tmp) / "model")
         run_id = mlflow.active_run().info.run_id
     logger.info("teacher trained (run %s): best val MCC %.4f", run_id, summary["best_val_mcc"])
     mlflow.set_tags({TEACHER_RUN_TAG: run_id, TEACHER_REUSED_TAG: "false"})
     mlflow.log_metrics({"teacher_best_val_mcc": summary["best_val_mcc"], **test_metrics})
-    return train_logits
+    return train_logits, model
+
+
+def log_teacher_model(model: torch.nn.Module, config, folder: Path) -> None:
+    """The fine-tuned teacher's weights and config under the teacher run's teacher/model (a mean-pooling
+    classifier over `teacher_source`, modeling.py), so a later run can label new text with it."""
+    folder.mkdir(parents=True)
+    save_file(
+        {name: tensor.contiguous() for name, tensor in model.state_dict().items()}, folder / WEIGHTS_FILE
+    )
+    config.save_pretrained(folder)
+    mlflow.log_artifacts(str(folder), TEACHER_MODEL_ARTIFACT)
+
+
+def load_teacher_model(run: mlflow.entities.Run, own_prepared) -> torch.nn.Module | None:
+    """The teacher a finished teacher run logged (None: a run from before teachers were kept)."""
+    try:
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=TEACHER_MODEL_ARTIFACT
+        )
+    except (OSError, mlflow.exceptions.MlflowException):
+        return None
+    model = build_classifier(own_prepared.source, own_prepared.config, "mean")
+    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS_FILE)))
+    return model.eval()
+
+
+def read_unlabelled(data_run_id: str) -> list[str]:
+    """preprocess's unlabelled text (its `unlabelled` parameter), or [] when it was given none."""
+    if not data_run_id:
+        return []
+    listed = {item.path for item in mlflow.MlflowClient().list_artifacts(data_run_id, DATA_ARTIFACT_DIR)}
+    if UNLABELLED_ARTIFACT not in listed:
+        return []
+    with tempfile.TemporaryDirectory(prefix="sentclf-unlabelled-") as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=data_run_id, artifact_path=UNLABELLED_ARTIFACT, dst_path=tmp
+        )
+        return pd.read_parquet(path)[TEXT_COLUMN].tolist()
+
+
+def label_unlabelled(
+    model: torch.nn.Module, own_prepared, texts: list[str], args: argparse.Namespace
+) -> np.ndarray:
+    """The teacher's logits on the unlabelled text, with the time it took logged."""
+    started = time.perf_counter()
+    ids = own_prepared.tokenizer(texts, truncation=True, max_length=args.max_seq_length)["input_ids"]
+    split = EncodedSplit(ids, np.zeros(len(texts), np.int64), texts)
+    logits, _ = predict(model, split, args.batch_size * 2, own_prepared.tokenizer.pad_token_id)
+    mlflow.log_metrics(
+        {"teacher_unlabelled_rows": len(texts), "teacher_unlabelled_seconds": time.perf_counter() - started}
+    )
+    logger.info("teacher: labelled %d unlabelled texts in %.0f s", len(texts), time.perf_counter() - started)
+    return logits
+
+
+def with_unlabelled(
+    split: EncodedSplit, texts: list[str], logits: np.ndarray, prepared, max_seq_length: int
+) -> EncodedSplit:
+    """The student's training rows and the unlabelled ones: each of those learns the teacher's soft targets
+    and, as its label, the teacher's most likely class."""
+    ids = prepared.tokenizer(texts, truncation=True, max_length=max_seq_length)["input_ids"]
+    return EncodedSplit(
+        split.input_ids + ids,
+        np.concatenate([split.labels, logits.argmax(axis=1).astype(split.labels.dtype)]),
+        split.texts + texts,
+        None,
+        np.concatenate([split.teacher_logits, logits]).astype(np.float32),
+    )
 
 
 def refuse_unsupported(prepared, args: argparse.Namespace) -> None:
@@ -302,22 +383,34 @@ def refuse_unsupported(prepared, args: argparse.Namespace) -> None:
 
 
 def attach_teacher(prepared, args: argparse.Namespace, fit):
-    """`prepared` with the teacher's logits on its train rows and the distillation loss (teacher=none: as it
-    is). The teacher is trained once per key; a finished teacher run with the same key is reused."""
+    """`prepared` with the teacher's logits on its train rows (and on preprocess's unlabelled text, added to
+    the training rows) and the distillation loss (teacher=none: as it is). The teacher is trained once per
+    key; a finished teacher run with the same key is reused, and its logged weights label new text."""
     if args.teacher == NO_TEACHER:
+        unused = read_unlabelled(getattr(prepared, "data_run_id", ""))
+        if unused:
+            logger.warning(
+                "the data's %d unlabelled texts are not used: only a teacher labels them", len(unused)
+            )
         return prepared
     refuse_unsupported(prepared, args)
+    unlabelled = read_unlabelled(prepared.data_run_id)
     source = resolve_teacher(args.teacher)
     key = teacher_key(args, teacher_fingerprint(args.teacher, source), prepared)
     previous = find_teacher_run(key)
     logits = reused_logits(previous, len(prepared.train_split)) if previous is not None else None
-    if logits is not None:
+    own_prepared = teacher_prepared(prepared, source, args.max_seq_length) if unlabelled else None
+    model = load_teacher_model(previous, own_prepared) if logits is not None and unlabelled else None
+    if logits is not None and (model is not None or not unlabelled):
         logger.info("teacher: reusing run %s (same teacher, data and recipe)", previous.info.run_id)
         mlflow.set_tags({TEACHER_RUN_TAG: previous.info.run_id, TEACHER_REUSED_TAG: "true"})
         if "best_val_mcc" in previous.data.metrics:
             mlflow.log_metric("teacher_best_val_mcc", previous.data.metrics["best_val_mcc"])
     else:
-        logits = train_teacher(prepared, args, source, key, fit)
+        logits, model = train_teacher(prepared, args, source, key, fit)
     train_split = dataclasses.replace(prepared.train_split, teacher_logits=logits.astype(np.float32))
+    if unlabelled:
+        extra = label_unlabelled(model, own_prepared, unlabelled, args)
+        train_split = with_unlabelled(train_split, unlabelled, extra, prepared, args.max_seq_length)
     loss_fn = distillation_loss_fn(args.distill_temperature, args.distill_alpha)
     return dataclasses.replace(prepared, train_split=train_split, loss_fn=loss_fn)

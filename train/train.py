@@ -40,6 +40,7 @@ from sentclf.contract import (
     TRAINING_FINE_TUNE,
     TRAINING_MODE_TAG,
     TRAINING_ROWS_TAG,
+    TRAINING_UNLABELLED_ROWS_TAG,
     VALIDATION_HELD_OUT,
     VALIDATION_MODE_TAG,
 )
@@ -727,12 +728,15 @@ def fit_few_shot_model(
 
 
 def run(args: argparse.Namespace) -> None:
-    prepared = attach_teacher(prepare(args), args, fit)
+    prepared = prepare(args)
+    labelled_rows = len(prepared.train_split)
+    prepared = attach_teacher(prepared, args, fit)
     mode = TRAINING_FEW_SHOT if prepared.few_shot else TRAINING_FINE_TUNE
     mlflow.set_tags(
         {
             TRAINING_MODE_TAG: mode,
-            TRAINING_ROWS_TAG: len(prepared.train_split),
+            TRAINING_ROWS_TAG: labelled_rows,
+            TRAINING_UNLABELLED_ROWS_TAG: len(prepared.train_split) - labelled_rows,
             VALIDATION_MODE_TAG: VALIDATION_HELD_OUT,
         }
     )

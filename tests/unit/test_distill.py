@@ -14,8 +14,10 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from sentclf.backbone import resolve_backbone
 from sentclf.contract import STEP_TAG
 from sentclf.tracking import StepInputError
+from tests.unit.test_preprocess import step_argv
 from tests.unit.test_train import data_run, train_args  # noqa: F401 (data_run is a fixture)
 
+import preprocess
 import train
 from distill import (
     LOGITS_ARTIFACT,
@@ -25,10 +27,12 @@ from distill import (
     attach_teacher,
     distillation_loss,
     distillation_loss_fn,
+    load_teacher_model,
     teacher_key,
+    teacher_prepared,
 )
 from modeling import build_classifier
-from training import EncodedSplit, TrainConfig
+from training import EncodedSplit, TrainConfig, predict
 from training import train as train_loop
 
 
@@ -211,3 +215,48 @@ def test_tasks_distillation_does_not_train_are_refused_before_the_teacher_loads(
     args = argparse.Namespace(teacher="/no/such/teacher", few_shot_threshold=32)
     with pytest.raises(StepInputError, match=message):
         attach_teacher(prepared, args, fit=None)
+
+
+def test_the_teacher_labels_the_unlabelled_text_and_a_reused_teacher_labels_it_from_its_logged_weights(
+    tracking_store, small_teacher, tmp_path
+):
+    """preprocess's `unlabelled` text joins the student's training rows with the teacher's soft targets and
+    its most likely class as the label; the teacher's weights are logged (never registered), so a later run
+    with the same teacher labels new text without training it again."""
+    texts = [f"An unlabelled sentence number {i}." for i in range(12)]
+    (tmp_path / "captured.txt").write_text("\n".join(texts))
+    preprocess.main(step_argv(val_fraction=0.05, seed=1, unlabelled=str(tmp_path / "captured.txt")))
+    data_run_id = mlflow.search_runs(experiment_ids=[tracking_store], output_format="list")[0].info.run_id
+    teacher = ["--teacher", str(small_teacher), "--teacher-epochs", "1", "--teacher-learning-rate", "1e-4"]
+    argv = [*train_args(), "--registered-model-name", "student", "--data-run-id", data_run_id, *teacher]
+    train.main(argv)
+    student_run = mlflow.search_runs(
+        experiment_ids=[tracking_store], filter_string=f"tags.`{STEP_TAG}` = 'train'", output_format="list"
+    )[0]
+    assert student_run.info.status == "FINISHED"
+    assert (student_run.data.tags["training_rows"], student_run.data.tags["training_unlabelled_rows"]) == (
+        "64",
+        "12",
+    )
+    assert student_run.data.metrics["teacher_unlabelled_rows"] == 12
+    [teacher_run] = teacher_runs(tracking_store)
+    weights = {a.path for a in mlflow.MlflowClient().list_artifacts(teacher_run.info.run_id, "teacher/model")}
+    assert "teacher/model/model.safetensors" in weights
+
+    # Reused: fit=None (a teacher trained again would fail); the logged weights give the logged logits.
+    args = train.parse_args(argv)
+    with mlflow.start_run():
+        prepared = train.prepare(args)
+        distilled = attach_teacher(prepared, args, fit=None)
+        own = teacher_prepared(prepared, str(small_teacher), args.max_seq_length)
+        model = load_teacher_model(teacher_run, own)
+    split = distilled.train_split
+    assert len(split) == 64 + 12 and split.texts[64:] == texts
+    np.testing.assert_array_equal(split.labels[64:], split.teacher_logits[64:].argmax(axis=1))
+    logged = np.load(
+        mlflow.artifacts.download_artifacts(run_id=teacher_run.info.run_id, artifact_path=LOGITS_ARTIFACT)
+    )["train"]
+    np.testing.assert_array_equal(split.teacher_logits[:64], logged)
+    again, _ = predict(model, own.train_split, 32, own.tokenizer.pad_token_id)
+    np.testing.assert_allclose(again, logged, atol=2e-2)
+    assert len(teacher_runs(tracking_store)) == 1

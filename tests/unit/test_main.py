@@ -1,6 +1,7 @@
 """The conductor's plumbing: every root parameter reaches main.py, and every parameter main.py hands a step
 is one that step's MLproject declares."""
 
+import re
 import shlex
 
 import pytest
@@ -42,3 +43,23 @@ def test_use_cache_is_a_boolean_flag():
     values["use_cache"] = "false"
     args = main.parse_args(shlex.split(entry["command"].format(**values))[2:])
     assert args.use_cache is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"unlabelled": "/srv/captured"}, "unlabelled text is labelled by a teacher .* add -P teacher=mpnet"),
+        (
+            {"unlabelled": "/srv/captured", "teacher": "mpnet", "backend": "kubernetes"},
+            "a Kubernetes pod does not see",
+        ),
+    ],
+)
+def test_unlabelled_text_without_a_teacher_or_on_kubernetes_is_refused_before_anything_runs(
+    overrides, message, capsys
+):
+    entry = entry_point(REPO_ROOT)
+    values = {name: shlex.quote(str(spec["default"])) for name, spec in entry["parameters"].items()}
+    with pytest.raises(SystemExit):
+        main.parse_args(shlex.split(entry["command"].format(**values | overrides))[2:])
+    assert re.search(message, capsys.readouterr().err)

@@ -299,3 +299,47 @@ def test_retrain_when_sees_the_shipped_cola_as_what_a_cola_champion_was_trained_
     other = write_cola_tsv(synthetic_frame(40, seed=9), tmp_path / "mine.tsv")
     assert retrain_when.has_new_data(str(other), f"models:/{name}@champion")
     assert retrain_when.has_new_data("glue/cola", f"models:/{name}@champion")
+
+
+def test_unlabelled_text_is_logged_without_labelled_sentences_or_repeats(experiment, tmp_path):
+    """`unlabelled`: the text a teacher labels (preprocess/unlabelled.py): blanks, repeats and sentences
+    already in a labelled split (compared case- and whitespace-insensitively) are skipped."""
+    first_cola = read_cola_tsv(SHIPPED_COLA_DIR / "in_domain_train.tsv")[TEXT_COLUMN].iloc[0]
+    text = tmp_path / "unlabelled.txt"
+    text.write_text(f"A new sentence.\n\n  {first_cola.upper()}  \na new   SENTENCE.\nAnother one here.\n")
+    run = run_step(experiment, unlabelled=str(text))
+    kept = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="data/unlabelled.parquet")
+    )
+    assert kept[TEXT_COLUMN].tolist() == ["A new sentence.", "Another one here."]
+    metrics = run.data.metrics
+    assert (
+        metrics["unlabelled_rows"],
+        metrics["unlabelled_skipped_labelled"],
+        metrics["unlabelled_repeats"],
+    ) == (
+        2,
+        1,
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "match"),
+    [
+        (None, "missing.txt", "unlabelled '.*missing.txt': no such file or folder"),
+        ("other\nx\n", "texts.csv", "no column 'sentence' .*name the text column with text_column"),
+        ("", "empty.txt", "none of its 0 texts is new"),
+    ],
+)
+def test_bad_unlabelled_text_fails_the_step_with_the_fix(experiment, tmp_path, content, name, match):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    assert_fails_without_data(experiment, match, unlabelled=str(path))
+
+
+def test_unlabelled_text_of_a_pair_task_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        preprocess.parse_args(step_argv(unlabelled="/tmp/x.txt", text_pair_column="other"))
+    assert "a teacher labels single sentences" in capsys.readouterr().err
