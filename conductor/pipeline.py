@@ -128,11 +128,10 @@ def describe_parent(parent: Run, args: argparse.Namespace) -> None:
     mark_ml_experiment(parent.info.experiment_id)
 
 
-def unlabelled_input(unlabelled: str) -> dict[str, str]:
-    """The unlabelled text's bytes as a cache input of preprocess (new capture records: a new run); none
-    given, nothing, so the keys of runs without it stay as they were."""
-    path = locate_dataset(unlabelled, PROJECT_DIR) if unlabelled != NO_UNLABELLED else None
-    return {"unlabelled": source_fingerprint(path)} if path else {}
+def unlabelled_path(unlabelled: str) -> Path | None:
+    """The host file or folder `unlabelled` names (found as `dataset` is), None for none or a missing path
+    (preprocess then says so)."""
+    return locate_dataset(unlabelled, PROJECT_DIR) if unlabelled != NO_UNLABELLED else None
 
 
 @dataclass(frozen=True)
@@ -168,13 +167,15 @@ class Pipeline:
         args = self.args
         data_path = locate_dataset(args.dataset, PROJECT_DIR)
         manifest = build_manifest(data_path) if data_path else None
+        # Unlabelled text (a teacher's, docs/teacher.md): keyed on its bytes, so new capture records make
+        # a new preprocess run, and handed on as an absolute host path (`~` is this user's home).
+        text_path = unlabelled_path(args.unlabelled)
+        text_input = {"unlabelled": source_fingerprint(text_path)} if text_path else {}
         preprocess = self.step(
             "preprocess",
-            inputs={
-                "data": manifest.sha256 if manifest else args.dataset,
-                **unlabelled_input(args.unlabelled),
-            },
+            inputs={"data": manifest.sha256 if manifest else args.dataset, **text_input},
             **({"dataset": lambda: log_snapshot(data_path, manifest)} if manifest else {}),
+            **({"unlabelled": str(text_path)} if text_path else {}),
         )
         train = self.step("train", inputs={"preprocess": preprocess.key}, data_run_id=preprocess.run_id)
         version = train.tag(MODEL_VERSION_TAG)

@@ -50,7 +50,7 @@ from sources import Columns, Source, load_source
 from sources.readers import MISSING_SLICE_VALUE
 from splitting import drop_test_overlap, stratified_split, validation_is_possible
 from text_pairs import check_pair_column, parse_text_pair_column
-from unlabelled import NO_UNLABELLED, UNLABELLED_ARTIFACT, new_texts, read_unlabelled
+from unlabelled import MAX_UNLABELLED_ROWS, NO_UNLABELLED, UNLABELLED_ARTIFACT, new_texts, read_unlabelled
 from validation import ORIGIN_COLUMN, ValidationReport, validate_parts
 
 # label_delimiter by name: the default, `pipe`, needs no quoting in a shell (`-P label_delimiter=|` would be
@@ -135,6 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=NO_UNLABELLED,
         help="a capture folder or a file/folder of text a teacher labels for the student (unlabelled.py)",
     )
+    parser.add_argument("--unlabelled-max-rows", type=int, default=MAX_UNLABELLED_ROWS)
     args = parser.parse_args(argv)
     args.text_pair = parse_text_pair_column(args.text_pair_column)
     if args.text_pair in (args.text_column, args.label_column):
@@ -157,6 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--unlabelled: a teacher labels single sentences with one class each; this is a "
             f"{'sentence-pair' if args.text_pair else 'multi-label'} task: use unlabelled=none"
         )
+    if args.unlabelled_max_rows < 1:
+        parser.error(f"--unlabelled-max-rows must be >= 1, got {args.unlabelled_max_rows}")
     if args.label_audit_max_rows < 100:
         parser.error(f"--label-audit-max-rows must be >= 100, got {args.label_audit_max_rows}")
     if args.drift_threshold <= 0:
@@ -177,9 +180,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def log_unlabelled(texts: list[str], splits: dict[str, pd.DataFrame], seed: int, out_dir: Path) -> None:
+def log_unlabelled(
+    texts: list[str], splits: dict[str, pd.DataFrame], args: argparse.Namespace, out_dir: Path
+) -> None:
     """data/unlabelled.parquet (the new texts, unlabelled.py) and its counts."""
-    frame, counts = new_texts(texts, splits, seed)
+    frame, counts = new_texts(texts, splits, args.seed, args.unlabelled_max_rows)
     frame.to_parquet(out_dir / UNLABELLED_ARTIFACT, index=False)
     mlflow.log_metrics(counts)
     logger.info(
@@ -464,7 +469,7 @@ def run(args: argparse.Namespace) -> None:
         # Last, so that data/ and the label_names tag exist only for a run whose data passed every check.
         write_splits(splits, tmp_dir / DATA_ARTIFACT_DIR)
         if unlabelled_texts is not None:
-            log_unlabelled(unlabelled_texts, splits, args.seed, tmp_dir / DATA_ARTIFACT_DIR)
+            log_unlabelled(unlabelled_texts, splits, args, tmp_dir / DATA_ARTIFACT_DIR)
         mlflow.log_artifacts(str(tmp_dir / DATA_ARTIFACT_DIR), DATA_ARTIFACT_DIR)
         mlflow.set_tag(LABEL_NAMES_TAG, label_set.names_json())
         if args.text_pair:

@@ -21,11 +21,11 @@ from sources import local_path
 
 logger = logging.getLogger("preprocess.unlabelled")
 
-__all__ = ["NO_UNLABELLED", "new_texts", "read_unlabelled"]
+__all__ = ["MAX_UNLABELLED_ROWS", "NO_UNLABELLED", "new_texts", "read_unlabelled"]
 
 UNLABELLED_ARTIFACT = "unlabelled.parquet"
-# Sentences kept at most (a seeded sample above it): the teacher labels each one and the student trains on
-# each one every epoch, so this bounds what the text adds to a train run.
+# unlabelled_max_rows' default: sentences kept at most (a seeded sample above it); the teacher labels each
+# one and the student trains on each one every epoch, so this bounds what the text adds to a train run.
 MAX_UNLABELLED_ROWS = 50000
 
 
@@ -43,9 +43,11 @@ def read_unlabelled(unlabelled: str, text_column: str) -> list[str]:
         raise StepInputError(str(error).replace(str(path), unlabelled, 1)) from None
 
 
-def new_texts(texts: list[str], splits: dict[str, pd.DataFrame], seed: int) -> tuple[pd.DataFrame, dict]:
+def new_texts(
+    texts: list[str], splits: dict[str, pd.DataFrame], seed: int, max_rows: int = MAX_UNLABELLED_ROWS
+) -> tuple[pd.DataFrame, dict]:
     """The texts that are neither blank, nor in a labelled split, nor a repeat; a seeded sample of
-    MAX_UNLABELLED_ROWS above that. Returns them as a frame of one text column, and the counts."""
+    `max_rows` above that. Returns them as a frame of one text column, and the counts."""
     labelled = {
         sentence_key(t) for frame in splits.values() for t in frame[TEXT_COLUMN] if isinstance(t, str)
     }
@@ -66,9 +68,11 @@ def new_texts(texts: list[str], splits: dict[str, pd.DataFrame], seed: int) -> t
             f"unlabelled: none of its {len(texts)} texts is new ({known} are labelled rows already, "
             f"{repeats} repeats): point it at text the labelled data does not hold, or use unlabelled=none"
         )
-    if len(kept) > MAX_UNLABELLED_ROWS:
-        order = np.random.default_rng(seed).permutation(len(kept))[:MAX_UNLABELLED_ROWS]
-        logger.warning("unlabelled: %d new texts, a seeded sample of %d kept", len(kept), MAX_UNLABELLED_ROWS)
+    if len(kept) > max_rows:
+        order = np.random.default_rng(seed).permutation(len(kept))[:max_rows]
+        logger.warning(
+            "unlabelled: %d new texts, a seeded sample of %d kept (unlabelled_max_rows)", len(kept), max_rows
+        )
         kept = [kept[i] for i in sorted(order)]
     counts = {
         "unlabelled_rows": len(kept),

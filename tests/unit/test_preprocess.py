@@ -28,6 +28,7 @@ from labels import resolve_labels
 from profiling import backbone_tokenizer
 from sources import SHIPPED_COLA_DIR, load_cola, read_cola_tsv
 from splitting import stratified_split
+from unlabelled import new_texts
 from validation import ValidationReport, validate_frame, validate_parts
 
 MLPROJECT = Path(preprocess.__file__).with_name("MLproject")
@@ -343,3 +344,14 @@ def test_unlabelled_text_of_a_pair_task_is_refused(capsys):
     with pytest.raises(SystemExit):
         preprocess.parse_args(step_argv(unlabelled="/tmp/x.txt", text_pair_column="other"))
     assert "a teacher labels single sentences" in capsys.readouterr().err
+
+
+def test_unlabelled_text_above_the_cap_is_a_seeded_sample_in_the_given_order():
+    splits = {"train": pd.DataFrame({TEXT_COLUMN: ["known one"]})}
+    texts = ["Known  ONE", *[f"text {i}" for i in range(100)]]
+    frame, counts = new_texts(texts, splits, seed=3, max_rows=10)
+    again, _ = new_texts(texts, splits, seed=3, max_rows=10)
+    kept = frame[TEXT_COLUMN].tolist()
+    assert len(kept) == 10 and kept == again[TEXT_COLUMN].tolist()
+    assert kept == sorted(kept, key=lambda t: int(t.split()[1]))
+    assert counts == {"unlabelled_rows": 10, "unlabelled_skipped_labelled": 1, "unlabelled_repeats": 0}
