@@ -42,6 +42,7 @@ from sentclf.teacher_weights import (
 )
 from sentclf.tracking import StepInputError
 
+from few_shot import FewShotClassifier
 from modeling import build_classifier
 from training import EncodedSplit, predict
 
@@ -54,6 +55,10 @@ TEACHER_ROLE_TAG = "sentclf.role"
 TEACHER_ROLE = "teacher"
 TEACHER_RUN_TAG = "teacher_run_id"
 TEACHER_REUSED_TAG = "teacher_reused"
+# How the teacher was trained: `fine_tune` (the step's loop) or `few_shot` (few-label data with unlabelled
+# text: SetFit's recipe on the teacher, train/few_shot.py), which decides the class its weights load into.
+TEACHER_KIND_TAG = "sentclf.teacher_kind"
+FINE_TUNE_TEACHER, FEW_SHOT_TEACHER = "fine_tune", "few_shot"
 LOGITS_ARTIFACT = "teacher/logits.npz"
 # The fine-tuned teacher (its weights and config; never registered nor served): what labels the unlabelled
 # text of a later run without training the teacher again.
@@ -169,6 +174,8 @@ def teacher_key(args: argparse.Namespace, fingerprint: str, prepared) -> str:
             prepared.precision,
         ],
     }
+    if getattr(prepared, "few_shot", False):  # a few-shot teacher (fine-tuned teachers keep their keys)
+        parts["few_shot_iterations"] = args.few_shot_iterations
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -249,14 +256,15 @@ def teacher_test_metrics(model: torch.nn.Module, own_prepared, batch_size: int, 
 
 
 def train_teacher(
-    prepared, args: argparse.Namespace, source: str, key: str, fit
+    prepared, args: argparse.Namespace, source: str, key: str, fit, fit_few=None
 ) -> tuple[np.ndarray, torch.nn.Module]:
     """Fine-tune the teacher in a nested run (its metrics, cost, logits and weights logged); its train rows'
     logits and the model."""
     own_prepared = teacher_prepared(prepared, source, args.max_seq_length)
     own_args = teacher_args(args, source)
     with mlflow.start_run(run_name="teacher", nested=True):
-        mlflow.set_tags({TEACHER_KEY_TAG: key, TEACHER_ROLE_TAG: TEACHER_ROLE})
+        kind = FEW_SHOT_TEACHER if prepared.few_shot else FINE_TUNE_TEACHER
+        mlflow.set_tags({TEACHER_KEY_TAG: key, TEACHER_ROLE_TAG: TEACHER_ROLE, TEACHER_KIND_TAG: kind})
         mlflow.log_params(
             {
                 "teacher": args.teacher,
@@ -269,7 +277,10 @@ def train_teacher(
             }
         )
         started = time.perf_counter()
-        model, summary = fit(own_prepared, own_args, lambda epoch, m: mlflow.log_metrics(m, step=epoch))
+        if prepared.few_shot:
+            model, summary = fit_few(own_prepared, own_args)
+        else:
+            model, summary = fit(own_prepared, own_args, lambda epoch, m: mlflow.log_metrics(m, step=epoch))
         pad_id = own_prepared.tokenizer.pad_token_id
         train_logits, _ = predict(model, own_prepared.train_split, args.batch_size * 2, pad_id)
         validation_logits, _ = predict(model, own_prepared.validation_split, args.batch_size * 2, pad_id)
@@ -312,7 +323,10 @@ def load_teacher_model(run: mlflow.entities.Run, own_prepared) -> torch.nn.Modul
         )
     except (OSError, mlflow.exceptions.MlflowException):
         return None
-    model = build_classifier(own_prepared.source, own_prepared.config, "mean")
+    if run.data.tags.get(TEACHER_KIND_TAG) == FEW_SHOT_TEACHER:
+        model = FewShotClassifier(own_prepared.source, own_prepared.config)
+    else:
+        model = build_classifier(own_prepared.source, own_prepared.config, "mean")
     model.load_state_dict(load_file(str(Path(folder) / WEIGHTS_FILE)))
     return model.eval()
 
@@ -361,14 +375,22 @@ def with_unlabelled(
     )
 
 
-def refuse_unsupported(prepared, args: argparse.Namespace) -> None:
+def refuse_unsupported(prepared, args: argparse.Namespace, unlabelled: bool = False) -> None:
     """The tasks distillation does not train (before a teacher costs anything): the distillation loss is a
     softmax over one class per text, and the teacher reads single sentences."""
-    if prepared.few_shot:
+    if prepared.few_shot and not unlabelled:
         raise StepInputError(
             f"teacher={args.teacher}: this data trains few-shot (the rarest class has fewer than "
-            f"few_shot_threshold={args.few_shot_threshold} training rows), which a teacher's soft targets do "
-            "not train: use teacher=none, or few_shot=false to fine-tune and distill"
+            f"few_shot_threshold={args.few_shot_threshold} training rows), which a teacher's soft targets on "
+            "the same rows do not train: give unlabelled text for a few-shot teacher to label "
+            "(-P unlabelled=..., docs/teacher.md), use teacher=none, or few_shot=false to fine-tune and "
+            "distill"
+        )
+    if prepared.few_shot and not len(prepared.validation_split):
+        raise StepInputError(
+            f"teacher={args.teacher}: the student learns the text the few-shot teacher labels by "
+            "fine-tuning, which needs validation rows to stop on, and this data has none (too few rows per "
+            "class for preprocess to hold any out): label a few more rows per class, or use teacher=none"
         )
     if prepared.multi_label:
         raise StepInputError(
@@ -382,7 +404,7 @@ def refuse_unsupported(prepared, args: argparse.Namespace) -> None:
         )
 
 
-def attach_teacher(prepared, args: argparse.Namespace, fit):
+def attach_teacher(prepared, args: argparse.Namespace, fit, fit_few=None):
     """`prepared` with the teacher's logits on its train rows (and on preprocess's unlabelled text, added to
     the training rows) and the distillation loss (teacher=none: as it is). The teacher is trained once per
     key; a finished teacher run with the same key is reused, and its logged weights label new text."""
@@ -393,8 +415,8 @@ def attach_teacher(prepared, args: argparse.Namespace, fit):
                 "the data's %d unlabelled texts are not used: only a teacher labels them", len(unused)
             )
         return prepared
-    refuse_unsupported(prepared, args)
-    unlabelled = read_unlabelled(prepared.data_run_id)
+    unlabelled = read_unlabelled(getattr(prepared, "data_run_id", ""))
+    refuse_unsupported(prepared, args, bool(unlabelled) and fit_few is not None)
     source = resolve_teacher(args.teacher)
     key = teacher_key(args, teacher_fingerprint(args.teacher, source), prepared)
     previous = find_teacher_run(key)
@@ -407,10 +429,11 @@ def attach_teacher(prepared, args: argparse.Namespace, fit):
         if "best_val_mcc" in previous.data.metrics:
             mlflow.log_metric("teacher_best_val_mcc", previous.data.metrics["best_val_mcc"])
     else:
-        logits, model = train_teacher(prepared, args, source, key, fit)
+        logits, model = train_teacher(prepared, args, source, key, fit, fit_few)
     train_split = dataclasses.replace(prepared.train_split, teacher_logits=logits.astype(np.float32))
     if unlabelled:
         extra = label_unlabelled(model, own_prepared, unlabelled, args)
         train_split = with_unlabelled(train_split, unlabelled, extra, prepared, args.max_seq_length)
     loss_fn = distillation_loss_fn(args.distill_temperature, args.distill_alpha)
-    return dataclasses.replace(prepared, train_split=train_split, loss_fn=loss_fn)
+    # Few-label data: the few-shot teacher labelled the text, the student fine-tunes on all of it.
+    return dataclasses.replace(prepared, train_split=train_split, loss_fn=loss_fn, few_shot=False)

@@ -699,9 +699,10 @@ def log_epoch_metrics(epoch: int, metrics: dict) -> None:
 
 def fit_few_shot_model(
     prepared: Prepared, args: argparse.Namespace
-) -> tuple[torch.nn.Module, tuple[EncodedSplit, np.ndarray] | None]:
+) -> tuple[torch.nn.Module, tuple[EncodedSplit, np.ndarray] | None, dict]:
     """The few-shot model (train/few_shot.py) and its validation metrics: on the validation split, or
-    cross-validated over the training rows when there is none (then also those rows and their logits)."""
+    cross-validated over the training rows when there is none (then also those rows and their logits);
+    and the validation metrics."""
     seed_everything(args.seed)
     pad_id = prepared.tokenizer.pad_token_id
     result = fit_few_shot(
@@ -724,13 +725,19 @@ def fit_few_shot_model(
     summary = classification_metrics(checked.labels, logits.argmax(axis=1), size, per_class=False)
     mlflow.log_metrics(result.summary | {f"val_{key}": value for key, value in summary.items()})
     logger.info("few-shot: %d training rows, validation %s", len(prepared.train_split), summary)
-    return result.model, (checked, logits) if result.out_of_fold is not None else None
+    return result.model, (checked, logits) if result.out_of_fold is not None else None, summary
+
+
+def fit_few_shot_teacher(prepared: Prepared, args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+    """A teacher trained few-shot on few-label data (train/distill.py), with its validation MCC."""
+    model, _, summary = fit_few_shot_model(prepared, args)
+    return model, {"best_val_mcc": summary["mcc"]}
 
 
 def run(args: argparse.Namespace) -> None:
     prepared = prepare(args)
     labelled_rows = len(prepared.train_split)
-    prepared = attach_teacher(prepared, args, fit)
+    prepared = attach_teacher(prepared, args, fit, fit_few_shot_teacher)
     mode = TRAINING_FEW_SHOT if prepared.few_shot else TRAINING_FINE_TUNE
     mlflow.set_tags(
         {
@@ -741,7 +748,7 @@ def run(args: argparse.Namespace) -> None:
         }
     )
     if prepared.few_shot:
-        model, cross_validated = fit_few_shot_model(prepared, args)
+        model, cross_validated, _ = fit_few_shot_model(prepared, args)
         finish(model, prepared, args, cross_validated)
         return
     model, _ = fit(prepared, args, log_epoch_metrics)

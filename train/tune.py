@@ -324,7 +324,7 @@ def run(args: argparse.Namespace) -> None:
     space = validate_search_args(args)
     prepared = train_step.prepare(args)
     # A teacher (train/distill.py) is trained or reused once; every trial distills from it.
-    prepared = train_step.attach_teacher(prepared, args, train_step.fit)
+    prepared = train_step.attach_teacher(prepared, args, train_step.fit, train_step.fit_few_shot_teacher)
     parent = mlflow.active_run()
     data_run_id = mlflow.get_run(parent.info.run_id).data.tags[INPUT_DATA_RUN_TAG]
     study_name = strip_quotes(args.study_name) or f"{args.registered_model_name}-{data_run_id}"

@@ -7,6 +7,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -14,20 +15,24 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from sentclf.backbone import resolve_backbone
 from sentclf.contract import STEP_TAG
 from sentclf.tracking import StepInputError
+from tests.unit.test_few_shot import skipped_contrastive_fit
 from tests.unit.test_preprocess import step_argv
 from tests.unit.test_train import data_run, train_args  # noqa: F401 (data_run is a fixture)
 
+import few_shot
 import preprocess
 import train
 from distill import (
     LOGITS_ARTIFACT,
     TEACHER_KEY_TAG,
+    TEACHER_KIND_TAG,
     TEACHER_REUSED_TAG,
     TEACHER_RUN_TAG,
     attach_teacher,
     distillation_loss,
     distillation_loss_fn,
     load_teacher_model,
+    refuse_unsupported,
     teacher_key,
     teacher_prepared,
 )
@@ -260,3 +265,68 @@ def test_the_teacher_labels_the_unlabelled_text_and_a_reused_teacher_labels_it_f
     again, _ = predict(model, own.train_split, 32, own.tokenizer.pad_token_id)
     np.testing.assert_allclose(again, logged, atol=2e-2)
     assert len(teacher_runs(tracking_store)) == 1
+
+
+def test_few_label_data_with_unlabelled_text_gets_a_few_shot_teacher_and_a_fine_tuned_student(
+    tracking_store, small_teacher, tmp_path, monkeypatch
+):
+    """Few-label data refuses a teacher on its own rows, but with unlabelled text the teacher is trained
+    few-shot (SetFit's recipe on the teacher; its contrastive phase skipped here, test_few_shot.py runs it),
+    labels the text, and the student fine-tunes on all of it; the teacher's weights load as the few-shot
+    classifier they are."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(few_shot, "contrastive_fit", skipped_contrastive_fit)
+    topics = ("billing", "login", "shipping")
+    rows = [(f"a {topic} question number {i}", topic) for topic in topics for i in range(8)]
+    pd.DataFrame(rows, columns=["text", "topic"]).to_csv(tmp_path / "train.csv", index=False)
+    test = [(f"another {topic} question", topic) for topic in topics]
+    pd.DataFrame(test, columns=["text", "topic"]).to_csv(tmp_path / "test.csv", index=False)
+    texts = [f"something about {topic} {i}" for topic in topics for i in range(7)]
+    (tmp_path / "pool.txt").write_text("\n".join(texts))
+    preprocess.main(
+        step_argv(
+            dataset=str(tmp_path),
+            text_column="text",
+            label_column="topic",
+            val_fraction=0.3,
+            unlabelled=str(tmp_path / "pool.txt"),
+        )
+    )
+    data_run_id = mlflow.search_runs(experiment_ids=[tracking_store], output_format="list")[0].info.run_id
+    teacher = ["--teacher", str(small_teacher), "--few-shot-iterations", "1"]
+    train.main([*train_args(), "--registered-model-name", "few", "--data-run-id", data_run_id, *teacher])
+    student = mlflow.search_runs(
+        experiment_ids=[tracking_store], filter_string=f"tags.`{STEP_TAG}` = 'train'", output_format="list"
+    )[0]
+    assert student.info.status == "FINISHED"
+    assert student.data.tags["training_mode"] == "fine_tune"
+    labelled = int(student.data.tags["training_rows"])
+    assert labelled < 24 and student.data.tags["training_unlabelled_rows"] == "21"
+    [teacher_run] = teacher_runs(tracking_store)
+    assert teacher_run.data.tags[TEACHER_KIND_TAG] == "few_shot"
+    assert "val_mcc" in teacher_run.data.metrics and "teacher_best_val_mcc" in student.data.metrics
+
+    args = train.parse_args(
+        [*train_args(), "--registered-model-name", "few", "--data-run-id", data_run_id, *teacher]
+    )
+    with mlflow.start_run():
+        prepared = train.prepare(args)
+        assert prepared.few_shot
+        retrained = lambda *_: pytest.fail("the teacher was trained again")  # noqa: E731
+        distilled = attach_teacher(prepared, args, fit=None, fit_few=retrained)
+        model = load_teacher_model(teacher_run, teacher_prepared(prepared, str(small_teacher), 32))
+    assert isinstance(model, few_shot.FewShotClassifier) and not distilled.few_shot
+    assert len(distilled.train_split) == labelled + 21
+
+
+def test_few_label_data_without_a_validation_split_refuses_a_teacher_with_the_fix():
+    split = EncodedSplit([[1, 2, 3]], np.zeros(1, np.int64), ["a b"])
+    prepared = argparse.Namespace(
+        few_shot=True,
+        multi_label=False,
+        train_split=split,
+        validation_split=EncodedSplit([], np.zeros(0), []),
+    )
+    args = argparse.Namespace(teacher="/no/such/teacher", few_shot_threshold=32)
+    with pytest.raises(StepInputError, match="needs validation rows to stop on"):
+        refuse_unsupported(prepared, args, unlabelled=True)
