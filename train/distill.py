@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer
 
+from sentclf.contract import TRAINING_FEW_SHOT, TRAINING_FINE_TUNE
 from sentclf.data import read_split
 from sentclf.metrics import classification_metrics
 from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, TEXT_COLUMN
@@ -55,10 +56,11 @@ TEACHER_ROLE_TAG = "sentclf.role"
 TEACHER_ROLE = "teacher"
 TEACHER_RUN_TAG = "teacher_run_id"
 TEACHER_REUSED_TAG = "teacher_reused"
-# How the teacher was trained: `fine_tune` (the step's loop) or `few_shot` (few-label data with unlabelled
-# text: SetFit's recipe on the teacher, train/few_shot.py), which decides the class its weights load into.
+# How the teacher was trained, in the train run's own words (contract.TRAINING_FINE_TUNE: the step's loop;
+# TRAINING_FEW_SHOT: few-label data with unlabelled text, SetFit's recipe on the teacher, train/few_shot.py),
+# which decides the class its weights load into.
 TEACHER_KIND_TAG = "sentclf.teacher_kind"
-FINE_TUNE_TEACHER, FEW_SHOT_TEACHER = "fine_tune", "few_shot"
+FINE_TUNE_TEACHER, FEW_SHOT_TEACHER = TRAINING_FINE_TUNE, TRAINING_FEW_SHOT
 LOGITS_ARTIFACT = "teacher/logits.npz"
 # The fine-tuned teacher (its weights and config; never registered nor served): what labels the unlabelled
 # text of a later run without training the teacher again.
@@ -174,8 +176,8 @@ def teacher_key(args: argparse.Namespace, fingerprint: str, prepared) -> str:
             prepared.precision,
         ],
     }
-    if getattr(prepared, "few_shot", False):  # a few-shot teacher (fine-tuned teachers keep their keys)
-        parts["few_shot_iterations"] = args.few_shot_iterations
+    if prepared.few_shot:  # a few-shot teacher (fine-tuned teachers keep their keys)
+        parts["pair_iterations"] = args.few_shot_iterations
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

@@ -178,11 +178,11 @@ def test_a_distilled_run_records_its_teacher_reuses_it_and_ships_only_the_studen
 
 
 def test_the_teacher_key_changes_with_the_data_the_teacher_and_its_recipe_only():
-    def prepared(labels):
+    def prepared(labels, few=False):
         split = EncodedSplit([[1, 2]] * 3, np.array(labels), ["a b", "c d", "e f"])
         label_set = argparse.Namespace(names=["no", "yes"])
         return argparse.Namespace(
-            train_split=split, validation_split=split, label_set=label_set, precision="fp32"
+            train_split=split, validation_split=split, label_set=label_set, precision="fp32", few_shot=few
         )
 
     args = train.parse_args([*train_args(), "--registered-model-name", "m", "--teacher", "mpnet"])
@@ -190,6 +190,7 @@ def test_the_teacher_key_changes_with_the_data_the_teacher_and_its_recipe_only()
     assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
     assert key != teacher_key(args, "weights-b", prepared([0, 1, 0]))  # another teacher
     assert key != teacher_key(args, "weights-a", prepared([0, 1, 1]))  # a changed label
+    assert key != teacher_key(args, "weights-a", prepared([0, 1, 0], few=True))  # a few-shot teacher
     args.distill_alpha = 0.9  # the student's recipe is not the teacher's
     assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
     args.teacher_epochs = 5
