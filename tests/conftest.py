@@ -217,7 +217,10 @@ def typed_store(tmp_path_factory) -> Iterator[TypedStore]:
     experiment_id = client.create_experiment(experiment, artifact_location=str(artifact_dir))
     (root / "tmp").mkdir()
     (root / "mlflow-storage").mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    # Not inherited: an in-process step run of an earlier test turned system metrics on through this
+    # variable (mlflow.enable_system_metrics_logging), which a user's shell does not have.
+    leaked = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING")
+    env = {k: v for k, v in os.environ.items() if k not in leaked}
     env |= {
         "MLFLOW_TRACKING_URI": uri,
         "MLFLOW_EXPERIMENT_NAME": experiment,
