@@ -258,11 +258,10 @@ def teacher_test_metrics(model: torch.nn.Module, own_prepared, batch_size: int, 
 
 
 def train_teacher(
-    prepared, args: argparse.Namespace, source: str, key: str, fit, fit_few=None
+    prepared, own_prepared, args: argparse.Namespace, source: str, key: str, fit, fit_few=None
 ) -> tuple[np.ndarray, torch.nn.Module]:
-    """Fine-tune the teacher in a nested run (its metrics, cost, logits and weights logged); its train rows'
-    logits and the model."""
-    own_prepared = teacher_prepared(prepared, source, args.max_seq_length)
+    """Fine-tune the teacher on `own_prepared` (teacher_prepared) in a nested run (its metrics, cost,
+    logits and weights logged); its train rows' logits and the model."""
     own_args = teacher_args(args, source)
     with mlflow.start_run(run_name="teacher", nested=True):
         kind = FEW_SHOT_TEACHER if prepared.few_shot else FINE_TUNE_TEACHER
@@ -410,20 +409,21 @@ def attach_teacher(prepared, args: argparse.Namespace, fit, fit_few=None):
     """`prepared` with the teacher's logits on its train rows (and on preprocess's unlabelled text, added to
     the training rows) and the distillation loss (teacher=none: as it is). The teacher is trained once per
     key; a finished teacher run with the same key is reused, and its logged weights label new text."""
+    unlabelled = read_unlabelled(getattr(prepared, "data_run_id", ""))
     if args.teacher == NO_TEACHER:
-        unused = read_unlabelled(getattr(prepared, "data_run_id", ""))
-        if unused:
+        if unlabelled:
             logger.warning(
-                "the data's %d unlabelled texts are not used: only a teacher labels them", len(unused)
+                "the data's %d unlabelled texts are not used: only a teacher labels them", len(unlabelled)
             )
         return prepared
-    unlabelled = read_unlabelled(getattr(prepared, "data_run_id", ""))
     refuse_unsupported(prepared, args, bool(unlabelled) and fit_few is not None)
     source = resolve_teacher(args.teacher)
     key = teacher_key(args, teacher_fingerprint(args.teacher, source), prepared)
     previous = find_teacher_run(key)
     logits = reused_logits(previous, len(prepared.train_split)) if previous is not None else None
-    own_prepared = teacher_prepared(prepared, source, args.max_seq_length) if unlabelled else None
+    # Tokenized for the teacher once: to train it, or to label the text with reused weights.
+    needed = logits is None or unlabelled
+    own_prepared = teacher_prepared(prepared, source, args.max_seq_length) if needed else None
     model = load_teacher_model(previous, own_prepared) if logits is not None and unlabelled else None
     if logits is not None and (model is not None or not unlabelled):
         logger.info("teacher: reusing run %s (same teacher, data and recipe)", previous.info.run_id)
@@ -431,7 +431,7 @@ def attach_teacher(prepared, args: argparse.Namespace, fit, fit_few=None):
         if "best_val_mcc" in previous.data.metrics:
             mlflow.log_metric("teacher_best_val_mcc", previous.data.metrics["best_val_mcc"])
     else:
-        logits, model = train_teacher(prepared, args, source, key, fit, fit_few)
+        logits, model = train_teacher(prepared, own_prepared, args, source, key, fit, fit_few)
     train_split = dataclasses.replace(prepared.train_split, teacher_logits=logits.astype(np.float32))
     if unlabelled:
         extra = label_unlabelled(model, own_prepared, unlabelled, args)
