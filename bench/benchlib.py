@@ -42,6 +42,7 @@ SERVER_SRC = REPO_ROOT / "server"
 CORES = os.cpu_count() or 1
 DEFAULT_SENTENCES = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_dev.tsv"
 CONTAINER_PREFIX = "sentclf-bench"
+SERVED_MODEL_DIR = "/models/model"  # where a server image holds its model (the server's MODEL_DIR default)
 # The CPU features a figure depends on, by the flags /proc/cpuinfo lists for them: native bfloat16 (bf16
 # training and inference pay off, else they are emulated), int8 dot products (dynamic int8 quantization),
 # AVX2 (the floor every kernel here assumes).
@@ -149,7 +150,7 @@ def newest_server_image(client: docker.DockerClient) -> str:
 
 
 def extract_model(client: docker.DockerClient, image: str, target: Path) -> Path:
-    """Copy /models/model out of `image` (docker create + get_archive) so every contender serves the
+    """Copy SERVED_MODEL_DIR out of `image` (docker create + get_archive) so every contender serves the
     identical ONNX model and tokenizer. The created container never runs and is always removed."""
     try:
         container = client.containers.create(
@@ -163,7 +164,7 @@ def extract_model(client: docker.DockerClient, image: str, target: Path) -> Path
             f"no local image {image}: run `make run` first (or name another --server-image)"
         ) from None
     try:
-        stream, _ = container.get_archive("/models/model")
+        stream, _ = container.get_archive(SERVED_MODEL_DIR)
         archive = io.BytesIO(b"".join(stream))
     finally:
         container.remove(force=True)
@@ -179,12 +180,14 @@ def extract_model(client: docker.DockerClient, image: str, target: Path) -> Path
 
 
 def load_sentences(path: Path, seed: int) -> list[str]:
-    """CoLA dev sentences (headerless TSV, sentence in the 4th column), shuffled with a fixed seed so
-    every contender sees the same request sequence."""
+    """CoLA dev sentences (headerless TSV, sentence in the 4th column), or a `.txt` file's non-blank lines
+    (a task's own texts), shuffled with a fixed seed so every contender sees the same request sequence."""
     with path.open(encoding="utf-8", newline="") as handle:
-        sentences = [
-            row[3] for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if len(row) > 3
-        ]
+        if path.suffix == ".txt":
+            sentences = [line.strip() for line in handle if line.strip()]
+        else:
+            rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            sentences = [row[3] for row in rows if len(row) > 3]
     if not sentences:
         raise BenchError(f"no sentences in {path}")
     random.Random(seed).shuffle(sentences)
@@ -196,11 +199,11 @@ def load_sentences(path: Path, seed: int) -> list[str]:
 
 @contextlib.contextmanager
 def server_container(
-    image: str, env: dict[str, str], start_timeout_s: float
+    image: str, env: dict[str, str], start_timeout_s: float, volumes: dict[str, dict[str, str]] | None = None
 ) -> Iterator[tuple[Container, int, float]]:
     """The server image started as the pipeline starts it, named as the benches' containers are; yields
     (container, gRPC port, seconds to SERVING) and always removes it."""
-    with running_server(image, env, start_timeout_s, CONTAINER_PREFIX) as started:
+    with running_server(image, env, start_timeout_s, CONTAINER_PREFIX, volumes=volumes) as started:
         yield started
 
 

@@ -17,8 +17,13 @@ throughput ratios at --ratio-concurrency (16) and at the top concurrency (64), t
 reach given the client's own CPU on the same cores, our p50 at concurrency 1 above raw ORT's
 single-sentence p50 plus the bare ServerLive round trip, and our HTTP's throughput at --ratio-concurrency
 over our gRPC's and over KServe's HTTP (goal: >= 0.8 and >= 1.5). A peer left out (--peers) reads nan.
+With --against-fp32 (an image whose version serves int8, `-P serve_variant=int8`), the same image also
+serves its train run's fp32 model (`onnx_variants/model.onnx`, found through the image's model labels and
+the tracking store) as contender `ours-fp32`, and the line adds `int8_ratio_vs_fp32=<x>` and
+`int8_ratio_vs_fp32_c<top>=<y>`: what int8 buys through the whole server, not only inside ONNX Runtime.
 Usage: python bench/serving.py [--server-image cola-classifier-server:3-0123456789ab]
                                [--concurrency 1,4,16,64] [--requests 400] [--peers kserve,mlserver]
+                               [--against-fp32] [--sentences file.txt]
 """
 
 import argparse
@@ -36,16 +41,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 import numpy as np
+from mlflow import MlflowClient
 from tritonclient.utils import InferenceServerException
 
 from sentclf import loadgen
 from sentclf.containers import LOOPBACK, free_port, free_ports
+from sentclf.contract import SERVED_VARIANT_TAG
 from sentclf.engine import docker_client
 from sentclf.images import step_image
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
 from sentclf.metrics import percentile_ms
-from sentclf.server_images import SERVER_PYTHONPATH
+from sentclf.server_images import MODEL_NAME_LABEL, MODEL_VERSION_LABEL, SERVER_PYTHONPATH
 from sentclf_runtime.config import ServingConfig
 from sentclf_runtime.names import LEGACY_SERVED_NAME
 
@@ -521,6 +529,20 @@ def print_report(
         f"p50_c{lowest}_minus_raw_single_and_round_trip_ms={own:.2f} "
         f"http_ratio_vs_grpc={ratio(http_tp, ours_tp):.2f} "
         f"http_ratio_vs_kserve_http={ratio(http_tp, by_name.get('kserve-http', nan)):.2f}"
+        + int8_ratios(results, ours, at, top)
+    )
+
+
+def int8_ratios(results: list[ContenderResult], ours: str, at: int, top: int) -> str:
+    """` int8_ratio_vs_fp32=<x> int8_ratio_vs_fp32_c<top>=<y>` when the fp32 twin ran (--against-fp32)."""
+    by_name = {r.name: r for r in results}
+    twin = by_name.get(f"{ours}-fp32")
+    if twin is None:
+        return ""
+    mine = by_name[ours]
+    return (
+        f" int8_ratio_vs_fp32={ratio(mine.levels[at].throughput, twin.levels[at].throughput):.2f}"
+        f" int8_ratio_vs_fp32_c{top}={ratio(mine.levels[top].throughput, twin.levels[top].throughput):.2f}"
     )
 
 
@@ -549,6 +571,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peers", default="kserve,mlserver", help="comma-separated peers to run (kserve, mlserver; '' none)"
     )
+    parser.add_argument(
+        "--against-fp32",
+        action="store_true",
+        help="the image serves int8: also serve its train run's fp32 model from the same image (ours-fp32)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.peers = [p for p in args.peers.split(",") if p]
@@ -571,20 +598,29 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
     first, then the peers in --peers."""
 
     @contextlib.contextmanager
-    def ours():
+    def ours(model_file: Path | None = None):
         http_port = free_port()
         env = {
             "ORT_INTRA_OP_THREADS": str(CORES),
             "ORT_GRAPH_OPTIMIZATION": "all",
             "HTTP_PORT": str(http_port),
         }
-        with benchlib.server_container(args.server_image, env, args.start_timeout_s) as (_, port, s):
+        # The same image with another model.onnx in place of its own (the fp32 twin of an int8 model).
+        volumes = (
+            {str(model_file): {"bind": f"{benchlib.SERVED_MODEL_DIR}/model.onnx", "mode": "ro"}}
+            if model_file
+            else None
+        )
+        with benchlib.server_container(args.server_image, env, args.start_timeout_s, volumes) as (_, port, s):
             yield port, http_port, s
 
     pythons = {peer: ensure_venv(peer, args.venv_dir) for peer in args.peers}
     args.peer_versions = {peer: package_version(python, peer) for peer, python in pythons.items()}
     timeout = args.start_timeout_s
     starters: list[tuple[str, Callable]] = [("ours", ours)]
+    if args.against_fp32:
+        fp32 = fp32_twin(args.server_image, workdir)
+        starters.append(("ours-fp32", lambda: ours(fp32)))
     if "kserve" in pythons:
         starters.append(
             ("kserve", lambda: kserve_peer(pythons["kserve"], model_dir, args.model, workdir, timeout))
@@ -605,6 +641,33 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
             )
         )
     return starters
+
+
+def fp32_twin(image: str, workdir: Path) -> Path:
+    """The fp32 model that the train run of `image`'s version kept beside the int8 model it serves
+    (`onnx_variants/model.onnx`), found through the image's model labels and the tracking store."""
+    labels = docker_client().images.get(image).labels or {}
+    name, version = labels.get(MODEL_NAME_LABEL), labels.get(MODEL_VERSION_LABEL)
+    if not (name and version):
+        raise BenchError(
+            f"{image} has no {MODEL_NAME_LABEL}/{MODEL_VERSION_LABEL} labels: name an image the "
+            "pipeline built, or leave --against-fp32 out"
+        )
+    client = MlflowClient()
+    run_id = client.get_model_version(name, version).run_id
+    served = client.get_run(run_id).data.tags.get(SERVED_VARIANT_TAG, "fp32")
+    if served != "int8":
+        raise BenchError(
+            f"{name} version {version} serves {served}, not int8: --against-fp32 compares a version trained "
+            f'with `make run ARGS="-P serve_variant=int8"` whose int8 model passed the rule (docs/int8.md)'
+        )
+    target = workdir / "fp32"
+    target.mkdir()
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="onnx_variants/model.onnx", dst_path=str(target)
+    )
+    log.info("fp32 twin of %s version %s (run %s): %s", name, version, run_id, path)
+    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,9 +160,11 @@ def running_server(
     name_prefix: str = "sentclf",
     labels: dict[str, str] | None = None,
     keep_log: Callable[[str], None] | None = None,
+    volumes: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[tuple[Container, int, float]]:
     """Start `image` in this process's network (see server_network_mode) with a free gRPC port, wait for
-    SERVING, and always remove it; `keep_log` receives its whole log first, on every path.
+    SERVING, and always remove it; `keep_log` receives its whole log first, on every path. `volumes`
+    (docker's host path -> {"bind": ..., "mode": ...}) lets a bench swap a file of the image for another.
 
     Yields (container, grpc_port, seconds from start to SERVING).
     """
@@ -184,6 +186,7 @@ def running_server(
             network_mode=server_network_mode(),
             environment=environment,
             labels={CONTAINER_LABEL: "1", **checkout_labels(), **(labels or {})},
+            volumes=volumes or {},
         )
         logger.info("started %s from %s (gRPC port %d)", name, image, grpc_port)
         seconds_to_serving = wait_until_serving(container, grpc_port, start_timeout_s)

@@ -16,6 +16,7 @@ import train_throughput  # noqa: E402
 
 import benchlib  # noqa: E402
 import quantization  # noqa: E402
+import serving  # noqa: E402
 
 BENCH = REPO_ROOT / "bench"
 SCRIPTS = sorted(path for path in BENCH.glob("*.py") if path.stem != "benchlib")
@@ -180,3 +181,30 @@ def test_with_native_bf16_it_keeps_the_bf16_comparisons_and_adds_the_fp32_one():
         "native_bf16=true fp32_over_trainer=1.50 bf16_over_fp32=1.40 bf16_over_trainer_bf16=1.75 "
         "delta_mcc=0.0100 delta_mcc_low=-0.0200 delta_mcc_high=0.0400"
     )
+
+
+def test_a_txt_file_of_a_tasks_own_texts_is_a_load_of_its_non_blank_lines_in_a_seeded_order(tmp_path):
+    texts = tmp_path / "messages.txt"
+    texts.write_text(
+        "Free entry: text WIN now\n\n  \nAre we still on for lunch?\nCall me back\n", encoding="utf-8"
+    )
+    load = benchlib.load_sentences(texts, seed=3)
+    assert sorted(load) == ["Are we still on for lunch?", "Call me back", "Free entry: text WIN now"]
+    assert load == benchlib.load_sentences(texts, seed=3)
+
+
+def test_the_int8_ratios_are_printed_only_when_the_fp32_twin_was_served():
+    def result(name, c16, c64):
+        contender = serving.ContenderResult(name, 0, 0.0, "64/64", 0.1, None)
+        for concurrency, throughput in ((16, c16), (64, c64)):  # so many requests in one second
+            contender.levels[concurrency] = serving.loadgen.Level(
+                concurrency, [0.01] * throughput, wall_s=1.0
+            )
+        return contender
+
+    ours, twin = result("ours", 300, 330), result("ours-fp32", 150, 200)
+    assert (
+        serving.int8_ratios([ours, twin], "ours", 16, 64)
+        == " int8_ratio_vs_fp32=2.00 int8_ratio_vs_fp32_c64=1.65"
+    )
+    assert serving.int8_ratios([ours], "ours", 16, 64) == ""
