@@ -32,6 +32,7 @@ import mlflow
 from docker.models.containers import Container
 
 from sentclf.containers import CONTAINER_LABEL, LOOPBACK, running_server
+from sentclf.contract import SERVED_VARIANT_TAG
 from sentclf.kserve_client import connect
 from sentclf.metrics import percentile_ms
 from sentclf.schema import DATA_ARTIFACT_DIR
@@ -264,8 +265,9 @@ def image_size_mb(client: docker.DockerClient, name: str) -> float | None:
 def registered_model_files(
     model_name: str, version_or_alias: str, target: Path
 ) -> tuple[Path, Path, dict, Path]:
-    """model.onnx, tokenizer.json, the serving config and the data folder of a registered version (the
-    files as the train step logs them under the model's `artifacts/`), downloaded under `target`."""
+    """The fp32 model.onnx, tokenizer.json, the serving config and the data folder of a registered version
+    (the files as the train step logs them under the model's `artifacts/`; of a version that serves int8,
+    its fp32 twin, so a bench never quantises an int8 model again), downloaded under `target`."""
     client = mlflow.MlflowClient()
     version = version_or_alias
     if not version_or_alias.isdigit():
@@ -279,4 +281,18 @@ def registered_model_files(
     )
     files = model / "artifacts"
     config = json.loads((files / "serving_config.json").read_text())
-    return files / "model.onnx", files / "tokenizer.json", config, Path(data)
+    fp32 = fp32_twin(model_name, str(version), target) or files / "model.onnx"
+    return fp32, files / "tokenizer.json", config, Path(data)
+
+
+def fp32_twin(model_name: str, version: str, target: Path) -> Path | None:
+    """The fp32 model a version's train run kept beside the int8 model it serves (`onnx_variants/
+    model.onnx`, downloaded under `target`), or None when the version serves no int8 model."""
+    client = mlflow.MlflowClient()
+    run_id = client.get_model_version(model_name, version).run_id
+    if client.get_run(run_id).data.tags.get(SERVED_VARIANT_TAG) != "int8":
+        return None
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="onnx_variants/model.onnx", dst_path=str(target / "fp32")
+    )
+    return Path(path)

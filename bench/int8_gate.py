@@ -1,6 +1,7 @@
 """The train step's int8 rule on a registered model: the static int8 variant (train/int8.py, as the train
 step builds it) against fp32 on the same test rows with the paired bootstrap the rule uses, the decision it
-would take, and raw ONNX Runtime throughput of both on this CPU.
+would take, and raw ONNX Runtime throughput of both on this CPU. A version that already serves int8 is
+measured from the fp32 model its train run kept beside it (benchlib.registered_model_files).
 
 Usage (dev venv): python bench/int8_gate.py [--model-name cola-classifier] [--model-version challenger]
 The last line reads `served=<int8|fp32> delta_mcc=<d> low=<l> high=<h> agreement=<a> speedup=<x>` (int8
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         default=int8.KEEP_FP32_FFN_OUTPUTS,
         help="feed-forward output MatMuls kept fp32, from the first layer on (the train step: the default)",
     )
+    parser.add_argument("--save-int8", type=Path, help="also write the int8 model here (to try it elsewhere)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(cpu_line(), flush=True)
@@ -126,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
             for name, s in sessions.items():
                 speed[name] = max(speed[name], sentences_per_second(s, test.feeds))
         sizes = {"fp32": fp32_path.stat().st_size / 1e6, "int8": int8_path.stat().st_size / 1e6}
+        if args.save_int8:
+            shutil.copyfile(int8_path, args.save_int8)
     print(f"kept fp32: {', '.join(kept) or 'none'}; quantisation {quantize_s:.0f} s")
     print(f"fp32: {speed['fp32']:.1f} sentences/s, {sizes['fp32']:.1f} MB")
     print(f"int8: {speed['int8']:.1f} sentences/s, {sizes['int8']:.1f} MB")

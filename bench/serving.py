@@ -41,14 +41,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import numpy as np
-from mlflow import MlflowClient
 from tritonclient.utils import InferenceServerException
 
 from sentclf import loadgen
 from sentclf.containers import LOOPBACK, free_port, free_ports
-from sentclf.contract import SERVED_VARIANT_TAG
 from sentclf.engine import docker_client
 from sentclf.images import step_image
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
@@ -619,7 +616,7 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
     timeout = args.start_timeout_s
     starters: list[tuple[str, Callable]] = [("ours", ours)]
     if args.against_fp32:
-        fp32 = fp32_twin(args.server_image, workdir)
+        fp32 = image_fp32_twin(args.server_image, workdir)
         starters.append(("ours-fp32", lambda: ours(fp32)))
     if "kserve" in pythons:
         starters.append(
@@ -643,9 +640,9 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
     return starters
 
 
-def fp32_twin(image: str, workdir: Path) -> Path:
-    """The fp32 model that the train run of `image`'s version kept beside the int8 model it serves
-    (`onnx_variants/model.onnx`), found through the image's model labels and the tracking store."""
+def image_fp32_twin(image: str, workdir: Path) -> Path:
+    """The fp32 model that the train run of `image`'s version kept beside the int8 model it serves, found
+    through the image's model labels and the tracking store."""
     labels = docker_client().images.get(image).labels or {}
     name, version = labels.get(MODEL_NAME_LABEL), labels.get(MODEL_VERSION_LABEL)
     if not (name and version):
@@ -653,21 +650,14 @@ def fp32_twin(image: str, workdir: Path) -> Path:
             f"{image} has no {MODEL_NAME_LABEL}/{MODEL_VERSION_LABEL} labels: name an image the "
             "pipeline built, or leave --against-fp32 out"
         )
-    client = MlflowClient()
-    run_id = client.get_model_version(name, version).run_id
-    served = client.get_run(run_id).data.tags.get(SERVED_VARIANT_TAG, "fp32")
-    if served != "int8":
+    path = benchlib.fp32_twin(name, version, workdir)
+    if path is None:
         raise BenchError(
-            f"{name} version {version} serves {served}, not int8: --against-fp32 compares a version trained "
-            f'with `make run ARGS="-P serve_variant=int8"` whose int8 model passed the rule (docs/int8.md)'
+            f"{name} version {version} does not serve int8: --against-fp32 compares a version trained with "
+            'make run ARGS="-P serve_variant=int8" whose int8 model passed the rule (docs/int8.md)'
         )
-    target = workdir / "fp32"
-    target.mkdir()
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="onnx_variants/model.onnx", dst_path=str(target)
-    )
-    log.info("fp32 twin of %s version %s (run %s): %s", name, version, run_id, path)
-    return Path(path)
+    log.info("fp32 twin of %s version %s: %s", name, version, path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

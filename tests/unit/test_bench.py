@@ -4,9 +4,11 @@ layout: scripts over one shared module, benchlib, whose use_steps is the one sys
 import ast
 import sys
 
+import mlflow
 import numpy as np
 import pytest
 
+from sentclf.contract import SERVED_VARIANT_TAG
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -208,3 +210,21 @@ def test_the_int8_ratios_are_printed_only_when_the_fp32_twin_was_served():
         == " int8_ratio_vs_fp32=2.00 int8_ratio_vs_fp32_c64=1.65"
     )
     assert serving.int8_ratios([ours], "ours", 16, 64) == ""
+
+
+def test_a_bench_starts_an_int8_version_from_the_fp32_model_its_run_kept_and_an_fp32_one_from_its_own(
+    tracking_store, tmp_path
+):
+    client = mlflow.MlflowClient()
+    client.create_registered_model("spam")
+    for served in ("int8", "fp32"):
+        with mlflow.start_run() as run:
+            mlflow.set_tag(SERVED_VARIANT_TAG, served)
+            twin = tmp_path / served / "model.onnx"
+            twin.parent.mkdir()
+            twin.write_bytes(b"the fp32 twin")
+            mlflow.log_artifact(str(twin), "onnx_variants")
+        client.create_model_version("spam", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    int8_twin = benchlib.fp32_twin("spam", "1", tmp_path / "int8-version")
+    assert int8_twin is not None and int8_twin.read_bytes() == b"the fp32 twin"
+    assert benchlib.fp32_twin("spam", "2", tmp_path / "fp32-version") is None
