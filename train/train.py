@@ -72,7 +72,7 @@ from few_shot import (
     fit_few_shot,
     use_few_shot,
 )
-from int8 import DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
+from int8 import CANDIDATES, DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
 from modeling import POOLING_CHOICES, build_classifier
 from pair_encoding import serving_config_for
 from precision import PRECISION_CHOICES, resolve_precision
@@ -668,7 +668,7 @@ def finish(
         variants = build_variants(onnx_path, config, tmp_dir, calibration)
         mlflow.log_metrics(compare_variants(variants, validation_split, logits, tokenizer.pad_token_id))
         served = choose_variant(variants, prepared, args)
-        mlflow.set_tag(SERVED_VARIANT_TAG, served)
+        mlflow.set_tag(SERVED_VARIANT_TAG, INT8 if served in CANDIDATES else served)
         for name, path in variants.items():
             if name != served:  # the served one is the logged model itself
                 mlflow.log_artifact(str(path), "onnx_variants")
@@ -678,8 +678,8 @@ def finish(
 
 
 def choose_variant(variants: dict[str, Path], prepared: Prepared, args: argparse.Namespace) -> str:
-    """The variant asked for, except int8, which is served only when it keeps fp32's test MCC within
-    int8_max_mcc_loss on the same test rows (int8.py); the comparison is recorded either way."""
+    """The variant asked for, except int8: the first int8 model (fastest first) that keeps fp32's test MCC
+    within int8_max_mcc_loss on the same test rows, else fp32 (int8.py); the comparison is recorded."""
     if args.serve_variant != INT8:
         return args.serve_variant
     frame = read_split(prepared.data_run_id, "test")
@@ -687,10 +687,11 @@ def choose_variant(variants: dict[str, Path], prepared: Prepared, args: argparse
     log_split_inputs(prepared.data_run_id, {"test": frame})
     test_split = encode_split(frame, prepared.tokenizer, args.max_seq_length)
     pad_id = prepared.tokenizer.pad_token_id
-    fp32, int8 = (onnx_logits(variants[name], test_split, pad_id).argmax(axis=1) for name in ("fp32", INT8))
+    fp32 = onnx_logits(variants["fp32"], test_split, pad_id).argmax(axis=1)
+    int8 = {name: onnx_logits(variants[name], test_split, pad_id).argmax(axis=1) for name in CANDIDATES}
     decision = decide(test_split.labels, fp32, int8, prepared.label_set.size, args.int8_max_mcc_loss)
     record(decision)
-    return decision.served
+    return decision.served_variant
 
 
 def log_epoch_metrics(epoch: int, metrics: dict) -> None:

@@ -86,6 +86,8 @@ def test_calibration_feeds_seeded_training_rows_one_at_a_time_unpadded():
         assert feed["input_ids"][0].tolist() in ROWS
     again = [f["input_ids"][0].tolist() for f in iter(int8.TrainingRows(ROWS, rows=3, seed=1).get_next, None)]
     assert again == [f["input_ids"][0].tolist() for f in feeds]  # seeded
+    reader.rewind()  # each int8 model is calibrated on the same rows
+    assert [f["input_ids"][0].tolist() for f in iter(reader.get_next, None)] == again
     assert len(int8.TrainingRows(ROWS, rows=100)) == len(ROWS)  # never more rows than there are
     with pytest.raises(ValueError, match="at least one training row"):
         int8.TrainingRows([])
@@ -154,6 +156,37 @@ def test_int8_that_may_lose_more_than_allowed_is_not_served_and_says_why(classes
     assert loose.served == int8.INT8 and loose.comparison == decision.comparison
 
 
+def flipped(labels: np.ndarray, fp32: np.ndarray, rows: int, classes: int = 2) -> np.ndarray:
+    """fp32's answers with `rows` right ones made wrong."""
+    worse = fp32.copy()
+    flip = np.flatnonzero(worse == labels)[:rows]
+    worse[flip] = (labels[flip] + 1) % classes
+    return worse
+
+
+def test_the_fastest_int8_model_that_keeps_the_score_is_served_each_judged_so_the_pair_holds_at_95():
+    labels, fp32 = predictions()
+    fastest_ok = {"int8_all": fp32.copy(), int8.INT8: fp32.copy()}
+    decision = int8.decide(labels, fp32, fastest_ok, 2, resamples=500)
+    assert (decision.served, decision.served_variant, decision.tried) == (int8.INT8, "int8_all", 2)
+    assert decision.level == pytest.approx(0.975)
+    assert decision.reason.startswith("int8 served: every weight MatMul in int8: int8 - fp32 test MCC")
+    assert "(97.5%, 500 paired resamples" in decision.reason and "the choice holds at 95%" in decision.reason
+    # The fastest loses too much: the safer one, judged at the same 97.5%, is served.
+    second = int8.decide(labels, fp32, {"int8_all": flipped(labels, fp32, 30), int8.INT8: fp32.copy()}, 2)
+    assert (second.served, second.served_variant) == (int8.INT8, int8.INT8)
+    assert second.reason.startswith("int8 served: the first feed-forward output in fp32:")
+    # Neither keeps it: fp32, with the figures of the last (safest) one tried.
+    worse = flipped(labels, fp32, 30)
+    neither = int8.decide(labels, fp32, {"int8_all": worse, int8.INT8: worse}, 2, resamples=500)
+    assert (neither.served, neither.served_variant, neither.candidate) == (int8.FP32, "fp32", int8.INT8)
+    assert neither.reason.startswith("fp32 served: the first feed-forward output in fp32:")
+    # Each interval is wider than one model's alone would be: trying two costs confidence, not luck.
+    alone = int8.decide(labels, fp32, worse, 2, resamples=500)
+    assert alone.level == 0.95 and "(95%," in alone.reason
+    assert neither.comparison.delta_mcc.low < alone.comparison.delta_mcc.low
+
+
 def test_the_decision_is_recorded_as_metrics_and_a_tag(tracking_store):
     labels, fp32 = predictions()
     decision = int8.decide(labels, fp32, fp32.copy(), 2, resamples=200)
@@ -184,16 +217,20 @@ def test_a_run_that_asks_for_int8_serves_what_the_rule_chose(data_run, tracking_
     assert run.data.metrics["int8_max_mcc_loss"] == int8.DEFAULT_MAX_MCC_LOSS
     # Static int8 quantises the MatMuls' weights (the token table stays fp32): about 2/3 of fp32's size.
     assert run.data.metrics["variant_int8_size_mb"] < run.data.metrics["variant_fp32_size_mb"] * 0.8
+    assert run.data.metrics["variant_int8_all_size_mb"] < run.data.metrics["variant_int8_size_mb"]
     # The registered model is the chosen variant; the other is kept beside it.
     model_dir = mlflow.artifacts.download_artifacts("models:/tiny-int8@challenger")
     graph = onnx.load(f"{model_dir}/artifacts/model.onnx", load_external_data=False).graph
     assert any(n.op_type == "DequantizeLinear" for n in graph.node) == (served == "int8")
+    # Every variant built but the one served is kept beside it (both int8 models: the rule tried both).
+    assert run.data.metrics["int8_models_tried"] == 2
+    file = (
+        "fp32" if served == "fp32" else {0: "int8_all", 1: "int8"}[run.data.metrics["int8_fp32_ffn_outputs"]]
+    )
+    built = {"model.onnx", "model.optimized.onnx", "model.int8.onnx", "model.int8_all.onnx"}
     kept = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "onnx_variants")}
-    others = {
-        "int8": {"model.onnx", "model.optimized.onnx"},
-        "fp32": {"model.optimized.onnx", "model.int8.onnx"},
-    }
-    assert kept == {f"onnx_variants/{name}" for name in others[served]}
+    served_file = "model.onnx" if file == "fp32" else f"model.{file}.onnx"
+    assert kept == {f"onnx_variants/{name}" for name in built - {served_file}}
 
 
 def test_the_model_card_says_which_variant_is_served_and_why(tracking_store):
