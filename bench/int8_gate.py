@@ -85,7 +85,7 @@ def cpu_line() -> str:
     return f"cpu: {model}, {os.cpu_count()} cores, " + " ".join(f"{f}={f in flags}" for f in wanted)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-name", default="cola-classifier")
     parser.add_argument("--model-version", default="challenger", help="a version number or an alias")
@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         help="feed-forward output MatMuls kept fp32, from the first layer on (the train step: the default)",
     )
     parser.add_argument("--save-int8", type=Path, help="also write the int8 model here (to try it elsewhere)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(cpu_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="sentclf-int8-bench-") as tmp, contextlib.chdir(tmp):

@@ -13,6 +13,7 @@ from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
+import int8_gate  # noqa: E402
 import recipe_sweep  # noqa: E402
 import train_throughput  # noqa: E402
 
@@ -228,3 +229,18 @@ def test_a_bench_starts_an_int8_version_from_the_fp32_model_its_run_kept_and_an_
     int8_twin = benchlib.fp32_twin("spam", "1", tmp_path / "int8-version")
     assert int8_twin is not None and int8_twin.read_bytes() == b"the fp32 twin"
     assert benchlib.fp32_twin("spam", "2", tmp_path / "fp32-version") is None
+
+
+def test_the_int8_pages_bench_commands_parse_as_printed():
+    page = (REPO_ROOT / "docs" / "int8.md").read_text()
+    gate = "python bench/int8_gate.py --model-name <name> --model-version <n>"
+    assert gate in page
+    args = int8_gate.parse_args(gate.replace("<name>", "spam-classifier").replace("<n>", "1").split()[2:])
+    assert (args.model_name, args.model_version, args.keep_fp32) == ("spam-classifier", "1", 1)
+    assert int8_gate.parse_args(["--keep-fp32", "0", "--save-int8", "m.onnx"]).save_int8.name == "m.onnx"
+    served = "python bench/serving.py --server-image <name>-server:<tag>\n--against-fp32"
+    assert served in page
+    args = serving.parse_args(
+        ["--server-image", "spam-server:1-abc", "--against-fp32", "--sentences", "t.txt"]
+    )
+    assert args.against_fp32 and args.sentences.suffix == ".txt"
