@@ -24,7 +24,7 @@ from sentclf.metrics import matthews_corrcoef, mcc_per_resample
 @dataclass(frozen=True)
 class Interval:
     value: float  # on all rows
-    low: float  # 2.5th percentile of the resamples (at the default 95% level)
+    low: float  # 2.5th percentile of the resamples
     high: float  # 97.5th percentile
 
     def __str__(self) -> str:
@@ -137,10 +137,8 @@ def accuracy_per_resample(labels: np.ndarray, predictions: np.ndarray, draws: np
     return (labels[draws] == predictions[draws]).mean(axis=1)
 
 
-def interval(value: float, samples: np.ndarray, level: float = 0.95) -> Interval:
-    """`value` with the central `level` share of its resamples (95%: the 2.5th to the 97.5th percentile)."""
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(samples, [tail, 100 - tail])
+def interval(value: float, samples: np.ndarray) -> Interval:
+    low, high = np.percentile(samples, [2.5, 97.5])
     return Interval(float(value), float(low), float(high))
 
 
@@ -154,15 +152,9 @@ def mcc_interval(
 
 
 def paired_bootstrap(
-    labels: np.ndarray,
-    challenger: np.ndarray,
-    champion: np.ndarray,
-    draws: np.ndarray,
-    num_classes: int = 2,
-    level: float = 0.95,
+    labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray, draws: np.ndarray, num_classes: int = 2
 ) -> PairedComparison:
-    """ΔMCC and Δaccuracy (challenger - champion) with `level` (95%) intervals, and how often the
-    challenger wins."""
+    """ΔMCC and Δaccuracy (challenger - champion) with 95% intervals, and how often the challenger wins."""
     labels, challenger, champion = (np.asarray(a, dtype=np.int64) for a in (labels, challenger, champion))
     if not labels.shape == challenger.shape == champion.shape:
         raise ValueError("labels and both models' predictions must cover the same rows")
@@ -174,10 +166,10 @@ def paired_bootstrap(
     )
     return PairedComparison(
         delta_mcc=interval(
-            mcc(labels, challenger, num_classes) - mcc(labels, champion, num_classes), delta_mcc, level
+            mcc(labels, challenger, num_classes) - mcc(labels, champion, num_classes), delta_mcc
         ),
         delta_accuracy=interval(
-            float((labels == challenger).mean() - (labels == champion).mean()), delta_accuracy, level
+            float((labels == challenger).mean() - (labels == champion).mean()), delta_accuracy
         ),
         share_better=float((delta_mcc > 0).mean()),
         resamples=len(draws),

@@ -9,16 +9,16 @@ products, Softmax, LayerNorm, GELU and the classification head, a Gemm, stay fp3
 hurt most can be kept fp32 as well: measured on CoLA's default model (docs/benchmarks.md, "int8 that keeps
 its accuracy"), the feed-forward output MatMul (the one that reads the GELU's output) of the first encoder
 layer alone moved the logits most. Two int8 models are made (`CANDIDATES`), fastest first: every weight
-MatMul in int8, and that first feed-forward output kept fp32.
+MatMul in int8, and that first feed-forward output kept fp32. Validation picks one: the fastest whose
+validation MCC is as high as the other's.
 
-Whether one is served: the int8 and fp32 models score the same test rows; a paired bootstrap
-(sentclf.bootstrap, the gate's maths) gives the interval of each int8 model's MCC minus fp32's
-(multi-class MCC for more than two classes, so any label set). The first int8 model whose whole interval
-lies above `-max_mcc_loss` is served; each interval is taken at 1 - 0.05 / (models tried) (Bonferroni:
-97.5% each for two), so that trying the faster model first keeps the rule's 95% for the choice. Otherwise
-the run logs why, tags it, and serves fp32. The figures and the choice are on the train run (metrics
-`int8_*`, tags SERVED_VARIANT_TAG, set by train.py, and INT8_DECISION_TAG), and the model card repeats
-both tags.
+Whether it is served: the picked int8 model and fp32 score the same test rows; a paired bootstrap
+(sentclf.bootstrap, the gate's maths) gives the 95% interval of int8's MCC minus fp32's (multi-class MCC
+for more than two classes, so any label set). int8 is served only when the whole interval lies above
+`-max_mcc_loss`; otherwise the run logs why, tags it, and serves fp32. Validation picks and the test rows
+judge a single model, so the rule's 95% is not spent on a choice among several. The figures and the choice
+are on the train run (metrics `int8_*`, tags SERVED_VARIANT_TAG, set by train.py, and INT8_DECISION_TAG),
+and the model card repeats both tags.
 """
 
 import contextlib
@@ -53,7 +53,6 @@ KEEP_FP32_FFN_OUTPUTS = 1
 # The int8 models tried, fastest first: variant name -> feed-forward outputs kept fp32, and what it is.
 CANDIDATES = {"int8_all": 0, INT8: KEEP_FP32_FFN_OUTPUTS}
 DESCRIPTIONS = {"int8_all": "every weight MatMul in int8", INT8: "the first feed-forward output in fp32"}
-FAMILY_LEVEL = 0.95  # the confidence the rule promises for its choice, however many int8 models it tries
 RESAMPLES = 2000
 # The ops whose output, a few nodes up, marks a MatMul as a feed-forward output (it reads the activation).
 ACTIVATION_OPS = {"Erf", "Gelu", "FastGelu", "BiasGelu", "Tanh", "Relu"}
@@ -145,19 +144,26 @@ def quantize_int8(
     return out_path, excluded
 
 
+def pick_on_validation(val_mcc_deltas: dict[str, float]) -> tuple[str, str]:
+    """The int8 model the test rows will judge: the fastest (CANDIDATES' order) whose validation MCC minus
+    fp32's is as high as the best of them; and a phrase for the decision line that says so."""
+    best = max(val_mcc_deltas.values())
+    name = next(n for n in CANDIDATES if n in val_mcc_deltas and val_mcc_deltas[n] >= best)
+    figures = ", ".join(f"{DESCRIPTIONS.get(n, n)} {delta:+.4f}" for n, delta in val_mcc_deltas.items())
+    return name, f"{DESCRIPTIONS.get(name, name)}, picked on validation (MCC minus fp32's: {figures})"
+
+
 @dataclass(frozen=True)
 class Int8Decision:
-    """int8 against fp32 on the same test rows, and the variant that follows: the figures are those of the
-    int8 model served, or when none is, of the last one tried (the safest)."""
+    """An int8 model against fp32 on the same test rows, and the variant that follows."""
 
     served: str  # INT8 or FP32
-    candidate: str  # the int8 variant the figures describe (a key of CANDIDATES)
-    comparison: PairedComparison  # int8 minus fp32, at `level`
+    comparison: PairedComparison  # int8 minus fp32
     max_mcc_loss: float
     agreement: float  # share of test rows on which both predict the same class
     rows: int
-    tried: int = 1  # int8 models judged on the test rows
-    level: float = FAMILY_LEVEL  # each one's interval
+    candidate: str = INT8  # the int8 variant judged (a key of CANDIDATES)
+    picked: str = ""  # how validation picked it, when there was a choice
 
     @property
     def served_variant(self) -> str:
@@ -169,17 +175,12 @@ class Int8Decision:
         """One line, for the log, the tag and the model card."""
         delta = self.comparison.delta_mcc
         figures = (
-            f"int8 - fp32 test MCC {delta.value:+.4f} [{delta.low:+.4f}, {delta.high:+.4f}] "
-            f"({100 * self.level:g}%, {self.comparison.resamples} paired resamples of {self.rows} test rows, "
-            f"label agreement {self.agreement:.2%})"
+            f"int8 - fp32 test MCC {delta.value:+.4f} [{delta.low:+.4f}, {delta.high:+.4f}] (95%, "
+            f"{self.comparison.resamples} paired resamples of {self.rows} test rows, label agreement "
+            f"{self.agreement:.2%})"
         )
-        if self.tried > 1:
-            which = DESCRIPTIONS.get(self.candidate, self.candidate)
-            figures = (
-                f"{which}: {figures}; {self.tried} int8 models tried, fastest first,"
-                f" each judged at {100 * self.level:g}% so that the choice holds at "
-                f"{100 * FAMILY_LEVEL:g}%"
-            )
+        if self.picked:
+            figures = f"{self.picked}: {figures}"
         if self.served == INT8:
             return f"int8 served: {figures}; the loss is within the allowed {self.max_mcc_loss:.4f} MCC"
         return (
@@ -191,30 +192,20 @@ class Int8Decision:
 def decide(
     labels: np.ndarray,
     fp32_predictions: np.ndarray,
-    int8_predictions: np.ndarray | dict[str, np.ndarray],
+    int8_predictions: np.ndarray,
     num_classes: int,
     max_mcc_loss: float = DEFAULT_MAX_MCC_LOSS,
     resamples: int = RESAMPLES,
     seed: int = 0,
+    candidate: str = INT8,
+    picked: str = "",
 ) -> Int8Decision:
-    """The first int8 model (fastest first; one array: the INT8 variant alone) whose interval of MCC minus
-    fp32's lies entirely above -max_mcc_loss is served, each interval taken at 1 - 0.05 / (models tried)."""
-    candidates = int8_predictions if isinstance(int8_predictions, dict) else {INT8: int8_predictions}
-    if not candidates:
-        raise ValueError("the int8 rule needs at least one int8 model's predictions")
+    """int8 is served when the 95% interval of its MCC minus fp32's lies entirely above -max_mcc_loss."""
     draws = resample_indices(len(labels), resamples, seed)
-    level = 1 - (1 - FAMILY_LEVEL) / len(candidates)
-    fp32 = np.asarray(fp32_predictions)
-    for name, predictions in candidates.items():
-        comparison = paired_bootstrap(labels, predictions, fp32, draws, num_classes, level)
-        served = INT8 if comparison.delta_mcc.low >= -max_mcc_loss else FP32
-        agreement = float((np.asarray(predictions) == fp32).mean())
-        decision = Int8Decision(
-            served, name, comparison, max_mcc_loss, agreement, len(labels), len(candidates), level
-        )
-        if served == INT8:
-            break
-    return decision
+    comparison = paired_bootstrap(labels, int8_predictions, fp32_predictions, draws, num_classes)
+    served = INT8 if comparison.delta_mcc.low >= -max_mcc_loss else FP32
+    agreement = float((np.asarray(int8_predictions) == np.asarray(fp32_predictions)).mean())
+    return Int8Decision(served, comparison, max_mcc_loss, agreement, len(labels), candidate, picked)
 
 
 def record(decision: Int8Decision) -> None:
@@ -229,9 +220,8 @@ def record(decision: Int8Decision) -> None:
             "int8_test_label_agreement": decision.agreement,
             "int8_max_mcc_loss": decision.max_mcc_loss,
             "int8_served": float(decision.served == INT8),
-            # the int8 model the figures describe: how many feed-forward outputs it keeps in fp32
+            # the int8 model judged: how many feed-forward outputs it keeps in fp32
             "int8_fp32_ffn_outputs": float(CANDIDATES.get(decision.candidate, KEEP_FP32_FFN_OUTPUTS)),
-            "int8_models_tried": float(decision.tried),
         }
     )
     mlflow.set_tag(INT8_DECISION_TAG, decision.reason)

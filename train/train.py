@@ -72,7 +72,7 @@ from few_shot import (
     fit_few_shot,
     use_few_shot,
 )
-from int8 import CANDIDATES, DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, record
+from int8 import CANDIDATES, DEFAULT_MAX_MCC_LOSS, INT8, TrainingRows, decide, pick_on_validation, record
 from modeling import POOLING_CHOICES, build_classifier
 from pair_encoding import serving_config_for
 from precision import PRECISION_CHOICES, resolve_precision
@@ -666,8 +666,9 @@ def finish(
         wants_int8 = args.serve_variant == INT8
         calibration = TrainingRows(prepared.train_split.input_ids, seed=args.seed) if wants_int8 else None
         variants = build_variants(onnx_path, config, tmp_dir, calibration)
-        mlflow.log_metrics(compare_variants(variants, validation_split, logits, tokenizer.pad_token_id))
-        served = choose_variant(variants, prepared, args)
+        compared = compare_variants(variants, validation_split, logits, tokenizer.pad_token_id)
+        mlflow.log_metrics(compared)
+        served = choose_variant(variants, compared, prepared, args)
         mlflow.set_tag(SERVED_VARIANT_TAG, INT8 if served in CANDIDATES else served)
         for name, path in variants.items():
             if name != served:  # the served one is the logged model itself
@@ -677,9 +678,12 @@ def finish(
         return log_and_register(variants[served], tokenizer_dir, args, label_set, thresholds)
 
 
-def choose_variant(variants: dict[str, Path], prepared: Prepared, args: argparse.Namespace) -> str:
-    """The variant asked for, except int8: the first int8 model (fastest first) that keeps fp32's test MCC
-    within int8_max_mcc_loss on the same test rows, else fp32 (int8.py); the comparison is recorded."""
+def choose_variant(
+    variants: dict[str, Path], compared: dict[str, float], prepared: Prepared, args: argparse.Namespace
+) -> str:
+    """The variant asked for, except int8: the int8 model validation picks (`compared`: compare_variants'
+    figures), served only when it keeps fp32's test MCC within int8_max_mcc_loss on the same test rows,
+    else fp32 (int8.py); the comparison is recorded."""
     if args.serve_variant != INT8:
         return args.serve_variant
     frame = read_split(prepared.data_run_id, "test")
@@ -687,9 +691,16 @@ def choose_variant(variants: dict[str, Path], prepared: Prepared, args: argparse
     log_split_inputs(prepared.data_run_id, {"test": frame})
     test_split = encode_split(frame, prepared.tokenizer, args.max_seq_length)
     pad_id = prepared.tokenizer.pad_token_id
-    fp32 = onnx_logits(variants["fp32"], test_split, pad_id).argmax(axis=1)
-    int8 = {name: onnx_logits(variants[name], test_split, pad_id).argmax(axis=1) for name in CANDIDATES}
-    decision = decide(test_split.labels, fp32, int8, prepared.label_set.size, args.int8_max_mcc_loss)
+    candidate, picked = pick_on_validation(
+        {name: compared[f"variant_{name}_val_mcc_delta"] for name in CANDIDATES}
+    )
+    fp32, int8 = (
+        onnx_logits(variants[name], test_split, pad_id).argmax(axis=1) for name in ("fp32", candidate)
+    )
+    classes = prepared.label_set.size
+    decision = decide(
+        test_split.labels, fp32, int8, classes, args.int8_max_mcc_loss, candidate=candidate, picked=picked
+    )
     record(decision)
     return decision.served_variant
 
