@@ -32,7 +32,7 @@ import mlflow
 from docker.models.containers import Container
 
 from sentclf.containers import CONTAINER_LABEL, LOOPBACK, running_server
-from sentclf.contract import SERVED_VARIANT_TAG
+from sentclf.contract import ONNX_VARIANTS_DIR, SERVED_VARIANT_TAG
 from sentclf.kserve_client import connect
 from sentclf.metrics import percentile_ms
 from sentclf.schema import DATA_ARTIFACT_DIR
@@ -293,6 +293,6 @@ def fp32_twin(model_name: str, version: str, target: Path) -> Path | None:
     if client.get_run(run_id).data.tags.get(SERVED_VARIANT_TAG) != "int8":
         return None
     path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="onnx_variants/model.onnx", dst_path=str(target / "fp32")
+        run_id=run_id, artifact_path=f"{ONNX_VARIANTS_DIR}/model.onnx", dst_path=str(target / "fp32")
     )
     return Path(path)

@@ -34,6 +34,8 @@ SERVER_IMAGE_TAG = "server_image"  # building run and model version (and the par
 SERVED_NAME_TAG = "served_model_name"  # building run and model version: the name its server answers to
 PRECISION_USED_TAG = "precision_used"  # train run: the precision that ran (bf16|fp32); the model card reads
 SERVED_VARIANT_TAG = "served_variant"  # train run: the ONNX variant it logged and serves; the card reads
+# train run: the ONNX variants it built but does not serve (an int8 model's fp32 twin: the benches read it)
+ONNX_VARIANTS_DIR = "onnx_variants"
 # train run with serve_variant=int8: int8 against fp32 on the test rows, and the choice, in one line (card)
 INT8_DECISION_TAG = "int8.decision"
 # evaluate run (and the pipeline's parent, copied there): GATE_PROMOTED or GATE_KEPT; the conductor reads it

@@ -32,6 +32,7 @@ from sentclf.contract import (
     CHALLENGER_ALIAS,
     LABEL_NAMES_TAG,
     MODEL_VERSION_TAG,
+    ONNX_VARIANTS_DIR,
     PRECISION_USED_TAG,
     SERVED_VARIANT_TAG,
     TEXT_PAIR_TAG,
@@ -672,7 +673,7 @@ def finish(
         mlflow.set_tag(SERVED_VARIANT_TAG, INT8 if served in CANDIDATES else served)
         for name, path in variants.items():
             if name != served:  # the served one is the logged model itself
-                mlflow.log_artifact(str(path), "onnx_variants")
+                mlflow.log_artifact(str(path), ONNX_VARIANTS_DIR)
         tokenizer_dir = tmp_dir / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
         return log_and_register(variants[served], tokenizer_dir, args, label_set, thresholds)
