@@ -283,8 +283,11 @@ def train_teacher(
         else:
             model, summary = fit(own_prepared, own_args, lambda epoch, m: mlflow.log_metrics(m, step=epoch))
         pad_id = own_prepared.tokenizer.pad_token_id
-        train_logits, _ = predict(model, own_prepared.train_split, args.batch_size * 2, pad_id)
-        validation_logits, _ = predict(model, own_prepared.validation_split, args.batch_size * 2, pad_id)
+        batch = args.batch_size * 2
+        train_logits, _ = predict(
+            model, own_prepared.train_split, batch, pad_id, progress="teacher soft targets"
+        )
+        validation_logits, _ = predict(model, own_prepared.validation_split, batch, pad_id)
         mlflow.log_metrics(
             {
                 "teacher_train_seconds": time.perf_counter() - started,
@@ -353,7 +356,10 @@ def label_unlabelled(
     started = time.perf_counter()
     ids = own_prepared.tokenizer(texts, truncation=True, max_length=args.max_seq_length)["input_ids"]
     split = EncodedSplit(ids, np.zeros(len(texts), np.int64), texts)
-    logits, _ = predict(model, split, args.batch_size * 2, own_prepared.tokenizer.pad_token_id)
+    pad_id = own_prepared.tokenizer.pad_token_id
+    logits, _ = predict(
+        model, split, args.batch_size * 2, pad_id, progress="teacher labelling unlabelled text"
+    )
     mlflow.log_metrics(
         {"teacher_unlabelled_rows": len(texts), "teacher_unlabelled_seconds": time.perf_counter() - started}
     )

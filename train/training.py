@@ -125,14 +125,18 @@ def sequential_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]
 
 @torch.inference_mode()
 def predict(
-    model: PreTrainedModel, split: EncodedSplit, batch_size: int, pad_id: int
+    model: PreTrainedModel, split: EncodedSplit, batch_size: int, pad_id: int, progress: str | None = None
 ) -> tuple[np.ndarray, float]:
-    """Logits for every row in input order, and the mean cross-entropy loss."""
+    """Logits for every row in input order, and the mean cross-entropy loss. `progress`: a bar with that
+    description (for passes that take minutes, such as a teacher labelling thousands of texts)."""
     model.eval()
     lengths = np.array([len(s) for s in split.input_ids])
     logits = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
     total_loss = 0.0
-    for indices in sequential_batches(lengths, batch_size):
+    batches = sequential_batches(lengths, batch_size)
+    if progress:
+        batches = tqdm(batches, desc=progress, unit="batch", mininterval=5)
+    for indices in batches:
         batch = collate(split, indices, pad_id)
         output = model(**{**model_inputs(batch), "labels": batch["labels"]})
         logits[indices] = output.logits.float().numpy()

@@ -224,7 +224,7 @@ def test_tasks_distillation_does_not_train_are_refused_before_the_teacher_loads(
 
 
 def test_the_teacher_labels_the_unlabelled_text_and_a_reused_teacher_labels_it_from_its_logged_weights(
-    tracking_store, small_teacher, tmp_path
+    tracking_store, small_teacher, tmp_path, capsys
 ):
     """preprocess's `unlabelled` text joins the student's training rows with the teacher's soft targets and
     its most likely class as the label; the teacher's weights are logged (never registered), so a later run
@@ -245,6 +245,9 @@ def test_the_teacher_labels_the_unlabelled_text_and_a_reused_teacher_labels_it_f
         "12",
     )
     assert student_run.data.metrics["teacher_unlabelled_rows"] == 12
+    # The teacher's passes show progress (tens of thousands of texts take minutes).
+    shown = capsys.readouterr().err
+    assert "teacher soft targets" in shown and "teacher labelling unlabelled text" in shown
     [teacher_run] = teacher_runs(tracking_store)
     weights = {a.path for a in mlflow.MlflowClient().list_artifacts(teacher_run.info.run_id, "teacher/model")}
     assert "teacher/model/model.safetensors" in weights
