@@ -52,8 +52,11 @@ def test_eight_rows_per_class_train_few_shot_into_a_served_version(few_label_run
     runs = typed_store.runs()
     train = [r for r in runs if r.data.tags.get(STEP_TAG) == "train"][-1]
     assert train.data.tags[TRAINING_MODE_TAG] == "few_shot"
-    assert int(train.data.tags[TRAINING_ROWS_TAG]) == 42  # 7 per class: preprocess held one out
-    assert train.data.metrics["contrastive_pairs"] == 42 * 2 * 2  # few_shot_iterations=2: a +/- pair each
+    # Preprocess held one per class out; a model of the other 42 rows scored it, and the shipped model
+    # trained on all 48 (few_shot_iterations=2: a +/- pair per row and iteration).
+    assert int(train.data.tags[TRAINING_ROWS_TAG]) == 48
+    assert train.data.metrics["contrastive_pairs"] == 48 * 2 * 2
+    assert train.data.tags["validation_mode"] == "held_out" and "val_accuracy" in train.data.metrics
     evaluate = [r for r in runs if r.data.tags.get(STEP_TAG) == "evaluate"][-1]
     assert evaluate.info.status == "FINISHED"
     card = typed_store.client.download_artifacts(evaluate.info.run_id, "model_card.md")

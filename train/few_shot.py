@@ -17,9 +17,12 @@ The result is the same model the ordinary fine-tune exports (train.modeling.Mean
 ids -> logits), with an L2 normalisation before the linear layer, as SetFit's head reads normalised
 embeddings: ONNX, pyfunc, serving config, building and serving do not change.
 
-Validation: the preprocess run's validation split when it has one; when it has none (too few rows to hold
-any out, preprocess leaves it empty), stratified k-fold cross-validation: the recipe is run per fold and
-the out-of-fold predictions are the validation figures; the shipped model is then trained on every row.
+Validation: the preprocess run's validation split when it has one (a model trained on the training rows
+alone scores it); when it has none (too few rows to hold any out, preprocess leaves it empty), stratified
+k-fold cross-validation: the recipe is run per fold and the out-of-fold predictions are the validation
+figures. Either way the shipped model is then trained on every labelled row, the validation split's too:
+the recipe selects nothing on validation (no epochs, no threshold), and with eight rows per class the one
+held out is an eighth of what the model could learn from.
 """
 
 import logging
@@ -201,11 +204,15 @@ def fit_head(model: FewShotClassifier, split: EncodedSplit, classes: int, seed: 
 
 @dataclass
 class FewShotResult:
-    model: FewShotClassifier
+    model: FewShotClassifier  # trained on every labelled row (training and validation)
     summary: dict[str, float]
-    # Out-of-fold logits over the training rows when validation was cross-validated, else None.
-    out_of_fold: np.ndarray | None
+    # The rows that stand for validation and their logits from a model that did not train on them: the
+    # validation split scored by a model trained on the training rows alone, or (folds > 0, no validation
+    # split) the training rows' out-of-fold logits.
+    validated: EncodedSplit
+    validation_logits: np.ndarray
     folds: int
+    trained_rows: int
 
 
 def train_one(
@@ -223,6 +230,19 @@ def train_one(
     summary = contrastive_fit(model, split, batch_size, seed, pad_id, iterations=iterations)
     fit_head(model, split, config.num_labels, seed, pad_id)
     return model, summary
+
+
+def joined(first: EncodedSplit, second: EncodedSplit) -> EncodedSplit:
+    """The rows of both splits, `first`'s then `second`'s."""
+    pairs = None
+    if first.token_type_ids is not None and second.token_type_ids is not None:
+        pairs = first.token_type_ids + second.token_type_ids
+    return EncodedSplit(
+        first.input_ids + second.input_ids,
+        np.concatenate([first.labels, second.labels]),
+        first.texts + second.texts,
+        pairs,
+    )
 
 
 def subset(split: EncodedSplit, rows: np.ndarray) -> EncodedSplit:
@@ -268,12 +288,24 @@ def fit_few_shot(
     pad_id: int,
     iterations: int = PAIR_ITERATIONS,
 ) -> FewShotResult:
-    """The shipped model (trained on every training row) and, without a validation split, the
-    cross-validated logits that stand in for validation."""
-    out_of_fold, folds = None, 0
-    if len(validation_split) == 0:
-        out_of_fold, folds = cross_validated_logits(
+    """The shipped model, trained on every labelled row, and the logits that stand for validation: the
+    validation split scored by a model trained on the training rows alone (the recipe runs twice), or
+    without a validation split the out-of-fold logits of cross-validation (k + 1 runs)."""
+    from training import predict
+
+    if len(validation_split):
+        held_out, _ = train_one(source, config, train_split, batch_size, seed, pad_id, iterations)
+        logits, _ = predict(held_out, validation_split, batch_size * 2, pad_id)
+        validated, folds, every_row = validation_split, 0, joined(train_split, validation_split)
+        logger.info(
+            "few-shot: validated on %d held-out rows; the shipped model trains on all %d labelled rows",
+            len(validation_split),
+            len(every_row),
+        )
+    else:
+        logits, folds = cross_validated_logits(
             source, config, train_split, batch_size, seed, pad_id, iterations
         )
-    model, summary = train_one(source, config, train_split, batch_size, seed, pad_id, iterations)
-    return FewShotResult(model, summary, out_of_fold, folds)
+        validated, every_row = train_split, train_split
+    model, summary = train_one(source, config, every_row, batch_size, seed, pad_id, iterations)
+    return FewShotResult(model, summary, validated, logits, folds, len(every_row))

@@ -637,12 +637,13 @@ def finish(
     model: torch.nn.Module,
     prepared: Prepared,
     args: argparse.Namespace,
-    cross_validated: tuple[EncodedSplit, np.ndarray] | None = None,
+    validated: tuple[EncodedSplit, np.ndarray] | None = None,
 ) -> str:
     """The trained model's threshold, evaluation artifacts, ONNX export, parity check, variants, and its
-    registered version (`challenger`), all on the active run; the version. `cross_validated` (few-shot
-    without a validation split): the training rows and their out-of-fold logits, which the evaluation
-    artifacts show instead; the export is then checked on the training rows."""
+    registered version (`challenger`), all on the active run; the version. `validated` (few-shot, whose
+    shipped model trained on the validation rows too): the rows that stand for validation and their logits
+    from a model that did not train on them, which the evaluation artifacts show instead; without a
+    validation split the export is checked on the training rows."""
     tokenizer, config, label_set = prepared.tokenizer, prepared.config, prepared.label_set
     validation_split, calibrate = prepared.validation_split, prepared.calibrate
     if not len(validation_split):
@@ -655,7 +656,7 @@ def finish(
     if prepared.multi_label:  # per-label thresholds tuned on validation, shipped in the serving config
         thresholds = multilabel_head.tune_and_log(validation_split.labels, logits, label_set.names)
     else:
-        log_evaluation_artifacts(*(cross_validated or (validation_split, logits)), label_set)
+        log_evaluation_artifacts(*(validated or (validation_split, logits)), label_set)
 
     with tempfile.TemporaryDirectory(prefix="sentclf-train-") as tmp:
         tmp_dir = Path(tmp)
@@ -712,12 +713,11 @@ def log_epoch_metrics(epoch: int, metrics: dict) -> None:
 
 def fit_few_shot_model(
     prepared: Prepared, args: argparse.Namespace
-) -> tuple[torch.nn.Module, tuple[EncodedSplit, np.ndarray] | None, dict]:
-    """The few-shot model (train/few_shot.py) and its validation metrics: on the validation split, or
-    cross-validated over the training rows when there is none (then also those rows and their logits);
-    and the validation metrics."""
+) -> tuple[torch.nn.Module, tuple[EncodedSplit, np.ndarray], dict]:
+    """The few-shot model (train/few_shot.py), trained on every labelled row, with the rows that stand for
+    validation and their logits from a model that did not train on them (the held-out validation split,
+    or cross-validated training rows when there is none), and the validation metrics from those."""
     seed_everything(args.seed)
-    pad_id = prepared.tokenizer.pad_token_id
     result = fit_few_shot(
         prepared.source,
         prepared.config,
@@ -725,20 +725,17 @@ def fit_few_shot_model(
         prepared.validation_split,
         args.batch_size,
         args.seed,
-        pad_id,
+        prepared.tokenizer.pad_token_id,
         args.few_shot_iterations,
     )
-    if result.out_of_fold is not None:
-        checked, logits = prepared.train_split, result.out_of_fold
+    if result.folds:
         mlflow.set_tag(VALIDATION_MODE_TAG, f"cross_validation_{result.folds}_folds")
-    else:
-        checked = prepared.validation_split
-        logits, _ = predict(result.model, checked, args.batch_size * 2, pad_id)
+    checked, logits = result.validated, result.validation_logits
     size = prepared.label_set.size
     summary = classification_metrics(checked.labels, logits.argmax(axis=1), size, per_class=False)
     mlflow.log_metrics(result.summary | {f"val_{key}": value for key, value in summary.items()})
-    logger.info("few-shot: %d training rows, validation %s", len(prepared.train_split), summary)
-    return result.model, (checked, logits) if result.out_of_fold is not None else None, summary
+    logger.info("few-shot: %d training rows, validation %s", result.trained_rows, summary)
+    return result.model, (checked, logits), summary
 
 
 def fit_few_shot_teacher(prepared: Prepared, args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
@@ -761,8 +758,10 @@ def run(args: argparse.Namespace) -> None:
         }
     )
     if prepared.few_shot:
-        model, cross_validated, _ = fit_few_shot_model(prepared, args)
-        finish(model, prepared, args, cross_validated)
+        model, validated, _ = fit_few_shot_model(prepared, args)
+        # The shipped few-shot model trained on the validation rows too (few_shot.py).
+        mlflow.set_tag(TRAINING_ROWS_TAG, labelled_rows + len(prepared.validation_split))
+        finish(model, prepared, args, validated)
         return
     model, _ = fit(prepared, args, log_epoch_metrics)
     finish(model, prepared, args)

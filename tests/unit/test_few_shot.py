@@ -1,6 +1,7 @@
 """Few-label training (train/few_shot.py): the mode's choice, SetFit's pair sampling, the head folded into
 the exported linear layer, and a tiny data set that preprocess lets through without a validation split
-and train turns into the same kind of registered version, cross-validated and tagged few-shot."""
+and train turns into the same kind of registered version, cross-validated and tagged few-shot; with a
+validation split, the shipped model trains on its rows too."""
 
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def topic_folder(tmp_path: Path) -> Path:
 
 
 CONTRASTIVE_CALLS: list[int] = []  # the iterations each skipped phase was asked for
+CONTRASTIVE_ROWS: list[int] = []  # and the rows it was given
 
 
 def skipped_contrastive_fit(
@@ -61,6 +63,7 @@ def skipped_contrastive_fit(
 ) -> dict[str, float]:
     """The contrastive phase's summary without its training (seconds of CPU per fold otherwise)."""
     CONTRASTIVE_CALLS.append(iterations)
+    CONTRASTIVE_ROWS.append(len(split))
     return {"contrastive_pairs": 0, "contrastive_loss": 0.0, "contrastive_seconds": 0.0}
 
 
@@ -154,6 +157,29 @@ def test_a_tiny_data_set_is_trained_few_shot_into_the_usual_registered_version(
     predicted = mlflow.pyfunc.load_model(f"models:/few/{version.version}").predict(sentences)
     assert set(predicted["name"]) <= set(TOPICS)
     assert predicted["class"].tolist() == TextClassifier.from_dir(model_dir).score(sentences).labels.tolist()
+
+
+def test_with_a_validation_split_the_shipped_model_trains_on_its_rows_too(
+    tracking_store, tmp_path, monkeypatch
+):
+    """One row per class held out: a model trained on the other rows scores it (the validation figures and
+    the evaluation artifacts), then the shipped model trains on every labelled row."""
+    monkeypatch.setattr(few_shot, "contrastive_fit", skipped_contrastive_fit)
+    folder = str(topic_folder(tmp_path))
+    preprocess.main(step_argv(dataset=folder, text_column="text", label_column="topic", val_fraction=0.25))
+    data_run = mlflow.search_runs(experiment_ids=[tracking_store], output_format="list")[0]
+    assert (data_run.data.metrics["train_rows"], data_run.data.metrics["validation_rows"]) == (9, 3)
+    CONTRASTIVE_ROWS.clear()
+    train.main([*train_args(), "--registered-model-name", "few-held", "--few-shot-iterations", "3"])
+    assert CONTRASTIVE_ROWS == [9, 12]  # the validating model, then the shipped one on all 12 rows
+    run = mlflow.search_runs(
+        experiment_ids=[tracking_store],
+        filter_string=f"tags.`{STEP_TAG}` = 'train' and attributes.status = 'FINISHED'",
+        output_format="list",
+    )[0]
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags[TRAINING_ROWS_TAG] == "12" and tags[VALIDATION_MODE_TAG] == "held_out"
+    assert {"val_accuracy", "val_mcc", "parity_max_abs_diff"} <= set(metrics)
 
 
 def test_the_model_card_says_few_shot_and_on_how_many_rows(tracking_store):
