@@ -3,6 +3,7 @@ run records its teacher in a run of its own, a second run reuses it, and nothing
 
 import argparse
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import numpy as np
@@ -19,6 +20,7 @@ from tests.unit.test_few_shot import skipped_contrastive_fit
 from tests.unit.test_preprocess import step_argv
 from tests.unit.test_train import data_run, train_args  # noqa: F401 (data_run is a fixture)
 
+import distill
 import few_shot
 import preprocess
 import train
@@ -190,7 +192,12 @@ def test_the_teacher_key_changes_with_the_data_the_teacher_and_its_recipe_only()
     assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
     assert key != teacher_key(args, "weights-b", prepared([0, 1, 0]))  # another teacher
     assert key != teacher_key(args, "weights-a", prepared([0, 1, 1]))  # a changed label
-    assert key != teacher_key(args, "weights-a", prepared([0, 1, 0], few=True))  # a few-shot teacher
+    few = teacher_key(args, "weights-a", prepared([0, 1, 0], few=True))
+    assert key != few  # a few-shot teacher
+    # A changed few-shot recipe (few_shot.RECIPE_VERSION) retrains few-shot teachers, not fine-tuned ones.
+    with mock.patch.object(distill, "FEW_SHOT_RECIPE_VERSION", 0):
+        assert few != teacher_key(args, "weights-a", prepared([0, 1, 0], few=True))
+        assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
     args.distill_alpha = 0.9  # the student's recipe is not the teacher's
     assert key == teacher_key(args, "weights-a", prepared([0, 1, 0]))
     args.teacher_epochs = 5
