@@ -33,9 +33,11 @@ from docker.models.containers import Container
 
 from sentclf.containers import CONTAINER_LABEL, LOOPBACK, running_server
 from sentclf.contract import ONNX_VARIANTS_DIR, SERVED_VARIANT_TAG
+from sentclf.engine import docker_client
 from sentclf.kserve_client import connect
 from sentclf.metrics import percentile_ms
 from sentclf.schema import DATA_ARTIFACT_DIR
+from sentclf.server_images import MODEL_NAME_LABEL, MODEL_VERSION_LABEL
 from sentclf.tracking import version_data_run_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -296,3 +298,29 @@ def fp32_twin(model_name: str, version: str, target: Path) -> Path | None:
         run_id=run_id, artifact_path=f"{ONNX_VARIANTS_DIR}/model.onnx", dst_path=str(target / "fp32")
     )
     return Path(path)
+
+
+def image_fp32_twin(image: str, workdir: Path) -> Path:
+    """The fp32 model that the train run of `image`'s version kept beside the int8 model it serves, found
+    through the image's model labels and the tracking store."""
+    labels = docker_client().images.get(image).labels or {}
+    name, version = labels.get(MODEL_NAME_LABEL), labels.get(MODEL_VERSION_LABEL)
+    if not (name and version):
+        raise BenchError(
+            f"{image} has no {MODEL_NAME_LABEL}/{MODEL_VERSION_LABEL} labels: name an image the "
+            "pipeline built, or leave --against-fp32 out"
+        )
+    path = fp32_twin(name, version, workdir)
+    if path is None:
+        raise BenchError(
+            f"{name} version {version} does not serve int8: --against-fp32 compares a version trained with "
+            'make run ARGS="-P serve_variant=int8" whose int8 model passed the rule (docs/int8.md)'
+        )
+    return path
+
+
+def model_volume(model_file: Path | None) -> dict[str, dict[str, str]] | None:
+    """The bind mount that serves `model_file` in place of a server image's own model.onnx."""
+    if model_file is None:
+        return None
+    return {str(model_file): {"bind": f"{SERVED_MODEL_DIR}/model.onnx", "mode": "ro"}}

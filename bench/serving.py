@@ -50,7 +50,7 @@ from sentclf.engine import docker_client
 from sentclf.images import step_image
 from sentclf.kserve_client import LABEL_OUTPUT, build_inputs, connect, requested_outputs
 from sentclf.metrics import percentile_ms
-from sentclf.server_images import MODEL_NAME_LABEL, MODEL_VERSION_LABEL, SERVER_PYTHONPATH
+from sentclf.server_images import SERVER_PYTHONPATH
 from sentclf_runtime.config import ServingConfig
 from sentclf_runtime.names import LEGACY_SERVED_NAME
 
@@ -603,11 +603,7 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
             "HTTP_PORT": str(http_port),
         }
         # The same image with another model.onnx in place of its own (the fp32 twin of an int8 model).
-        volumes = (
-            {str(model_file): {"bind": f"{benchlib.SERVED_MODEL_DIR}/model.onnx", "mode": "ro"}}
-            if model_file
-            else None
-        )
+        volumes = benchlib.model_volume(model_file)
         with benchlib.server_container(args.server_image, env, args.start_timeout_s, volumes) as (_, port, s):
             yield port, http_port, s
 
@@ -616,7 +612,8 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
     timeout = args.start_timeout_s
     starters: list[tuple[str, Callable]] = [("ours", ours)]
     if args.against_fp32:
-        fp32 = image_fp32_twin(args.server_image, workdir)
+        fp32 = benchlib.image_fp32_twin(args.server_image, workdir)
+        log.info("fp32 twin of %s: %s", args.server_image, fp32)
         starters.append(("ours-fp32", lambda: ours(fp32)))
     if "kserve" in pythons:
         starters.append(
@@ -638,26 +635,6 @@ def contenders(args, model_dir: Path, workdir: Path) -> list[tuple[str, Callable
             )
         )
     return starters
-
-
-def image_fp32_twin(image: str, workdir: Path) -> Path:
-    """The fp32 model that the train run of `image`'s version kept beside the int8 model it serves, found
-    through the image's model labels and the tracking store."""
-    labels = docker_client().images.get(image).labels or {}
-    name, version = labels.get(MODEL_NAME_LABEL), labels.get(MODEL_VERSION_LABEL)
-    if not (name and version):
-        raise BenchError(
-            f"{image} has no {MODEL_NAME_LABEL}/{MODEL_VERSION_LABEL} labels: name an image the "
-            "pipeline built, or leave --against-fp32 out"
-        )
-    path = benchlib.fp32_twin(name, version, workdir)
-    if path is None:
-        raise BenchError(
-            f"{name} version {version} does not serve int8: --against-fp32 compares a version trained with "
-            'make run ARGS="-P serve_variant=int8" whose int8 model passed the rule (docs/int8.md)'
-        )
-    log.info("fp32 twin of %s version %s: %s", name, version, path)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

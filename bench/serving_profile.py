@@ -14,9 +14,13 @@ server's Prometheus metrics the time in tokenisation and in the model (padding, 
 ORT calls per batch and the padding share of the tokens the model computed. The ServerLive round trip is
 measured first. Run each level `--repeats` times; the table shows every repeat.
 
+With `--against-fp32` (an image whose version serves int8), the load part runs again with the version's
+fp32 model (its train run's, from the tracking store) in place of the image's: where the int8 model's
+gain goes between the model stage and the rest of a request.
+
 Usage: python bench/serving_profile.py [--server-image IMAGE] [--concurrency 1,16,64]
                                        [--requests 300,2000,3000] [--repeats 2] [--parts micro,load]
-                                       [--env MAX_CONCURRENT_BATCHES=1 ...]
+                                       [--env MAX_CONCURRENT_BATCHES=1 ...] [--against-fp32]
 """
 
 import argparse
@@ -186,10 +190,14 @@ def scrape(metrics_port: int) -> dict[str, float]:
     return values
 
 
-def load(args: argparse.Namespace, image: str, sentences: list[str]) -> list[dict]:
+def load(
+    args: argparse.Namespace, image: str, sentences: list[str], model_file: Path | None = None
+) -> list[dict]:
+    """The load part's rows; `model_file`: served in place of the image's own model.onnx."""
     env = {"ORT_INTRA_OP_THREADS": str(CORES), "METRICS_PORT": str(args.metrics_port), **args.env}
     rows = []
-    with benchlib.server_container(image, env, 120.0) as (container, port, _):
+    volumes = benchlib.model_volume(model_file)
+    with benchlib.server_container(image, env, 120.0, volumes) as (container, port, _):
         container.reload()
         pid = container.attrs["State"]["Pid"]
 
@@ -278,6 +286,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE server setting for the load part (repeatable)"
     )
+    parser.add_argument(
+        "--against-fp32",
+        action="store_true",
+        help="an int8 version's image: the load part again with its train run's fp32 model in place",
+    )
     args = parser.parse_args(argv)
     args.env = dict(item.split("=", 1) for item in args.env)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -311,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
             print()
         if "load" in args.parts:
             print_load(load(args, image, sentences))
+        if "load" in args.parts and args.against_fp32:
+            with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+                fp32 = benchlib.image_fp32_twin(image, Path(tmp))
+                print(f"\nthe same image serving its version's fp32 twin ({fp32.name}, from the store):\n")
+                print_load(load(args, image, sentences, fp32))
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

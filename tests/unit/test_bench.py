@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import int8_gate  # noqa: E402
 import recipe_sweep  # noqa: E402
+import serving_profile  # noqa: E402
 import train_throughput  # noqa: E402
 
 import benchlib  # noqa: E402
@@ -229,6 +230,14 @@ def test_a_bench_starts_an_int8_version_from_the_fp32_model_its_run_kept_and_an_
     int8_twin = benchlib.fp32_twin("spam", "1", tmp_path / "int8-version")
     assert int8_twin is not None and int8_twin.read_bytes() == b"the fp32 twin"
     assert benchlib.fp32_twin("spam", "2", tmp_path / "fp32-version") is None
+
+
+def test_the_fp32_twin_is_served_in_place_of_the_images_model_by_both_benches(tmp_path):
+    twin = tmp_path / "fp32" / "model.onnx"
+    assert benchlib.model_volume(None) is None
+    assert benchlib.model_volume(twin) == {str(twin): {"bind": "/models/model/model.onnx", "mode": "ro"}}
+    assert serving_profile.parse_args(["--against-fp32", "--parts", "load"]).against_fp32
+    assert not serving_profile.parse_args([]).against_fp32
 
 
 def test_the_int8_pages_bench_commands_parse_as_printed():
