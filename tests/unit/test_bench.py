@@ -13,6 +13,7 @@ from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
+import heldout_file  # noqa: E402
 import int8_gate  # noqa: E402
 import recipe_sweep  # noqa: E402
 import serving_profile  # noqa: E402
@@ -238,6 +239,25 @@ def test_the_fp32_twin_is_served_in_place_of_the_images_model_by_both_benches(tm
     assert benchlib.model_volume(twin) == {str(twin): {"bind": "/models/model/model.onnx", "mode": "ro"}}
     assert serving_profile.parse_args(["--against-fp32", "--parts", "load"]).against_fp32
     assert not serving_profile.parse_args([]).against_fp32
+
+
+def test_a_held_out_file_is_read_as_cola_or_by_its_named_columns_and_its_labels_as_class_numbers(tmp_path):
+    texts, labels = heldout_file.read_file(
+        REPO_ROOT / "preprocess" / "data" / "cola-out-of-domain" / "out_of_domain_dev.tsv", None, None
+    )
+    assert len(texts) == len(labels) == 516 and set(labels) == {"0", "1"}
+    assert texts[0] == "Somebody just left - guess who."
+    (tmp_path / "own.csv").write_text("message,topic\nhello there,ham\nwin cash now,spam\n")
+    assert heldout_file.read_file(tmp_path / "own.csv", "message", "topic") == (
+        ["hello there", "win cash now"],
+        ["ham", "spam"],
+    )
+    with pytest.raises(SystemExit, match="no column.*'text'.*--text-column"):
+        heldout_file.read_file(tmp_path / "own.csv", "text", "topic")
+    names = ["ham", "spam"]
+    assert heldout_file.class_numbers(["spam", "ham", "1"], names).tolist() == [1, 0, 1]
+    with pytest.raises(SystemExit, match=r"labels \['eggs'\] are neither class names"):
+        heldout_file.class_numbers(["eggs"], names)
 
 
 def test_the_int8_pages_bench_commands_parse_as_printed():
