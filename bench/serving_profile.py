@@ -43,6 +43,8 @@ from sentclf import loadgen
 from sentclf.containers import free_port
 from sentclf.engine import docker_client
 from sentclf.kserve_client import build_inputs, requested_outputs
+from sentclf_runtime.config import ServingConfig
+from sentclf_runtime.names import LEGACY_SERVED_NAME
 
 import benchlib
 from benchlib import CORES, BenchError
@@ -205,7 +207,7 @@ def load(
             """(server metrics, server CPU s, this process's CPU s, the machine's busy CPU s)."""
             return scrape(args.metrics_port), pid_cpu_s(pid), loadgen.process_cpu_s(), machine_busy_s()
 
-        callers = loadgen.grpc_callers(port, "cola")
+        callers = loadgen.grpc_callers(port, args.model)
         top = max(args.concurrency)
         loadgen.run_level(callers, sentences, top, 4 * top, 60.0)  # warm up
         floor = benchlib.round_trip_floor_ms(port, 300)
@@ -314,18 +316,19 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"server image {image} ({settings}); {CORES} cores shared with other work; ORT threads {CORES}\n"
         )
-        if "micro" in args.parts:
-            with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-                model_dir = benchlib.extract_model(client, image, Path(tmp))
+        with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+            model_dir = benchlib.extract_model(client, image, Path(tmp))
+            # The name the image answers to (a task's own, `spam` for spam-classifier; `cola` before).
+            args.model = ServingConfig.read(model_dir).model_name or LEGACY_SERVED_NAME
+            if "micro" in args.parts:
                 rows = micro(model_dir, sentences)
-            print("| step (in-process, timed alone, best of 5) | us |\n|---|---:|")
-            for what, us in rows:
-                print(f"| {what} | {us:.1f} |" if us == us else f"| {what} | |")
-            print()
-        if "load" in args.parts:
-            print_load(load(args, image, sentences))
-        if "load" in args.parts and args.against_fp32:
-            with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+                print("| step (in-process, timed alone, best of 5) | us |\n|---|---:|")
+                for what, us in rows:
+                    print(f"| {what} | {us:.1f} |" if us == us else f"| {what} | |")
+                print()
+            if "load" in args.parts:
+                print_load(load(args, image, sentences))
+            if "load" in args.parts and args.against_fp32:
                 fp32 = benchlib.image_fp32_twin(image, Path(tmp))
                 print(f"\nthe same image serving its version's fp32 twin ({fp32.name}, from the store):\n")
                 print_load(load(args, image, sentences, fp32))
