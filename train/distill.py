@@ -43,7 +43,6 @@ from sentclf.teacher_weights import (
 )
 from sentclf.tracking import StepInputError
 
-from few_shot import RECIPE_VERSION as FEW_SHOT_RECIPE_VERSION
 from few_shot import FewShotClassifier
 from modeling import build_classifier
 from training import EncodedSplit, predict
@@ -178,7 +177,7 @@ def teacher_key(args: argparse.Namespace, fingerprint: str, prepared) -> str:
         ],
     }
     if prepared.few_shot:  # a few-shot teacher (fine-tuned teachers keep their keys)
-        parts["few_shot"] = [args.few_shot_iterations, FEW_SHOT_RECIPE_VERSION]
+        parts["pair_iterations"] = args.few_shot_iterations
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

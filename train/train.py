@@ -712,11 +712,12 @@ def log_epoch_metrics(epoch: int, metrics: dict) -> None:
 
 
 def fit_few_shot_model(
-    prepared: Prepared, args: argparse.Namespace
+    prepared: Prepared, args: argparse.Namespace, refit: bool = True
 ) -> tuple[torch.nn.Module, tuple[EncodedSplit, np.ndarray], dict]:
-    """The few-shot model (train/few_shot.py), trained on every labelled row, with the rows that stand for
-    validation and their logits from a model that did not train on them (the held-out validation split,
-    or cross-validated training rows when there is none), and the validation metrics from those."""
+    """The few-shot model (train/few_shot.py), trained on every labelled row (with `refit` off, on the
+    training rows only), with the rows that stand for validation and their logits from a model that did
+    not train on them (the held-out validation split, or cross-validated training rows when there is none),
+    and the validation metrics from those."""
     seed_everything(args.seed)
     result = fit_few_shot(
         prepared.source,
@@ -727,6 +728,7 @@ def fit_few_shot_model(
         args.seed,
         prepared.tokenizer.pad_token_id,
         args.few_shot_iterations,
+        refit,
     )
     if result.folds:
         mlflow.set_tag(VALIDATION_MODE_TAG, f"cross_validation_{result.folds}_folds")
@@ -739,8 +741,9 @@ def fit_few_shot_model(
 
 
 def fit_few_shot_teacher(prepared: Prepared, args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
-    """A teacher trained few-shot on few-label data (train/distill.py), with its validation MCC."""
-    model, _, summary = fit_few_shot_model(prepared, args)
+    """A teacher trained few-shot on few-label data (train/distill.py), with its validation MCC: on the
+    training rows only where there is a validation split (few_shot.fit_few_shot: refit costs it double)."""
+    model, _, summary = fit_few_shot_model(prepared, args, refit=False)
     return model, {"best_val_mcc": summary["mcc"]}
 
 
