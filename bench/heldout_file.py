@@ -90,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         classes = len(names)
         correct = float((truth == predicted).mean())
         accuracy = interval(correct, accuracy_per_resample(truth, predicted, draws))
-        against = "–"
-        if first is not None:
+        if first is None:
+            first, against = predicted, "–"
+        else:
             paired = paired_bootstrap(truth, predicted, first, draws, classes)
             against = f"{paired.delta_mcc}, {paired.delta_accuracy}"
-        first = predicted if first is None else first
         print(f"| {version} | {mcc_interval(truth, predicted, draws, classes)} | {accuracy} | {against} |")
     return 0
 

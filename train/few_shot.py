@@ -206,7 +206,7 @@ def fit_head(model: FewShotClassifier, split: EncodedSplit, classes: int, seed: 
 
 @dataclass
 class FewShotResult:
-    model: FewShotClassifier  # trained on every labelled row (training and validation)
+    model: FewShotClassifier  # every labelled row's (refit off: the training rows')
     summary: dict[str, float]
     # The rows that stand for validation and their logits from a model that did not train on them: the
     # validation split scored by a model trained on the training rows alone, or (folds > 0, no validation
