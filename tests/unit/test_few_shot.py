@@ -67,6 +67,15 @@ def skipped_contrastive_fit(
     return {"contrastive_pairs": 0, "contrastive_loss": 0.0, "contrastive_seconds": 0.0}
 
 
+def finished_train_run(experiment_id: str):
+    """The newest finished train step run of the experiment."""
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{STEP_TAG}` = 'train' and attributes.status = 'FINISHED'",
+        output_format="list",
+    )[0]
+
+
 @pytest.fixture
 def few_shot_data_run(tracking_store, tmp_path, monkeypatch):
     # The pipeline around the contrastive phase is what this data run tests (CV folds, head, export,
@@ -140,11 +149,7 @@ def test_a_tiny_data_set_is_trained_few_shot_into_the_usual_registered_version(
     CONTRASTIVE_CALLS.clear()
     train.main([*train_args(), "--registered-model-name", "few", "--few-shot-iterations", "3"])
     assert CONTRASTIVE_CALLS == [3, 3, 3]  # two cross-validation folds and the shipped model
-    run = mlflow.search_runs(
-        experiment_ids=[tracking_store],
-        filter_string=f"tags.`{STEP_TAG}` = 'train' and attributes.status = 'FINISHED'",
-        output_format="list",
-    )[0]
+    run = finished_train_run(tracking_store)
     tags, metrics = run.data.tags, run.data.metrics
     assert tags[TRAINING_MODE_TAG] == "few_shot" and tags[TRAINING_ROWS_TAG] == "12"
     assert tags[VALIDATION_MODE_TAG] == "cross_validation_2_folds"
@@ -172,11 +177,7 @@ def test_with_a_validation_split_the_shipped_model_trains_on_its_rows_too(
     CONTRASTIVE_ROWS.clear()
     train.main([*train_args(), "--registered-model-name", "few-held", "--few-shot-iterations", "3"])
     assert CONTRASTIVE_ROWS == [9, 12]  # the validating model, then the shipped one on all 12 rows
-    run = mlflow.search_runs(
-        experiment_ids=[tracking_store],
-        filter_string=f"tags.`{STEP_TAG}` = 'train' and attributes.status = 'FINISHED'",
-        output_format="list",
-    )[0]
+    run = finished_train_run(tracking_store)
     tags, metrics = run.data.tags, run.data.metrics
     assert tags[TRAINING_ROWS_TAG] == "12" and tags[VALIDATION_MODE_TAG] == "held_out"
     assert {"val_accuracy", "val_mcc", "parity_max_abs_diff"} <= set(metrics)
