@@ -1,0 +1,24 @@
+"""`make docs` as the README prints it: the docs site served (strict build, live reload) on the port the
+README names through DOCS_PORT, its pages reachable, and the server gone with its process group."""
+
+import os
+import signal
+import urllib.request
+
+from sentclf.containers import free_port
+
+from .conftest import REPO_ROOT, wait_answering
+
+
+def test_make_docs_serves_the_site_as_the_readme_says(typed_store):
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "`make docs` serves it on http://127.0.0.1:15080" in readme and "(`DOCS_PORT`)" in readme
+    port = free_port()
+    process = typed_store.background(f"make docs DOCS_PORT={port}")
+    try:
+        wait_answering(process, f"http://127.0.0.1:{port}/", timeout_s=300)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/benchmarks/", timeout=30).read().decode()
+        assert "<h1" in page and "Benchmarks" in page
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
