@@ -1,9 +1,12 @@
 """`make docs` as the README prints it: the docs site served (strict build, live reload) on the port the
-README names through DOCS_PORT, its pages reachable, and the server gone with its process group."""
+README names through DOCS_PORT, its pages reachable, and Ctrl-C (SIGINT to its process group, as a terminal
+sends it) stopping it with nothing left behind: mkdocs removes its build folder only on SIGINT, and a folder
+left in the session's TMPDIR fails the test that checks nothing is left."""
 
 import os
 import signal
 import urllib.request
+from pathlib import Path
 
 from sentclf.containers import free_port
 
@@ -20,5 +23,6 @@ def test_make_docs_serves_the_site_as_the_readme_says(typed_store):
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/benchmarks/", timeout=30).read().decode()
         assert "<h1" in page and "Benchmarks" in page
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGINT)
         process.wait(30)
+    assert list(Path(typed_store.env["TMPDIR"]).glob("mkdocs_*")) == []
