@@ -8,7 +8,8 @@ The teacher runs in its own MLflow run, nested in the train run (its parameters,
 and its logits as an artifact), keyed by a fingerprint of the teacher's files, the data it learns from and
 its recipe: a later train run with the same key reuses those logits instead of training the teacher again
 (the nightly retrain pays for the teacher only when the data or the teacher changed). The teacher's weights
-are never logged: only the student is exported, registered and served. docs/teacher.md.
+are logged on its own run (teacher/model) so that a reused teacher can label new text, and never
+registered or served: only the student is exported, registered and served. docs/teacher.md.
 """
 
 import argparse
