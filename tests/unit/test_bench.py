@@ -6,9 +6,11 @@ import sys
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from sentclf.contract import SERVED_VARIANT_TAG
+from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -16,6 +18,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 import heldout_file  # noqa: E402
 import int8_gate  # noqa: E402
 import recipe_sweep  # noqa: E402
+import self_training  # noqa: E402
 import serving_profile  # noqa: E402
 import train_throughput  # noqa: E402
 
@@ -273,3 +276,20 @@ def test_the_int8_pages_bench_commands_parse_as_printed():
         ["--server-image", "spam-server:1-abc", "--against-fp32", "--sentences", "t.txt"]
     )
     assert args.against_fp32 and args.sentences.suffix == ".txt"
+
+
+def test_self_training_holds_one_labelled_row_per_class_out_and_labels_the_pool_by_argmax(tmp_path):
+    (tmp_path / "data").mkdir()
+    rows = [(f"question {i}", label) for i, label in enumerate(["HUM", "LOC", "NUM"] * 3)]
+    frame = pd.DataFrame(rows, columns=["question", "answer_type"])
+    frame.to_csv(tmp_path / "data" / "train.csv", index=False)
+    frame.head(3).to_csv(tmp_path / "data" / "test.csv", index=False)
+    frames = self_training.labelled_frames(tmp_path, "question", "answer_type", seed=0)
+    assert sorted(frames["validation"][LABEL_COLUMN]) == [0, 1, 2]
+    assert len(frames["train"]) == 6 and sorted(frames["train"][LABEL_COLUMN]) == [0, 0, 1, 1, 2, 2]
+    assert not set(frames["train"][TEXT_COLUMN]) & set(frames["validation"][TEXT_COLUMN])
+    assert list(frames["test"][LABEL_COLUMN]) == [0, 1, 2]  # sorted label names, as the train rows'
+    labelled = self_training.EncodedSplit([[1, 2]], np.array([2]), ["a"])
+    pool = self_training.EncodedSplit([[3], [4, 5]], np.zeros(2, np.int64), ["b", "c"])
+    joined = self_training.pseudo_labelled(labelled, pool, np.array([[0.1, 0.9, 0.0], [2.0, 0.0, 1.0]]))
+    assert joined.texts == ["a", "b", "c"] and list(joined.labels) == [2, 1, 0]
