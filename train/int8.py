@@ -8,9 +8,12 @@ position widens a range. Only weight MatMuls are quantised (the attention's acti
 products, Softmax, LayerNorm, GELU and the classification head, a Gemm, stay fp32), and the MatMuls that
 hurt most can be kept fp32 as well: measured on CoLA's default model (docs/benchmarks.md, "int8 that keeps
 its accuracy"), the feed-forward output MatMul (the one that reads the GELU's output) of the first encoder
-layer alone moved the logits most. Two int8 models are made (`CANDIDATES`), fastest first: every weight
-MatMul in int8, and that first feed-forward output kept fp32. Validation picks one: the fastest whose
-validation MCC is as high as the other's.
+layer alone moved the logits most. Three int8 models are made (`CANDIDATES`): static with every weight
+MatMul in int8, static with that first feed-forward output kept fp32, and dynamic (`quantize_dynamic`:
+per-channel int8 weights, each activation's range taken per call, no calibration). Which is fastest
+depends on the CPU (ONNX Runtime's QDQ kernels won on an AMD EPYC, its dynamic MatMulInteger on an Intel
+Xeon with VNNI: docs/benchmarks.md), so their speed is measured where the step runs (variants.py).
+Validation picks one: the fastest whose validation MCC is as high as the best of them.
 
 Whether it is served: the picked int8 model and fp32 score the same test rows; a paired bootstrap
 (sentclf.bootstrap, the gate's maths) gives the 95% interval of int8's MCC minus fp32's (multi-class MCC
@@ -36,6 +39,7 @@ from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
     QuantType,
+    quantize_dynamic,
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -50,9 +54,15 @@ DEFAULT_MAX_MCC_LOSS = 0.01
 CALIBRATION_ROWS = 256
 # The first N feed-forward output MatMuls (graph order) kept in fp32: the safer of the two int8 models.
 KEEP_FP32_FFN_OUTPUTS = 1
-# The int8 models tried, fastest first: variant name -> feed-forward outputs kept fp32, and what it is.
-CANDIDATES = {"int8_all": 0, INT8: KEEP_FP32_FFN_OUTPUTS}
-DESCRIPTIONS = {"int8_all": "every weight MatMul in int8", INT8: "the first feed-forward output in fp32"}
+DYNAMIC = "int8_dynamic"
+# The int8 models tried: variant name -> feed-forward outputs kept fp32 (the dynamic one keeps none), and
+# what each is.
+CANDIDATES = {"int8_all": 0, INT8: KEEP_FP32_FFN_OUTPUTS, DYNAMIC: 0}
+DESCRIPTIONS = {
+    "int8_all": "every weight MatMul in int8",
+    INT8: "the first feed-forward output in fp32",
+    DYNAMIC: "dynamic int8",
+}
 RESAMPLES = 2000
 # The ops whose output, a few nodes up, marks a MatMul as a feed-forward output (it reads the activation).
 ACTIVATION_OPS = {"Erf", "Gelu", "FastGelu", "BiasGelu", "Tanh", "Relu"}
@@ -144,13 +154,35 @@ def quantize_int8(
     return out_path, excluded
 
 
-def pick_on_validation(val_mcc_deltas: dict[str, float]) -> tuple[str, str]:
-    """The int8 model the test rows will judge: the fastest (CANDIDATES' order) whose validation MCC minus
-    fp32's is as high as the best of them; and a phrase for the decision line that says so."""
+def quantize_dynamic_int8(fp32_path: Path, out_path: Path) -> Path:
+    """The dynamic int8 model of `fp32_path` at `out_path`: every weight MatMul with per-channel int8
+    weights, its input quantised with the range of each call (no calibration rows)."""
+    with tempfile.TemporaryDirectory(prefix="sentclf-int8-") as tmp, contextlib.chdir(tmp):
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(
+            str(prepared),
+            str(out_path),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"MatMulConstBOnly": True},
+        )
+    logger.info("int8: dynamic, per-channel weights")
+    return out_path
+
+
+def pick_on_validation(val_mcc_deltas: dict[str, float], speeds: dict[str, float]) -> tuple[str, str]:
+    """The int8 model the test rows will judge: the fastest (`speeds`: sentences/s measured here) whose
+    validation MCC minus fp32's is as high as the best of them; and a phrase for the decision line that
+    says so."""
     best = max(val_mcc_deltas.values())
-    name = next(n for n in CANDIDATES if n in val_mcc_deltas and val_mcc_deltas[n] >= best)
-    figures = ", ".join(f"{DESCRIPTIONS.get(n, n)} {delta:+.4f}" for n, delta in val_mcc_deltas.items())
-    return name, f"{DESCRIPTIONS.get(name, name)}, picked on validation (MCC minus fp32's: {figures})"
+    name = max((n for n, delta in val_mcc_deltas.items() if delta >= best), key=lambda n: speeds[n])
+    figures = ", ".join(
+        f"{DESCRIPTIONS.get(n, n)} {delta:+.4f} at {speeds[n]:.0f}/s" for n, delta in val_mcc_deltas.items()
+    )
+    picked = f"{DESCRIPTIONS.get(name, name)}, picked on validation"
+    return name, f"{picked} (MCC minus fp32's, sentences/s here: {figures})"
 
 
 @dataclass(frozen=True)
@@ -220,7 +252,8 @@ def record(decision: Int8Decision) -> None:
             "int8_test_label_agreement": decision.agreement,
             "int8_max_mcc_loss": decision.max_mcc_loss,
             "int8_served": float(decision.served == INT8),
-            # the int8 model judged: how many feed-forward outputs it keeps in fp32
+            # the int8 model judged: dynamic or static, and how many feed-forward outputs it keeps in fp32
+            "int8_dynamic": float(decision.candidate == DYNAMIC),
             "int8_fp32_ffn_outputs": float(CANDIDATES.get(decision.candidate, KEEP_FP32_FFN_OUTPUTS)),
         }
     )

@@ -694,7 +694,8 @@ def choose_variant(
     test_split = encode_split(frame, prepared.tokenizer, args.max_seq_length)
     pad_id = prepared.tokenizer.pad_token_id
     candidate, picked = pick_on_validation(
-        {name: compared[f"variant_{name}_val_mcc_delta"] for name in CANDIDATES}
+        {name: compared[f"variant_{name}_val_mcc_delta"] for name in CANDIDATES},
+        {name: compared[f"variant_{name}_sentences_per_s"] for name in CANDIDATES},
     )
     fp32, int8 = (
         onnx_logits(variants[name], test_split, pad_id).argmax(axis=1) for name in ("fp32", candidate)
