@@ -1,7 +1,8 @@
 """The train step's int8 rule on a registered model: the static int8 variant (train/int8.py, as the train
-step builds it) against fp32 on the same test rows with the paired bootstrap the rule uses, the decision it
-would take, and raw ONNX Runtime throughput of both on this CPU. A version that already serves int8 is
-measured from the fp32 model its train run kept beside it (benchlib.registered_model_files).
+step builds it; `--dynamic`: its dynamic int8 candidate) against fp32 on the same test rows with the
+paired bootstrap the rule uses, the decision it would take, and raw ONNX Runtime throughput of both on
+this CPU. A version that already serves int8 is measured from the fp32 model its train run kept beside it
+(benchlib.registered_model_files).
 
 Usage (dev venv): python bench/int8_gate.py [--model-name cola-classifier] [--model-version challenger]
 The last line reads `served=<int8|fp32> delta_mcc=<d> low=<l> high=<h> agreement=<a> speedup=<x>` (int8
@@ -97,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int8.KEEP_FP32_FFN_OUTPUTS,
         help="feed-forward output MatMuls kept fp32, from the first layer on (the train step: the default)",
     )
+    parser.add_argument("--dynamic", action="store_true", help="the dynamic int8 model instead of static")
     parser.add_argument("--save-int8", type=Path, help="also write the int8 model here (to try it elsewhere)")
     return parser.parse_args(argv)
 
@@ -120,7 +122,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         calibration = int8.TrainingRows([e.ids for e in tokenizer.encode_batch(train[TEXT_COLUMN].tolist())])
         started = time.perf_counter()
-        int8_path, kept = int8.quantize_int8(fp32_path, work / "model.int8.onnx", calibration, args.keep_fp32)
+        if args.dynamic:
+            int8_path, kept = int8.quantize_dynamic_int8(fp32_path, work / "model.int8.onnx"), []
+        else:
+            int8_path, kept = int8.quantize_int8(
+                fp32_path, work / "model.int8.onnx", calibration, args.keep_fp32
+            )
         quantize_s = time.perf_counter() - started
         sessions = {"fp32": session(fp32_path), "int8": session(int8_path)}
         predictions = {name: test.predictions(s) for name, s in sessions.items()}
