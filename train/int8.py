@@ -122,16 +122,23 @@ def keep_fp32(model: onnx.ModelProto, ffn_outputs: int = KEEP_FP32_FFN_OUTPUTS) 
     return ffn_output_matmuls(model)[:ffn_outputs]
 
 
+@contextlib.contextmanager
+def preprocessed(fp32_path: Path) -> Iterator[Path]:
+    """`quant_pre_process`'s copy of the model (shape inference, constant folding), in a temporary working
+    directory: ORT's shape inference and quantisers drop temporary models in the working directory."""
+    with tempfile.TemporaryDirectory(prefix="sentclf-int8-") as tmp, contextlib.chdir(tmp):
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        yield prepared
+
+
 def quantize_int8(
     fp32_path: Path, out_path: Path, calibration: TrainingRows, ffn_outputs: int = KEEP_FP32_FFN_OUTPUTS
 ) -> tuple[Path, list[str]]:
     """The static int8 model of `fp32_path` at `out_path`, and the MatMuls it keeps in fp32 (the first
     `ffn_outputs` feed-forward outputs)."""
     calibration.rewind()
-    # ORT's shape inference and quantiser drop temporary models in the working directory: work in a temp one.
-    with tempfile.TemporaryDirectory(prefix="sentclf-int8-") as tmp, contextlib.chdir(tmp):
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    with preprocessed(fp32_path) as prepared:
         excluded = keep_fp32(onnx.load(str(prepared), load_external_data=False), ffn_outputs)
         quantize_static(
             str(prepared),
@@ -157,9 +164,7 @@ def quantize_int8(
 def quantize_dynamic_int8(fp32_path: Path, out_path: Path) -> Path:
     """The dynamic int8 model of `fp32_path` at `out_path`: every weight MatMul with per-channel int8
     weights, its input quantised with the range of each call (no calibration rows)."""
-    with tempfile.TemporaryDirectory(prefix="sentclf-int8-") as tmp, contextlib.chdir(tmp):
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    with preprocessed(fp32_path) as prepared:
         quantize_dynamic(
             str(prepared),
             str(out_path),
