@@ -74,7 +74,8 @@ def sentences_per_s(path: Path, split: EncodedSplit, pad_id: int, rows: int = SP
     """The model's speed on this CPU: its first `rows` rows in length-sorted batches of 32, after one
     warm-up pass, best of two passes."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    head = EncodedSplit(split.input_ids[:rows], split.labels[:rows], split.texts[:rows], split.token_type_ids)
+    segments = None if split.token_type_ids is None else split.token_type_ids[:rows]  # sentence pairs
+    head = EncodedSplit(split.input_ids[:rows], split.labels[:rows], split.texts[:rows], segments)
     best = float("inf")
     for attempt in range(3):
         started = time.perf_counter()
