@@ -29,6 +29,7 @@ from types import ModuleType
 import docker
 import docker.errors
 import mlflow
+import pandas as pd
 from docker.models.containers import Container
 
 from sentclf.containers import CONTAINER_LABEL, LOOPBACK, running_server
@@ -36,7 +37,7 @@ from sentclf.contract import ONNX_VARIANTS_DIR, SERVED_VARIANT_TAG
 from sentclf.engine import docker_client
 from sentclf.kserve_client import connect
 from sentclf.metrics import percentile_ms
-from sentclf.schema import DATA_ARTIFACT_DIR
+from sentclf.schema import DATA_ARTIFACT_DIR, LABEL_COLUMN, TEXT_COLUMN
 from sentclf.server_images import MODEL_NAME_LABEL, MODEL_VERSION_LABEL
 from sentclf.tracking import version_data_run_id
 
@@ -120,6 +121,22 @@ def use_steps(*steps: str) -> None:
             raise BenchError(f"{step} is no step of this repository (no {directory / 'MLproject'})")
         if str(directory) not in sys.path:
             sys.path.insert(1, str(directory))  # after bench/ itself, before the installed packages
+
+
+def labelled_frames(folder: Path, text_column: str, label_column: str, seed: int) -> dict[str, pd.DataFrame]:
+    """What examples/few_labels.py wrote (data/train.csv, data/test.csv), split as preprocess splits it:
+    train (less one row per class), validation (that row per class) and test, labels as class indices."""
+    frames = {}
+    for split in ("train", "test"):
+        frame = pd.read_csv(folder / "data" / f"{split}.csv", dtype=str, keep_default_na=False)
+        frames[split] = frame.rename(columns={text_column: TEXT_COLUMN, label_column: LABEL_COLUMN})
+    names = sorted(frames["train"][LABEL_COLUMN].unique())
+    for frame in frames.values():
+        frame[LABEL_COLUMN] = frame[LABEL_COLUMN].map({name: index for index, name in enumerate(names)})
+    held = frames["train"].groupby(LABEL_COLUMN).sample(n=1, random_state=seed).index
+    frames["validation"] = frames["train"].loc[held].reset_index(drop=True)
+    frames["train"] = frames["train"].drop(index=held).reset_index(drop=True)
+    return frames
 
 
 def example_tickets(folder: Path) -> Path:

@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from sentclf.bootstrap import resample_indices
-from sentclf.schema import LABEL_COLUMN, TEXT_COLUMN
+from sentclf.schema import LABEL_COLUMN
 from sentclf.teacher_weights import mpnet_dir
 
 import benchlib
@@ -38,21 +37,6 @@ from training import EncodedSplit, TrainConfig, encode_split, predict, train  # 
 
 MAX_SEQ_LENGTH = 64
 RESAMPLES = 2000
-
-
-def labelled_frames(folder: Path, text_column: str, label_column: str, seed: int) -> dict[str, pd.DataFrame]:
-    """train (less one row per class), validation (that row per class) and test, labels as class indices."""
-    frames = {}
-    for split in ("train", "test"):
-        frame = pd.read_csv(folder / "data" / f"{split}.csv", dtype=str, keep_default_na=False)
-        frames[split] = frame.rename(columns={text_column: TEXT_COLUMN, label_column: LABEL_COLUMN})
-    names = sorted(frames["train"][LABEL_COLUMN].unique())
-    for frame in frames.values():
-        frame[LABEL_COLUMN] = frame[LABEL_COLUMN].map({name: index for index, name in enumerate(names)})
-    held = frames["train"].groupby(LABEL_COLUMN).sample(n=1, random_state=seed).index
-    frames["validation"] = frames["train"].loc[held].reset_index(drop=True)
-    frames["train"] = frames["train"].drop(index=held).reset_index(drop=True)
-    return frames
 
 
 def pseudo_labelled(split: EncodedSplit, pool: EncodedSplit, logits: np.ndarray) -> EncodedSplit:
@@ -76,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     print(benchlib.cpu_line())
     source = str(mpnet_dir())
-    frames = labelled_frames(args.folder, args.text_column, args.label_column, args.seed)
+    frames = benchlib.labelled_frames(args.folder, args.text_column, args.label_column, args.seed)
     pool_texts = [
         line.strip() for line in (args.folder / "pool.txt").read_text().splitlines() if line.strip()
     ]

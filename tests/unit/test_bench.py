@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import heldout_file  # noqa: E402
 import int8_gate  # noqa: E402
+import pool_labels  # noqa: E402
 import recipe_sweep  # noqa: E402
 import self_training  # noqa: E402
 import serving_profile  # noqa: E402
@@ -284,7 +285,7 @@ def test_self_training_holds_one_labelled_row_per_class_out_and_labels_the_pool_
     frame = pd.DataFrame(rows, columns=["question", "answer_type"])
     frame.to_csv(tmp_path / "data" / "train.csv", index=False)
     frame.head(3).to_csv(tmp_path / "data" / "test.csv", index=False)
-    frames = self_training.labelled_frames(tmp_path, "question", "answer_type", seed=0)
+    frames = benchlib.labelled_frames(tmp_path, "question", "answer_type", seed=0)
     assert sorted(frames["validation"][LABEL_COLUMN]) == [0, 1, 2]
     assert len(frames["train"]) == 6 and sorted(frames["train"][LABEL_COLUMN]) == [0, 0, 1, 1, 2, 2]
     assert not set(frames["train"][TEXT_COLUMN]) & set(frames["validation"][TEXT_COLUMN])
@@ -293,3 +294,13 @@ def test_self_training_holds_one_labelled_row_per_class_out_and_labels_the_pool_
     pool = self_training.EncodedSplit([[3], [4, 5]], np.zeros(2, np.int64), ["b", "c"])
     joined = self_training.pseudo_labelled(labelled, pool, np.array([[0.1, 0.9, 0.0], [2.0, 0.0, 1.0]]))
     assert joined.texts == ["a", "b", "c"] and list(joined.labels) == [2, 1, 0]
+
+
+def test_pool_labels_reads_each_pool_text_with_its_held_back_class(tmp_path):
+    (tmp_path / "pool.txt").write_text("Who wrote it ?\n\nWhere is Rome ?\n")
+    held_back = pd.DataFrame(
+        {"question": ["Where is Rome ?", "Who wrote it ?"], "answer_type": ["LOC", "HUM"]}
+    )
+    held_back.to_csv(tmp_path / "pool-labels.csv", index=False)
+    texts, classes = pool_labels.pool_with_labels(tmp_path, "question", "answer_type", ["HUM", "LOC"])
+    assert texts == ["Who wrote it ?", "Where is Rome ?"] and list(classes) == [0, 1]

@@ -313,6 +313,9 @@ def test_few_label_data_with_unlabelled_text_gets_a_few_shot_teacher_and_a_fine_
     [teacher_run] = teacher_runs(tracking_store)
     assert teacher_run.data.tags[TEACHER_KIND_TAG] == "few_shot"
     assert "val_mcc" in teacher_run.data.metrics and "teacher_best_val_mcc" in student.data.metrics
+    # The few-shot teacher's head was self-trained on the text before it labelled it (few_shot.py).
+    assert student.data.metrics["teacher_self_training_rounds"] == few_shot.SELF_TRAINING_ROUNDS
+    assert 0 <= student.data.metrics["teacher_unlabelled_relabelled"] <= 1
 
     args = train.parse_args(
         [*train_args(), "--registered-model-name", "few", "--data-run-id", data_run_id, *teacher]
@@ -325,6 +328,10 @@ def test_few_label_data_with_unlabelled_text_gets_a_few_shot_teacher_and_a_fine_
         model = load_teacher_model(teacher_run, teacher_prepared(prepared, str(small_teacher), 32))
     assert isinstance(model, few_shot.FewShotClassifier) and not distilled.few_shot
     assert len(distilled.train_split) == labelled + 21
+    # The text's labels are the self-trained head's: its log-probabilities, the student's soft targets.
+    soft = distilled.train_split.teacher_logits[labelled:]
+    np.testing.assert_allclose(np.exp(soft).sum(axis=1), 1, atol=1e-4)
+    np.testing.assert_array_equal(distilled.train_split.labels[labelled:], soft.argmax(axis=1))
 
 
 def test_few_label_data_without_a_validation_split_refuses_a_teacher_with_the_fix():

@@ -122,6 +122,30 @@ def test_the_logistic_head_is_the_exported_linear_layer():
         np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), expected, atol=1e-5)
 
 
+def test_confident_rows_are_the_surest_share_of_each_predicted_class():
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.7, 0.3], [0.2, 0.8], [0.45, 0.55]])
+    # class 0 (rows 0-2): the surest half, rounded up, is rows 0 and 2; class 1 (rows 3-4): row 3.
+    np.testing.assert_array_equal(few_shot.confident_rows(probabilities, 0.5), [0, 2, 3])
+    np.testing.assert_array_equal(few_shot.confident_rows(probabilities, 1.0), [0, 1, 2, 3, 4])
+
+
+def test_the_self_trained_head_labels_unlabelled_rows_better_than_the_few_shot_head():
+    """Two clusters a few labelled rows from each; the few-shot head's boundary is off (the unlabelled
+    rows near it get the wrong class). Refit on its confident half of each class, it moves to where the
+    unlabelled rows say the clusters part."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], 200)
+    unlabelled = rng.normal(0, 1, (400, 2)) + np.where(truth[:, None] == 0, [-2.0, 0.0], [2.0, 0.0])
+    labelled = np.array([[-2.0, 0.0], [-2.2, 0.3], [2.0, 0.0], [1.8, -0.3]])
+    labels = np.array([0, 0, 1, 1])
+    shifted = np.stack([-(unlabelled[:, 0] - 1.5), unlabelled[:, 0] - 1.5], axis=1)  # boundary at x = 1.5
+    logits = few_shot.self_trained_logits(labelled, labels, unlabelled, shifted, seed=0)
+    assert logits.shape == (400, 2) and logits.dtype == np.float32
+    np.testing.assert_allclose(np.exp(logits).sum(axis=1), 1, atol=1e-5)  # log-probabilities
+    before, after = np.mean(shifted.argmax(axis=1) == truth), np.mean(logits.argmax(axis=1) == truth)
+    assert before < 0.85 and after > before + 0.05
+
+
 def test_the_contrastive_phase_tunes_the_encoder():
     source = resolve_backbone("bundled")
     tokenizer = AutoTokenizer.from_pretrained(source)
