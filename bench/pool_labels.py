@@ -61,7 +61,9 @@ def encoded(tokenizer, frames: dict[str, pd.DataFrame], pool_texts: list[str]) -
     return splits
 
 
-def teacher_labels(train_frame: pd.DataFrame, pool_texts: list[str], classes: int, seed: int) -> dict:
+def teacher_labels(
+    train_frame: pd.DataFrame, pool_texts: list[str], classes: int, seed: int, rounds: int, share: float
+) -> dict:
     """The few-shot teacher's logits: its plain head's on the training rows and the pool, and the
     self-trained head's on the pool."""
     source = str(mpnet_dir())
@@ -78,7 +80,7 @@ def teacher_labels(train_frame: pd.DataFrame, pool_texts: list[str], classes: in
         plain = model.classifier(torch.from_numpy(pool)).float().numpy()
         train_logits = model.classifier(torch.from_numpy(labelled)).float().numpy()
     started = time.perf_counter()
-    refined = few_shot.self_trained_logits(labelled, own["train"].labels, pool, plain, seed)
+    refined = few_shot.self_trained_logits(labelled, own["train"].labels, pool, plain, seed, rounds, share)
     print(f"head self-trained in {time.perf_counter() - started:.1f} s", flush=True)
     return {"train": train_logits, "plain": plain, "self_trained": refined}
 
@@ -123,6 +125,15 @@ def main() -> None:
     parser.add_argument("--text-column", required=True)
     parser.add_argument("--label-column", required=True)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--rounds", type=int, default=few_shot.SELF_TRAINING_ROUNDS, help="head refits (the train step's)"
+    )
+    parser.add_argument(
+        "--share",
+        type=float,
+        default=few_shot.SELF_TRAINING_SHARE,
+        help="of each predicted class, the most confident share each refit learns from (the train step's)",
+    )
     args = parser.parse_args()
     print(benchlib.cpu_line())
     frames = benchlib.labelled_frames(args.folder, args.text_column, args.label_column, args.seed)
@@ -133,7 +144,7 @@ def main() -> None:
     print(
         f"{len(splits['train'])} training rows, {len(pool_texts)} pool texts, {len(splits['test'])} test rows"
     )
-    logits = teacher_labels(frames["train"], pool_texts, len(names), args.seed)
+    logits = teacher_labels(frames["train"], pool_texts, len(names), args.seed, args.rounds, args.share)
     pool_accuracy = {
         name: float(np.mean(logits[name].argmax(axis=1) == pool_truth)) for name in ("plain", "self_trained")
     }
