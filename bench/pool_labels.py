@@ -62,7 +62,7 @@ def encoded(tokenizer, frames: dict[str, pd.DataFrame], pool_texts: list[str]) -
 
 
 def teacher_labels(
-    train_frame: pd.DataFrame, pool_texts: list[str], classes: int, seed: int, rounds: int, share: float
+    train_frame: pd.DataFrame, pool_texts: list[str], classes: int, seed: int, max_rounds: int, share: float
 ) -> dict:
     """The few-shot teacher's logits: its plain head's on the training rows and the pool, and the
     self-trained head's on the pool."""
@@ -80,8 +80,10 @@ def teacher_labels(
         plain = model.classifier(torch.from_numpy(pool)).float().numpy()
         train_logits = model.classifier(torch.from_numpy(labelled)).float().numpy()
     started = time.perf_counter()
-    refined = few_shot.self_trained_logits(labelled, own["train"].labels, pool, plain, seed, rounds, share)
-    print(f"head self-trained in {time.perf_counter() - started:.1f} s", flush=True)
+    refined, refits = few_shot.self_trained_logits(
+        labelled, own["train"].labels, pool, plain, seed, max_rounds, share
+    )
+    print(f"head self-trained in {time.perf_counter() - started:.1f} s ({refits} refits)", flush=True)
     return {"train": train_logits, "plain": plain, "self_trained": refined}
 
 
@@ -126,7 +128,10 @@ def main() -> None:
     parser.add_argument("--label-column", required=True)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
-        "--rounds", type=int, default=few_shot.SELF_TRAINING_ROUNDS, help="head refits (the train step's)"
+        "--max-rounds",
+        type=int,
+        default=few_shot.SELF_TRAINING_MAX_ROUNDS,
+        help="head refits at most (the train step's)",
     )
     parser.add_argument(
         "--share",
@@ -144,7 +149,7 @@ def main() -> None:
     print(
         f"{len(splits['train'])} training rows, {len(pool_texts)} pool texts, {len(splits['test'])} test rows"
     )
-    logits = teacher_labels(frames["train"], pool_texts, len(names), args.seed, args.rounds, args.share)
+    logits = teacher_labels(frames["train"], pool_texts, len(names), args.seed, args.max_rounds, args.share)
     pool_accuracy = {
         name: float(np.mean(logits[name].argmax(axis=1) == pool_truth)) for name in ("plain", "self_trained")
     }

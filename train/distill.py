@@ -44,7 +44,7 @@ from sentclf.teacher_weights import (
 )
 from sentclf.tracking import StepInputError
 
-from few_shot import SELF_TRAINING_ROUNDS, FewShotClassifier, embeddings, self_trained_logits
+from few_shot import FewShotClassifier, embeddings, self_trained_logits
 from modeling import build_classifier
 from training import EncodedSplit, predict
 
@@ -383,10 +383,12 @@ def few_shot_labels(
     labelled = embeddings(model, own_prepared.train_split, pad_id, batch)
     with torch.inference_mode():
         own = model.classifier(torch.from_numpy(unlabelled)).float().numpy()
-    logits = self_trained_logits(labelled, own_prepared.train_split.labels, unlabelled, own, args.seed)
+    logits, rounds = self_trained_logits(
+        labelled, own_prepared.train_split.labels, unlabelled, own, args.seed
+    )
     mlflow.log_metrics(
         {
-            "teacher_self_training_rounds": SELF_TRAINING_ROUNDS,
+            "teacher_self_training_rounds": rounds,
             "teacher_unlabelled_relabelled": float(np.mean(logits.argmax(axis=1) != own.argmax(axis=1))),
         }
     )

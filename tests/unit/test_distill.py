@@ -314,7 +314,7 @@ def test_few_label_data_with_unlabelled_text_gets_a_few_shot_teacher_and_a_fine_
     assert teacher_run.data.tags[TEACHER_KIND_TAG] == "few_shot"
     assert "val_mcc" in teacher_run.data.metrics and "teacher_best_val_mcc" in student.data.metrics
     # The few-shot teacher's head was self-trained on the text before it labelled it (few_shot.py).
-    assert student.data.metrics["teacher_self_training_rounds"] == few_shot.SELF_TRAINING_ROUNDS
+    assert 1 <= student.data.metrics["teacher_self_training_rounds"] <= few_shot.SELF_TRAINING_MAX_ROUNDS
     assert 0 <= student.data.metrics["teacher_unlabelled_relabelled"] <= 1
 
     args = train.parse_args(

@@ -139,8 +139,9 @@ def test_the_self_trained_head_labels_unlabelled_rows_better_than_the_few_shot_h
     labelled = np.array([[-2.0, 0.0], [-2.2, 0.3], [2.0, 0.0], [1.8, -0.3]])
     labels = np.array([0, 0, 1, 1])
     shifted = np.stack([-(unlabelled[:, 0] - 1.5), unlabelled[:, 0] - 1.5], axis=1)  # boundary at x = 1.5
-    logits = few_shot.self_trained_logits(labelled, labels, unlabelled, shifted, seed=0)
+    logits, rounds = few_shot.self_trained_logits(labelled, labels, unlabelled, shifted, seed=0)
     assert logits.shape == (400, 2) and logits.dtype == np.float32
+    assert 1 < rounds < few_shot.SELF_TRAINING_MAX_ROUNDS  # refit until the labels settled
     np.testing.assert_allclose(np.exp(logits).sum(axis=1), 1, atol=1e-5)  # log-probabilities
     before, after = np.mean(shifted.argmax(axis=1) == truth), np.mean(logits.argmax(axis=1) == truth)
     assert before < 0.85 and after > before + 0.05
