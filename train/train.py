@@ -439,6 +439,8 @@ class Prepared:
     few_shot: bool = False
     # The training loss when a teacher is distilled (train/distill.py); None: cross-entropy on the labels.
     loss_fn: object = None
+    # Whether validation picks the epoch (TrainConfig.select_epoch).
+    select_epoch: bool = True
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -625,6 +627,7 @@ def fit(
         tune_threshold=calibrate,
         precision=prepared.precision,
         loss_fn=prepared.loss_fn,
+        select_epoch=prepared.select_epoch,
     )
     summary = train(
         model, train_split, validation_split, train_config, prepared.tokenizer.pad_token_id, log_epoch

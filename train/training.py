@@ -49,6 +49,10 @@ class TrainConfig:
     precision: str = "fp32"
     # The training loss when not cross-entropy on the labels (distillation, train/distill.py).
     loss_fn: LossFn | None = None
+    # False: every epoch runs and the last one's weights are kept, validation only reported. For a
+    # validation split too small to tell epochs apart (a few-label data set's row per class, where every
+    # epoch scores the same and the first would be kept).
+    select_epoch: bool = True
 
 
 @dataclass
@@ -233,7 +237,8 @@ def train(
     log_epoch,
 ) -> dict:
     """Fine-tune with early stopping on validation MCC (at the tuned threshold when
-    `config.tune_threshold`); the best epoch's weights are restored at the end.
+    `config.tune_threshold`); the best epoch's weights are restored at the end (`config.select_epoch`
+    False: every epoch runs and the last is kept).
 
     `log_epoch(epoch, metrics)` receives each epoch's metrics. Returns a summary of the run.
     """
@@ -287,7 +292,7 @@ def train(
                 **{f"val_{key}": value for key, value in validation.items()},
             }
             log_epoch(epoch, metrics)
-            if score > best["mcc"]:
+            if score > best["mcc"] or (not config.select_epoch and epoch == config.epochs):
                 best = {"mcc": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         if "mcc" not in validation:  # several labels per text
             multilabel_head.log_epoch(epoch, metrics["train_loss"], validation)
@@ -306,7 +311,7 @@ def train(
             epochs_without_gain = 0
         else:
             epochs_without_gain += 1
-            if epochs_without_gain >= config.patience:
+            if config.select_epoch and epochs_without_gain >= config.patience:
                 logger.info(
                     "early stop after epoch %d: no validation MCC gain for %d epoch(s)",
                     epoch,

@@ -327,6 +327,7 @@ def test_few_label_data_with_unlabelled_text_gets_a_few_shot_teacher_and_a_fine_
         distilled = attach_teacher(prepared, args, fit=None, fit_few=retrained)
         model = load_teacher_model(teacher_run, teacher_prepared(prepared, str(small_teacher), 32))
     assert isinstance(model, few_shot.FewShotClassifier) and not distilled.few_shot
+    assert not distilled.select_epoch  # its one validation row per class cannot pick an epoch
     assert len(distilled.train_split) == labelled + 21
     # The text's labels are the self-trained head's: its log-probabilities, the student's soft targets.
     soft = distilled.train_split.teacher_logits[labelled:]
@@ -343,5 +344,5 @@ def test_few_label_data_without_a_validation_split_refuses_a_teacher_with_the_fi
         validation_split=EncodedSplit([], np.zeros(0), []),
     )
     args = argparse.Namespace(teacher="/no/such/teacher", few_shot_threshold=32)
-    with pytest.raises(StepInputError, match="needs validation rows to stop on"):
+    with pytest.raises(StepInputError, match="needs validation rows to score it on"):
         refuse_unsupported(prepared, args, unlabelled=True)

@@ -329,3 +329,20 @@ def test_evaluate_reports_the_mcc_at_the_tuned_threshold():
     assert metrics["mcc"] < 0.8
     assert metrics["mcc_tuned_threshold"] == pytest.approx(1.0)
     assert "mcc_tuned_threshold" not in evaluate(_MarginModel(), split, batch_size=4, pad_id=0)
+
+
+@pytest.mark.parametrize(("select_epoch", "ran", "kept"), [(True, 2, 1), (False, 3, 3)])
+def test_a_validation_split_that_scores_every_epoch_alike_keeps_the_first_unless_told_to_keep_the_last(
+    monkeypatch, select_epoch, ran, kept
+):
+    """Early stopping keeps the first of equal epochs; few-label data whose validation rows every epoch
+    gets right (train/distill.py) runs every epoch and keeps the last instead."""
+    import training
+
+    monkeypatch.setattr(training, "evaluate", lambda *args: {"loss": 0.1, "mcc": 1.0, "accuracy": 1.0})
+    source = resolve_backbone("bundled")
+    model = build_classifier(source, AutoConfig.from_pretrained(source, num_labels=2), "mean")
+    split = EncodedSplit([[101, 7592, 102], [101, 2088, 102]], np.array([0, 1]), ["hello", "world"])
+    config = TrainConfig(3, 2, 1e-4, 8, 0, 1, 0.0, 0.0, select_epoch=select_epoch)
+    summary = training.train(model, split, split, config, 0, lambda epoch, metrics: None)
+    assert (summary["epochs_run"], summary["best_epoch"]) == (ran, kept)
