@@ -4,8 +4,9 @@ labels the few-shot teacher gives the unlabelled text: the student fine-tuned on
 above them. This measures the teacher's labelling as train/distill.py does it (the head self-trained on
 the text's embeddings, few_shot.self_trained_logits) against its plain head's, twice: against the pool's
 held-back labels (pool-labels.csv, which the pipeline never sees), and by the test accuracy of a student
-fine-tuned on each (the train step's recipe: its MLproject defaults, distillation at alpha 0.9, T = 2),
-paired on the same test rows.
+fine-tuned on each (the train step's recipe: its MLproject defaults, distillation at alpha 0.9, T = 2,
+every epoch run and the last kept as train/distill.py asks of a few-label student), paired on the same
+test rows.
 
 The rows are the pipeline's (benchlib.labelled_frames): what examples/few_labels.py writes, one labelled
 row per class held out for validation. The teacher is trained once, as the train step trains a few-shot
@@ -103,7 +104,7 @@ def student_correct(
     )
     recipe = TrainConfig(
         **STUDENT, max_seq_length=MAX_SEQ_LENGTH, seed=seed, layer_lr_decay=LAYER_LR_DECAY,
-        loss_fn=distillation_loss_fn(DISTILL_TEMPERATURE, DISTILL_ALPHA),
+        loss_fn=distillation_loss_fn(DISTILL_TEMPERATURE, DISTILL_ALPHA), select_epoch=False,
     )  # fmt: skip
     torch.manual_seed(seed)
     model = build_classifier(source, config, "mean")
