@@ -247,12 +247,12 @@ def self_trained_logits(
     weight, so it is predicted less again. Self-training on the head alone: the embeddings are not tuned
     again, so it costs seconds where a contrastive round on the same rows cost minutes and labelled the
     pool no better (docs/benchmarks.md, Few labels)."""
+    from scipy.special import softmax
     from sklearn.linear_model import LogisticRegression
 
     current, rounds = logits.astype(np.float64), 0
     while rounds < max_rounds:
-        probabilities = np.exp(current - current.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities = softmax(current, axis=1)
         rows = confident_rows(probabilities, share)
         head = LogisticRegression(max_iter=1000, class_weight="balanced", random_state=seed)
         head.fit(

@@ -292,7 +292,7 @@ def train(
                 **{f"val_{key}": value for key, value in validation.items()},
             }
             log_epoch(epoch, metrics)
-            if score > best["mcc"] or (not config.select_epoch and epoch == config.epochs):
+            if score > best["mcc"] if config.select_epoch else epoch == config.epochs:
                 best = {"mcc": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         if "mcc" not in validation:  # several labels per text
             multilabel_head.log_epoch(epoch, metrics["train_loss"], validation)
