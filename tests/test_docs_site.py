@@ -1,12 +1,16 @@
 """`make docs` as the README prints it: the docs site served (strict build, live reload) on the port the
 README names through DOCS_PORT, its pages reachable, and Ctrl-C (SIGINT to its process group, as a terminal
 sends it) stopping it with nothing left behind: mkdocs removes its build folder only on SIGINT, and a folder
-left in the session's TMPDIR fails the test that checks nothing is left."""
+left in the session's TMPDIR fails the test that checks nothing is left. The output is drained while it
+stops: a full pipe would block mkdocs' last log line, and the process with it."""
 
 import os
 import signal
+import subprocess
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from sentclf.containers import free_port
 
@@ -24,5 +28,12 @@ def test_make_docs_serves_the_site_as_the_readme_says(typed_store):
         assert "<h1" in page and "Benchmarks" in page
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        process.wait(30)
+        # Read while waiting: mkdocs logs as it shuts down, and a pipe nobody drains (full of what `make`
+        # printed before it, such as pip's output when the dev venv is installed) would block it there.
+        try:
+            process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output = process.communicate()[0]
+            pytest.fail(f"`make docs` did not stop 120 s after Ctrl-C; its output:\n{output[-5000:]}")
     assert list(Path(typed_store.env["TMPDIR"]).glob("mkdocs_*")) == []
