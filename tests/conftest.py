@@ -3,6 +3,7 @@
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,7 +146,8 @@ class TypedStore:
 
     def background(self, command: str) -> subprocess.Popen:
         """`command` started as `shell` runs it, in a process group of its own (as a terminal or `timeout`
-        gives it), stdout and stderr together; the caller stops it."""
+        gives it), with Ctrl-C's signals as a terminal leaves them (terminal_signals), stdout and stderr
+        together; the caller stops it."""
         return subprocess.Popen(
             ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
             cwd=REPO_ROOT,
@@ -154,10 +156,20 @@ class TypedStore:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=terminal_signals,
         )
 
     def runs(self) -> list:
         return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def terminal_signals() -> None:
+    """In a child before it runs: SIGINT and SIGQUIT at their defaults, as in a terminal's foreground job.
+    A test session started in the background (`... &` in a non-interactive shell, as CI may be) runs with
+    both ignored, every process under it inherits that, a shell cannot undo it, and Python then never
+    raises KeyboardInterrupt: `make docs` went on serving after Ctrl-C and left its build folder behind."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def wait_answering(process: subprocess.Popen, url: str, timeout_s: float = 600) -> None:
