@@ -1,8 +1,9 @@
 """`make docs` as the README prints it: the docs site served (strict build, live reload) on the port the
 README names through DOCS_PORT, its pages reachable, and Ctrl-C (SIGINT to its process group, as a terminal
 sends it) stopping it with nothing left behind: mkdocs removes its build folder only on SIGINT, and a folder
-left in the session's TMPDIR fails the test that checks nothing is left. The output is drained while it
-stops: a full pipe would block mkdocs' last log line, and the process with it."""
+left in the session's TMPDIR fails the test that checks nothing is left. The command starts with SIGINT at
+its default (TypedStore.background: a session started in the background would otherwise pass on an
+ignored SIGINT, and mkdocs would serve on); if it still does not stop, the test fails with its output."""
 
 import os
 import signal
@@ -28,8 +29,7 @@ def test_make_docs_serves_the_site_as_the_readme_says(typed_store):
         assert "<h1" in page and "Benchmarks" in page
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        # Read while waiting: mkdocs logs as it shuts down, and a pipe nobody drains (full of what `make`
-        # printed before it, such as pip's output when the dev venv is installed) would block it there.
+        # Read while waiting, so that nothing it prints as it shuts down can fill the pipe and stall it.
         try:
             process.communicate(timeout=120)
         except subprocess.TimeoutExpired:
