@@ -28,7 +28,7 @@ from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
 from sentclf.contract import STEP_TAG
 from sentclf.images import step_image
 
-from .conftest import OUR_CHECKOUT, REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker
+from .conftest import OUR_CHECKOUT, REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker, terminal_signals
 from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -307,6 +307,7 @@ def make_serve_in_foreground(env: dict[str, str], command: str) -> Iterator[list
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=terminal_signals,
     )
     seen: list[str] = []
     try:

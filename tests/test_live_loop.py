@@ -29,7 +29,7 @@ import pytest
 from ops import nightly, promote_live
 from sentclf.metrics import matthews_corrcoef
 
-from .conftest import REPO_ROOT, require_docker
+from .conftest import REPO_ROOT, require_docker, terminal_signals
 from .typed_blocks import all_blocks, typed_block
 
 PAGE = REPO_ROOT / "docs" / "operations" / "live-loop.md"
@@ -150,6 +150,7 @@ class ShadowServer:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=terminal_signals,
         )
         self.http = self.grpc = self.image = None
         deadline = time.monotonic() + 600
