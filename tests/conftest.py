@@ -145,22 +145,27 @@ class TypedStore:
         )
 
     def background(self, command: str) -> subprocess.Popen:
-        """`command` started as `shell` runs it, in a process group of its own (as a terminal or `timeout`
-        gives it), with Ctrl-C's signals as a terminal leaves them (terminal_signals), stdout and stderr
-        together; the caller stops it."""
-        return subprocess.Popen(
-            ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            preexec_fn=terminal_signals,
-        )
+        """`command` in this store's environment, as background_command starts it; the caller stops it."""
+        return background_command(command, self.env)
 
     def runs(self) -> list:
         return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def background_command(command: str, env: dict[str, str]) -> subprocess.Popen:
+    """`command` started in a shell with the venv `make run` makes activated, in a process group of its own
+    (as a terminal or `timeout` gives it), with Ctrl-C's signals as a terminal leaves them
+    (terminal_signals), stdout and stderr together; the caller stops it (Ctrl-C: SIGINT to the group)."""
+    return subprocess.Popen(
+        ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=terminal_signals,
+    )
 
 
 def terminal_signals() -> None:

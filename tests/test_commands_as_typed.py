@@ -28,7 +28,7 @@ from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
 from sentclf.contract import STEP_TAG
 from sentclf.images import step_image
 
-from .conftest import OUR_CHECKOUT, REPO_ROOT, TEST_OUTPUT, UNDER_CI, require_docker, terminal_signals
+from .conftest import OUR_CHECKOUT, REPO_ROOT, TEST_OUTPUT, UNDER_CI, background_command, require_docker
 from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -299,16 +299,7 @@ def make_serve_in_foreground(env: dict[str, str], command: str) -> Iterator[list
     """`command` (make serve ...) in a user's shell, held as a second terminal holds it: entered once it has
     printed its ports and answers ready; Ctrl-C (SIGINT to the process group, as a terminal sends it) on
     leaving. Yields its output lines so far; the rest is appended after the Ctrl-C."""
-    process = subprocess.Popen(
-        ["bash", "-c", f"source .venv/bin/activate && {command}"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=terminal_signals,
-    )
+    process = background_command(command, env)
     seen: list[str] = []
     try:
         wait_for_line(process, "Ctrl-C stops and removes it", seen, timeout_s=300)

@@ -29,7 +29,7 @@ import pytest
 from ops import nightly, promote_live
 from sentclf.metrics import matthews_corrcoef
 
-from .conftest import REPO_ROOT, require_docker, terminal_signals
+from .conftest import REPO_ROOT, background_command, require_docker
 from .typed_blocks import all_blocks, typed_block
 
 PAGE = REPO_ROOT / "docs" / "operations" / "live-loop.md"
@@ -142,16 +142,7 @@ class ShadowServer:
         env = store.env | {"HOME": str(home)}
         made = subprocess.run(["bash", "-c", mkdir], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         assert made.returncode == 0, made.stderr
-        self.process = subprocess.Popen(
-            ["bash", "-c", f"source .venv/bin/activate && exec {command}"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            preexec_fn=terminal_signals,
-        )
+        self.process = background_command(command, env)
         self.http = self.grpc = self.image = None
         deadline = time.monotonic() + 600
         while (self.http is None or self.grpc is None) and time.monotonic() < deadline:

@@ -29,7 +29,7 @@ from sentclf.images import score_image as checkout_score_image
 from sentclf.spark_cluster import CLUSTER_LABEL
 from sentclf.text_model import TextClassifier
 
-from .conftest import OUR_CHECKOUT, REPO_ROOT, TEST_OUTPUT, require_docker, terminal_signals
+from .conftest import OUR_CHECKOUT, REPO_ROOT, TEST_OUTPUT, require_docker
 from .test_commands_as_typed import wait_for_line
 from .typed_blocks import typed_block
 
@@ -126,11 +126,7 @@ def spark_cluster(typed_store, score_image) -> str:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 7077)) == 0:
             command += f" SPARK_PORT={free_port()}"
-    process = subprocess.Popen(
-        ["bash", "-c", f"source .venv/bin/activate && {command}"],
-        cwd=REPO_ROOT, env=typed_store.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True, preexec_fn=terminal_signals,
-    )  # fmt: skip
+    process = typed_store.background(command)
     seen: list[str] = []
     try:
         wait_for_line(process, "Ctrl-C stops and removes them", seen, timeout_s=600)
