@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig, get_linear_schedule_with_warmup
@@ -146,6 +145,10 @@ def contrastive_fit(
     iterations: int = PAIR_ITERATIONS,
 ) -> dict[str, float]:
     """Tune the encoder on pairs of `split`'s rows with the cosine-similarity loss; the summary."""
+    # Imported here: sentence-transformers (and the scikit-learn and SciPy it loads) add about 2.5 s to
+    # every train step's start, and only a few-shot run uses it.
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+
     rng = np.random.default_rng(seed)
     pairs = sample_pairs(split.labels, iterations, rng)
     pairs = pairs[rng.permutation(len(pairs))]
