@@ -71,10 +71,9 @@ label-next: venv
 	$(PYTHON) -m tools.label_next --model "$(MODEL)" $(ARGS)
 
 ## test: the docs site built strictly, the unit tests, small end-to-end runs of the real pipeline, the
-## docs' commands as typed (in the venv `make run` makes), a real browser; in two lanes, the unit tests beside
-## the rest (tests/conftest.py)
+## docs' commands as typed (in the venv `make run` makes), a real browser
 test: venv dev-venv images browser docs-build
-	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_PYTHON) -m pytest $(PYTEST_ARGS)
 
 ## docs: the docs site (docs/, mkdocs.yml) on http://127.0.0.1:15080, rebuilt as you edit (DOCS_PORT=... for
 ## another port)

@@ -33,54 +33,9 @@ OUR_CHECKOUT = checkout_filter(REPO_ROOT)
 FIRST_MODULES = ("test_commands_as_typed.py",)
 LAST_MODULES = ("test_analysis_e2e.py",)
 
-# `make test` runs the suite in two lanes, two pytest-xdist workers (`-n 2`, pytest_xdist_make_scheduler):
-# - the serial lane: everything that starts pipelines, containers or servers, one test at a time in the
-#   order above (they share the as-typed store, the engine and the checkout's leftover checks);
-# - the unit lane: tests/unit (no engine), at a lower CPU priority, on the cores the serial lane leaves
-#   idle (a tiny pipeline keeps 2 cores about 70% busy: the rest is waiting on the engine, servers and the
-#   store), so that it adds little to the serial lane's time.
-# Without -n (plain `pytest`), every test runs in one process, in the same order.
-SERIAL_LANE, UNIT_LANE = "serial", "unit"
-UNIT_LANE_NICENESS = 5
-
-
-def lane(nodeid: str) -> str:
-    return UNIT_LANE if nodeid.startswith("tests/unit/") else SERIAL_LANE
-
-
-def order(item: pytest.Item) -> int:
-    """The server tests run late in the serial lane: by then the unit lane is done, and their latency
-    figures have two cores to themselves."""
-    return (
-        (item.path.name not in FIRST_MODULES)
-        + (item.path.parent.name == "server")
-        + 2 * (item.path.name in LAST_MODULES)
-    )
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=order)
-
-
-@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: plain `pytest` runs without it
-def pytest_xdist_make_scheduler(config: pytest.Config, log) -> object:
-    """The two lanes, whatever --dist says: xdist's scheduling by scope, with a test's lane as its scope
-    (each lane goes whole to one worker, in collection order). Not its loadgroup mode: that names groups
-    by rewriting node ids, which pytest 9 no longer reads."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class Lanes(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return lane(nodeid)
-
-    return Lanes(config, log)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """The unit lane's worker lowers its priority once, before its first test."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and lane(item.nodeid) == UNIT_LANE and os.nice(0) == 0:
-        os.nice(UNIT_LANE_NICENESS)
+    items.sort(key=lambda item: (item.path.name not in FIRST_MODULES) + (item.path.name in LAST_MODULES))
 
 
 def ours(labels: dict | None) -> bool:

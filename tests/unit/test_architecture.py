@@ -6,7 +6,6 @@ it names (benchlib.use_steps). The imports are read from the code's syntax tree,
 function counts too."""
 
 import ast
-import re
 import sys
 from pathlib import Path
 
@@ -169,12 +168,3 @@ def test_no_two_step_or_bench_modules_share_a_name():
                 clashes.append(f"{seen[path.stem]}/{path.name} and {folder}/{path.name}")
             seen[path.stem] = folder
     assert clashes == []
-
-
-def test_no_unit_test_needs_a_docker_engine():
-    """The unit lane runs beside the end-to-end tests (tests/conftest.py), whose leftover checks would count
-    a container it started: a test that needs the engine lives outside tests/unit."""
-    engine = re.compile(r"require_docker\(|docker\.from_env\(|containers\.run\(")
-    files = [p for p in python_files("tests/unit") if p != Path(__file__)]
-    needing = [p.name for p in files if engine.search(p.read_text())]
-    assert needing == []
