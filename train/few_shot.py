@@ -145,7 +145,7 @@ def contrastive_fit(
     iterations: int = PAIR_ITERATIONS,
 ) -> dict[str, float]:
     """Tune the encoder on pairs of `split`'s rows with the cosine-similarity loss; the summary."""
-    # Imported here: sentence-transformers (and the scikit-learn and SciPy it loads) add about 2.5 s to
+    # Imported here: sentence-transformers (and the scikit-learn and SciPy it loads) add up to 2 s to
     # every train step's start, and only a few-shot run uses it.
     from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
