@@ -6,8 +6,15 @@ the `docker run` client in it forwards the signal to the container, whose PID 1 
 containers run with `--init` (tini forwards it on) and the step's own handler (sentclf.tracking.step_run)
 ends the run KILLED. Should a container outlive that anyway (a client killed with SIGKILL, a step stuck in
 C code), every container of the pipeline carries a label and is removed here after a grace period.
+
+Launching is the other part: MLflow's own local backend, asked not to wait, starts a second `mlflow run`
+process that imports MLflow again and validates the project again before it runs `docker run`, 4-5 s a step.
+DirectDockerBackend, registered with MLflow as a project backend plugin, hands back the `docker run` process
+itself, so the container's exit status is the step's (137, 143: killed from outside) and no second process
+stands between a signal and the container.
 """
 
+import importlib.metadata
 import logging
 import tempfile
 import time
@@ -16,6 +23,9 @@ from pathlib import Path
 import docker.errors
 import mlflow
 from mlflow.entities import Run, RunStatus
+from mlflow.projects.backend.local import LocalBackend as MlflowLocalBackend
+from mlflow.projects.submitted_run import SubmittedRun
+from mlflow.projects.utils import PROJECT_SYNCHRONOUS
 
 from conductor.outcome import CONTAINER_KILLED, KILLED_FROM_OUTSIDE, STEP_FAILED
 from conductor.tracking_credentials import step_credentials
@@ -28,6 +38,37 @@ logger = logging.getLogger(__name__)
 
 # Seconds a cancelled step gets to end its run and remove its servers before its containers are killed.
 CANCEL_GRACE_S = 20.0
+
+
+# The name pyproject.toml registers DirectDockerBackend under (the `mlflow.project_backend` entry points).
+DIRECT_BACKEND = "sentclf-docker"
+
+
+class DirectDockerBackend(MlflowLocalBackend):
+    """MLflow's local backend without its second process: the run, its tags, its parameters and the
+    `docker run` command are MLflow's; the process returned is `docker run` itself (what MLflow's synchronous
+    mode starts), not waited on here. The caller waits, and ends a run the container left RUNNING."""
+
+    def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri, experiment_id):
+        return super().run(
+            project_uri,
+            entry_point,
+            params,
+            version,
+            backend_config | {PROJECT_SYNCHRONOUS: True},
+            tracking_uri,
+            experiment_id,
+        )
+
+
+def require_direct_backend() -> None:
+    """A clear error where this checkout's venv was installed before the plugin was registered."""
+    if not importlib.metadata.entry_points(group="mlflow.project_backend", name=DIRECT_BACKEND):
+        raise RuntimeError(
+            f"MLflow does not know the {DIRECT_BACKEND!r} project backend this checkout launches its steps "
+            "with: the venv was installed before it was added. Reinstall the project into it with "
+            "`make venv` (or `pip install -e .` in the venv you use), then run again."
+        )
 
 
 class StepFailed(RuntimeError):
@@ -44,6 +85,7 @@ class LocalBackend:
     """Runs each step's MLproject with the local Docker engine."""
 
     def __init__(self, project_dir: Path, pipeline_run_id: str) -> None:
+        require_direct_backend()
         self.project_dir = project_dir
         self.pipeline_run_id = pipeline_run_id
         # The host network: the steps reach an http:// tracking server on loopback. --init: a container's
@@ -76,6 +118,7 @@ class LocalBackend:
                 entry_point=entry_point,
                 parameters=parameters,
                 env_manager="local",
+                backend=DIRECT_BACKEND,
                 docker_args=self.docker_args | credential_args,
                 build_image=False,
                 synchronous=False,
@@ -87,7 +130,7 @@ class LocalBackend:
             except (KeyboardInterrupt, StepCancelled):
                 self.cancel(submitted)
                 raise
-        run = mlflow.get_run(submitted.run_id)
+        run = end_left_running(submitted.run_id, succeeded)
         if not succeeded or run.info.status != "FINISHED":
             run_id = submitted.run_id
             # Not cancelled by us (that raised above): a container that ended by a signal was killed
@@ -104,7 +147,7 @@ class LocalBackend:
             )
         return run
 
-    def cancel(self, submitted: mlflow.projects.SubmittedRun) -> None:
+    def cancel(self, submitted: SubmittedRun) -> None:
         """Stop the running step: signal it, give it CANCEL_GRACE_S to end cleanly, then remove whatever
         container of this pipeline is still there, and make sure its run does not stay RUNNING."""
         started = time.monotonic()
@@ -129,3 +172,15 @@ class LocalBackend:
         if not RunStatus.is_terminated(RunStatus.from_string(client.get_run(submitted.run_id).info.status)):
             client.set_terminated(submitted.run_id, "KILLED")
         logger.info("step run %s cancelled in %.1fs", submitted.run_id, time.monotonic() - started)
+
+
+def end_left_running(run_id: str, succeeded: bool) -> Run:
+    """The step's run once its container is gone, ended as MLflow ends a project run its command left open:
+    FINISHED on exit 0, FAILED otherwise (a container killed, out of memory). No run of a step that is over
+    stays RUNNING."""
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    if not RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
+        client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+        run = client.get_run(run_id)
+    return run
