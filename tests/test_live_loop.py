@@ -122,7 +122,9 @@ def two_versions(typed_store):
         if versions
         else train_version(typed_store, "-P epochs=1 -P max_train_samples=256")
     )
-    challenger = train_version(typed_store, "-P epochs=2 -P max_train_samples=2048 -P seed=2")
+    # 1,024 rows, another seed: on the first 300 in-domain sentences it disagreed with a 256-row version on
+    # 260 (2 epochs of 2,048 rows: on 32, with the 20 the test needs), 24 s sooner (AVX2-only EPYC).
+    challenger = train_version(typed_store, "-P epochs=1 -P max_train_samples=1024 -P seed=2")
     client.set_registered_model_alias(MODEL, "champion", champion)
     client.set_registered_model_alias(MODEL, "challenger", challenger)
     return TwoVersions(client, champion, challenger)
