@@ -1,17 +1,18 @@
-"""How the conductor launches a step on this machine: `mlflow run <step>` in the step's docker_env
-container, on the host network, as a child run of the pipeline.
+"""How the conductor launches a step on this machine: the step's MLproject, run by MLflow's projects API
+in the step's docker_env container, on the host network, as a child run of the pipeline.
 
-Cancelling is the hard part. MLflow's own cancel sends SIGTERM to the step's `mlflow run` process group;
-the `docker run` client in it forwards the signal to the container, whose PID 1 would ignore it, so the
-containers run with `--init` (tini forwards it on) and the step's own handler (sentclf.tracking.step_run)
-ends the run KILLED. Should a container outlive that anyway (a client killed with SIGKILL, a step stuck in
-C code), every container of the pipeline carries a label and is removed here after a grace period.
+Cancelling is the hard part. MLflow's own cancel sends SIGTERM to the step's `docker run` client, which
+forwards the signal to the container, whose PID 1 would ignore it, so the containers run with `--init`
+(tini forwards it on) and the step's own handler (sentclf.tracking.step_run) ends the run KILLED. Should a
+container outlive that anyway (a client killed with SIGKILL, a step stuck in C code), every container of
+the pipeline carries a label and is removed here after a grace period.
 
 Launching is the other part: MLflow's own local backend, asked not to wait, starts a second `mlflow run`
 process that imports MLflow again and validates the project again before it runs `docker run`, 4-5 s a step.
 DirectDockerBackend, registered with MLflow as a project backend plugin, hands back the `docker run` process
-itself, so the container's exit status is the step's (137, 143: killed from outside) and no second process
-stands between a signal and the container.
+itself (MLflow starts it as `bash -c "docker run ..."`, and bash execs a lone command), so the container's
+exit status is the step's (137, 143: killed from outside) and no second process stands between a signal and
+the container.
 """
 
 import importlib.metadata
@@ -49,7 +50,16 @@ class DirectDockerBackend(MlflowLocalBackend):
     `docker run` command are MLflow's; the process returned is `docker run` itself (what MLflow's synchronous
     mode starts), not waited on here. The caller waits, and ends a run the container left RUNNING."""
 
-    def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri, experiment_id):
+    def run(
+        self,
+        project_uri: str,
+        entry_point: str,
+        params: dict,
+        version: str | None,
+        backend_config: dict,
+        tracking_uri: str,
+        experiment_id: str,
+    ) -> SubmittedRun:
         return super().run(
             project_uri,
             entry_point,
