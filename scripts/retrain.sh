@@ -14,7 +14,7 @@
 # Transient failures are retried (RETRAIN_RETRIES, default 2, RETRAIN_BACKOFF seconds apart, doubling),
 # and RETRAIN_NOTIFY's Apprise URLs hear of failures and promotions (RETRAIN_NOTIFY_ON=all: every night):
 # see ops/nightly.py.
-# Logs: logs/retrain-<UTC time>-<pid>.log (RETRAIN_LOG_DIR for another folder), each ending in one summary line;
+# Logs: logs/retrain-<UTC time>-<pid, 7 digits>.log (RETRAIN_LOG_DIR for another folder), each ending in one summary line;
 # retrain-latest.log points to the newest; only the newest RETRAIN_KEEP_LOGS (default 30) are kept.
 # A tracking server with a login: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD_FILE (a file, so that
 # no password is in the crontab), and MLFLOW_TRACKING_SERVER_CERT_PATH for a certificate of its own; `make run`
@@ -28,8 +28,10 @@ logs=${RETRAIN_LOG_DIR:-$repo/logs}
 keep=${RETRAIN_KEEP_LOGS:-30}
 mkdir -p "$logs" "$repo/.build"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-# The pid too: two retrains started in the same second (a scheduled one and a skipped one) keep apart.
-log="$logs/retrain-$stamp-$$.log"
+# The pid too: two retrains started in the same second (a scheduled one and a skipped one) keep apart. Padded
+# to pid_max's 7 digits, so that names still sort as the retrains started (unpadded, 1042 sorts before 979, and
+# retention pruned the newer log).
+log="$logs/retrain-$stamp-$(printf %07d $$).log"
 
 finish() {  # finish <exit status> <summary>: the log's last line, the latest link, old logs pruned
   echo "retrain $stamp: exit $1: $2" >>"$log"

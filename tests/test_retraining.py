@@ -3,6 +3,7 @@ cron daemon firing the installed entry, a manual `make run` during the scheduled
 server images that neither collide nor pile up. Real store and registry, real containers, real cron."""
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -215,6 +216,29 @@ def test_the_cron_entry_fires_and_a_manual_run_waits_for_it(typed_store: TypedSt
         finally:
             shutil.rmtree(logs, ignore_errors=True)
     assert leftover_containers() == []
+
+
+def test_two_retrains_of_one_second_keep_their_order_and_retention_keeps_the_newer(tmp_path):
+    """A scheduled retrain and one skipped while it runs often start in the same second: their logs are told
+    apart by the pid, padded so that the names sort as the retrains started. (Unpadded, a skipped retrain of
+    pid 1042 sorted before the scheduled one of pid 979, and retention pruned the newer log.)"""
+    logs = tmp_path / "logs"
+    env = {**os.environ, "RETRAIN_LOG_DIR": str(logs), "RETRAIN_KEEP_LOGS": "1"}
+    lock = REPO_ROOT / ".build" / "pipeline.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another pipeline runs: both retrains skip
+        try:
+            skipped = []
+            for _ in range(2):
+                process = subprocess.Popen(["scripts/retrain.sh"], cwd=REPO_ROOT, env=env)
+                assert process.wait(timeout=60) == 75
+                skipped.append(process.pid)
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+    (kept,) = logs.glob("retrain-2*.log")
+    assert re.fullmatch(rf"retrain-\d{{8}}T\d{{6}}Z-{skipped[1]:07d}\.log", kept.name), (kept.name, skipped)
+    assert kept.read_text().splitlines()[-1].endswith("exit 75: skipped: another pipeline is running")
 
 
 # ---- images -----------------------------------------------------------------------------------------------
