@@ -33,7 +33,7 @@ STEPS = ("preprocess", "train", "building", "evaluate")
 # What the slices command gets added (as docs/your-data.md's test does): a tiny run of a model of its own.
 TINY = (
     "-P epochs=1 -P max_train_samples=256 -P registered_model_name=tickets-classifier -P label_audit=false"
-    " -P requests_per_level=50"
+    " -P requests_per_level=50 -P latency_requests=200"
 )
 
 

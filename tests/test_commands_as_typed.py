@@ -34,13 +34,18 @@ from .typed_blocks import typed_block
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 STEPS = ("preprocess", "train", "building", "evaluate")
+# The pipeline's tiny recipe: the later runs of the file give it again, cache on, to reuse its steps.
+RECIPE = "-P epochs=1 -P max_train_samples=256 -P requests_per_level=50 -P latency_requests=200"
 # What each command of the block gets added, so that it runs in seconds rather than minutes.
 TINY = {
-    "mlflow run .": "-P epochs=1 -P max_train_samples=256 -P use_cache=false -P requests_per_level=50",
+    "mlflow run .": f"{RECIPE} -P use_cache=false",
     "mlflow run preprocess": "-P label_audit=false",  # the pipeline above audits CoLA's labels already
     "mlflow run train": "-P max_train_samples=64 -P batch_size=16",
     "mlflow run building": "",
-    "mlflow run evaluate": "-P concurrency_levels=1,4 -P requests_per_level=50 -P bootstrap_resamples=1000",
+    "mlflow run evaluate": (
+        "-P concurrency_levels=1,4 -P requests_per_level=50 -P latency_requests=200 "
+        "-P bootstrap_resamples=1000"
+    ),
     "mlflow ui": "",  # started by tests/test_ui_browser.py on a free port
 }
 TIMINGS: dict[str, float] = {}
@@ -101,7 +106,8 @@ def test_the_pipeline_as_typed(typed_store):
     version, decision = parent.data.tags["registered_model_version"], parent.data.tags["gate.decision"]
     assert (
         parent.info.run_name
-        == f"v{version} {decision} · cola · epochs=1 max_train_samples=256 requests_per_level=50"
+        == f"v{version} {decision} · cola · "
+        + "epochs=1 max_train_samples=256 requests_per_level=50 latency_requests=200"
     )
     assert parent.data.metrics["registered_model_version"] == float(version)
     assert parent.data.metrics["gate_promoted"] == float(decision == "promoted")
@@ -164,9 +170,7 @@ def test_the_pipeline_as_typed(typed_store):
 def test_a_second_run_with_nothing_changed_reuses_every_step(typed_store):
     """The step cache: same code, parameters and data, whatever the commit or the tree's state."""
     first = [r for r in typed_store.runs() if "mlflow.parentRunId" not in r.data.tags][-1]
-    result = run_typed(
-        typed_store, "mlflow run .", "-P epochs=1 -P max_train_samples=256 -P requests_per_level=50"
-    )  # cache on
+    result = run_typed(typed_store, "mlflow run .", RECIPE)  # cache on
     assert result.returncode == 0, output(result)
     second = [r for r in typed_store.runs() if "mlflow.parentRunId" not in r.data.tags][-1]
     assert second.info.run_id != first.info.run_id
@@ -196,18 +200,14 @@ def test_a_conductor_edit_reruns_no_step_and_a_train_edit_reruns_from_train(type
     """Only what a step runs keys its cache: the conductor is not in the step image nor in any key."""
     first = newest_parent(typed_store)
     with edited("conductor/ui_links.py"):
-        result = run_typed(
-            typed_store, "mlflow run .", "-P epochs=1 -P max_train_samples=256 -P requests_per_level=50"
-        )
+        result = run_typed(typed_store, "mlflow run .", RECIPE)
     assert result.returncode == 0, output(result)
     second = newest_parent(typed_store)
     for step in STEPS:
         assert second.data.tags[f"cache.{step}"] == f"reused {first.data.tags[f'run_id.{step}']}", step
 
     with edited("train/train.py"):
-        result = run_typed(
-            typed_store, "mlflow run .", "-P epochs=1 -P max_train_samples=256 -P requests_per_level=50"
-        )
+        result = run_typed(typed_store, "mlflow run .", RECIPE)
     assert result.returncode == 0, output(result)
     third = newest_parent(typed_store)
     assert third.data.tags["cache.preprocess"] == f"reused {first.data.tags['run_id.preprocess']}"

@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 # phase's cost is pairs x length), no label audit (its cross-validated fits), one epoch should the run
 # fine-tune.
 TINY = (
-    "-P epochs=1 -P max_seq_length=32 -P few_shot_iterations=2 -P label_audit=false -P requests_per_level=50"
+    "-P epochs=1 -P max_seq_length=32 -P few_shot_iterations=2 -P label_audit=false -P requests_per_level=50 "
+    "-P latency_requests=200"
 )
 
 

@@ -103,7 +103,8 @@ class TwoVersions:
 
 def train_version(store, recipe: str) -> str:
     result = store.shell(
-        f"mlflow run . --env-manager local {recipe} -P label_audit=false -P requests_per_level=50",
+        f"mlflow run . --env-manager local {recipe} -P label_audit=false -P requests_per_level=50 "
+        "-P latency_requests=200",
         timeout_s=2400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

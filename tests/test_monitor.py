@@ -46,7 +46,7 @@ def champion(typed_store):
     if not client.search_model_versions(f"name='{MODEL}'"):
         result = typed_store.shell(
             "mlflow run . --env-manager local -P epochs=1 -P max_train_samples=256 -P label_audit=false"
-            " -P requests_per_level=50",
+            " -P requests_per_level=50 -P latency_requests=200",
             timeout_s=1800,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

@@ -24,7 +24,7 @@ from .typed_blocks import typed_block
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 LABELS = ("billing", "login", "refund", "shipping")
-TINY = "-P epochs=1 -P max_seq_length=32 -P requests_per_level=50"
+TINY = "-P epochs=1 -P max_seq_length=32 -P requests_per_level=50 -P latency_requests=200"
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 MODEL = f"nightly-{uuid.uuid4().hex[:6]}"  # a registered model of its own: its first version is promoted
 TINY = (
     f"-P epochs=1 -P max_train_samples=64 -P registered_model_name={MODEL} -P min_mcc=-1 -P label_audit=false"
-    " -P requests_per_level=50"
+    " -P requests_per_level=50 -P latency_requests=200"
 )
 COLUMNS = "-P text_column=text -P label_column=y"
 TIMINGS: dict[str, float] = {}

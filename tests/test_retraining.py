@@ -28,7 +28,10 @@ from .test_commands_as_typed import leftover_containers, output, typed
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 COLA = REPO_ROOT / "preprocess" / "data" / "cola" / "in_domain_train.tsv"
-TINY = "-P epochs=1 -P max_train_samples=128 -P label_audit=false -P requests_per_level=50"
+TINY = (
+    "-P epochs=1 -P max_train_samples=128 -P label_audit=false -P requests_per_level=50"
+    " -P latency_requests=200"
+)
 COLUMNS = "-P text_column=text -P label_column=y"
 
 

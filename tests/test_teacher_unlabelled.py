@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 # Appended to the page's `make run`: 64 labelled rows, 200 of the variants, one epoch of each model.
 TINY = (
     "-P max_train_samples=64 -P epochs=1 -P teacher_epochs=1 -P max_seq_length=32 -P label_audit=false "
-    "-P requests_per_level=50 -P unlabelled_max_rows=200"
+    "-P requests_per_level=50 -P latency_requests=200 -P unlabelled_max_rows=200"
 )
 
 

@@ -23,7 +23,10 @@ from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
-TINY = "-P epochs=1 -P max_train_samples=128 -P use_cache=false -P label_audit=false -P requests_per_level=50"
+TINY = (
+    "-P epochs=1 -P max_train_samples=128 -P use_cache=false -P label_audit=false -P requests_per_level=50"
+    " -P latency_requests=200"
+)
 
 
 def make(

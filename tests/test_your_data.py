@@ -23,7 +23,10 @@ from .typed_blocks import typed_block
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 TREC = ("abbreviation", "description", "entity", "human", "location", "numeric")
-TINY = "-P epochs=1 -P max_train_samples=256 -P label_audit=false -P requests_per_level=50"
+TINY = (
+    "-P epochs=1 -P max_train_samples=256 -P label_audit=false -P requests_per_level=50"
+    " -P latency_requests=200"
+)
 
 
 def your_data_commands() -> list[str]:

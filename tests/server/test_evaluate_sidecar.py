@@ -11,6 +11,7 @@ import evaluate
 import load
 from inputs import EvaluationInputs
 
+ONE_REQUEST = argparse.Namespace(concurrency_levels=[1], requests_per_level=1, latency_requests=1)
 SENTENCES = [
     "the cat sat on the mat",
     "mat the on sat cat the",
@@ -37,7 +38,7 @@ def test_evaluate_measures_the_sidecar_at_the_address_it_is_given(
     inputs = EvaluationInputs(
         "cola-classifier", "1", "registry.example/cola-classifier-server:1@sha256:00", "data", "cola"
     )
-    args = argparse.Namespace(concurrency_levels=[1, 2], requests_per_level=20)
+    args = argparse.Namespace(concurrency_levels=[1, 2], requests_per_level=20, latency_requests=3)
     served = evaluate.serve_and_measure(inputs, SENTENCES, args)
     expected = reference_probs(model_dir / "tokenizer.json", SENTENCES)
     assert np.allclose(served.scores.probabilities, expected, atol=1e-5)
@@ -46,6 +47,7 @@ def test_evaluate_measures_the_sidecar_at_the_address_it_is_given(
         <= served.latency["latency_p99_ms"]
         <= served.latency["latency_max_ms"]
     )
+    assert len(served.latency_samples) == 3  # latency_requests: the first 3 sentences, one at a time
     assert [row["concurrency"] for row in served.load] == [1, 2]
     assert all(row["errors"] == 0 for row in served.load)
     # Not measurable from inside the pod: left out rather than made up.
@@ -60,9 +62,7 @@ def test_a_sidecar_address_that_is_not_loopback_is_refused(monkeypatch, no_docke
     monkeypatch.setenv(evaluate.SERVER_ADDRESS_ENV, "10.0.0.5:8001")
     inputs = EvaluationInputs("m", "1", "image", "data")
     with pytest.raises(evaluate.StepInputError, match="expected 127.0.0.1:<port>"):
-        evaluate.serve_and_measure(
-            inputs, SENTENCES, argparse.Namespace(concurrency_levels=[1], requests_per_level=1)
-        )
+        evaluate.serve_and_measure(inputs, SENTENCES, ONE_REQUEST)
 
 
 def test_a_sidecar_that_dies_fails_the_evaluation_naming_it(
@@ -74,6 +74,4 @@ def test_a_sidecar_that_dies_fails_the_evaluation_naming_it(
     sidecar.stop()
     inputs = EvaluationInputs("m", "1", "image", "data")
     with pytest.raises(load.ServerFailed, match="not SERVING|could not be scored"):
-        evaluate.serve_and_measure(
-            inputs, SENTENCES, argparse.Namespace(concurrency_levels=[1], requests_per_level=1)
-        )
+        evaluate.serve_and_measure(inputs, SENTENCES, ONE_REQUEST)

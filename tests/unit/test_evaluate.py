@@ -325,6 +325,8 @@ def test_parameters_are_checked_before_any_work():
         "1,4",
         "--requests-per-level",
         "10",
+        "--latency-requests",
+        "50",
         "--min-delta",
         "0",
         "--confidence",
@@ -335,8 +337,13 @@ def test_parameters_are_checked_before_any_work():
         evaluate.parse_args([*base, *good, "--bootstrap-resamples", "100"])
     with pytest.raises(SystemExit):
         evaluate.parse_args([*base, *good[:1], "1,x", *good[2:], "--bootstrap-resamples", "1000"])
+    latency = good.index("--latency-requests") + 1
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(
+            [*base, *good[:latency], "0", *good[latency + 1 :], "--bootstrap-resamples", "99"]
+        )
     args = evaluate.parse_args([*base, *good, "--bootstrap-resamples", "1000"])
-    assert args.concurrency_levels == [1, 4]
+    assert args.concurrency_levels == [1, 4] and args.latency_requests == 50
 
 
 # ---- a dead server, described ----------------------------------------------------------------------------
