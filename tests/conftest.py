@@ -1,6 +1,7 @@
 """Shared fixtures: a throw-away MLflow tracking store, and access to each step's own modules."""
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -143,8 +144,10 @@ class TypedStore:
     def shell(
         self, command: str, timeout_s: float = 1800, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        """`command` in bash from the repository root with the venv activated, as a user runs it."""
-        return subprocess.run(
+        """`command` in bash from the repository root with the venv activated, as a user runs it. Its wall
+        time goes to test-output/shell-seconds.jsonl (where the suite's minutes go, command by command)."""
+        started = time.monotonic()
+        result = subprocess.run(
             ["bash", "-c", f"source .venv/bin/activate && {command}"],
             cwd=REPO_ROOT,
             env=env or self.env,
@@ -153,6 +156,8 @@ class TypedStore:
             timeout=timeout_s,
             check=False,
         )
+        record_seconds(command, time.monotonic() - started, result.returncode)
+        return result
 
     def background(self, command: str) -> subprocess.Popen:
         """`command` in this store's environment, as background_command starts it; the caller stops it."""
@@ -160,6 +165,24 @@ class TypedStore:
 
     def runs(self) -> list:
         return self.client.search_runs([self.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def pytest_sessionstart(session) -> None:
+    """Each session's shell-seconds.jsonl is its own."""
+    (TEST_OUTPUT / "shell-seconds.jsonl").unlink(missing_ok=True)
+
+
+def record_seconds(command: str, seconds: float, returncode: int) -> None:
+    """One line of test-output/shell-seconds.jsonl: the test, the command (its first 300 characters)."""
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    line = {
+        "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0],
+        "seconds": round(seconds, 1),
+        "returncode": returncode,
+        "command": command[:300],
+    }
+    with (TEST_OUTPUT / "shell-seconds.jsonl").open("a") as out:
+        out.write(json.dumps(line) + "\n")
 
 
 def background_command(command: str, env: dict[str, str]) -> subprocess.Popen:
