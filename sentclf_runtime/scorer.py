@@ -187,6 +187,10 @@ class Scorer:
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         (logits,) = self.session.run([self.output_name], feeds)
+        return self.probabilities(logits)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """The model's logits [batch, labels] as its probabilities (what predict returns)."""
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             expected = f"[batch, {len(self.labels)}]"
             raise ModelError(f"model returned logits of shape {list(logits.shape)}, expected {expected}")

@@ -191,10 +191,10 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> Path:
                 f"for in {args.out / LEDGER}, {pool.duplicates} repeats): lower --count or give more text"
             )
         explorer = Explorer(model_dir, [], [])
-        probabilities = explorer.scorer.predict(pool.texts)
+        probabilities, vectors = explorer.score_and_embed(pool.texts)
         scores = uncertainty(probabilities)
         classes = predicted_classes(probabilities, args.balance)
-        picks = select(explorer.embed(pool.texts), scores, args.count, args.uncertainty_weight, classes)
+        picks = select(vectors, scores, args.count, args.uncertainty_weight, classes)
     chosen = [pool.texts[i] for i in picks]
     path = write_batch(chosen, args.out, args.text_column, args.label_column, now or datetime.now(UTC))
     logger.info(
