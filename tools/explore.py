@@ -186,37 +186,34 @@ class Explorer:
     def embedding_kind(self) -> str:
         return "the model's pooled sentence vector" if self.embedding_output else "the model's logits"
 
-    def embed(self, texts: list, batch: int = 64) -> np.ndarray:
+    def embed(self, texts: list) -> np.ndarray:
         """The model's own vectors of `texts` (see the module docstring), in their order; (text, text_pair)
         tuples are encoded together, as the scorer encodes them."""
-        return self.score_and_embed(texts, batch)[1]
+        return self.score_and_embed(texts)[1]
 
-    def score_and_embed(self, texts: list, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def score_and_embed(self, texts: list) -> tuple[np.ndarray, np.ndarray]:
         """Each text's probabilities (as the scorer's predict gives them) and its vector, from one run of
-        the graph (its logits come with the vector). Each window of SORT_WINDOW texts runs sorted by
-        length, as the scorer runs them, so a batch padded to its longest text wastes little: label_next
-        scores and embeds thousands of candidates (4,256 TREC questions: 33 s before, two passes in input
-        order, half of the work padding)."""
+        the graph (its logits come with the vector), in windows of SORT_WINDOW texts grouped into ORT calls
+        as the scorer groups them (by length: a call padded to its longest text wastes little). label_next
+        scores and embeds thousands of candidates."""
         from sentclf_runtime.scorer import SORT_WINDOW
 
-        windows = [
-            self._run_window(texts[i : i + SORT_WINDOW], batch) for i in range(0, len(texts), SORT_WINDOW)
-        ]
+        windows = [self._run_window(texts[i : i + SORT_WINDOW]) for i in range(0, len(texts), SORT_WINDOW)]
         if not windows:
             return np.zeros((0, len(self.names)), np.float32), np.zeros((0, 1), np.float32)
         return np.concatenate([p for p, _ in windows]), np.concatenate([v for _, v in windows])
 
-    def _run_window(self, texts: list, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _run_window(self, texts: list) -> tuple[np.ndarray, np.ndarray]:
         scorer = self.scorer
         # Without a vector output (an int8 graph), the logits are the vector too (the module docstring).
         outputs = [scorer.output_name, *([self.embedding_output] if self.embedding_output else [])]
         encodings = scorer.tokenizer.encode_batch_fast(texts)
         with_types = "token_type_ids" in scorer.input_names
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        order, ranges = scorer.buckets([len(encoding.ids) for encoding in encodings])
         probabilities = np.empty((len(encodings), len(self.names)), dtype=np.float32)
         vectors = None
-        for start in range(0, len(order), batch):
-            members = order[start : start + batch]
+        for start, end in ranges:
+            members = order[start:end]
             types = [encodings[i].type_ids for i in members] if with_types else None
             feeds = scorer._feeds([encodings[i].ids for i in members], types)  # the Scorer's padding, inputs
             results = scorer.session.run(outputs, feeds)

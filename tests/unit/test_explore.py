@@ -105,9 +105,9 @@ def test_explain_names_the_class_the_words_and_the_neighbours(explorer):
 
 
 def test_one_run_scores_and_embeds_in_input_order_as_predict_and_one_at_a_time_do(explorer):
-    """label_next's pass over thousands of candidates: batches sorted by length, answers in input order."""
+    """label_next's pass over thousands of candidates: calls grouped by length, answers in input order."""
     texts = [text for text, _ in TRAINING] * 3 + ["a", "the longest sentence of them all by a few words"]
-    probabilities, vectors = explorer.score_and_embed(texts, batch=4)
+    probabilities, vectors = explorer.score_and_embed(texts)
     np.testing.assert_allclose(probabilities, explorer.scorer.predict(texts), atol=1e-5)
     alone = np.stack([explorer.embed([text])[0] for text in texts])
     np.testing.assert_allclose(vectors, alone, atol=1e-4)
