@@ -23,6 +23,9 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export MLFLOW_EXPERIMENT_NAME ?= cola-pipeline
 ARGS ?=
 PYTEST_ARGS ?=
+# Two pytest-xdist workers: the end-to-end tests in order in one, the unit tests beside them at idle priority
+# in the other (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 # `mlflow run .` runs `python main.py` with whatever `python` is first on PATH: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -77,7 +80,7 @@ test: venv
 	@# fresh two-core machine, the development venv's 2.4 min of pip overlap the image builds).
 	$(MAKE) --no-print-directory -j2 dev-venv images browser
 	$(MAKE) --no-print-directory docs-build
-	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_PYTHON) -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## docs: the docs site (docs/, mkdocs.yml) on http://127.0.0.1:15080, rebuilt as you edit (DOCS_PORT=... for
 ## another port)

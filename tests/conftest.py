@@ -35,8 +35,44 @@ FIRST_MODULES = ("test_commands_as_typed.py",)
 LAST_MODULES = ("test_analysis_e2e.py",)
 
 
+# `make test` runs two pytest-xdist workers (--dist loadgroup). Everything that uses the Docker engine, the
+# fixed ports the docs print, the crontab or its own wall time is one group, run in one worker in the order
+# above, as the whole suite ran before: its leftover checks look at this checkout's containers and images,
+# and a test of it never shares them. The unit tests, one group per file (their module fixtures made
+# once), go to the other worker, which runs at idle priority (`unit_worker_idles`): it takes only the CPU
+# the end-to-end tests leave, so it never slows them, and it finishes while they run.
+ENGINE_GROUP = "engine"
+
+
+def in_engine_group(item: pytest.Item) -> bool:
+    unit = item.path.is_relative_to(REPO_ROOT / "tests" / "unit")
+    return not unit or any(item.get_closest_marker(name) for name in ("docker", "timed"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which adds the group to each test's id
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: (item.path.name not in FIRST_MODULES) + (item.path.name in LAST_MODULES))
+    for item in items:
+        group = ENGINE_GROUP if in_engine_group(item) else item.path.relative_to(REPO_ROOT).as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if hasattr(item.config, "workerinput"):
+        worker_policy(os.SCHED_OTHER if in_engine_group(item) else os.SCHED_IDLE)
+
+
+def worker_policy(policy: int) -> None:
+    """The unit tests' worker process, its threads and what it starts run as SCHED_IDLE: only on a core
+    nothing else wants (at nice 5, the unit tests' torch threads slowed the end-to-end tests beside them
+    2-2.4x). The engine group runs at the normal policy, in whichever worker it lands. Threads started
+    later inherit the policy of the thread that starts them."""
+    if os.sched_getscheduler(0) == policy:
+        return
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that has just ended; back to normal unprivileged
+            os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
 
 
 def ours(labels: dict | None) -> bool:
@@ -168,8 +204,9 @@ class TypedStore:
 
 
 def pytest_sessionstart(session) -> None:
-    """Each session's shell-seconds.jsonl is its own."""
-    (TEST_OUTPUT / "shell-seconds.jsonl").unlink(missing_ok=True)
+    """Each session's shell-seconds.jsonl is its own (started afresh by the session, not by each worker)."""
+    if not hasattr(session.config, "workerinput"):
+        (TEST_OUTPUT / "shell-seconds.jsonl").unlink(missing_ok=True)
 
 
 def record_seconds(command: str, seconds: float, returncode: int) -> None:

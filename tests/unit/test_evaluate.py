@@ -349,6 +349,7 @@ def test_parameters_are_checked_before_any_work():
 # ---- a dead server, described ----------------------------------------------------------------------------
 
 
+@pytest.mark.docker
 def test_a_server_that_just_died_is_described_as_exited_not_running():
     """The client sees the socket close before the engine marks the container exited: the message must
     wait for the engine instead of calling a dead server `running` (a real container that ends itself)."""

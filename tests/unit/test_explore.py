@@ -192,6 +192,7 @@ def copies(scratch) -> list[str]:
     return [name for name in os.listdir(scratch) if name.startswith("sentclf-explore-")]
 
 
+@pytest.mark.timed  # waits for the page with a deadline
 def test_the_page_stopped_by_sigterm_leaves_no_model_copy_behind(tracking_store, tmp_path):
     """`kill` (SIGTERM, what a supervisor or a test sends) stops the page and removes its temporary model
     copies: uvicorn raises SIGTERM again after its shutdown, which would end Python before its cleanup."""

@@ -282,6 +282,7 @@ def test_hub_ids_parse_into_path_and_config():
     assert parse_hub_id("stanfordnlp/sst2:") == ("stanfordnlp/sst2", None)
 
 
+@pytest.mark.timed
 @pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
 def test_hub_id_offline_fails_fast_naming_the_offline_options(monkeypatch, variable):
     for other in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -293,6 +294,7 @@ def test_hub_id_offline_fails_fast_naming_the_offline_options(monkeypatch, varia
     assert time.monotonic() - start < 2
 
 
+@pytest.mark.timed
 def test_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)

@@ -16,6 +16,8 @@ from sentclf.containers import PIPELINE_LABEL
 from sentclf.images import LOCAL_BASE_IMAGE
 from tests.conftest import require_docker
 
+pytestmark = pytest.mark.docker
+
 
 def project_with_step(root, command: str):
     """A project whose one step, `sleeper`, runs `command` in the base image."""

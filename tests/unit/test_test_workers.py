@@ -1,0 +1,66 @@
+"""`make test`'s two pytest-xdist workers (tests/conftest.py): the Makefile passes them, every unit test that
+reaches the Docker engine or times itself is in the engine group, and the unit worker's policy is
+SCHED_IDLE for all its threads."""
+
+import os
+import re
+import subprocess
+import sys
+
+from tests.typed_blocks import REPO_ROOT
+
+
+def pytest_line(*arguments: str) -> str:
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", "test", *arguments],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if " -m pytest " in line]
+    return line
+
+
+def test_make_test_runs_two_workers_and_test_workers_0_runs_one_process():
+    assert " -m pytest -n 2 --dist loadgroup " in pytest_line() + " "
+    assert pytest_line("TEST_WORKERS=0", "PYTEST_ARGS=-k docs").endswith(
+        "-m pytest -n 0 --dist loadgroup -k docs"
+    )
+
+
+def test_every_unit_module_that_reaches_the_engine_marks_it():
+    """A unit test that starts containers in the idle worker would race the end-to-end tests' leftover
+    checks: it must be marked `docker` (the engine group)."""
+    for path in sorted((REPO_ROOT / "tests" / "unit").glob("test_*.py")):
+        text = path.read_text()
+        if re.search(r"require_docker\(\)|docker\.from_env\(\)", text):
+            assert "pytest.mark.docker" in text, (
+                f"{path.name} reaches the Docker engine without @pytest.mark.docker"
+            )
+
+
+def test_the_unit_worker_idles_every_thread_and_the_engine_group_gets_the_normal_policy_back():
+    script = """
+import os, threading
+from pathlib import Path
+from tests.conftest import worker_policy
+started = threading.Event(); stop = threading.Event()
+def spin():
+    started.set(); stop.wait()
+thread = threading.Thread(target=spin); thread.start(); started.wait()
+def policies():
+    return {os.sched_getscheduler(int(task.name)) for task in Path("/proc/self/task").iterdir()}
+worker_policy(os.SCHED_IDLE); idle = policies()
+later = []
+threading.Thread(target=lambda: later.append(os.sched_getscheduler(0))).start()
+worker_policy(os.SCHED_OTHER); normal = policies()
+stop.set(); thread.join()
+print(idle == {os.SCHED_IDLE}, later == [os.SCHED_IDLE], normal == {os.SCHED_OTHER})
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    idle, inherited, normal = result.stdout.split()
+    assert idle == "True" and inherited == "True", result.stdout
+    # Back to normal needs CAP_SYS_NICE: as root (CI) it must succeed.
+    assert normal == "True" or os.geteuid() != 0, result.stdout
