@@ -4,18 +4,18 @@ SCHED_IDLE for all its threads."""
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 from tests.typed_blocks import REPO_ROOT
 
 
-def pytest_line(*arguments: str) -> str:
+def pytest_line(typed: str) -> str:
+    """The pytest command line `typed` (a `make test ...` as a page prints it) would run (make -n)."""
+    make, *arguments = shlex.split(typed)
     result = subprocess.run(
-        ["make", "--no-print-directory", "-n", "test", *arguments],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+        [make, "--no-print-directory", "-n", *arguments], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     (line,) = [line for line in result.stdout.splitlines() if " -m pytest " in line]
@@ -23,10 +23,9 @@ def pytest_line(*arguments: str) -> str:
 
 
 def test_make_test_runs_two_workers_and_test_workers_0_runs_one_process():
-    assert " -m pytest -n 2 --dist loadgroup " in pytest_line() + " "
-    assert pytest_line("TEST_WORKERS=0", "PYTEST_ARGS=-k docs").endswith(
-        "-m pytest -n 0 --dist loadgroup -k docs"
-    )
+    assert pytest_line("make test").endswith(" -m pytest -n 2 --dist loadgroup ")
+    assert pytest_line("make test TEST_WORKERS=0").endswith(" -m pytest -n 0 --dist loadgroup ")
+    assert pytest_line("make test PYTEST_ARGS='-k docs'").endswith(" --dist loadgroup -k docs")
 
 
 def test_every_unit_module_that_reaches_the_engine_marks_it():
