@@ -80,7 +80,7 @@ test: venv
 	@# fresh two-core machine, the development venv's 2.4 min of pip overlap the image builds).
 	$(MAKE) --no-print-directory -j2 dev-venv images browser
 	$(MAKE) --no-print-directory docs-build
-	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 ## docs: the docs site (docs/, mkdocs.yml) on http://127.0.0.1:15080, rebuilt as you edit (DOCS_PORT=... for
 ## another port)

@@ -1,6 +1,7 @@
 """Shared fixtures: a throw-away MLflow tracking store, and access to each step's own modules."""
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -35,32 +36,50 @@ FIRST_MODULES = ("test_commands_as_typed.py",)
 LAST_MODULES = ("test_analysis_e2e.py",)
 
 
-# `make test` runs two pytest-xdist workers (--dist loadgroup). Everything that uses the Docker engine, the
-# fixed ports the docs print, the crontab or its own wall time is one group, run in one worker in the order
-# above, as the whole suite ran before: its leftover checks look at this checkout's containers and images,
-# and a test of it never shares them. The unit tests, one group per file (their module fixtures made
-# once), go to the other worker, which runs at idle priority (`unit_worker_idles`): it takes only the CPU
-# the end-to-end tests leave, so it never slows them, and it finishes while they run.
+# `make test` runs two pytest-xdist workers (--dist loadscope, with the scopes `test_group` names). Everything
+# that uses the Docker engine, the fixed ports the docs print, the crontab or its own wall time is one
+# scope, run in one worker in the order above, as the whole suite ran before: its leftover checks look at
+# this checkout's containers and images, and a test of it never shares them. The unit tests, one scope per
+# module (their module fixtures made once), go to the other worker, which runs at idle priority
+# (`worker_policy`): it takes only the CPU the end-to-end tests leave, and it finishes while they run.
+# (Not xdist's loadgroup: under pytest 9.2 its xdist_group marks no longer reach the scheduler.)
 ENGINE_GROUP = "engine"
+UNIT_TESTS = "tests/unit/"
+ENGINE_MARKS = ("pytest.mark.docker", "pytest.mark.timed")
 
 
-def in_engine_group(item: pytest.Item) -> bool:
-    unit = item.path.is_relative_to(REPO_ROOT / "tests" / "unit")
-    return not unit or any(item.get_closest_marker(name) for name in ("docker", "timed"))
+@functools.cache
+def test_group(module: str) -> str:
+    """The scope of a test module (its path from the repository root): ENGINE_GROUP, or the module itself
+    for a unit module none of whose tests is marked `docker` or `timed`."""
+    if not module.startswith(UNIT_TESTS):
+        return ENGINE_GROUP
+    text = (REPO_ROOT / module).read_text()
+    return ENGINE_GROUP if any(mark in text for mark in ENGINE_MARKS) else module
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which adds the group to each test's id
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadscope over `test_group`'s scopes (the controller sees test ids only, not marks)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TestGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid.split("::", 1)[0])
+
+    return TestGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: (item.path.name not in FIRST_MODULES) + (item.path.name in LAST_MODULES))
-    for item in items:
-        group = ENGINE_GROUP if in_engine_group(item) else item.path.relative_to(REPO_ROOT).as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if hasattr(item.config, "workerinput"):
-        worker_policy(os.SCHED_OTHER if in_engine_group(item) else os.SCHED_IDLE)
+        module = item.path.relative_to(REPO_ROOT).as_posix()
+        worker_policy(os.SCHED_OTHER if test_group(module) == ENGINE_GROUP else os.SCHED_IDLE)
 
 
 def worker_policy(policy: int) -> None:

@@ -15,15 +15,11 @@ import pytest
 from onnx import TensorProto, helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from sentclf.containers import CONTAINER_LABEL, checkout_labels
 from sentclf.contract import SERVED_NAME_TAG
-from sentclf.images import resolve_base_image
 from sentclf.metrics import matthews_corrcoef, mcc_per_resample
 from sentclf.schema import COLA_LABELS
-from tests.conftest import require_docker
 
 import evaluate
-import load
 from gate import GateConfig, decide
 from inputs import EvaluationInputs, resolve_served_name
 from offline import score_files
@@ -344,33 +340,6 @@ def test_parameters_are_checked_before_any_work():
         )
     args = evaluate.parse_args([*base, *good, "--bootstrap-resamples", "1000"])
     assert args.concurrency_levels == [1, 4] and args.latency_requests == 50
-
-
-# ---- a dead server, described ----------------------------------------------------------------------------
-
-
-@pytest.mark.docker
-def test_a_server_that_just_died_is_described_as_exited_not_running():
-    """The client sees the socket close before the engine marks the container exited: the message must
-    wait for the engine instead of calling a dead server `running` (a real container that ends itself)."""
-    require_docker()
-    import docker
-
-    client = docker.from_env()
-    image = resolve_base_image(client)  # any image with `sleep`: the base every image here is built FROM
-    container = client.containers.run(
-        image,
-        ["sleep", "1"],
-        detach=True,
-        labels={CONTAINER_LABEL: "1", **checkout_labels()},
-        network_mode="none",
-    )
-    try:
-        assert "is running" in load.describe(container, settle_s=0)
-        described = load.describe(container, settle_s=10)
-        assert f"server container {container.name} is exited (exit code 0" in described
-    finally:
-        container.remove(force=True)
 
 
 def test_the_served_name_is_the_given_one_else_the_recorded_one_else_cola(registry):

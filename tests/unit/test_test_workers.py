@@ -23,9 +23,9 @@ def pytest_line(typed: str) -> str:
 
 
 def test_make_test_runs_two_workers_and_test_workers_0_runs_one_process():
-    assert pytest_line("make test").endswith(" -m pytest -n 2 --dist loadgroup ")
-    assert pytest_line("make test TEST_WORKERS=0").endswith(" -m pytest -n 0 --dist loadgroup ")
-    assert pytest_line("make test PYTEST_ARGS='-k docs'").endswith(" --dist loadgroup -k docs")
+    assert pytest_line("make test").endswith(" -m pytest -n 2 --dist loadscope ")
+    assert pytest_line("make test TEST_WORKERS=0").endswith(" -m pytest -n 0 --dist loadscope ")
+    assert pytest_line("make test PYTEST_ARGS='-k docs'").endswith(" --dist loadscope -k docs")
 
 
 def test_every_unit_module_that_reaches_the_engine_marks_it():
@@ -63,3 +63,36 @@ print(idle == {os.SCHED_IDLE}, later == [os.SCHED_IDLE], normal == {os.SCHED_OTH
     assert idle == "True" and inherited == "True", result.stdout
     # Back to normal needs CAP_SYS_NICE: as root (CI) it must succeed.
     assert normal == "True" or os.geteuid() != 0, result.stdout
+
+
+def test_the_engine_group_is_all_outside_tests_unit_and_each_unit_module_with_a_docker_or_timed_test():
+    from tests.conftest import ENGINE_GROUP, test_group
+
+    for module in (
+        "tests/test_your_data.py",
+        "tests/server/test_server_http.py",
+        "tests/unit/test_step_launch.py",
+    ):
+        assert test_group(module) == ENGINE_GROUP, module
+    assert test_group("tests/unit/test_evaluate_dead_server.py") == ENGINE_GROUP  # one docker test
+    assert test_group("tests/unit/test_preprocess_sources.py") == ENGINE_GROUP  # two timed ones
+    assert test_group("tests/unit/test_ui_links.py") == "tests/unit/test_ui_links.py"
+
+
+def test_the_workers_run_the_engine_group_in_one_of_them():
+    """Two modules of the engine group, one of them outside it: the engine group's three tests in one worker
+    (plain loadscope would give each module a worker of its own)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadscope", "-v", "-p", "no:cacheprovider",
+         "tests/unit/test_preprocess_sources.py::test_unreachable_hub_fails_fast",
+         "tests/unit/test_explore.py::test_a_sentence_passes_stripped",
+         "tests/unit/test_explore.py::test_many_classes_by_name",
+         "tests/unit/test_ui_links.py"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    workers = {}
+    for worker, module in re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED (tests/unit/\w+\.py)", result.stdout):
+        workers.setdefault(module, set()).add(worker)
+    engine = workers["tests/unit/test_preprocess_sources.py"] | workers["tests/unit/test_explore.py"]
+    assert len(engine) == 1, workers
