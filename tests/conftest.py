@@ -41,7 +41,7 @@ LAST_MODULES = ("test_analysis_e2e.py",)
 # scope, run in one worker in the order above, as the whole suite ran before: its leftover checks look at
 # this checkout's containers and images, and a test of it never shares them. The unit tests, one scope per
 # module (their module fixtures made once), go to the other worker, which runs at idle priority
-# (`worker_policy`): it takes only the CPU the end-to-end tests leave, and it finishes while they run.
+# (`worker_idles`): it takes only the CPU the end-to-end tests leave, and it finishes while they run.
 # (Not xdist's loadgroup: under pytest 9.2 its xdist_group marks no longer reach the scheduler.)
 ENGINE_GROUP = "engine"
 UNIT_TESTS = "tests/unit/"
@@ -78,20 +78,60 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if hasattr(item.config, "workerinput"):
-        module = item.path.relative_to(REPO_ROOT).as_posix()
-        worker_policy(os.SCHED_OTHER if test_group(module) == ENGINE_GROUP else os.SCHED_IDLE)
+        worker_idles(test_group(item.path.relative_to(REPO_ROOT).as_posix()) != ENGINE_GROUP)
 
 
-def worker_policy(policy: int) -> None:
-    """The unit tests' worker process, its threads and what it starts run as SCHED_IDLE: only on a core
-    nothing else wants (at nice 5, the unit tests' torch threads slowed the end-to-end tests beside them
-    2-2.4x). The engine group runs at the normal policy, in whichever worker it lands. Threads started
-    later inherit the policy of the thread that starts them."""
-    if os.sched_getscheduler(0) == policy:
+# The unit worker's cpu cgroup, where it may make one (root), weighs 1/16 of a default one, so that the
+# containers' cgroups take the CPU first. SCHED_IDLE alone is not enough: the containers' threads are in
+# cgroups of their own, and an idle-policy process beside them slowed a container's torch matmuls 2.4x (a
+# host process's not at all); from a cgroup of cpu.shares=64, 3%. Not cpu.idle: a weight, however small,
+# keeps the unit tests' own timeouts from starving while a pipeline trains on both cores.
+IDLE_CGROUP = "sentclf-unit-tests"
+_idle: list[bool] = [False]
+
+
+def cpu_cgroup() -> tuple[Path, str] | None:
+    """The cpu controller's hierarchy and this process's cgroup in it: cgroup v1's cpu mount, else v2's."""
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            for mount in (Path("/sys/fs/cgroup") / controllers, Path("/sys/fs/cgroup/cpu")):
+                if (mount / "cpu.shares").exists():
+                    return mount, path
+    unified = Path("/sys/fs/cgroup")
+    with contextlib.suppress(OSError):
+        if "cpu" in (unified / "cgroup.controllers").read_text().split():
+            return unified, next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
+    return None
+
+
+HOME_CGROUP = cpu_cgroup()
+
+
+def worker_idles(idle: bool) -> None:
+    """The unit tests' worker process, its threads and what it starts: SCHED_IDLE and in the idle cgroup;
+    the engine group, in whichever worker it lands, at the normal policy in the process's own cgroup.
+    Threads started later inherit the policy of the thread that starts them; children, the cgroup."""
+    if _idle[0] == idle:
         return
+    _idle[0] = idle
+    policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(OSError):  # a thread that has just ended; back to normal unprivileged
             os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
+    if HOME_CGROUP is None:
+        return
+    mount, home = HOME_CGROUP
+    target = mount / IDLE_CGROUP if idle else mount / home.lstrip("/")
+    with contextlib.suppress(OSError):  # not root, or no such cgroup controls: the policy alone
+        if idle:
+            target.mkdir(exist_ok=True)
+            for name, value in (("cpu.shares", "64"), ("cpu.weight", "6")):  # v1's of 1024, v2's of 100
+                if (target / name).exists():
+                    (target / name).write_text(value)
+                    break
+        (target / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def ours(labels: dict | None) -> bool:
@@ -113,6 +153,9 @@ tempfile.tempdir = None
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SESSION_TMP, ignore_errors=True)
+    if HOME_CGROUP and not hasattr(session.config, "workerinput"):  # the workers have ended: empty
+        with contextlib.suppress(OSError):
+            (HOME_CGROUP[0] / IDLE_CGROUP).rmdir()
 
 
 # Each step imports its modules by bare name from its own directory, as it does when it runs.
