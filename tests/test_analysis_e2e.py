@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -24,9 +23,9 @@ from sentclf.contract import (
     STEP_TAG,
 )
 
-from .conftest import REPO_ROOT, wait_answering
+from .conftest import wait_answering
 from .test_commands_as_typed import run_typed
-from .typed_blocks import typed_block
+from .typed_blocks import make_dry_run, typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 STEPS = ("preprocess", "train", "building", "evaluate")
@@ -179,18 +178,6 @@ def test_the_audit_bound_as_typed(typed_store):
     assert preprocess.data.metrics[LABEL_AUDIT_ROWS_METRIC] == 1000
     paths = [a.path for a in typed_store.client.list_artifacts(preprocess.info.run_id)]
     assert LABEL_AUDIT_ARTIFACT in paths
-
-
-def make_dry_run(line: str) -> str:
-    """What a `make ...` line would run (-n: nothing runs)."""
-    result = subprocess.run(
-        ["bash", "-c", f"{line.replace('make ', 'make --no-print-directory -n ', 1)}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def free_port(first: int = 19500, last: int = 19999) -> int:

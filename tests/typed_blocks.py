@@ -14,7 +14,10 @@ tests/unit/test_docs.py checks that every marked block is taken by some test. Th
 the development packages in .venv-dev), unless the page says otherwise.
 """
 
+import os
 import re
+import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +76,23 @@ def typed_block(name: str) -> TypedBlock:
     found = [block for block in all_blocks() if block.name == name]
     assert len(found) == 1, f"as-typed block {name!r}: found {[b.where for b in found]} (want exactly one)"
     return found[0]
+
+
+def make_dry_run(line: str) -> str:
+    """What a `make ...` line, as a page prints it, would run (make -n: nothing runs; a recipe line with
+    $(MAKE) still recurses, dry too). Not the variables of a `make test` the caller may run under: make
+    passes them on to sub-makes."""
+    make, *arguments = shlex.split(line)
+    assert make == "make", line
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS")
+    }
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", *arguments],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

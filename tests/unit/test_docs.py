@@ -11,18 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.typed_blocks import PAGES, REPO_ROOT, all_blocks, typed_block
+from tests.typed_blocks import PAGES, REPO_ROOT, all_blocks, make_dry_run, typed_block
 
 README = REPO_ROOT / "README.md"
-
-
-def make_dry_run(*arguments: str) -> str:
-    """What `make` would run (-n: nothing runs), for the Makefile's own defaults."""
-    result = subprocess.run(
-        ["make", "--no-print-directory", "-n", *arguments], cwd=REPO_ROOT, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_the_readme_is_a_front_door_with_the_two_set_up_commands():
@@ -85,8 +76,8 @@ def test_make_help_lists_the_targets_from_the_makefiles_comments():
 
 
 def test_make_ui_takes_a_port_and_the_tracking_server_does_not_collide_with_it():
-    assert "--port 5000" in make_dry_run("ui")
-    assert "--port 5001" in make_dry_run("ui", "UI_PORT=5001")  # as the docs print it: make ui UI_PORT=5001
+    assert "--port 5000" in make_dry_run("make ui")
+    assert "--port 5001" in make_dry_run("make ui UI_PORT=5001")  # as the docs print it: make ui UI_PORT=5001
     assert re.search(r"^export TRACKING_PORT \?= 5050$", (REPO_ROOT / "Makefile").read_text(), re.M)
     script = (REPO_ROOT / "scripts" / "tracking-server.sh").read_text()
     assert "port=${TRACKING_PORT:-5050}" in script
@@ -103,12 +94,12 @@ def test_make_help_as_typed_lists_the_targets_the_docs_name():
 
 
 def test_make_docs_serves_the_site_on_a_port_of_its_own():
-    assert "mkdocs serve --strict --dev-addr 127.0.0.1:15080" in make_dry_run("docs")
-    assert "--dev-addr 127.0.0.1:15099" in make_dry_run("docs", "DOCS_PORT=15099")
+    assert "mkdocs serve --strict --dev-addr 127.0.0.1:15080" in make_dry_run("make docs")
+    assert "--dev-addr 127.0.0.1:15099" in make_dry_run("make docs DOCS_PORT=15099")
 
 
 def test_make_run_builds_the_step_image_and_not_the_score_image():
-    planned = make_dry_run("run")
+    planned = make_dry_run("make run")
     assert "conductor.step_image ensure-step" in planned
     assert "ensure-score" not in planned
-    assert "conductor.step_image ensure-score" in make_dry_run("score-image")
+    assert "conductor.step_image ensure-score" in make_dry_run("make score-image")

@@ -4,30 +4,16 @@ SCHED_IDLE for all its threads."""
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.typed_blocks import REPO_ROOT
+from tests.typed_blocks import REPO_ROOT, make_dry_run
 
 
 def pytest_line(typed: str) -> str:
-    """The pytest command line `typed` (a `make test ...` as a page prints it) would run (make -n)."""
-    make, *arguments = shlex.split(typed)
-    # Not the variables of a `make test` this test may run under (make passes them on to sub-makes).
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS")
-    }
-    result = subprocess.run(
-        [make, "--no-print-directory", "-n", *arguments],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    (line,) = [line for line in result.stdout.splitlines() if " -m pytest " in line]
+    """The pytest command line `typed` (a `make test ...` as a page prints it) would run."""
+    (line,) = [line for line in make_dry_run(typed).splitlines() if " -m pytest " in line]
     return line
 
 
