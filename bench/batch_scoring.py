@@ -31,7 +31,7 @@ import mlflow
 import pandas as pd
 
 from sentclf import loadgen
-from sentclf.engine import docker_client
+from sentclf.engine import containers_where, docker_client
 from sentclf.images import score_image
 from sentclf.spark_cluster import standalone_cluster
 
@@ -64,7 +64,7 @@ class ContainerMemory(threading.Thread):
         engine = docker_client()
         while not self.done.is_set():
             total = 0.0
-            for container in engine.containers.list(filters={"ancestor": score_image()}):
+            for container in containers_where(engine, stopped=False, ancestor=score_image()):
                 try:
                     stats = container.stats(stream=False)
                     memory = stats["memory_stats"]

@@ -31,7 +31,7 @@ from mlflow.projects.utils import PROJECT_SYNCHRONOUS
 from conductor.outcome import CONTAINER_KILLED, KILLED_FROM_OUTSIDE, STEP_FAILED
 from conductor.tracking_credentials import step_credentials
 from sentclf.containers import PIPELINE_LABEL, remove_labelled
-from sentclf.engine import docker_client
+from sentclf.engine import containers_where, docker_client
 from sentclf.images import checkout_filter
 from sentclf.tracking import StepCancelled
 
@@ -164,9 +164,9 @@ class LocalBackend:
         submitted.cancel()
         label = f"{PIPELINE_LABEL}={self.pipeline_run_id}"
         engine = docker_client()
-        while (
-            engine.containers.list(filters={"label": label}) and time.monotonic() - started < CANCEL_GRACE_S
-        ):
+        while containers_where(engine, stopped=False, label=label):
+            if time.monotonic() - started > CANCEL_GRACE_S:
+                break
             time.sleep(0.2)
         removed: list[str] = []
         for _ in range(3):

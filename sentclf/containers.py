@@ -19,7 +19,7 @@ import docker.errors
 from docker.models.containers import Container
 from mlflow.entities import Run
 
-from sentclf.engine import docker_client
+from sentclf.engine import containers_where, docker_client
 from sentclf.images import CHECKOUT_LABEL, this_checkout
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def run_labels(run: Run | None) -> dict[str, str]:
 def remove_labelled(label: str, value: str) -> list[str]:
     """Force-remove every container carrying `label=value`; returns their names."""
     removed = []
-    for container in docker_client().containers.list(all=True, filters={"label": f"{label}={value}"}):
+    for container in containers_where(label=f"{label}={value}"):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
             removed.append(container.name)

@@ -26,6 +26,7 @@ import yaml
 
 from sentclf.containers import CONTAINER_LABEL, PIPELINE_LABEL
 from sentclf.contract import STEP_TAG
+from sentclf.engine import containers_where
 from sentclf.images import step_image
 
 from .conftest import OUR_CHECKOUT, REPO_ROOT, TEST_OUTPUT, UNDER_CI, background_command, require_docker
@@ -81,8 +82,8 @@ def output(result: subprocess.CompletedProcess) -> str:
 def leftover_containers() -> list:
     """Server containers the steps started, and the step containers MLflow ran (`docker run --rm`)."""
     engine = docker.from_env()
-    servers = engine.containers.list(all=True, filters={"label": [CONTAINER_LABEL, OUR_CHECKOUT]})
-    steps = engine.containers.list(all=True, filters={"ancestor": step_image(REPO_ROOT)})
+    servers = containers_where(engine, label=[CONTAINER_LABEL, OUR_CHECKOUT])
+    steps = containers_where(engine, ancestor=step_image(REPO_ROOT))
     return servers + steps
 
 
@@ -363,7 +364,7 @@ def test_serving_as_typed(typed_store, tmp_path):
         assert "HTTP     http://127.0.0.1:8000" in log and "gRPC     127.0.0.1:8001" in log, log
         assert "/v2/models/cola/infer)" in log, log  # the name the image answers to, as the curl uses it
         assert "removed sentclf-serve-" in log, log
-        assert engine.containers.list(all=True, filters={"label": ["sentclf.serve", OUR_CHECKOUT]}) == []
+        assert containers_where(engine, label=["sentclf.serve", OUR_CHECKOUT]) == []
     # The serving page's manifests command, then kubernetes/README.md's (the same one, and one with
     # --memory-mb).
     kube_commands = list(typed_block("serving-manifests").lines)
@@ -408,7 +409,7 @@ def test_a_server_killed_during_evaluation_fails_the_step_and_moves_nothing(type
     try:
         wait_for_line(process, "SERVING after", seen)
         time.sleep(4)  # into the measurements
-        servers = docker.from_env().containers.list(filters={"label": [CONTAINER_LABEL, OUR_CHECKOUT]})
+        servers = containers_where(stopped=False, label=[CONTAINER_LABEL, OUR_CHECKOUT])
         assert len(servers) == 1
         killed = servers[0].name
         servers[0].kill()
@@ -483,4 +484,4 @@ def test_a_cancel_stops_the_step_and_leaves_nothing(typed_store, prefix, extra, 
     assert versions(typed_store) == before
     assert leftover_containers() == []
     engine = docker.from_env()
-    assert engine.containers.list(all=True, filters={"label": PIPELINE_LABEL}) == []
+    assert containers_where(engine, label=PIPELINE_LABEL) == []

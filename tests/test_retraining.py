@@ -20,6 +20,7 @@ import pytest
 
 from conductor.image_gc import collect_server_images
 from sentclf.contract import STEP_TAG
+from sentclf.engine import containers_where
 from sentclf.server_images import image_labels, image_namespace
 
 from .conftest import REPO_ROOT, TypedStore, ours, require_docker
@@ -268,7 +269,7 @@ def test_old_server_images_are_collected_and_kept_ones_stay(tracking_store, tmp_
     context = tmp_path / "context"
     context.mkdir()
     (context / "Dockerfile").write_text("FROM sentclf/python-base:3.11-bookworm\nLABEL sentclf.test=gc\n")
-    containers_before = {c.id for c in engine.containers.list(all=True) if ours(c.labels)}
+    containers_before = {c.id for c in containers_where(engine) if ours(c.labels)}
     dangling_before = {i.id for i in engine.images.list(filters={"dangling": True}) if ours(i.labels)}
     tags = {}
     for version in map(str, versions):
@@ -292,7 +293,7 @@ def test_old_server_images_are_collected_and_kept_ones_stay(tracking_store, tmp_
             with contextlib.suppress(docker.errors.ImageNotFound):
                 engine.images.remove(tag, force=True)
     # No build container, no dangling image left (another checkout's, labelled, are not counted).
-    assert {c.id for c in engine.containers.list(all=True) if ours(c.labels)} <= containers_before
+    assert {c.id for c in containers_where(engine) if ours(c.labels)} <= containers_before
     assert {i.id for i in engine.images.list(filters={"dangling": True}) if ours(i.labels)} <= dangling_before
 
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sentclf.containers import CONTAINER_LABEL, free_port
-from sentclf.engine import docker_client
+from sentclf.engine import containers_where, docker_client
 from sentclf.images import score_image as checkout_score_image
 from sentclf.spark_cluster import CLUSTER_LABEL
 from sentclf.text_model import TextClassifier
@@ -137,7 +137,7 @@ def spark_cluster(typed_store, score_image) -> str:
         rest, _ = process.communicate(timeout=120)
     assert "removed sentclf-spark-" in rest, "".join(seen) + rest
     engine = docker_client()
-    assert engine.containers.list(all=True, filters={"label": [CLUSTER_LABEL, OUR_CHECKOUT]}) == []
+    assert containers_where(engine, label=[CLUSTER_LABEL, OUR_CHECKOUT]) == []
 
 
 def test_the_docs_blocks_are_what_these_tests_run():
@@ -260,7 +260,7 @@ def test_mlflow_run_score_on_local_spark_as_typed(typed_store, score_image, sent
     assert run.data.params["spark_master"] in ("local[*]", "'local[*]'")  # MLflow logs it shell-quoted
     artifacts = {a.path for a in typed_store.client.list_artifacts(run.info.run_id, "score")}
     assert {"score/sample.json", "score/rows_per_file.json"} <= artifacts
-    assert docker_client().containers.list(all=True, filters={"label": [CONTAINER_LABEL, OUR_CHECKOUT]}) == []
+    assert containers_where(label=[CONTAINER_LABEL, OUR_CHECKOUT]) == []
 
 
 def test_mlflow_run_score_on_a_two_worker_cluster_as_typed(

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from sentclf.containers import PIPELINE_LABEL, free_port, free_ports
 from sentclf.contract import STEP_TAG
+from sentclf.engine import containers_where
 from sentclf.images import step_image
 
 from .conftest import REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
@@ -182,7 +183,7 @@ def test_the_pipeline_runs_as_the_job_user_over_https_and_no_password_leaks(team
         engine = docker.from_env()
         while not done.is_set():
             # Colleagues' pipelines carry the label too: ours are picked out by run id afterwards.
-            for container in engine.containers.list(filters={"label": PIPELINE_LABEL}):
+            for container in containers_where(engine, stopped=False, label=PIPELINE_LABEL):
                 inspected.setdefault(container.id, container.attrs)
             time.sleep(0.5)
 

@@ -13,6 +13,7 @@ import pytest
 from conductor.local_backend import DIRECT_BACKEND, LocalBackend, StepFailed, require_direct_backend
 from conductor.outcome import CONTAINER_KILLED, STEP_FAILED
 from sentclf.containers import PIPELINE_LABEL
+from sentclf.engine import containers_where
 from sentclf.images import LOCAL_BASE_IMAGE
 from tests.conftest import require_docker
 
@@ -41,7 +42,7 @@ def engine():
 def step_container(client, pipeline_run_id: str, timeout_s: float = 60.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if found := client.containers.list(filters={"label": f"{PIPELINE_LABEL}={pipeline_run_id}"}):
+        if found := containers_where(client, stopped=False, label=f"{PIPELINE_LABEL}={pipeline_run_id}"):
             return found[0]
         time.sleep(0.1)
     raise AssertionError("the step's container never started")
