@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from sentclf.images import CHECKOUT_LABEL, checkout_filter
+from sentclf.images import CHECKOUT_LABEL, LOCAL_BASE_IMAGE, checkout_filter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
@@ -180,6 +180,18 @@ def require_docker() -> None:
     if UNDER_CI:
         pytest.fail("CI=true but no Docker engine answers: .ci/run must install and start one")
     pytest.skip("no Docker engine answers")
+
+
+@pytest.fixture
+def engine():
+    """A client of the engine, which holds the local base image small containers are started from."""
+    require_docker()
+    import docker
+
+    client = docker.from_env()
+    if not client.images.list(name=LOCAL_BASE_IMAGE):
+        pytest.fail(f"{LOCAL_BASE_IMAGE} is missing: `make base-image` builds it")
+    return client
 
 
 @pytest.fixture(autouse=True)

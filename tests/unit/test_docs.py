@@ -103,3 +103,27 @@ def test_make_run_builds_the_step_image_and_not_the_score_image():
     assert "conductor.step_image ensure-step" in planned
     assert "ensure-score" not in planned
     assert "conductor.step_image ensure-score" in make_dry_run("make score-image")
+
+
+# The `make` lines the pages print in prose, with what each hands to `mlflow run` or the serve tool: make
+# parses them as printed (dry, nothing runs); the commands they expand to run as typed elsewhere
+# (tests/test_commands_as_typed.py, the pages' own tests).
+PROSE_MAKE_LINES = {
+    'make run ARGS="-P epochs=1 -P max_train_samples=256"': (
+        ' exec .venv/bin/mlflow run . --env-manager local \\\n    --storage-dir "$storage" '
+        "-P epochs=1 -P max_train_samples=256\n"
+    ),
+    'make run ARGS="-P serve_variant=int8"': '--storage-dir "$storage" -P serve_variant=int8\n',
+    'make step STEP=train ARGS="-P epochs=5"': (
+        ' exec .venv/bin/mlflow run train -A network=host \\\n    --storage-dir "$storage" -P epochs=5\n'
+    ),
+    "make serve MODEL=models:/movie-replies-classifier@champion": (
+        '.venv/bin/python -m tools.serve --model "models:/movie-replies-classifier@champion"'
+    ),
+}
+
+
+@pytest.mark.parametrize("line", PROSE_MAKE_LINES)
+def test_a_make_line_in_the_prose_hands_its_arguments_on_as_printed(line):
+    assert any(f"`{line}`" in page.read_text() for page in PAGES), f"no page prints `{line}` any more"
+    assert PROSE_MAKE_LINES[line] in make_dry_run(line)

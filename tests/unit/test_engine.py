@@ -10,18 +10,8 @@ import pytest
 
 from sentclf.engine import containers_where
 from sentclf.images import LOCAL_BASE_IMAGE
-from tests.conftest import require_docker
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def engine():
-    require_docker()
-    client = docker.from_env()
-    if not client.images.list(name=LOCAL_BASE_IMAGE):
-        pytest.fail(f"{LOCAL_BASE_IMAGE} is missing: `make base-image` builds it")
-    return client
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ container is gone. Real engine, real MLflow store; the step is a shell command i
 import threading
 import time
 
-import docker
 import mlflow
 import pytest
 
@@ -15,7 +14,6 @@ from conductor.outcome import CONTAINER_KILLED, STEP_FAILED
 from sentclf.containers import PIPELINE_LABEL
 from sentclf.engine import containers_where
 from sentclf.images import LOCAL_BASE_IMAGE
-from tests.conftest import require_docker
 
 pytestmark = pytest.mark.docker
 
@@ -28,15 +26,6 @@ def project_with_step(root, command: str):
         f"entry_points:\n  main:\n    command: \"sh -c '{command}'\"\n"
     )
     return root
-
-
-@pytest.fixture
-def engine():
-    require_docker()
-    client = docker.from_env()
-    if not client.images.list(name=LOCAL_BASE_IMAGE):
-        pytest.fail(f"{LOCAL_BASE_IMAGE} is missing: `make base-image` builds it")
-    return client
 
 
 def step_container(client, pipeline_run_id: str, timeout_s: float = 60.0):
