@@ -254,20 +254,8 @@ class TypedStore:
     def shell(
         self, command: str, timeout_s: float = 1800, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        """`command` in bash from the repository root with the venv activated, as a user runs it. Its wall
-        time goes to test-output/shell-seconds.jsonl (where the suite's minutes go, command by command)."""
-        started = time.monotonic()
-        result = subprocess.run(
-            ["bash", "-c", f"source .venv/bin/activate && {command}"],
-            cwd=REPO_ROOT,
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-        record_seconds(command, time.monotonic() - started, result.returncode)
-        return result
+        """`command` as venv_shell runs it, in this store's environment unless `env` is given."""
+        return venv_shell(command, env or self.env, timeout_s)
 
     def background(self, command: str) -> subprocess.Popen:
         """`command` in this store's environment, as background_command starts it; the caller stops it."""
@@ -281,6 +269,24 @@ def pytest_sessionstart(session) -> None:
     """Each session's shell-seconds.jsonl is its own (started afresh by the session, not by each worker)."""
     if not hasattr(session.config, "workerinput"):
         (TEST_OUTPUT / "shell-seconds.jsonl").unlink(missing_ok=True)
+
+
+def venv_shell(command: str, env: dict[str, str], timeout_s: float = 1800) -> subprocess.CompletedProcess:
+    """`command` in bash from the repository root with the venv `make run` makes activated, as a user runs
+    it. Its wall time goes to test-output/shell-seconds.jsonl (where the suite's minutes go, command by
+    command)."""
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", "-c", f"source .venv/bin/activate && {command}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    record_seconds(command, time.monotonic() - started, result.returncode)
+    return result
 
 
 def record_seconds(command: str, seconds: float, returncode: int) -> None:

@@ -12,12 +12,22 @@ from pathlib import Path
 import yaml
 
 from conductor.kube.backend import KubernetesBackend, backend_config, write_mlflow_template
-from conductor.kube.jobs import JobClient
-from conductor.kube.manifests import LABEL_PIPELINE, MLFLOW_STEPS, STEPS
-from conductor.kube.settings import KubeSettings
+from conductor.kube.jobs import JobClient, JobFailed
+from conductor.kube.manifests import LABEL_PIPELINE, MLFLOW_STEPS, STEPS, ManifestError
+from conductor.kube.settings import KubeSettings, KubeSettingsError, TrackingUriError
 from sentclf.tracking import configure_logging
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+# What a person can fix (a setting, a parameter, the cluster's context): one line each, not a traceback.
+USER_ERRORS = (KubeSettingsError, TrackingUriError, ManifestError, JobFailed)
+
+
+def parameter(text: str) -> tuple[str, str]:
+    """`-P NAME=VALUE`, as `mlflow run` takes it."""
+    name, equals, value = text.partition("=")
+    if not name or not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. -P epochs=1)")
+    return name, value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     render.add_argument("step", choices=STEPS)
     render.add_argument("--run-id", default="0" * 32)
     render.add_argument("--experiment-id", default="0")
-    render.add_argument("-P", dest="params", action="append", default=[], metavar="NAME=VALUE")
+    render.add_argument(
+        "-P", dest="params", action="append", default=[], type=parameter, metavar="NAME=VALUE"
+    )
 
     delete = commands.add_parser("delete", help="delete every Job (and pod) of one pipeline")
     delete.add_argument("pipeline_run_id")
@@ -42,6 +54,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = parse_args(argv)
+    try:
+        run(args)
+    except USER_ERRORS as error:
+        print(f"python -m conductor.kube {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
     settings = KubeSettings.from_env()
     if args.command == "backend-config":
         args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         config_path.write_text(json.dumps(backend_config(settings, args.step, template.resolve()), indent=2))
         print(f"mlflow run {args.step} --backend kubernetes --backend-config {config_path} --build-image")
     elif args.command == "render":
-        parameters = dict(item.split("=", 1) for item in args.params)
+        parameters = dict(args.params)
         backend = KubernetesBackend(PROJECT_DIR, settings)
         docs = backend.render_step(args.step, parameters, args.run_id, args.experiment_id)
         yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
@@ -58,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         JobClient.connect(settings.kube_context, settings.namespace).delete_labelled(
             f"{LABEL_PIPELINE}={args.pipeline_run_id}"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -117,6 +117,12 @@ def _quiet_mlflow() -> Iterator[None]:
 def entry_point_command(project_dir: Path, step: str, parameters: dict[str, str]) -> str:
     """The step's command line, as MLflow computes it for every backend (values shell-quoted)."""
     project = load_project(str(project_dir / step))
+    declared = project.get_entry_point(ENTRY_POINT).parameters
+    if unknown := sorted(set(parameters) - set(declared)):
+        # `mlflow run` would hand them on as extra arguments, which the step's script refuses in the pod.
+        raise ManifestError(
+            f"{step} has no parameter {', '.join(unknown)}: its parameters are {', '.join(sorted(declared))}"
+        )
     # MLflow makes a download directory for `path` parameters under storage_dir: one that goes away.
     with tempfile.TemporaryDirectory(prefix=f"sentclf-{step}-render-") as storage_dir, _quiet_mlflow():
         return get_entry_point_command(project, ENTRY_POINT, parameters, storage_dir)[0]
@@ -161,7 +167,11 @@ def _refuse_double_quoting(step: str, submitted: list[str], meant: list[str]) ->
     """MLflow's backend shell-quotes the already quoted command once more and Kubernetes runs it without a
     shell, so a value that needs quoting (a space, an empty string) would reach the step with its quotes."""
     if submitted != meant:
-        mangled = sorted({repr(arg) for arg, want in zip(meant, submitted, strict=False) if arg != want})
+        mangled = sorted(
+            f"{meant[i - 1]} {arg!r}" if i and meant[i - 1].startswith("--") else repr(arg)
+            for i, (arg, want) in enumerate(zip(meant, submitted, strict=False))
+            if arg != want
+        )
         raise ManifestError(
             f"{step}: MLflow's kubernetes backend would pass {', '.join(mangled)} with literal quotes: give "
             "these parameters values without spaces, quotes or shell characters (and no empty strings)"
@@ -239,7 +249,7 @@ def evaluate_job(
 ) -> dict:
     """The server image as a native sidecar, evaluate.py against it on loopback."""
     command = shlex.split(entry_point_command(project_dir, "evaluate", parameters))
-    server_image = parameters["server_image"]
+    server_image = parameters.get("server_image", "")
     if not server_image.startswith(f"{settings.registry}/"):
         raise ManifestError(
             f"server_image {server_image!r} is not in SENTCLF_REGISTRY={settings.registry}: the cluster "
