@@ -35,7 +35,7 @@ import mlflow
 import yaml
 
 from conductor.kube.manifests import PART_OF, ManifestError
-from conductor.kube.settings import TEMPLATE_DIR, KubeSettings
+from conductor.kube.settings import TEMPLATE_DIR, KubeSettings, KubeSettingsError
 from sentclf.contract import DEFAULT_CHAMPION_URI, INPUT_SERVER_IMAGE_TAG, SERVER_MEMORY_METRIC, SHADOW_ROUTE
 from sentclf.tracking import configure_logging
 from tools.serve import ServeError, check_route, resolve_image
@@ -245,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--route", default=SHADOW_ROUTE, help="with --challenger: shadow or split:<percent>")
     args = parser.parse_args(argv)
     configure_logging()
-    docs = serving_manifests(
-        args.model_uri, KubeSettings.from_env(), args.memory_mb, args.challenger or None, args.route
-    )
+    try:
+        docs = serving_manifests(
+            args.model_uri, KubeSettings.from_env(), args.memory_mb, args.challenger or None, args.route
+        )
+    except (ManifestError, KubeSettingsError) as error:  # a version, a setting, a route: one line, no YAML
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 2
     yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
     return 0
 

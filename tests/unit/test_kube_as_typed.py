@@ -99,3 +99,23 @@ def test_a_missing_setting_is_one_line_naming_it(env):
         "python -m conductor.kube render: SENTCLF_REGISTRY is not set: name the registry the cluster pulls "
         "from and you can push to, e.g. SENTCLF_REGISTRY=registry.example.com/sentclf"
     ]
+
+
+@pytest.mark.parametrize("registry", [True, False], ids=["no-such-version", "no-registry"])
+def test_serving_manifests_of_a_version_not_there_is_one_line_and_no_yaml(
+    env, tmp_path, empty_store_file, registry
+):
+    """The serving-manifests block's first line (`... > serving.yaml`) in a store without that version."""
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(empty_store_file.read_bytes())
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    line = typed_block("serving-manifests").lines[0]
+    if not registry:
+        line = line.removeprefix("SENTCLF_REGISTRY=registry.example.com/sentclf ")
+        env.pop("SENTCLF_REGISTRY")
+    result = venv_shell(f"cd {tmp_path} && {line}", env, timeout_s=120)
+    assert result.returncode == 2
+    (message,) = result.stderr.strip().splitlines()
+    assert message.startswith("python -m tools.serving_manifests: ")
+    assert ("no such version" if registry else "SENTCLF_REGISTRY is not set") in message
+    assert (tmp_path / "serving.yaml").read_text() == ""
