@@ -233,7 +233,8 @@ def tracking_store(tmp_path, monkeypatch, empty_store_file):
 
 
 # ---- the commands as a user types them -------------------------------------------------------------------
-TEST_OUTPUT = REPO_ROOT / "test-output"
+# What a session leaves to look at (timings, screenshots); a pytest run inside a test names one of its own.
+TEST_OUTPUT = Path(os.environ.get("SENTCLF_TEST_OUTPUT") or REPO_ROOT / "test-output")
 
 
 @dataclass

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import TEST_OUTPUT, record_seconds
 from tests.typed_blocks import REPO_ROOT, make_dry_run
 
 
@@ -77,9 +78,11 @@ def test_the_engine_group_is_all_outside_tests_unit_and_each_unit_module_with_a_
     assert test_group("tests/unit/test_ui_links.py") == "tests/unit/test_ui_links.py"
 
 
-def test_the_workers_run_the_engine_group_in_one_of_them():
+def test_the_workers_run_the_engine_group_in_one_of_them(tmp_path):
     """Two modules of the engine group, one of them outside it: the engine group's three tests in one worker
-    (plain loadscope would give each module a worker of its own)."""
+    (plain loadscope would give each module a worker of its own). The run inside this one keeps its
+    test-output apart: this session's shell-seconds.jsonl stays whole."""
+    record_seconds("a command of this session", 0.0, 0)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadscope", "-v", "-p", "no:cacheprovider",
          "tests/unit/test_preprocess_sources.py::test_unreachable_hub_fails_fast",
@@ -87,8 +90,11 @@ def test_the_workers_run_the_engine_group_in_one_of_them():
          "tests/unit/test_explore.py::test_many_classes_by_name",
          "tests/unit/test_ui_links.py"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=os.environ | {"SENTCLF_TEST_OUTPUT": str(tmp_path / "test-output")},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:]
+    recorded = (TEST_OUTPUT / "shell-seconds.jsonl").read_text()
+    assert '"command": "a command of this session"' in recorded
     workers = {}
     for worker, module in re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED (tests/unit/\w+\.py)", result.stdout):
         workers.setdefault(module, set()).add(worker)
