@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import tempfile
@@ -127,10 +128,20 @@ def labelled_keys(data_run_id: str | None) -> set[str]:
 
 
 def write_batch(texts: list[str], out: Path, text_column: str, label_column: str, now: datetime) -> Path:
-    """The batch file and its ledger lines (the batch first: a ledger line never names a file not written)."""
+    """The batch file and its ledger lines (the batch first: a ledger line never names a file not written).
+    A batch never replaces another: a second one in the same second is `batch-<time>_2.csv` (sorting after
+    the first), or the first one's sentences, already in the ledger, would never be asked for again."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"batch-{now.strftime('%Y%m%dT%H%M%SZ')}.csv"
-    pd.DataFrame({text_column: texts, label_column: [""] * len(texts)}).to_csv(path, index=False)
+    frame = pd.DataFrame({text_column: texts, label_column: [""] * len(texts)})
+    stem = f"batch-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    for number in itertools.count(1):
+        path = out / (f"{stem}.csv" if number == 1 else f"{stem}_{number}.csv")
+        try:
+            with path.open("x", encoding="utf-8", newline="") as handle:  # "x": never an existing one
+                frame.to_csv(handle, index=False)
+            break
+        except FileExistsError:
+            continue
     stamp = now.isoformat(timespec="seconds")
     with (out / LEDGER).open("a", encoding="utf-8") as ledger:
         for text in texts:

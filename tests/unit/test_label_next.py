@@ -51,8 +51,11 @@ def test_a_capture_folder_gives_a_batch_ready_to_label_and_a_ledger(tmp_path, fa
     assert "The  CAT sat on the mat" not in set(batch["sentence"])  # a training sentence, differently cased
     ledger = (tmp_path / "queue" / "asked.jsonl").read_text().splitlines()
     assert len(ledger) == 5 and json.loads(ledger[0])["batch"] == path.name
-    # The next run never asks again for what a batch holds; 7 new candidates are left.
-    again = label_next.run(args, now=datetime(2026, 12, 5, 2, 0, 0, tzinfo=UTC))
+    # The next run never asks again for what a batch holds; 7 new candidates are left. In the same second
+    # it writes a file of its own: the first batch, in the ledger, is not replaced.
+    again = label_next.run(args, now=datetime(2026, 12, 5, 1, 2, 3, tzinfo=UTC))
+    assert again.name == "batch-20261205T010203Z_2.csv"
+    assert pd.read_csv(path, keep_default_na=False).equals(batch)
     assert not set(pd.read_csv(again)["sentence"]) & set(batch["sentence"])
     with pytest.raises(
         label_next.LabelNextError, match=r"only 2 new candidate\(s\) remain .* 10 already asked"
