@@ -26,7 +26,7 @@ from sentclf.contract import STEP_TAG
 from sentclf.engine import containers_where
 from sentclf.images import step_image
 
-from .conftest import REPO_ROOT, TEST_OUTPUT, remove_store_images, require_docker
+from .conftest import REPO_ROOT, remove_store_images, require_docker, venv_shell
 from .typed_blocks import typed_block
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -35,7 +35,6 @@ TINY = (
     "-P epochs=1 -P max_train_samples=64 -P use_cache=false -P label_audit=false -P requests_per_level=50"
     " -P latency_requests=200"
 )
-TIMINGS: dict[str, float] = {}
 
 
 def team_commands() -> list[str]:
@@ -45,23 +44,6 @@ def team_commands() -> list[str]:
 
 def typed(prefix: str) -> str:
     return typed_block("team").line(prefix)
-
-
-def shell(command: str, env: dict[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess:
-    started = time.monotonic()
-    result = subprocess.run(
-        ["bash", "-c", command],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    TIMINGS[command] = round(time.monotonic() - started, 1)
-    TEST_OUTPUT.mkdir(exist_ok=True)
-    (TEST_OUTPUT / "tracking-auth.json").write_text(json.dumps(TIMINGS, indent=2))
-    return result
 
 
 def listening(port: int) -> bool:
@@ -123,17 +105,17 @@ def team():
     root.mkdir(parents=True)
     team = Team(root)
     admin = team.server_env | {"TRACKING_ADMIN_PASSWORD_FILE": str(team.files["admin"])}
-    started = shell(typed("make tracking-server "), admin)
+    started = venv_shell(typed("make tracking-server "), admin)
     assert started.returncode == 0, started.stdout + started.stderr
     assert "SELF-SIGNED" in started.stdout
     for user in ("nightly", "alice"):  # the page's lines grant `job` and `reader`
         env = team.env("admin") | {"TRACKING_USER_PASSWORD_FILE": str(team.files[user])}
-        added = shell(typed(f"make tracking-user TRACKING_USER={user} "), env)
+        added = venv_shell(typed(f"make tracking-user TRACKING_USER={user} "), env)
         assert added.returncode == 0, added.stdout + added.stderr
     try:
         yield team
     finally:
-        stopped = shell(typed("make tracking-server-stop"), team.server_env)
+        stopped = venv_shell(typed("make tracking-server-stop"), team.server_env)
         subprocess.run(["rm", "-rf", str(root)], check=False)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         for port in (team.port, team.backend_port, team.pg_port):
@@ -190,7 +172,9 @@ def test_the_pipeline_runs_as_the_job_user_over_https_and_no_password_leaks(team
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        result = shell(f"{typed('make run')} ARGS={shlex.quote(TINY)}", team.env("nightly"), timeout_s=1800)
+        result = venv_shell(
+            f"{typed('make run')} ARGS={shlex.quote(TINY)}", team.env("nightly"), timeout_s=1800
+        )
     finally:
         done.set()
         watcher.join()
