@@ -75,8 +75,11 @@ def test_the_pool_gives_a_batch_ready_to_label(few_label_run):
     assert len((queue / "asked.jsonl").read_text().splitlines()) == 50
 
 
-def test_a_capture_folder_gives_the_next_batch(few_label_run, typed_store):
-    (line,) = typed_block("label-next-capture").lines
+def test_a_capture_folder_gives_the_next_batch_and_make_the_one_after(few_label_run, typed_store):
+    """The block's python line, then its make line on the same capture: the second batch is the next 20,
+    none asked for before (the ledger), and the ledger then holds both."""
+    lines = typed_block("label-next-capture").lines
+    assert [line.split()[0] for line in lines] == ["python", "make"], lines
     work = Path(tempfile.mkdtemp(prefix="sentclf-capture-", dir=typed_store.root))
     pool = (few_label_run / "trec-8" / "pool.txt").read_text().splitlines()[:300]
     capture = work / "captured"
@@ -85,7 +88,13 @@ def test_a_capture_folder_gives_the_next_batch(few_label_run, typed_store):
         for i, text in enumerate(pool):
             record = {"time": "2026-12-05T00:00:00.000000Z", "model": "trec", "version": "1", "id": str(i)}
             out.write(json.dumps(record | {"index": 0, "served": True, "text": text}) + "\n")
-    command = line.replace("captured/", f"{capture}/").replace("label-queue/", f"{work}/label-queue/")
-    shell_ok(typed_store, command, timeout_s=600)
-    (batch,) = (work / "label-queue").glob("batch-*.csv")
-    assert len(pd.read_csv(batch)) == 20
+    queue = work / "label-queue"
+    batches = []
+    for line in lines:
+        command = line.replace("captured/", f"{capture}/").replace("label-queue/", f"{queue}/")
+        shell_ok(typed_store, command, timeout_s=600)
+        (batch,) = set(queue.glob("batch-*.csv")) - set(batches)
+        batches.append(batch)
+    first, second = (set(pd.read_csv(batch)["question"]) for batch in batches)
+    assert len(first) == len(second) == 20 and not first & second
+    assert len((queue / "asked.jsonl").read_text().splitlines()) == 40
